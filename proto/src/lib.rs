@@ -1,0 +1,11 @@
+//! The `hookplane.v1` API: messages and gRPC stubs generated from `hookplane/v1/*.proto`, and
+//! the encoded descriptor set that every gRPC port serves through reflection.
+
+pub mod v1 {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("hookplane.v1");
+}
+
+/// The file descriptor set of the API and its imports, for tonic-reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/hookplane_descriptor.bin"));
