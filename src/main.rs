@@ -1,1 +1,223 @@
-fn main() {}
+//! The one `hookplane` binary: `control` runs the control plane, `data` runs a data-plane node,
+//! `standalone` runs both in one process for a single machine.
+//!
+//! Each listener is bound here, before anything is served, and its real address is printed on
+//! stdout (`... listening on ADDR`), so `127.0.0.1:0` works and scripts can read the port.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hookplane_control::{ControlOptions, ControlPlane};
+use hookplane_data::{NodeConfig, NodeOptions};
+use tokio::net::TcpListener;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hookplane",
+    version,
+    about = "LINE webhook forwarding and signed event webhooks"
+)]
+struct Cli {
+    /// Log lines as human text or as JSON objects.
+    #[arg(long, env = "HOOKPLANE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The control plane: admin gRPC API, config stream, delivery log, on a sled store.
+    Control(ControlCommand),
+    /// A stateless data-plane node: LINE ingress, event publishing and deliveries.
+    Data(DataCommand),
+    /// The control plane and one data-plane node in one process.
+    Standalone(StandaloneCommand),
+}
+
+#[derive(Args, Debug)]
+struct ControlCommand {
+    /// Address of the gRPC API.
+    #[arg(long, env = "HOOKPLANE_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    control: ControlOptions,
+}
+
+#[derive(Args, Debug)]
+struct DataCommand {
+    /// The control plane's gRPC URL.
+    #[arg(
+        long,
+        env = "HOOKPLANE_CONTROL_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    control_url: String,
+    /// Token the node presents to the control plane (the control plane's `node.token`).
+    #[arg(long, env = "HOOKPLANE_NODE_TOKEN", hide_env_values = true)]
+    node_token: String,
+    /// Address of the HTTP ingress (LINE webhooks, /healthz, /readyz, /metrics).
+    #[arg(
+        long,
+        env = "HOOKPLANE_INGRESS_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    ingress_listen: SocketAddr,
+    /// Address of the node's gRPC API (event publishing, health, reflection).
+    #[arg(long, env = "HOOKPLANE_GRPC_LISTEN", default_value = "127.0.0.1:50052")]
+    grpc_listen: SocketAddr,
+    /// Where the node keeps deliveries in flight.
+    #[arg(long, env = "HOOKPLANE_SPOOL_DIR", default_value = "./hookplane-spool")]
+    spool_dir: PathBuf,
+    #[command(flatten)]
+    node: NodeOptions,
+}
+
+#[derive(Args, Debug)]
+struct StandaloneCommand {
+    /// Address of the control plane's gRPC API.
+    #[arg(
+        long,
+        alias = "listen",
+        env = "HOOKPLANE_CONTROL_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
+    control_listen: SocketAddr,
+    /// Address of the HTTP ingress (LINE webhooks, /healthz, /readyz, /metrics).
+    #[arg(
+        long,
+        env = "HOOKPLANE_INGRESS_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    ingress_listen: SocketAddr,
+    /// Address of the node's gRPC API (event publishing, health, reflection).
+    #[arg(
+        long,
+        alias = "grpc-listen",
+        env = "HOOKPLANE_DATA_GRPC_LISTEN",
+        default_value = "127.0.0.1:50052"
+    )]
+    data_grpc_listen: SocketAddr,
+    /// Where the node keeps deliveries in flight; defaults to `spool/` inside the data dir.
+    #[arg(long, env = "HOOKPLANE_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    #[command(flatten)]
+    control: ControlOptions,
+    #[command(flatten)]
+    node: NodeOptions,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Control(cmd) => run_control(cmd).await,
+        Command::Data(cmd) => run_data(cmd).await,
+        Command::Standalone(cmd) => run_standalone(cmd).await,
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} to {addr}"))?;
+    println!("{what} listening on {}", listener.local_addr()?);
+    Ok(listener)
+}
+
+async fn run_control(cmd: ControlCommand) -> anyhow::Result<()> {
+    let control = ControlPlane::open(&cmd.control)?;
+    let listener = bind("control plane", cmd.listen).await?;
+    control.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_data(cmd: DataCommand) -> anyhow::Result<()> {
+    let ingress = bind("ingress", cmd.ingress_listen).await?;
+    let grpc = bind("data-plane gRPC", cmd.grpc_listen).await?;
+    let config = NodeConfig {
+        control_url: cmd.control_url,
+        node_token: cmd.node_token,
+        spool_dir: cmd.spool_dir,
+        options: cmd.node,
+    };
+    hookplane_data::run(config, ingress, grpc, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_standalone(cmd: StandaloneCommand) -> anyhow::Result<()> {
+    let control = ControlPlane::open(&cmd.control)?;
+    let control_listener = bind("control plane", cmd.control_listen).await?;
+    let control_addr = control_listener.local_addr()?;
+    let ingress = bind("ingress", cmd.ingress_listen).await?;
+    let grpc = bind("data-plane gRPC", cmd.data_grpc_listen).await?;
+    let config = NodeConfig {
+        control_url: format!("http://{control_addr}"),
+        node_token: control.node_token().to_owned(),
+        spool_dir: cmd
+            .spool_dir
+            .unwrap_or_else(|| cmd.control.data_dir.join("spool")),
+        options: cmd.node,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut control_task = tokio::spawn(control.serve(control_listener, stopped(stop_rx.clone())));
+    let mut node_task = tokio::spawn(hookplane_data::run(config, ingress, grpc, stopped(stop_rx)));
+    // Either half ending on its own is a failure of the whole: stop the other and report it.
+    let early_end = tokio::select! {
+        () = shutdown_signal() => None,
+        res = &mut control_task => Some(res?.context("control plane stopped")),
+        res = &mut node_task => Some(res?.context("data-plane node stopped")),
+    };
+    let _ = stop_tx.send(true);
+    match early_end {
+        Some(res) => res,
+        None => {
+            control_task.await??;
+            node_task.await??;
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what an orchestrator sends to stop a node).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}

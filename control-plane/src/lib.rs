@@ -1,1 +1,31 @@
-//! placeholder
+//! The hookplane control plane: the sled store of tenants, channels, forwarding sets and
+//! subscriptions (secrets sealed at rest), the token checks, every admin gRPC service, the config
+//! stream to data-plane nodes and the delivery log.
+
+mod auth;
+mod channels;
+mod clock;
+mod config_stream;
+mod control_plane;
+mod credentials;
+mod delivery_log;
+mod error;
+mod forwarding;
+mod ids;
+mod notifications;
+mod options;
+mod pagination;
+mod sealing;
+mod shutdown;
+mod store;
+mod subscriptions;
+mod tenants;
+pub mod topics;
+mod validate;
+
+pub use control_plane::ControlPlane;
+pub use error::Error;
+pub use options::ControlOptions;
+
+#[cfg(test)]
+mod test_fixtures;

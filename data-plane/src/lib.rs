@@ -1,1 +1,133 @@
-//! placeholder
+//! A hookplane data-plane node: LINE webhook ingress (verify, durably enqueue, answer), the
+//! queue behind one trait with a node-local sled spool, the delivery engine (pooled HTTP,
+//! retries through the queue, per-target caps and breakers, SSRF guard), the config stream from
+//! the control plane, and the outcome reports back to it.
+
+mod backoff;
+pub mod config;
+mod control;
+pub mod delivery;
+mod error;
+mod grpc;
+pub mod ingress;
+pub mod metrics;
+mod options;
+pub mod outcomes;
+pub mod queue;
+pub mod ssrf;
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::watch};
+use tracing::{info, warn};
+
+pub use error::Error;
+pub use options::{NodeConfig, NodeOptions};
+
+use crate::{
+    config::ConfigStore,
+    control::ControlPlane,
+    delivery::{Engine, EngineSettings, retry::RetryPolicy, sender::Sender},
+    ingress::Ingress,
+    metrics::Metrics,
+    outcomes::OutcomeLog,
+    queue::{Queue, spool::Spool},
+    ssrf::TargetGuard,
+};
+
+/// Runs a node until `shutdown` resolves: HTTP ingress (+ /healthz /readyz /metrics) on
+/// `ingress`, gRPC (health + reflection) on `grpc`.
+pub async fn run(
+    cfg: NodeConfig,
+    ingress: TcpListener,
+    grpc: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let options = cfg.options;
+    let node_id = options
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("node_{}", ulid::Ulid::new().to_string().to_lowercase()));
+    std::fs::create_dir_all(&cfg.spool_dir)?;
+    let spool = Arc::new(Spool::open(&cfg.spool_dir)?);
+    let outcomes = Arc::new(OutcomeLog::open(spool.db())?);
+    let queue: Arc<dyn Queue> = Arc::clone(&spool) as _;
+    let metrics = Arc::new(Metrics::default());
+    let store = Arc::new(ConfigStore::default());
+    let control = ControlPlane::new(&cfg.control_url, &cfg.node_token)?;
+    let guard = Arc::new(TargetGuard::new(options.allow_target_network.clone()));
+    let engine = Arc::new(Engine::new(
+        EngineSettings {
+            node_id: node_id.clone(),
+            policy: RetryPolicy::new(
+                options.retry_schedule.iter().map(|d| **d).collect(),
+                options.max_attempts,
+                *options.max_delivery_age,
+            ),
+            target_concurrency: options.target_concurrency,
+        },
+        Arc::clone(&queue),
+        Arc::clone(&store),
+        Sender::new(guard)?,
+        Arc::clone(&outcomes),
+        Arc::clone(&metrics),
+    ));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_on = move |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(config::watch_config(
+        control.clone(),
+        Arc::clone(&store),
+        Arc::clone(&queue),
+        Arc::clone(&metrics),
+        node_id.clone(),
+        stop_rx.clone(),
+    ));
+    tasks.spawn(outcomes::report_outcomes(
+        Arc::clone(&outcomes),
+        control,
+        Arc::clone(&metrics),
+        node_id.clone(),
+        stop_rx.clone(),
+    ));
+    tasks.spawn(Arc::clone(&engine).run(stop_rx.clone()));
+
+    let router = ingress::router(Arc::new(Ingress {
+        config: Arc::clone(&store),
+        queue: Arc::clone(&queue),
+        metrics: Arc::clone(&metrics),
+        max_body_bytes: options.max_body_bytes,
+    }));
+    info!(
+        node_id,
+        ingress = ?ingress.local_addr().ok(),
+        grpc = ?grpc.local_addr().ok(),
+        control_url = cfg.control_url,
+        "data-plane node starting"
+    );
+    let http = axum::serve(ingress, router)
+        .with_graceful_shutdown(stop_on(stop_rx.clone()))
+        .into_future();
+    let grpc = grpc::serve(grpc, Arc::clone(&store), stop_on(stop_rx.clone()));
+
+    let stopper = stop_tx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.send_replace(true);
+    });
+    let served = tokio::try_join!(async { http.await.map_err(Error::Io) }, grpc,);
+    // Whichever way serving ended, everything else stops too.
+    stop_tx.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if let Err(e) = spool.db().flush_async().await {
+        warn!(error = %e, "spool flush at shutdown failed");
+    }
+    info!("data-plane node stopped");
+    served.map(|_| ())
+}

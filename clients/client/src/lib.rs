@@ -1,1 +1,15 @@
-//! placeholder
+//! A typed client for the `hookplane.v1` gRPC API: one shared HTTP/2 channel, with the bearer
+//! token attached to every call, handing out a stub per service.
+//!
+//! The same client serves admins (admin token), internal event producers (publisher token) and
+//! data-plane nodes (node token): which token it carries decides what the server lets it do.
+
+mod bearer;
+mod client;
+mod error;
+
+pub use bearer::BearerToken;
+pub use client::{AuthedChannel, CONFIG_MAX_DECODING_MESSAGE_SIZE, Client};
+pub use error::Error;
+/// The generated messages and stubs, so callers need no direct dependency on the proto crate.
+pub use hookplane_proto::v1;

@@ -1,1 +1,14 @@
-//! placeholder
+//! Signing and verification of the three webhook signatures hookplane speaks: LINE's
+//! `x-line-signature`, MAAC's `CrescLab-Signature` and Standard Webhooks' `webhook-signature`.
+//!
+//! The data plane signs with it and receivers verify with it, so it stays free of any runtime:
+//! plain functions over byte slices, every comparison in constant time.
+
+mod error;
+mod mac;
+
+pub mod line;
+pub mod maac;
+pub mod standard;
+
+pub use error::Error;

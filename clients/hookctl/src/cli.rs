@@ -1,0 +1,141 @@
+//! The command line: global flags, the subcommand tree, and dispatch to the command modules.
+
+use std::path::Path;
+
+use clap::{Args, Parser, Subcommand};
+use hookplane_client::Client;
+
+use crate::{
+    commands::{
+        channel::{self, ChannelCommand},
+        deliveries::{self, AttemptsArgs},
+        forwarding::{self, ForwardingCommand},
+        line::{self, LineCommand},
+        notifications::{self, NotificationsArgs},
+        subscription::{self, SubscriptionCommand},
+        tenant::{self, TenantCommand},
+    },
+    output::Printout,
+    token,
+};
+
+/// Administer a hookplane control plane.
+#[derive(Debug, Parser)]
+#[command(name = "hookctl", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Kept apart in every subcommand's help, so its own flags read first.
+const GLOBAL: &str = "Global options";
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The control plane's gRPC address.
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        env = "HOOKPLANE_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    /// The admin token; default: the content of ./hookplane-data/admin.token.
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL,
+        env = "HOOKPLANE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Print responses as JSON (proto field names in lowerCamelCase).
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    #[command(subcommand)]
+    Channel(ChannelCommand),
+    #[command(subcommand)]
+    Forwarding(ForwardingCommand),
+    #[command(subcommand)]
+    Subscription(SubscriptionCommand),
+    /// Delivery attempts of a forwarding set or a subscription, newest first.
+    Attempts(AttemptsArgs),
+    /// Re-enqueue a delivery that failed for good.
+    RetryDelivery {
+        /// A delivery id, as shown by `attempts`.
+        id: String,
+    },
+    /// Emails sent (or logged) for a tenant.
+    Notifications(NotificationsArgs),
+    #[command(subcommand)]
+    Line(LineCommand),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<Printout> {
+    let command = match cli.command {
+        // Offline: no token, no server.
+        Command::Line(command) => return line::run(command),
+        other => other,
+    };
+    let token = token::resolve(
+        cli.global.token.as_deref(),
+        Path::new(token::DEFAULT_TOKEN_FILE),
+    )?;
+    let client = Client::connect(&cli.global.server, &token).await?;
+    match command {
+        Command::Tenant(c) => tenant::run(c, &client).await,
+        Command::Channel(c) => channel::run(c, &client).await,
+        Command::Forwarding(c) => forwarding::run(c, &client).await,
+        Command::Subscription(c) => subscription::run(c, &client).await,
+        Command::Attempts(args) => deliveries::attempts(args, &client).await,
+        Command::RetryDelivery { id } => deliveries::retry(id, &client).await,
+        Command::Notifications(args) => notifications::run(args, &client).await,
+        Command::Line(c) => line::run(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_may_follow_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "hookctl",
+            "tenant",
+            "list",
+            "--json",
+            "--server",
+            "http://h:1",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        assert!(cli.global.json);
+        assert_eq!(cli.global.server, "http://h:1");
+        assert_eq!(cli.global.token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn the_token_value_stays_out_of_help() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("HOOKPLANE_ADMIN_TOKEN"));
+        assert!(!help.contains("HOOKPLANE_ADMIN_TOKEN="));
+    }
+}

@@ -1,0 +1,675 @@
+//! ConfigService: the live configuration stream to data-plane nodes (a snapshot or the changes
+//! since the node's revision, then every later commit) and the nodes' delivery reports.
+
+use std::collections::HashSet;
+
+use hookplane_proto::v1::config_resource::Resource;
+use hookplane_proto::v1::config_service_server::ConfigService;
+use hookplane_proto::v1::{
+    ConfigResource, ConfigUpdate, DeliveryReport, ForwardingKind, GenesysSettings, NodeChannel,
+    NodeForwardingSet, NodeSecret, NodeSubscription, NodeTenant, ReportDeliveriesResponse,
+    ResourceKey, ResourceKind, WatchConfigRequest,
+};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::clock::{Time, duration_to_proto};
+use crate::delivery_log::DeliveryLog;
+use crate::error::Error;
+use crate::sealing::{Sealed, Sealer};
+use crate::shutdown::Stopping;
+use crate::store::{
+    ChannelRecord, ForwardingSetRecord, PreviousSecret, Store, SubscriptionRecord, TenantRecord,
+    Touched,
+};
+use crate::tenants::zone_entitlements;
+
+pub(crate) struct ConfigApi {
+    store: Store,
+    log: DeliveryLog,
+    publisher_token_sha256: String,
+    retries: broadcast::Sender<String>,
+    stopping: Stopping,
+}
+
+impl ConfigApi {
+    pub fn new(
+        store: Store,
+        log: DeliveryLog,
+        publisher_token: &str,
+        retries: broadcast::Sender<String>,
+        stopping: Stopping,
+    ) -> ConfigApi {
+        ConfigApi {
+            store,
+            log,
+            publisher_token_sha256: hex::encode(Sha256::digest(publisher_token.as_bytes())),
+            retries,
+            stopping,
+        }
+    }
+}
+
+/// Builds config updates from the store for one node.
+#[derive(Clone)]
+pub(crate) struct UpdateBuilder {
+    store: Store,
+    publisher_token_sha256: String,
+}
+
+impl UpdateBuilder {
+    fn base(&self, revision: u64, snapshot: bool) -> ConfigUpdate {
+        ConfigUpdate {
+            revision,
+            snapshot,
+            upserts: Vec::new(),
+            deletes: Vec::new(),
+            publisher_token_sha256: self.publisher_token_sha256.clone(),
+            retry_delivery_ids: Vec::new(),
+        }
+    }
+
+    /// The first update for a node holding `last_revision`: changes since then when the change
+    /// log still covers them, otherwise a full snapshot.
+    pub fn first(&self, last_revision: u64) -> Result<ConfigUpdate, Error> {
+        let current = self.store.revision();
+        if last_revision == 0 || last_revision > current {
+            return self.snapshot();
+        }
+        if last_revision == current {
+            return Ok(self.base(current, false));
+        }
+        match self.since(last_revision)? {
+            Some(update) => Ok(update),
+            None => self.snapshot(),
+        }
+    }
+
+    /// Every resource, secrets in clear. The revision is read before the resources: anything
+    /// committed meanwhile is newer than it and will be sent again in the next update.
+    pub fn snapshot(&self) -> Result<ConfigUpdate, Error> {
+        let mut update = self.base(self.store.revision(), true);
+        let sealer = self.store.sealer();
+        for t in self.store.all_tenants()? {
+            update
+                .upserts
+                .push(resource(Resource::Tenant(node_tenant(&t))));
+        }
+        for c in self.store.all_channels()? {
+            update
+                .upserts
+                .push(resource(Resource::Channel(node_channel(&c, sealer)?)));
+        }
+        for f in self.store.all_forwarding_sets()? {
+            update
+                .upserts
+                .push(resource(Resource::ForwardingSet(node_forwarding_set(
+                    &f, sealer,
+                )?)));
+        }
+        for s in self.store.all_subscriptions()? {
+            update
+                .upserts
+                .push(resource(Resource::Subscription(node_subscription(
+                    &s, sealer,
+                )?)));
+        }
+        Ok(update)
+    }
+
+    /// The current value of everything touched after `after`, or `None` when the change log no
+    /// longer reaches back that far.
+    pub fn since(&self, after: u64) -> Result<Option<ConfigUpdate>, Error> {
+        let changes = self.store.changes_after(after)?;
+        let Some(&(first, _)) = changes.first() else {
+            return Ok(Some(self.base(after, false)));
+        };
+        if first != after + 1 {
+            return Ok(None);
+        }
+        let last = changes.last().map_or(after, |(rev, _)| *rev);
+        let mut update = self.base(last, false);
+        let mut seen = HashSet::new();
+        let sealer = self.store.sealer();
+        for touched in changes.into_iter().flat_map(|(_, t)| t) {
+            if !seen.insert(touched.clone()) {
+                continue;
+            }
+            match self.current(&touched, sealer)? {
+                Some(r) => update.upserts.push(resource(r)),
+                None => update.deletes.push(ResourceKey {
+                    kind: touched.kind,
+                    id: touched.id,
+                }),
+            }
+        }
+        Ok(Some(update))
+    }
+
+    fn current(&self, touched: &Touched, sealer: &Sealer) -> Result<Option<Resource>, Error> {
+        let id = touched.id.as_str();
+        Ok(match ResourceKind::try_from(touched.kind) {
+            Ok(ResourceKind::Tenant) => self
+                .store
+                .find_tenant(id)?
+                .map(|t| Resource::Tenant(node_tenant(&t))),
+            Ok(ResourceKind::Channel) => match self.store.find_channel(id)? {
+                Some(c) => Some(Resource::Channel(node_channel(&c, sealer)?)),
+                None => None,
+            },
+            Ok(ResourceKind::ForwardingSet) => match self.store.find_forwarding_set(id)? {
+                Some(f) => Some(Resource::ForwardingSet(node_forwarding_set(&f, sealer)?)),
+                None => None,
+            },
+            Ok(ResourceKind::Subscription) => match self.store.find_subscription(id)? {
+                Some(s) => Some(Resource::Subscription(node_subscription(&s, sealer)?)),
+                None => None,
+            },
+            Ok(ResourceKind::Unspecified) | Err(_) => None,
+        })
+    }
+
+    fn retry(&self, revision: u64, ids: Vec<String>) -> ConfigUpdate {
+        let mut update = self.base(revision, false);
+        update.retry_delivery_ids = ids;
+        update
+    }
+}
+
+fn resource(r: Resource) -> ConfigResource {
+    ConfigResource { resource: Some(r) }
+}
+
+fn node_tenant(t: &TenantRecord) -> NodeTenant {
+    NodeTenant {
+        id: t.id.clone(),
+        display_name: t.display_name.clone(),
+        zones: zone_entitlements(t),
+    }
+}
+
+/// The current secret first, then the previous one while its grace period runs.
+fn node_secrets(
+    current: &Sealed,
+    previous: Option<&PreviousSecret>,
+    sealer: &Sealer,
+) -> Result<Vec<NodeSecret>, Error> {
+    let mut secrets = vec![NodeSecret {
+        secret: sealer.open(current)?,
+        valid_until: None,
+    }];
+    if let Some(p) = previous.filter(|p| p.still_valid(Time::now())) {
+        secrets.push(NodeSecret {
+            secret: sealer.open(&p.secret)?,
+            valid_until: Some(p.valid_until.to_proto()),
+        });
+    }
+    Ok(secrets)
+}
+
+fn node_channel(c: &ChannelRecord, sealer: &Sealer) -> Result<NodeChannel, Error> {
+    Ok(NodeChannel {
+        id: c.id.clone(),
+        tenant_id: c.tenant_id.clone(),
+        display_name: c.display_name.clone(),
+        secrets: node_secrets(&c.secret, c.previous_secret.as_ref(), sealer)?,
+        access_token: match &c.access_token {
+            Some(token) => sealer.open(token)?,
+            None => String::new(),
+        },
+        metadata: c
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    })
+}
+
+fn node_forwarding_set(
+    f: &ForwardingSetRecord,
+    sealer: &Sealer,
+) -> Result<NodeForwardingSet, Error> {
+    let genesys = match &f.genesys {
+        Some(g) => Some(GenesysSettings {
+            region_domain: g.region_domain.clone(),
+            login_base_url: g.login_base_url.clone(),
+            api_base_url: g.api_base_url.clone(),
+            client_id: g.client_id.clone(),
+            client_secret: sealer.open(&g.client_secret)?,
+            integration_id: g.integration_id.clone(),
+            outbound_signature_secret: sealer.open(&g.outbound_signature_secret)?,
+            custom_attributes: g
+                .custom_attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }),
+        None => None,
+    };
+    Ok(NodeForwardingSet {
+        id: f.id.clone(),
+        channel_id: f.channel_id.clone(),
+        tenant_id: f.tenant_id.clone(),
+        name: f.name.clone(),
+        url: f.url.clone(),
+        enabled: f.enabled,
+        kind: if f.kind == ForwardingKind::Unspecified as i32 {
+            ForwardingKind::Raw as i32
+        } else {
+            f.kind
+        },
+        timeout: Some(duration_to_proto(f.timeout)),
+        genesys,
+    })
+}
+
+fn node_subscription(s: &SubscriptionRecord, sealer: &Sealer) -> Result<NodeSubscription, Error> {
+    Ok(NodeSubscription {
+        id: s.id.clone(),
+        tenant_id: s.tenant_id.clone(),
+        name: s.name.clone(),
+        url: s.url.clone(),
+        event_types: s.event_types.clone(),
+        state: s.state,
+        signature_scheme: s.signature_scheme,
+        secrets: node_secrets(&s.secret, s.previous_secret.as_ref(), sealer)?,
+    })
+}
+
+type UpdateSender = mpsc::Sender<Result<ConfigUpdate, Status>>;
+
+/// Feeds one node's stream until the node goes away or the server stops.
+struct NodeStream {
+    node_id: String,
+    builder: UpdateBuilder,
+    tx: UpdateSender,
+    retries: broadcast::Receiver<String>,
+    stopping: Stopping,
+}
+
+/// How a node stream ended.
+enum End {
+    NodeGone,
+    Stopping,
+    Failed(Error),
+}
+
+impl NodeStream {
+    async fn run(mut self, last_revision: u64) {
+        tracing::info!(node_id = %self.node_id, last_revision, "node connected to the config stream");
+        let end = self.feed(last_revision).await;
+        match end {
+            End::NodeGone => {
+                tracing::info!(node_id = %self.node_id, "node disconnected from the config stream");
+            }
+            End::Stopping => {
+                tracing::info!(node_id = %self.node_id, "config stream closed for shutdown");
+                let _ = self
+                    .tx
+                    .send(Err(Error::Unavailable(
+                        "control plane shutting down".into(),
+                    )
+                    .into()))
+                    .await;
+            }
+            End::Failed(e) => {
+                tracing::error!(node_id = %self.node_id, error = %e, "config stream failed");
+                let _ = self.tx.send(Err(e.into())).await;
+            }
+        }
+    }
+
+    async fn send(&self, update: ConfigUpdate) -> Result<(), End> {
+        self.tx.send(Ok(update)).await.map_err(|_| End::NodeGone)
+    }
+
+    /// Sends whatever was committed after `sent`; returns the revision the node now holds.
+    async fn catch_up(&self, sent: u64) -> Result<u64, End> {
+        if self.builder.store.revision() <= sent {
+            return Ok(sent);
+        }
+        let update = match self.builder.since(sent).map_err(End::Failed)? {
+            Some(update) => update,
+            // Fell behind the whole change log (100,000 revisions): start over.
+            None => self.builder.snapshot().map_err(End::Failed)?,
+        };
+        let revision = update.revision;
+        self.send(update).await?;
+        Ok(revision)
+    }
+
+    async fn feed(&mut self, last_revision: u64) -> End {
+        // Subscribe before the first read so no commit between the two goes unnoticed.
+        let mut revisions = self.builder.store.watch_revision();
+        let first = match self.builder.first(last_revision) {
+            Ok(update) => update,
+            Err(e) => return End::Failed(e),
+        };
+        let mut sent = first.revision;
+        if let Err(end) = self.send(first).await {
+            return end;
+        }
+        loop {
+            let mut stopping = self.stopping.clone();
+            tokio::select! {
+                () = self.tx.closed() => return End::NodeGone,
+                () = stopping.wait() => return End::Stopping,
+                changed = revisions.changed() => {
+                    if changed.is_err() {
+                        return End::Stopping;
+                    }
+                    match self.catch_up(sent).await {
+                        Ok(revision) => sent = revision,
+                        Err(end) => return end,
+                    }
+                }
+                retry = self.retries.recv() => {
+                    let mut ids = match retry {
+                        Ok(id) => vec![id],
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::warn!(node_id = %self.node_id, missed, "missed delivery retries");
+                            continue;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return End::Stopping,
+                    };
+                    while let Ok(id) = self.retries.try_recv() {
+                        ids.push(id);
+                    }
+                    // The retry update claims the node's revision, so config goes out first.
+                    match self.catch_up(sent).await {
+                        Ok(revision) => sent = revision,
+                        Err(end) => return end,
+                    }
+                    if let Err(end) = self.send(self.builder.retry(sent, ids)).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+}
+
+type WatchStream = ReceiverStream<Result<ConfigUpdate, Status>>;
+
+#[tonic::async_trait]
+impl ConfigService for ConfigApi {
+    type WatchConfigStream = WatchStream;
+
+    async fn watch_config(
+        &self,
+        request: Request<WatchConfigRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let req = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let stream = NodeStream {
+            node_id: req.node_id,
+            builder: UpdateBuilder {
+                store: self.store.clone(),
+                publisher_token_sha256: self.publisher_token_sha256.clone(),
+            },
+            tx,
+            retries: self.retries.subscribe(),
+            stopping: self.stopping.clone(),
+        };
+        tokio::spawn(stream.run(req.last_revision));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn report_deliveries(
+        &self,
+        request: Request<Streaming<DeliveryReport>>,
+    ) -> Result<Response<ReportDeliveriesResponse>, Status> {
+        let mut reports = request.into_inner();
+        let mut stopping = self.stopping.clone();
+        let mut accepted = 0u64;
+        loop {
+            let report = tokio::select! {
+                report = reports.message() => report?,
+                () = stopping.wait() => break,
+            };
+            let Some(report) = report else { break };
+            accepted += self.log.record(&report.node_id, report.attempts)?;
+        }
+        Ok(Response::new(ReportDeliveriesResponse { accepted }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use hookplane_proto::v1::RotateChannelSecretRequest;
+    use hookplane_proto::v1::channel_service_server::ChannelService as _;
+    use hookplane_proto::v1::tenant_service_server::TenantService as _;
+    use hookplane_proto::v1::{DeleteTenantRequest, ForwardingSet, GenesysSettings as Genesys};
+    use tokio_stream::StreamExt as _;
+
+    use super::*;
+    use crate::channels::ChannelApi;
+    use crate::delivery_log::Retention;
+    use crate::tenants::TenantApi;
+    use crate::test_fixtures::*;
+
+    fn builder(store: &Store) -> UpdateBuilder {
+        UpdateBuilder {
+            store: store.clone(),
+            publisher_token_sha256: hex::encode(Sha256::digest(b"hp_pub_x")),
+        }
+    }
+
+    fn ids(update: &ConfigUpdate) -> Vec<String> {
+        update
+            .upserts
+            .iter()
+            .map(|r| match &r.resource {
+                Some(Resource::Tenant(t)) => t.id.clone(),
+                Some(Resource::Channel(c)) => c.id.clone(),
+                Some(Resource::ForwardingSet(f)) => f.id.clone(),
+                Some(Resource::Subscription(s)) => s.id.clone(),
+                None => String::new(),
+            })
+            .collect()
+    }
+
+    /// A tenant with a channel, a Genesys forwarding set and a subscription.
+    async fn populated(store: &Store) -> (String, String, String, String) {
+        let tenant = create_tenant(store, tenant_input()).await;
+        let channel = create_channel(store, &tenant.id).await;
+        let set = create_forwarding_set(
+            store,
+            &channel.id,
+            ForwardingSet {
+                name: "Genesys".into(),
+                kind: ForwardingKind::GenesysOpenMessaging as i32,
+                genesys: Some(Genesys {
+                    region_domain: "mypurecloud.com".into(),
+                    client_id: "client".into(),
+                    client_secret: "genesys-client-secret".into(),
+                    integration_id: "integration".into(),
+                    outbound_signature_secret: "genesys-signature-secret".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let sub = create_subscription(store, &tenant.id, subscription_input())
+            .await
+            .unwrap();
+        (tenant.id, channel.id, set.id, sub.id)
+    }
+
+    #[tokio::test]
+    async fn a_node_without_config_gets_a_snapshot_with_secrets_in_clear() {
+        let (_dir, store) = store();
+        let (tenant, channel, set, sub) = populated(&store).await;
+        let update = builder(&store).first(0).unwrap();
+        assert!(update.snapshot);
+        assert_eq!(update.revision, store.revision());
+        assert_eq!(ids(&update), [tenant, channel, set, sub]);
+        assert_eq!(
+            update.publisher_token_sha256,
+            hex::encode(Sha256::digest(b"hp_pub_x"))
+        );
+        for r in &update.upserts {
+            match &r.resource {
+                Some(Resource::Channel(c)) => {
+                    assert_eq!(c.secrets[0].secret, "line-secret-0123456789");
+                }
+                Some(Resource::ForwardingSet(f)) => {
+                    let g = f.genesys.as_ref().unwrap();
+                    assert_eq!(g.client_secret, "genesys-client-secret");
+                    assert_eq!(g.outbound_signature_secret, "genesys-signature-secret");
+                }
+                Some(Resource::Subscription(s)) => {
+                    assert!(s.secrets[0].secret.starts_with("whsec_"));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rotated_channel_secret_is_sent_after_the_current_one_with_its_end() {
+        let (_dir, store) = store();
+        let (_, channel, _, _) = populated(&store).await;
+        ChannelApi::new(store.clone())
+            .rotate_channel_secret(Request::new(RotateChannelSecretRequest {
+                id: channel.clone(),
+                new_secret: "new-secret".into(),
+                grace_period: Some(prost_types::Duration {
+                    seconds: 60,
+                    nanos: 0,
+                }),
+            }))
+            .await
+            .unwrap();
+        let update = builder(&store).first(0).unwrap();
+        let node_channel = update
+            .upserts
+            .iter()
+            .find_map(|r| match &r.resource {
+                Some(Resource::Channel(c)) => Some(c.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(node_channel.secrets[0].secret, "new-secret");
+        assert!(node_channel.secrets[0].valid_until.is_none());
+        assert_eq!(node_channel.secrets[1].secret, "line-secret-0123456789");
+        assert!(node_channel.secrets[1].valid_until.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_node_at_the_current_revision_gets_an_empty_update() {
+        let (_dir, store) = store();
+        populated(&store).await;
+        let update = builder(&store).first(store.revision()).unwrap();
+        assert!(!update.snapshot);
+        assert!(update.upserts.is_empty() && update.deletes.is_empty());
+        assert_eq!(update.revision, store.revision());
+    }
+
+    #[tokio::test]
+    async fn a_node_ahead_of_the_store_gets_a_snapshot() {
+        let (_dir, store) = store();
+        populated(&store).await;
+        let update = builder(&store).first(store.revision() + 10).unwrap();
+        assert!(update.snapshot);
+    }
+
+    #[tokio::test]
+    async fn a_node_slightly_behind_gets_only_what_changed_including_deletes() {
+        let (_dir, store) = store();
+        let (tenant, channel, set, sub) = populated(&store).await;
+        let held = store.revision();
+        let other = create_tenant(&store, tenant_input()).await;
+        TenantApi::new(store.clone())
+            .delete_tenant(Request::new(DeleteTenantRequest { id: tenant.clone() }))
+            .await
+            .unwrap();
+        let update = builder(&store).first(held).unwrap();
+        assert!(!update.snapshot);
+        assert_eq!(update.revision, held + 2);
+        assert_eq!(ids(&update), [other.id]);
+        let deleted: HashSet<_> = update.deletes.iter().map(|k| k.id.clone()).collect();
+        assert_eq!(deleted, HashSet::from([tenant, channel, set, sub]));
+    }
+
+    #[tokio::test]
+    async fn a_connected_node_receives_an_admin_write_within_a_second() {
+        let (_dir, store) = store();
+        let (retries, _) = broadcast::channel(16);
+        let (_stop, stopping) = Stopping::new();
+        let log = DeliveryLog::new(
+            store.clone(),
+            Retention {
+                count: 10,
+                age: Duration::from_secs(60),
+            },
+            retries.clone(),
+        );
+        let api = ConfigApi::new(store.clone(), log, "hp_pub_x", retries.clone(), stopping);
+        let mut stream = api
+            .watch_config(Request::new(WatchConfigRequest {
+                node_id: "node-1".into(),
+                last_revision: 0,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.next().await.unwrap().unwrap();
+        assert!(first.snapshot);
+
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let update = tokio::time::timeout(Duration::from_secs(1), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(!update.snapshot);
+        assert_eq!(update.revision, store.revision());
+        assert_eq!(ids(&update), [tenant.id]);
+
+        retries.send("dlv_1".into()).unwrap();
+        let retry = tokio::time::timeout(Duration::from_secs(1), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(retry.retry_delivery_ids, ["dlv_1"]);
+        assert_eq!(retry.revision, store.revision());
+        assert!(retry.upserts.is_empty());
+    }
+
+    #[tokio::test]
+    async fn streams_end_when_the_server_stops() {
+        let (_dir, store) = store();
+        let (retries, _) = broadcast::channel(16);
+        let (stop, stopping) = Stopping::new();
+        let log = DeliveryLog::new(
+            store.clone(),
+            Retention {
+                count: 10,
+                age: Duration::from_secs(60),
+            },
+            retries.clone(),
+        );
+        let api = ConfigApi::new(store, log, "hp_pub_x", retries, stopping);
+        let mut stream = api
+            .watch_config(Request::new(WatchConfigRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        stream.next().await.unwrap().unwrap();
+        stop.send(true).unwrap();
+        let last = tokio::time::timeout(Duration::from_secs(1), stream.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(last.unwrap_err().code(), tonic::Code::Unavailable);
+        assert!(stream.next().await.is_none());
+    }
+}

@@ -1,0 +1,175 @@
+//! The tokens and the master key: taken from flags, or read from (or generated into) files of the
+//! data directory with mode 0600.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+
+use crate::error::Error;
+use crate::options::ControlOptions;
+use crate::sealing::MasterKey;
+
+/// Every credential the control plane needs, resolved.
+pub(crate) struct Credentials {
+    pub admin_token: String,
+    pub node_token: String,
+    pub publisher_token: String,
+    pub master_key: MasterKey,
+}
+
+impl Credentials {
+    /// Creates the data directory if missing, then resolves each credential: flag first, else the
+    /// file, else a new one written to the file (tokens are printed once, on that start).
+    pub fn resolve(opts: &ControlOptions) -> Result<Credentials, Error> {
+        let dir = opts.data_dir.as_path();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(Error::io(dir))?;
+        Ok(Credentials {
+            admin_token: token(opts.admin_token.as_deref(), dir, "admin", "hp_admin_")?,
+            node_token: token(opts.node_token.as_deref(), dir, "node", "hp_node_")?,
+            publisher_token: token(opts.publisher_token.as_deref(), dir, "publisher", "hp_pub_")?,
+            master_key: master_key(opts.master_key.as_deref(), dir)?,
+        })
+    }
+}
+
+/// An empty flag counts as unset: an empty environment variable is how many deployments say "none".
+fn given(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn token(flag: Option<&str>, dir: &Path, role: &str, prefix: &str) -> Result<String, Error> {
+    if let Some(value) = given(flag) {
+        return Ok(value.to_owned());
+    }
+    let path = dir.join(format!("{role}.token"));
+    if let Some(stored) = read_trimmed(&path)? {
+        return Ok(stored);
+    }
+    let token = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random_32()));
+    write_private(&path, &token)?;
+    println!("{role} token (stored in {}): {token}", path.display());
+    Ok(token)
+}
+
+fn master_key(flag: Option<&str>, dir: &Path) -> Result<MasterKey, Error> {
+    if let Some(value) = given(flag) {
+        return MasterKey::parse(value);
+    }
+    let path = dir.join("master.key");
+    if let Some(stored) = read_trimmed(&path)? {
+        return MasterKey::parse(&stored)
+            .map_err(|e| Error::MasterKey(format!("{}: {e}", path.display())));
+    }
+    let key = MasterKey::generate();
+    write_private(&path, &key.to_base64())?;
+    Ok(key)
+}
+
+fn random_32() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+fn read_trimmed(path: &Path) -> Result<Option<String>, Error> {
+    match fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().to_owned())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path)(e)),
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(Error::io(path))?;
+    file.write_all(format!("{contents}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(Error::io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    #[test]
+    fn generated_tokens_carry_their_role_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = Credentials::resolve(&ControlOptions::with_data_dir(dir.path())).unwrap();
+        assert!(creds.admin_token.starts_with("hp_admin_"));
+        assert!(creds.node_token.starts_with("hp_node_"));
+        assert!(creds.publisher_token.starts_with("hp_pub_"));
+        // 32 bytes in URL-safe base64 without padding are 43 characters.
+        assert_eq!(creds.admin_token.len(), "hp_admin_".len() + 43);
+    }
+
+    #[test]
+    fn generated_files_are_readable_by_the_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        Credentials::resolve(&ControlOptions::with_data_dir(dir.path())).unwrap();
+        for file in ["admin.token", "node.token", "publisher.token", "master.key"] {
+            let mode = fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+    }
+
+    #[test]
+    fn a_second_start_reads_the_same_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ControlOptions::with_data_dir(dir.path());
+        let first = Credentials::resolve(&opts).unwrap();
+        let second = Credentials::resolve(&opts).unwrap();
+        assert_eq!(first.admin_token, second.admin_token);
+        assert_eq!(first.node_token, second.node_token);
+        assert_eq!(first.master_key.to_base64(), second.master_key.to_base64());
+    }
+
+    #[test]
+    fn a_flag_wins_over_the_file_and_writes_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = ControlOptions::with_data_dir(dir.path());
+        opts.admin_token = Some("chosen".into());
+        let creds = Credentials::resolve(&opts).unwrap();
+        assert_eq!(creds.admin_token, "chosen");
+        assert!(!dir.path().join("admin.token").exists());
+    }
+
+    #[test]
+    fn an_empty_flag_counts_as_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = ControlOptions::with_data_dir(dir.path());
+        opts.node_token = Some(String::new());
+        let creds = Credentials::resolve(&opts).unwrap();
+        assert!(creds.node_token.starts_with("hp_node_"));
+    }
+
+    #[test]
+    fn a_malformed_master_key_flag_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = ControlOptions::with_data_dir(dir.path());
+        opts.master_key = Some("too-short".into());
+        assert!(matches!(
+            Credentials::resolve(&opts),
+            Err(Error::MasterKey(_))
+        ));
+    }
+}

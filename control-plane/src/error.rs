@@ -1,0 +1,94 @@
+//! The crate's one error type, and its one mapping to gRPC status codes.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the control plane.
+///
+/// Messages never contain a secret: validation errors name the field, never echo a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is missing or malformed.
+    #[error("{field}: {problem}")]
+    InvalidArgument { field: String, problem: String },
+    /// A named resource does not exist.
+    #[error("{kind} \"{id}\" not found")]
+    NotFound { kind: &'static str, id: String },
+    /// A call came without the token its service needs, or with another one.
+    #[error("missing or invalid {role} token")]
+    Unauthenticated { role: &'static str },
+    /// The request is well formed but the system's state forbids it (quota, entitlement, state).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The request needs something this process cannot provide (yet).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The embedded store failed.
+    #[error("store: {0}")]
+    Store(#[from] sled::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt record in {tree}: {detail}")]
+    Corrupt { tree: &'static str, detail: String },
+    /// Reading or writing a file of the data directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The master key is malformed or does not open the store.
+    #[error("master key: {0}")]
+    MasterKey(String),
+    /// A sealed value did not open under the master key.
+    #[error("a sealed value could not be opened (wrong master key or corrupt data)")]
+    Unseal,
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The reflection service could not be built from the descriptor sets.
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+impl Error {
+    pub(crate) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    pub(crate) fn not_found(kind: &'static str, id: impl Into<String>) -> Error {
+        Error::NotFound {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> tonic::Status {
+        let message = err.to_string();
+        match err {
+            Error::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
+            Error::Unauthenticated { .. } => tonic::Status::unauthenticated(message),
+            Error::NotFound { .. } => tonic::Status::not_found(message),
+            Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            Error::Unavailable(_) => tonic::Status::unavailable(message),
+            Error::Store(_)
+            | Error::Corrupt { .. }
+            | Error::Io { .. }
+            | Error::MasterKey(_)
+            | Error::Unseal
+            | Error::Transport(_)
+            | Error::Reflection(_) => {
+                tracing::error!(error = %message, "internal error answering a request");
+                tonic::Status::internal(message)
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The control plane's flags (and their `HOOKPLANE_*` environment variables).
+
+use std::path::PathBuf;
+
+/// Flags of the control plane; the binary flattens this into `hookplane control` and
+/// `hookplane standalone`.
+#[derive(clap::Args, Clone)]
+pub struct ControlOptions {
+    /// Directory of the store, the master key and generated tokens.
+    #[arg(long, env = "HOOKPLANE_DATA_DIR", default_value = "./hookplane-data")]
+    pub data_dir: PathBuf,
+    /// Bearer token of the admin services; generated into `<data-dir>/admin.token` when unset.
+    #[arg(long, env = "HOOKPLANE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Bearer token data-plane nodes present; generated into `<data-dir>/node.token` when unset.
+    #[arg(long, env = "HOOKPLANE_NODE_TOKEN", hide_env_values = true)]
+    pub node_token: Option<String>,
+    /// Bearer token of event publishers on nodes; generated into `<data-dir>/publisher.token` when unset.
+    #[arg(long, env = "HOOKPLANE_PUBLISHER_TOKEN", hide_env_values = true)]
+    pub publisher_token: Option<String>,
+    /// Key sealing secrets at rest: 32 bytes as base64 or 64 hex characters; generated into
+    /// `<data-dir>/master.key` when unset.
+    #[arg(long, env = "HOOKPLANE_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// Delivery attempts kept per forwarding set or subscription.
+    #[arg(
+        long,
+        env = "HOOKPLANE_ATTEMPT_RETENTION_COUNT",
+        default_value_t = 1000
+    )]
+    pub attempt_retention_count: usize,
+    /// Delivery attempts older than this are dropped.
+    #[arg(long, env = "HOOKPLANE_ATTEMPT_RETENTION_AGE", default_value = "7d")]
+    pub attempt_retention_age: humantime::Duration,
+}
+
+impl ControlOptions {
+    /// The defaults of every flag, with `data_dir` as given (for tests and embedding).
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> ControlOptions {
+        ControlOptions {
+            data_dir: data_dir.into(),
+            admin_token: None,
+            node_token: None,
+            publisher_token: None,
+            master_key: None,
+            attempt_retention_count: 1000,
+            attempt_retention_age: std::time::Duration::from_secs(7 * 24 * 3600).into(),
+        }
+    }
+}
+
+/// Shows whether a secret is set, never its value.
+struct Redacted<'a>(&'a Option<String>);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(_) => f.write_str("Some(<redacted>)"),
+            None => f.write_str("None"),
+        }
+    }
+}
+
+impl std::fmt::Debug for ControlOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlOptions")
+            .field("data_dir", &self.data_dir)
+            .field("admin_token", &Redacted(&self.admin_token))
+            .field("node_token", &Redacted(&self.node_token))
+            .field("publisher_token", &Redacted(&self.publisher_token))
+            .field("master_key", &Redacted(&self.master_key))
+            .field("attempt_retention_count", &self.attempt_retention_count)
+            .field("attempt_retention_age", &self.attempt_retention_age)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let mut opts = ControlOptions::with_data_dir("/tmp/x");
+        opts.admin_token = Some("hp_admin_visible".into());
+        opts.master_key = Some("key-material".into());
+        let shown = format!("{opts:?}");
+        assert!(!shown.contains("hp_admin_visible"));
+        assert!(!shown.contains("key-material"));
+        assert!(shown.contains("Some(<redacted>)"));
+    }
+
+    #[test]
+    fn retention_age_default_is_seven_days() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            control: ControlOptions,
+        }
+        let cli = Cli::try_parse_from(["hookplane"]).unwrap();
+        assert_eq!(
+            *cli.control.attempt_retention_age,
+            std::time::Duration::from_secs(7 * 24 * 3600)
+        );
+        assert_eq!(cli.control.attempt_retention_count, 1000);
+    }
+}

@@ -1,0 +1,569 @@
+//! The sled store: configuration trees, their parent/child indexes, the global revision and the
+//! change log, plus the delivery-log trees. Every configuration write is one sled transaction that
+//! also advances the revision and logs what it touched.
+
+mod records;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hookplane_proto::v1::ResourceKind;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Tree;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use tokio::sync::watch;
+
+pub(crate) use records::*;
+
+use crate::error::Error;
+use crate::sealing::Sealer;
+
+/// How many revisions the change log keeps; a node further behind gets a snapshot.
+const CHANGE_LOG_LEN: u64 = 100_000;
+const REVISION_KEY: &[u8] = b"revision";
+const KEY_CHECK_KEY: &[u8] = b"master_key_check";
+const KEY_CHECK_PLAINTEXT: &str = "hookplane master key check";
+
+/// The configuration trees, in the order of `Store::config_trees`.
+#[derive(Debug, Clone, Copy)]
+enum ConfigTree {
+    Tenants = 0,
+    Channels,
+    ForwardingSets,
+    Subscriptions,
+    TenantChannels,
+    ChannelForwardingSets,
+    TenantSubscriptions,
+    Changes,
+    Meta,
+}
+
+const CONFIG_TREE_NAMES: [&str; 9] = [
+    "tenants",
+    "channels",
+    "forwarding_sets",
+    "subscriptions",
+    "tenant_channels",
+    "channel_forwarding_sets",
+    "tenant_subscriptions",
+    "changes",
+    "meta",
+];
+
+/// One resource touched by a revision, as logged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Touched {
+    /// The `hookplane.v1.ResourceKind` value.
+    pub kind: i32,
+    pub id: String,
+}
+
+/// The writes of one revision, applied together by `Store::commit`.
+#[derive(Debug, Default)]
+pub(crate) struct Change {
+    ops: Vec<(ConfigTree, Vec<u8>, Option<Vec<u8>>)>,
+    touched: Vec<Touched>,
+}
+
+fn index_key(parent: &str, child: &str) -> Vec<u8> {
+    format!("{parent}/{child}").into_bytes()
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Records are plain structs of strings, numbers and maps: serialising cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+impl Change {
+    fn put(&mut self, tree: ConfigTree, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((tree, key, Some(value)));
+    }
+
+    fn remove(&mut self, tree: ConfigTree, key: Vec<u8>) {
+        self.ops.push((tree, key, None));
+    }
+
+    fn touch(&mut self, kind: ResourceKind, id: &str) {
+        self.touched.push(Touched {
+            kind: kind as i32,
+            id: id.to_owned(),
+        });
+    }
+
+    pub fn put_tenant(&mut self, r: &TenantRecord) {
+        self.put(ConfigTree::Tenants, r.id.clone().into_bytes(), encode(r));
+        self.touch(ResourceKind::Tenant, &r.id);
+    }
+
+    pub fn remove_tenant(&mut self, id: &str) {
+        self.remove(ConfigTree::Tenants, id.as_bytes().to_vec());
+        self.touch(ResourceKind::Tenant, id);
+    }
+
+    pub fn put_channel(&mut self, r: &ChannelRecord) {
+        self.put(ConfigTree::Channels, r.id.clone().into_bytes(), encode(r));
+        self.put(
+            ConfigTree::TenantChannels,
+            index_key(&r.tenant_id, &r.id),
+            Vec::new(),
+        );
+        self.touch(ResourceKind::Channel, &r.id);
+    }
+
+    pub fn remove_channel(&mut self, tenant_id: &str, id: &str) {
+        self.remove(ConfigTree::Channels, id.as_bytes().to_vec());
+        self.remove(ConfigTree::TenantChannels, index_key(tenant_id, id));
+        self.touch(ResourceKind::Channel, id);
+    }
+
+    pub fn put_forwarding_set(&mut self, r: &ForwardingSetRecord) {
+        self.put(
+            ConfigTree::ForwardingSets,
+            r.id.clone().into_bytes(),
+            encode(r),
+        );
+        self.put(
+            ConfigTree::ChannelForwardingSets,
+            index_key(&r.channel_id, &r.id),
+            Vec::new(),
+        );
+        self.touch(ResourceKind::ForwardingSet, &r.id);
+    }
+
+    pub fn remove_forwarding_set(&mut self, channel_id: &str, id: &str) {
+        self.remove(ConfigTree::ForwardingSets, id.as_bytes().to_vec());
+        self.remove(ConfigTree::ChannelForwardingSets, index_key(channel_id, id));
+        self.touch(ResourceKind::ForwardingSet, id);
+    }
+
+    pub fn put_subscription(&mut self, r: &SubscriptionRecord) {
+        self.put(
+            ConfigTree::Subscriptions,
+            r.id.clone().into_bytes(),
+            encode(r),
+        );
+        self.put(
+            ConfigTree::TenantSubscriptions,
+            index_key(&r.tenant_id, &r.id),
+            Vec::new(),
+        );
+        self.touch(ResourceKind::Subscription, &r.id);
+    }
+
+    pub fn remove_subscription(&mut self, tenant_id: &str, id: &str) {
+        self.remove(ConfigTree::Subscriptions, id.as_bytes().to_vec());
+        self.remove(ConfigTree::TenantSubscriptions, index_key(tenant_id, id));
+        self.touch(ResourceKind::Subscription, id);
+    }
+}
+
+/// Proof that the caller holds the single writer lock: configuration writes check quotas by
+/// reading first, so reads and the commit must not interleave with another writer.
+pub(crate) struct WriteGuard<'a>(#[allow(dead_code)] MutexGuard<'a, ()>);
+
+/// The parent/child indexes, for listing children.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Index {
+    TenantChannels,
+    ChannelForwardingSets,
+    TenantSubscriptions,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    config_trees: Vec<Tree>,
+    attempts: Tree,
+    deliveries: Tree,
+    notifications: Tree,
+    sealer: Sealer,
+    writes: Mutex<()>,
+    delivery_log_writes: Mutex<()>,
+    revision: watch::Sender<u64>,
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        tree,
+        detail: e.to_string(),
+    })
+}
+
+fn decode_u64(bytes: &[u8]) -> u64 {
+    bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`. Fails when the store was sealed under another
+    /// master key, rather than failing later on the first secret read.
+    pub fn open(path: &Path, sealer: Sealer) -> Result<Store, Error> {
+        let db = sled::Config::new().path(path).open()?;
+        let config_trees = CONFIG_TREE_NAMES
+            .iter()
+            .map(|name| db.open_tree(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let meta = &config_trees[ConfigTree::Meta as usize];
+        match meta.get(KEY_CHECK_KEY)? {
+            Some(sealed) => {
+                let sealed = decode("meta", &sealed)?;
+                if sealer.open(&sealed).is_err() {
+                    return Err(Error::MasterKey(format!(
+                        "it does not open the store at {}",
+                        path.display()
+                    )));
+                }
+            }
+            None => {
+                meta.insert(KEY_CHECK_KEY, encode(&sealer.seal(KEY_CHECK_PLAINTEXT)))?;
+            }
+        }
+        let current = meta.get(REVISION_KEY)?.map_or(0, |v| decode_u64(&v));
+        let (revision, _) = watch::channel(current);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                attempts: db.open_tree("attempts")?,
+                deliveries: db.open_tree("deliveries")?,
+                notifications: db.open_tree("notifications")?,
+                db,
+                config_trees,
+                sealer,
+                writes: Mutex::new(()),
+                delivery_log_writes: Mutex::new(()),
+                revision,
+            }),
+        })
+    }
+
+    pub fn sealer(&self) -> &Sealer {
+        &self.inner.sealer
+    }
+
+    fn tree(&self, t: ConfigTree) -> &Tree {
+        &self.inner.config_trees[t as usize]
+    }
+
+    pub fn lock_writes(&self) -> WriteGuard<'_> {
+        WriteGuard(self.inner.writes.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Serialises read-modify-writes of the delivery log (reports against retries).
+    pub fn lock_delivery_log(&self) -> MutexGuard<'_, ()> {
+        self.inner
+            .delivery_log_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `change` and advances the revision in one transaction; returns the new revision.
+    pub fn commit(&self, _guard: &WriteGuard<'_>, change: Change) -> Result<u64, Error> {
+        let touched = encode(&change.touched);
+        let trees: &[Tree] = &self.inner.config_trees;
+        let result: Result<u64, TransactionError<std::convert::Infallible>> =
+            trees.transaction(|views| {
+                let meta = &views[ConfigTree::Meta as usize];
+                let next = meta.get(REVISION_KEY)?.map_or(0, |v| decode_u64(&v)) + 1;
+                for (tree, key, value) in &change.ops {
+                    let view = &views[*tree as usize];
+                    match value {
+                        Some(value) => view.insert(key.as_slice(), value.as_slice())?,
+                        None => view.remove(key.as_slice())?,
+                    };
+                }
+                let changes = &views[ConfigTree::Changes as usize];
+                changes.insert(&next.to_be_bytes(), touched.as_slice())?;
+                if next > CHANGE_LOG_LEN {
+                    changes.remove(&(next - CHANGE_LOG_LEN).to_be_bytes())?;
+                }
+                meta.insert(REVISION_KEY, &next.to_be_bytes())?;
+                Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(next)
+            });
+        let revision = match result {
+            Ok(revision) => revision,
+            Err(TransactionError::Storage(e)) => return Err(Error::Store(e)),
+            Err(TransactionError::Abort(never)) => match never {},
+        };
+        self.inner.revision.send_replace(revision);
+        Ok(revision)
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    pub fn revision(&self) -> u64 {
+        *self.inner.revision.borrow()
+    }
+
+    /// Wakes on every commit with the new revision.
+    pub fn watch_revision(&self) -> watch::Receiver<u64> {
+        self.inner.revision.subscribe()
+    }
+
+    /// Every logged revision after `after`, in order, with what each touched.
+    pub fn changes_after(&self, after: u64) -> Result<Vec<(u64, Vec<Touched>)>, Error> {
+        let start = after.saturating_add(1).to_be_bytes();
+        self.tree(ConfigTree::Changes)
+            .range(start..)
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok((decode_u64(&k), decode("changes", &v)?))
+            })
+            .collect()
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        t: ConfigTree,
+        name: &'static str,
+        id: &str,
+    ) -> Result<Option<T>, Error> {
+        match self.tree(t).get(id.as_bytes())? {
+            Some(bytes) => Ok(Some(decode(name, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn all<T: DeserializeOwned>(&self, t: ConfigTree, name: &'static str) -> Result<Vec<T>, Error> {
+        self.tree(t)
+            .iter()
+            .values()
+            .map(|v| decode(name, &v?))
+            .collect()
+    }
+
+    pub fn find_tenant(&self, id: &str) -> Result<Option<TenantRecord>, Error> {
+        self.get(ConfigTree::Tenants, "tenants", id)
+    }
+
+    pub fn tenant(&self, id: &str) -> Result<TenantRecord, Error> {
+        self.find_tenant(id)?
+            .ok_or_else(|| Error::not_found("tenant", id))
+    }
+
+    pub fn find_channel(&self, id: &str) -> Result<Option<ChannelRecord>, Error> {
+        self.get(ConfigTree::Channels, "channels", id)
+    }
+
+    pub fn channel(&self, id: &str) -> Result<ChannelRecord, Error> {
+        self.find_channel(id)?
+            .ok_or_else(|| Error::not_found("channel", id))
+    }
+
+    pub fn find_forwarding_set(&self, id: &str) -> Result<Option<ForwardingSetRecord>, Error> {
+        self.get(ConfigTree::ForwardingSets, "forwarding_sets", id)
+    }
+
+    pub fn forwarding_set(&self, id: &str) -> Result<ForwardingSetRecord, Error> {
+        self.find_forwarding_set(id)?
+            .ok_or_else(|| Error::not_found("forwarding set", id))
+    }
+
+    pub fn find_subscription(&self, id: &str) -> Result<Option<SubscriptionRecord>, Error> {
+        self.get(ConfigTree::Subscriptions, "subscriptions", id)
+    }
+
+    pub fn subscription(&self, id: &str) -> Result<SubscriptionRecord, Error> {
+        self.find_subscription(id)?
+            .ok_or_else(|| Error::not_found("subscription", id))
+    }
+
+    pub fn all_tenants(&self) -> Result<Vec<TenantRecord>, Error> {
+        self.all(ConfigTree::Tenants, "tenants")
+    }
+
+    pub fn all_channels(&self) -> Result<Vec<ChannelRecord>, Error> {
+        self.all(ConfigTree::Channels, "channels")
+    }
+
+    pub fn all_forwarding_sets(&self) -> Result<Vec<ForwardingSetRecord>, Error> {
+        self.all(ConfigTree::ForwardingSets, "forwarding_sets")
+    }
+
+    pub fn all_subscriptions(&self) -> Result<Vec<SubscriptionRecord>, Error> {
+        self.all(ConfigTree::Subscriptions, "subscriptions")
+    }
+
+    pub fn tenants_tree(&self) -> &Tree {
+        self.tree(ConfigTree::Tenants)
+    }
+
+    pub fn index_tree(&self, index: Index) -> &Tree {
+        self.tree(match index {
+            Index::TenantChannels => ConfigTree::TenantChannels,
+            Index::ChannelForwardingSets => ConfigTree::ChannelForwardingSets,
+            Index::TenantSubscriptions => ConfigTree::TenantSubscriptions,
+        })
+    }
+
+    /// The ids of every child of `parent` in `index`, in creation order.
+    pub fn child_ids(&self, index: Index, parent: &str) -> Result<Vec<String>, Error> {
+        let prefix = index_key(parent, "");
+        self.index_tree(index)
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| Ok(child_id_of(&k?, prefix.len())))
+            .collect()
+    }
+
+    pub fn attempts_tree(&self) -> &Tree {
+        &self.inner.attempts
+    }
+
+    pub fn deliveries_tree(&self) -> &Tree {
+        &self.inner.deliveries
+    }
+
+    pub fn notifications_tree(&self) -> &Tree {
+        &self.inner.notifications
+    }
+
+    pub fn find_delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, Error> {
+        match self.inner.deliveries.get(id.as_bytes())? {
+            Some(bytes) => Ok(Some(decode("deliveries", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_delivery(&self, r: &DeliveryRecord) -> Result<(), Error> {
+        self.inner.deliveries.insert(r.id.as_bytes(), encode(r))?;
+        Ok(())
+    }
+}
+
+/// The child id of an index key `parent/child`.
+pub(crate) fn child_id_of(key: &[u8], prefix_len: usize) -> String {
+    String::from_utf8_lossy(&key[prefix_len.min(key.len())..]).into_owned()
+}
+
+/// The key prefix under which `parent`'s children are indexed.
+pub(crate) fn index_prefix(parent: &str) -> Vec<u8> {
+    index_key(parent, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Time;
+    use crate::sealing::MasterKey;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            &dir.path().join("store"),
+            Sealer::new(&MasterKey::generate()),
+        )
+        .unwrap();
+        (dir, store)
+    }
+
+    fn tenant(id: &str) -> TenantRecord {
+        TenantRecord {
+            id: id.into(),
+            display_name: "Brand".into(),
+            notification_emails: vec![],
+            zones: vec![],
+            max_active_subscriptions: None,
+            max_forwarding_sets_per_channel: None,
+            create_time: Time::now(),
+            update_time: Time::now(),
+        }
+    }
+
+    #[test]
+    fn a_fresh_store_is_at_revision_zero() {
+        let (_dir, store) = store();
+        assert_eq!(store.revision(), 0);
+    }
+
+    #[test]
+    fn each_commit_advances_the_revision_by_one_and_logs_what_it_touched() {
+        let (_dir, store) = store();
+        let guard = store.lock_writes();
+        let mut change = Change::default();
+        change.put_tenant(&tenant("tnt_a"));
+        change.put_tenant(&tenant("tnt_b"));
+        assert_eq!(store.commit(&guard, change).unwrap(), 1);
+        let log = store.changes_after(0).unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].0, 1);
+        let ids: Vec<_> = log[0].1.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["tnt_a", "tnt_b"]);
+    }
+
+    #[test]
+    fn the_revision_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::generate();
+        {
+            let store = Store::open(&dir.path().join("store"), Sealer::new(&key)).unwrap();
+            let guard = store.lock_writes();
+            let mut change = Change::default();
+            change.put_tenant(&tenant("tnt_a"));
+            store.commit(&guard, change).unwrap();
+        }
+        let store = Store::open(&dir.path().join("store"), Sealer::new(&key)).unwrap();
+        assert_eq!(store.revision(), 1);
+    }
+
+    #[test]
+    fn another_master_key_cannot_open_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(
+            Store::open(
+                &dir.path().join("store"),
+                Sealer::new(&MasterKey::generate()),
+            )
+            .unwrap(),
+        );
+        let again = Store::open(
+            &dir.path().join("store"),
+            Sealer::new(&MasterKey::generate()),
+        );
+        assert!(matches!(again, Err(Error::MasterKey(_))));
+    }
+
+    #[test]
+    fn a_commit_wakes_revision_watchers() {
+        let (_dir, store) = store();
+        let mut watcher = store.watch_revision();
+        let guard = store.lock_writes();
+        let mut change = Change::default();
+        change.put_tenant(&tenant("tnt_a"));
+        store.commit(&guard, change).unwrap();
+        assert!(watcher.has_changed().unwrap());
+        assert_eq!(*watcher.borrow_and_update(), 1);
+    }
+
+    #[test]
+    fn child_ids_lists_only_that_parents_children() {
+        let (_dir, store) = store();
+        let guard = store.lock_writes();
+        let mut change = Change::default();
+        for (tenant_id, id) in [("tnt_a", "ch_1"), ("tnt_a", "ch_2"), ("tnt_ab", "ch_3")] {
+            change.put_channel(&ChannelRecord {
+                id: id.into(),
+                tenant_id: tenant_id.into(),
+                display_name: "x".into(),
+                secret: store.sealer().seal("s"),
+                previous_secret: None,
+                access_token: None,
+                metadata: Default::default(),
+                create_time: Time::now(),
+                update_time: Time::now(),
+            });
+        }
+        store.commit(&guard, change).unwrap();
+        assert_eq!(
+            store.child_ids(Index::TenantChannels, "tnt_a").unwrap(),
+            ["ch_1", "ch_2"]
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! The records kept in the store, as serde_json values; secrets are `Sealed`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Time;
+use crate::sealing::Sealed;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TenantRecord {
+    pub id: String,
+    pub display_name: String,
+    pub notification_emails: Vec<String>,
+    pub zones: Vec<ZoneRecord>,
+    /// `None` keeps following the product default.
+    pub max_active_subscriptions: Option<u32>,
+    pub max_forwarding_sets_per_channel: Option<u32>,
+    pub create_time: Time,
+    pub update_time: Time,
+}
+
+pub(crate) const DEFAULT_MAX_ACTIVE_SUBSCRIPTIONS: u32 = 3;
+pub(crate) const DEFAULT_MAX_FORWARDING_SETS_PER_CHANNEL: u32 = 10;
+
+impl TenantRecord {
+    pub fn max_active_subscriptions(&self) -> u32 {
+        self.max_active_subscriptions
+            .unwrap_or(DEFAULT_MAX_ACTIVE_SUBSCRIPTIONS)
+    }
+
+    pub fn max_forwarding_sets_per_channel(&self) -> u32 {
+        self.max_forwarding_sets_per_channel
+            .unwrap_or(DEFAULT_MAX_FORWARDING_SETS_PER_CHANNEL)
+    }
+
+    /// Until when the tenant has bought `zone`, if at all.
+    pub fn zone_valid_until(&self, zone: i32) -> Option<Time> {
+        self.zones
+            .iter()
+            .find(|z| z.zone == zone)
+            .map(|z| z.valid_until)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ZoneRecord {
+    /// The `hookplane.v1.Zone` value.
+    pub zone: i32,
+    pub valid_until: Time,
+}
+
+/// A secret replaced by a rotation that keeps working until `valid_until`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PreviousSecret {
+    pub secret: Sealed,
+    pub valid_until: Time,
+}
+
+impl PreviousSecret {
+    pub fn still_valid(&self, now: Time) -> bool {
+        self.valid_until > now
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ChannelRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub display_name: String,
+    pub secret: Sealed,
+    pub previous_secret: Option<PreviousSecret>,
+    pub access_token: Option<Sealed>,
+    pub metadata: BTreeMap<String, String>,
+    pub create_time: Time,
+    pub update_time: Time,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ForwardingSetRecord {
+    pub id: String,
+    pub channel_id: String,
+    pub tenant_id: String,
+    pub name: String,
+    /// Empty only for a Genesys set, whose inbound URL derives from its settings.
+    pub url: String,
+    pub enabled: bool,
+    /// The `hookplane.v1.ForwardingKind` value, never UNSPECIFIED.
+    pub kind: i32,
+    pub timeout: Duration,
+    pub genesys: Option<GenesysRecord>,
+    pub create_time: Time,
+    pub update_time: Time,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct GenesysRecord {
+    pub region_domain: String,
+    pub login_base_url: String,
+    pub api_base_url: String,
+    pub client_id: String,
+    pub client_secret: Sealed,
+    pub integration_id: String,
+    pub outbound_signature_secret: Sealed,
+    pub custom_attributes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SubscriptionRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    /// The `hookplane.v1.SubscriptionState` value.
+    pub state: i32,
+    /// The `hookplane.v1.SignatureScheme` value, never UNSPECIFIED.
+    pub signature_scheme: i32,
+    pub secret: Sealed,
+    pub previous_secret: Option<PreviousSecret>,
+    pub state_reason: String,
+    pub stopped_by_system: bool,
+    pub create_time: Time,
+    pub update_time: Time,
+}
+
+/// The current state of one delivery, folded from its attempts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DeliveryRecord {
+    pub id: String,
+    pub event_id: String,
+    pub forwarding_set_id: String,
+    pub subscription_id: String,
+    /// The `hookplane.v1.DeliveryState` value.
+    pub state: i32,
+    pub attempts: u32,
+    pub last_reason: String,
+    pub last_attempt_time: Time,
+}

@@ -1,0 +1,814 @@
+//! SubscriptionService: a tenant's outgoing event webhooks, their share secrets, the active-
+//! subscription quota and the zone entitlements their event types need.
+
+use std::collections::HashSet;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hookplane_proto::v1::subscription_service_server::SubscriptionService;
+use hookplane_proto::v1::{
+    CreateSubscriptionRequest, DeleteSubscriptionRequest, GetSubscriptionRequest,
+    ListSubscriptionsRequest, ListSubscriptionsResponse, ResumeSubscriptionRequest,
+    RevealSecretRequest, RevealSecretResponse, RotateSecretRequest, SendTestEventRequest,
+    SendTestEventResponse, SignatureScheme, StopSubscriptionRequest, Subscription,
+    SubscriptionState, UpdateSubscriptionRequest,
+};
+use rand::RngCore;
+use tonic::{Request, Response, Status};
+
+use crate::clock::Time;
+use crate::error::Error;
+use crate::ids;
+use crate::pagination::Page;
+use crate::store::{
+    Change, Index, PreviousSecret, Store, SubscriptionRecord, TenantRecord, WriteGuard,
+    child_id_of, index_prefix,
+};
+use crate::topics;
+use crate::validate;
+
+const UPDATE_PATHS: &[&str] = &["name", "url", "event_types", "signature_scheme"];
+const STOPPED_BY_ADMIN: &str = "stopped by an admin";
+
+pub(crate) struct SubscriptionApi {
+    store: Store,
+}
+
+/// `whsec_` and standard base64 of 32 random bytes.
+fn new_share_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("whsec_{}", STANDARD.encode(bytes))
+}
+
+fn is_active(r: &SubscriptionRecord) -> bool {
+    r.state == SubscriptionState::Active as i32
+}
+
+impl SubscriptionApi {
+    pub fn new(store: Store) -> SubscriptionApi {
+        SubscriptionApi { store }
+    }
+
+    fn create(&self, req: CreateSubscriptionRequest) -> Result<Subscription, Error> {
+        let tenant_id = validate::id("tenant_id", &req.tenant_id)?;
+        let input = validate::present("subscription", req.subscription.as_ref())?;
+        let now = Time::now();
+        let mut record = SubscriptionRecord {
+            id: ids::new_id(ids::SUBSCRIPTION),
+            tenant_id: tenant_id.to_owned(),
+            name: String::new(),
+            url: String::new(),
+            event_types: Vec::new(),
+            state: SubscriptionState::Active as i32,
+            signature_scheme: SignatureScheme::Maac as i32,
+            secret: self.store.sealer().seal(&new_share_secret()),
+            previous_secret: None,
+            state_reason: String::new(),
+            stopped_by_system: false,
+            create_time: now,
+            update_time: now,
+        };
+        let paths: Vec<String> = UPDATE_PATHS.iter().map(|p| (*p).to_owned()).collect();
+        apply(&mut record, input, &paths)?;
+        let guard = self.store.lock_writes();
+        let tenant = self.store.tenant(tenant_id)?;
+        check_entitlements(&tenant, &record.event_types, now)?;
+        self.check_quota(&guard, &tenant)?;
+        let mut change = Change::default();
+        change.put_subscription(&record);
+        self.store.commit(&guard, change)?;
+        Ok(to_proto(&record, Some(&tenant), now))
+    }
+
+    /// The tenant must have room for one more ACTIVE subscription. Needs the writer lock so that
+    /// concurrent creates and resumes cannot both take the last place.
+    fn check_quota(&self, _guard: &WriteGuard<'_>, tenant: &TenantRecord) -> Result<(), Error> {
+        let mut active = 0usize;
+        for id in self
+            .store
+            .child_ids(Index::TenantSubscriptions, &tenant.id)?
+        {
+            if self
+                .store
+                .find_subscription(&id)?
+                .is_some_and(|s| is_active(&s))
+            {
+                active += 1;
+            }
+        }
+        let limit = tenant.max_active_subscriptions();
+        if active >= usize::try_from(limit).unwrap_or(usize::MAX) {
+            return Err(Error::FailedPrecondition(format!(
+                "tenant \"{}\" already has {active} active subscriptions, its limit \
+                 (max_active_subscriptions)",
+                tenant.id
+            )));
+        }
+        Ok(())
+    }
+
+    fn update(&self, req: UpdateSubscriptionRequest) -> Result<Subscription, Error> {
+        let input = validate::present("subscription", req.subscription.as_ref())?;
+        let id = validate::id("subscription.id", &input.id)?;
+        let paths = validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || {
+            let mut set = Vec::new();
+            if !input.name.is_empty() {
+                set.push("name");
+            }
+            if !input.url.is_empty() {
+                set.push("url");
+            }
+            if !input.event_types.is_empty() {
+                set.push("event_types");
+            }
+            if input.signature_scheme != 0 {
+                set.push("signature_scheme");
+            }
+            set
+        })?;
+        let guard = self.store.lock_writes();
+        let mut record = self.store.subscription(id)?;
+        apply(&mut record, input, &paths)?;
+        let tenant = self.store.tenant(&record.tenant_id)?;
+        let now = Time::now();
+        if is_active(&record) && paths.iter().any(|p| p == "event_types") {
+            check_entitlements(&tenant, &record.event_types, now)?;
+        }
+        record.update_time = now;
+        let mut change = Change::default();
+        change.put_subscription(&record);
+        self.store.commit(&guard, change)?;
+        Ok(to_proto(&record, Some(&tenant), now))
+    }
+
+    fn stop(&self, id: &str) -> Result<Subscription, Error> {
+        let guard = self.store.lock_writes();
+        let mut record = self.store.subscription(id)?;
+        let tenant = self.store.find_tenant(&record.tenant_id)?;
+        let now = Time::now();
+        if is_active(&record) {
+            record.state = SubscriptionState::Stopped as i32;
+            record.state_reason = STOPPED_BY_ADMIN.to_owned();
+            record.stopped_by_system = false;
+            record.update_time = now;
+            let mut change = Change::default();
+            change.put_subscription(&record);
+            self.store.commit(&guard, change)?;
+        }
+        Ok(to_proto(&record, tenant.as_ref(), now))
+    }
+
+    fn resume(&self, id: &str) -> Result<Subscription, Error> {
+        let guard = self.store.lock_writes();
+        let mut record = self.store.subscription(id)?;
+        let tenant = self.store.tenant(&record.tenant_id)?;
+        let now = Time::now();
+        if !is_active(&record) {
+            check_entitlements(&tenant, &record.event_types, now)?;
+            self.check_quota(&guard, &tenant)?;
+            record.state = SubscriptionState::Active as i32;
+            record.state_reason = String::new();
+            record.stopped_by_system = false;
+            record.update_time = now;
+            let mut change = Change::default();
+            change.put_subscription(&record);
+            self.store.commit(&guard, change)?;
+        }
+        Ok(to_proto(&record, Some(&tenant), now))
+    }
+
+    fn reveal(&self, id: &str) -> Result<RevealSecretResponse, Error> {
+        let record = self.store.subscription(id)?;
+        self.secret_response(&record, Time::now())
+    }
+
+    fn secret_response(
+        &self,
+        record: &SubscriptionRecord,
+        now: Time,
+    ) -> Result<RevealSecretResponse, Error> {
+        Ok(RevealSecretResponse {
+            secret: self.store.sealer().open(&record.secret)?,
+            previous_secret_valid_until: record
+                .previous_secret
+                .as_ref()
+                .filter(|p| p.still_valid(now))
+                .map(|p| p.valid_until.to_proto()),
+        })
+    }
+
+    fn rotate(&self, req: &RotateSecretRequest) -> Result<RevealSecretResponse, Error> {
+        let id = validate::id("id", &req.id)?;
+        let grace = validate::grace_period("grace_period", req.grace_period.as_ref())?;
+        let guard = self.store.lock_writes();
+        let mut record = self.store.subscription(id)?;
+        let now = Time::now();
+        record.previous_secret = (!grace.is_zero()).then(|| PreviousSecret {
+            secret: record.secret.clone(),
+            valid_until: now.plus(grace),
+        });
+        record.secret = self.store.sealer().seal(&new_share_secret());
+        record.update_time = now;
+        let mut change = Change::default();
+        change.put_subscription(&record);
+        self.store.commit(&guard, change)?;
+        self.secret_response(&record, now)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), Error> {
+        let guard = self.store.lock_writes();
+        let record = self.store.subscription(id)?;
+        let mut change = Change::default();
+        change.remove_subscription(&record.tenant_id, id);
+        self.store.commit(&guard, change)?;
+        Ok(())
+    }
+
+    fn get(&self, id: &str) -> Result<Subscription, Error> {
+        let record = self.store.subscription(id)?;
+        let tenant = self.store.find_tenant(&record.tenant_id)?;
+        Ok(to_proto(&record, tenant.as_ref(), Time::now()))
+    }
+
+    fn list(&self, req: &ListSubscriptionsRequest) -> Result<ListSubscriptionsResponse, Error> {
+        let tenant_id = validate::id("tenant_id", &req.tenant_id)?;
+        let prefix = index_prefix(tenant_id);
+        let page = Page::new(req.page_size, &req.page_token, &prefix)?;
+        let tenant = self.store.tenant(tenant_id)?;
+        let entries = page.read(self.store.index_tree(Index::TenantSubscriptions))?;
+        let now = Time::now();
+        let mut subscriptions = Vec::with_capacity(entries.items.len());
+        for (key, _) in &entries.items {
+            if let Some(record) = self
+                .store
+                .find_subscription(&child_id_of(key, prefix.len()))?
+            {
+                subscriptions.push(to_proto(&record, Some(&tenant), now));
+            }
+        }
+        Ok(ListSubscriptionsResponse {
+            subscriptions,
+            next_page_token: entries.next_page_token,
+        })
+    }
+}
+
+/// Copies the fields named by `paths` from `input` into `record`, validating each.
+fn apply(
+    record: &mut SubscriptionRecord,
+    input: &Subscription,
+    paths: &[String],
+) -> Result<(), Error> {
+    for path in paths {
+        match path.as_str() {
+            "name" => record.name = validate::name("subscription.name", &input.name)?,
+            "url" => record.url = validate::http_url("subscription.url", &input.url)?,
+            "event_types" => record.event_types = event_types(&input.event_types)?,
+            "signature_scheme" => {
+                record.signature_scheme = match SignatureScheme::try_from(input.signature_scheme) {
+                    Ok(SignatureScheme::Unspecified) => SignatureScheme::Maac as i32,
+                    Ok(scheme) => scheme as i32,
+                    Err(_) => {
+                        return Err(Error::invalid(
+                            "subscription.signature_scheme",
+                            "must be MAAC, STANDARD_WEBHOOKS or BOTH",
+                        ));
+                    }
+                };
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn event_types(input: &[String]) -> Result<Vec<String>, Error> {
+    if input.is_empty() {
+        return Err(Error::invalid(
+            "subscription.event_types",
+            "must name at least one event type",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, topic) in input.iter().enumerate() {
+        let field = format!("subscription.event_types[{i}]");
+        if topics::zone_of(topic).is_none() {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "unknown event type {topic:?} (known: {})",
+                    topics::known_names()
+                ),
+            ));
+        }
+        if !seen.insert(topic.as_str()) {
+            return Err(Error::invalid(field, format!("{topic:?} is listed twice")));
+        }
+    }
+    Ok(input.to_vec())
+}
+
+/// Why `topic` cannot be delivered for `tenant` at `now`, if it cannot.
+fn entitlement_problem(tenant: &TenantRecord, topic: &str, now: Time) -> Option<String> {
+    let zone = topics::zone_of(topic)?;
+    let zone_name = zone.as_str_name();
+    match tenant.zone_valid_until(zone as i32) {
+        None => Some(format!(
+            "event type \"{topic}\" needs {zone_name}, which tenant \"{}\" has not bought",
+            tenant.id
+        )),
+        Some(until) if until <= now => Some(format!(
+            "event type \"{topic}\" needs {zone_name}, whose entitlement ended at {}",
+            until.rfc3339()
+        )),
+        Some(_) => None,
+    }
+}
+
+fn check_entitlements(
+    tenant: &TenantRecord,
+    event_types: &[String],
+    now: Time,
+) -> Result<(), Error> {
+    match event_types
+        .iter()
+        .find_map(|t| entitlement_problem(tenant, t, now))
+    {
+        Some(problem) => Err(Error::FailedPrecondition(problem)),
+        None => Ok(()),
+    }
+}
+
+/// The subscription as returned; `valid_until` and (for an active one) `state_reason` derive from
+/// the tenant's current entitlements.
+pub(crate) fn to_proto(
+    r: &SubscriptionRecord,
+    tenant: Option<&TenantRecord>,
+    now: Time,
+) -> Subscription {
+    let valid_until = tenant.and_then(|t| {
+        r.event_types
+            .iter()
+            .filter_map(|topic| topics::zone_of(topic))
+            .filter_map(|zone| t.zone_valid_until(zone as i32))
+            .min()
+    });
+    let state_reason = match tenant {
+        Some(t) if is_active(r) => r
+            .event_types
+            .iter()
+            .filter_map(|topic| entitlement_problem(t, topic, now))
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => r.state_reason.clone(),
+    };
+    Subscription {
+        id: r.id.clone(),
+        tenant_id: r.tenant_id.clone(),
+        name: r.name.clone(),
+        url: r.url.clone(),
+        event_types: r.event_types.clone(),
+        state: r.state,
+        signature_scheme: r.signature_scheme,
+        valid_until: valid_until.map(Time::to_proto),
+        create_time: Some(r.create_time.to_proto()),
+        update_time: Some(r.update_time.to_proto()),
+        state_reason,
+        stopped_by_system: r.stopped_by_system,
+    }
+}
+
+#[tonic::async_trait]
+impl SubscriptionService for SubscriptionApi {
+    async fn create_subscription(
+        &self,
+        request: Request<CreateSubscriptionRequest>,
+    ) -> Result<Response<Subscription>, Status> {
+        let subscription = self.create(request.into_inner())?;
+        self.store.flush().await?;
+        Ok(Response::new(subscription))
+    }
+
+    async fn get_subscription(
+        &self,
+        request: Request<GetSubscriptionRequest>,
+    ) -> Result<Response<Subscription>, Status> {
+        let id = validate::id("id", &request.get_ref().id)?;
+        Ok(Response::new(self.get(id)?))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<ListSubscriptionsRequest>,
+    ) -> Result<Response<ListSubscriptionsResponse>, Status> {
+        Ok(Response::new(self.list(request.get_ref())?))
+    }
+
+    async fn update_subscription(
+        &self,
+        request: Request<UpdateSubscriptionRequest>,
+    ) -> Result<Response<Subscription>, Status> {
+        let subscription = self.update(request.into_inner())?;
+        self.store.flush().await?;
+        Ok(Response::new(subscription))
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<DeleteSubscriptionRequest>,
+    ) -> Result<Response<()>, Status> {
+        let id = validate::id("id", &request.get_ref().id)?;
+        self.delete(id)?;
+        self.store.flush().await?;
+        Ok(Response::new(()))
+    }
+
+    async fn stop_subscription(
+        &self,
+        request: Request<StopSubscriptionRequest>,
+    ) -> Result<Response<Subscription>, Status> {
+        let id = validate::id("id", &request.get_ref().id)?;
+        let subscription = self.stop(id)?;
+        self.store.flush().await?;
+        Ok(Response::new(subscription))
+    }
+
+    async fn resume_subscription(
+        &self,
+        request: Request<ResumeSubscriptionRequest>,
+    ) -> Result<Response<Subscription>, Status> {
+        let id = validate::id("id", &request.get_ref().id)?;
+        let subscription = self.resume(id)?;
+        self.store.flush().await?;
+        Ok(Response::new(subscription))
+    }
+
+    async fn reveal_secret(
+        &self,
+        request: Request<RevealSecretRequest>,
+    ) -> Result<Response<RevealSecretResponse>, Status> {
+        let id = validate::id("id", &request.get_ref().id)?;
+        Ok(Response::new(self.reveal(id)?))
+    }
+
+    async fn rotate_secret(
+        &self,
+        request: Request<RotateSecretRequest>,
+    ) -> Result<Response<RevealSecretResponse>, Status> {
+        let response = self.rotate(request.get_ref())?;
+        self.store.flush().await?;
+        Ok(Response::new(response))
+    }
+
+    async fn send_test_event(
+        &self,
+        request: Request<SendTestEventRequest>,
+    ) -> Result<Response<SendTestEventResponse>, Status> {
+        let id = validate::id("id", &request.get_ref().id)?;
+        self.store.subscription(id)?;
+        Err(Error::Unavailable(
+            "send test needs a data-plane node; not available yet".into(),
+        ))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use hookplane_proto::v1::{Entitlements, Tenant, Zone};
+    use tonic::Code;
+
+    use super::*;
+    use crate::test_fixtures::*;
+
+    fn api(store: &Store) -> SubscriptionApi {
+        SubscriptionApi::new(store.clone())
+    }
+
+    async fn stop(store: &Store, id: &str) -> Subscription {
+        api(store)
+            .stop_subscription(Request::new(StopSubscriptionRequest { id: id.into() }))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn resume(store: &Store, id: &str) -> Result<Subscription, Status> {
+        api(store)
+            .resume_subscription(Request::new(ResumeSubscriptionRequest { id: id.into() }))
+            .await
+            .map(Response::into_inner)
+    }
+
+    async fn reveal(store: &Store, id: &str) -> RevealSecretResponse {
+        api(store)
+            .reveal_secret(Request::new(RevealSecretRequest { id: id.into() }))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    fn tenant_with_zones(zones: Vec<hookplane_proto::v1::ZoneEntitlement>) -> Tenant {
+        Tenant {
+            entitlements: Some(Entitlements {
+                zones,
+                ..Default::default()
+            }),
+            ..tenant_input()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_subscription_is_active_and_signs_maac_by_default() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let sub = create_subscription(&store, &tenant.id, subscription_input())
+            .await
+            .unwrap();
+        assert!(sub.id.starts_with("sub_"));
+        assert_eq!(sub.state, SubscriptionState::Active as i32);
+        assert_eq!(sub.signature_scheme, SignatureScheme::Maac as i32);
+        assert!(sub.state_reason.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_share_secret_is_whsec_and_base64_of_32_bytes() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let sub = create_subscription(&store, &tenant.id, subscription_input())
+            .await
+            .unwrap();
+        let secret = reveal(&store, &sub.id).await.secret;
+        let encoded = secret.strip_prefix("whsec_").unwrap();
+        assert_eq!(STANDARD.decode(encoded).unwrap().len(), 32);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_event_type_is_invalid_and_the_catalog_is_listed() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let mut input = subscription_input();
+        input.event_types = vec!["foo".into()];
+        let status = create_subscription(&store, &tenant.id, input)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .starts_with("subscription.event_types[0]: unknown event type \"foo\" (known: ")
+        );
+        assert!(status.message().contains("message.first_open"));
+    }
+
+    #[tokio::test]
+    async fn no_event_types_is_invalid() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let mut input = subscription_input();
+        input.event_types.clear();
+        assert_status(
+            create_subscription(&store, &tenant.id, input).await,
+            Code::InvalidArgument,
+            "subscription.event_types: must name at least one event type",
+        );
+    }
+
+    #[tokio::test]
+    async fn an_event_type_of_an_unbought_zone_is_refused() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let mut input = subscription_input();
+        input.event_types = vec!["message.first_open".into()];
+        assert_status(
+            create_subscription(&store, &tenant.id, input).await,
+            Code::FailedPrecondition,
+            &format!(
+                "event type \"message.first_open\" needs ZONE_2, which tenant \"{}\" has not bought",
+                tenant.id
+            ),
+        );
+    }
+
+    #[tokio::test]
+    async fn an_event_type_of_an_expired_zone_is_refused() {
+        let (_dir, store) = store();
+        let ended = in_days(-1);
+        let tenant = create_tenant(&store, tenant_with_zones(vec![zone(Zone::Zone1, ended)])).await;
+        let status = create_subscription(&store, &tenant.id, subscription_input())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(
+            status.message().starts_with(
+                "event type \"receipt.receipt_validated\" needs ZONE_1, whose entitlement ended at "
+            ),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[tokio::test]
+    async fn valid_until_is_the_earliest_end_among_its_zones() {
+        let (_dir, store) = store();
+        let zone_2_end = in_days(30);
+        let tenant = create_tenant(
+            &store,
+            tenant_with_zones(vec![
+                zone(Zone::Zone1, in_days(365)),
+                zone(Zone::Zone2, zone_2_end),
+            ]),
+        )
+        .await;
+        let mut input = subscription_input();
+        input.event_types = vec![
+            "receipt.receipt_validated".into(),
+            "message.first_open".into(),
+        ];
+        let sub = create_subscription(&store, &tenant.id, input)
+            .await
+            .unwrap();
+        assert_eq!(sub.valid_until, Some(zone_2_end));
+    }
+
+    #[tokio::test]
+    async fn the_fourth_active_subscription_is_refused() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        for _ in 0..3 {
+            create_subscription(&store, &tenant.id, subscription_input())
+                .await
+                .unwrap();
+        }
+        assert_status(
+            create_subscription(&store, &tenant.id, subscription_input()).await,
+            Code::FailedPrecondition,
+            &format!(
+                "tenant \"{}\" already has 3 active subscriptions, its limit (max_active_subscriptions)",
+                tenant.id
+            ),
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stopped_subscription_frees_its_place_and_resuming_needs_one() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let mut subs = Vec::new();
+        for _ in 0..3 {
+            subs.push(
+                create_subscription(&store, &tenant.id, subscription_input())
+                    .await
+                    .unwrap(),
+            );
+        }
+        stop(&store, &subs[0].id).await;
+        create_subscription(&store, &tenant.id, subscription_input())
+            .await
+            .unwrap();
+        let refused = resume(&store, &subs[0].id).await;
+        assert_eq!(refused.unwrap_err().code(), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn concurrent_creates_never_exceed_the_quota() {
+        let (_dir, store) = store();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let tenant = runtime.block_on(create_tenant(&store, tenant_input()));
+        let api = Arc::new(api(&store));
+        let threads: Vec<_> = (0..12)
+            .map(|_| {
+                let api = Arc::clone(&api);
+                let tenant_id = tenant.id.clone();
+                std::thread::spawn(move || {
+                    api.create(CreateSubscriptionRequest {
+                        tenant_id,
+                        subscription: Some(subscription_input()),
+                    })
+                    .is_ok()
+                })
+            })
+            .collect();
+        let created = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(created, 3);
+    }
+
+    #[tokio::test]
+    async fn stopping_records_why_and_resuming_clears_it() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let sub = create_subscription(&store, &tenant.id, subscription_input())
+            .await
+            .unwrap();
+        let stopped = stop(&store, &sub.id).await;
+        assert_eq!(stopped.state, SubscriptionState::Stopped as i32);
+        assert_eq!(stopped.state_reason, "stopped by an admin");
+        let resumed = resume(&store, &sub.id).await.unwrap();
+        assert_eq!(resumed.state, SubscriptionState::Active as i32);
+        assert!(resumed.state_reason.is_empty());
+    }
+
+    #[tokio::test]
+    async fn stop_and_resume_each_advance_the_revision() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let sub = create_subscription(&store, &tenant.id, subscription_input())
+            .await
+            .unwrap();
+        let before = store.revision();
+        stop(&store, &sub.id).await;
+        resume(&store, &sub.id).await.unwrap();
+        assert_eq!(store.revision(), before + 2);
+    }
+
+    #[tokio::test]
+    async fn a_rotation_with_grace_returns_the_new_secret_and_the_old_ones_end() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let sub = create_subscription(&store, &tenant.id, subscription_input())
+            .await
+            .unwrap();
+        let old = reveal(&store, &sub.id).await.secret;
+        let rotated = api(&store)
+            .rotate_secret(Request::new(RotateSecretRequest {
+                id: sub.id.clone(),
+                grace_period: Some(prost_types::Duration {
+                    seconds: 600,
+                    nanos: 0,
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_ne!(rotated.secret, old);
+        assert!(rotated.previous_secret_valid_until.is_some());
+        assert_eq!(reveal(&store, &sub.id).await.secret, rotated.secret);
+        let record = store.subscription(&sub.id).unwrap();
+        let previous = record.previous_secret.unwrap();
+        assert_eq!(store.sealer().open(&previous.secret).unwrap(), old);
+    }
+
+    #[tokio::test]
+    async fn a_rotation_without_grace_ends_the_old_secret_at_once() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let sub = create_subscription(&store, &tenant.id, subscription_input())
+            .await
+            .unwrap();
+        let rotated = api(&store)
+            .rotate_secret(Request::new(RotateSecretRequest {
+                id: sub.id.clone(),
+                grace_period: None,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(rotated.previous_secret_valid_until.is_none());
+    }
+
+    #[tokio::test]
+    async fn updating_event_types_of_an_active_subscription_checks_zones() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let sub = create_subscription(&store, &tenant.id, subscription_input())
+            .await
+            .unwrap();
+        let result = api(&store)
+            .update_subscription(Request::new(UpdateSubscriptionRequest {
+                subscription: Some(Subscription {
+                    id: sub.id,
+                    event_types: vec!["message.first_open".into()],
+                    ..Default::default()
+                }),
+                update_mask: None,
+            }))
+            .await;
+        assert_eq!(result.unwrap_err().code(), Code::FailedPrecondition);
+    }
+
+    #[tokio::test]
+    async fn send_test_event_is_not_available_yet() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let sub = create_subscription(&store, &tenant.id, subscription_input())
+            .await
+            .unwrap();
+        let result = api(&store)
+            .send_test_event(Request::new(SendTestEventRequest {
+                id: sub.id,
+                event_type: "receipt.receipt_validated".into(),
+            }))
+            .await;
+        assert_status(
+            result,
+            Code::Unavailable,
+            "send test needs a data-plane node; not available yet",
+        );
+    }
+}

@@ -1,0 +1,565 @@
+//! TenantService: brands, their notification emails and entitlements.
+
+use std::collections::HashSet;
+
+use hookplane_proto::v1::tenant_service_server::TenantService;
+use hookplane_proto::v1::{
+    CreateTenantRequest, DeleteTenantRequest, Entitlements, GetTenantRequest, ListTenantsRequest,
+    ListTenantsResponse, Tenant, UpdateTenantRequest, Zone, ZoneEntitlement,
+};
+use tonic::{Request, Response, Status};
+
+use crate::clock::Time;
+use crate::error::Error;
+use crate::ids;
+use crate::pagination::Page;
+use crate::store::{Change, Index, Store, TenantRecord, ZoneRecord, decode};
+use crate::validate;
+
+const UPDATE_PATHS: &[&str] = &[
+    "display_name",
+    "notification_emails",
+    "entitlements",
+    "entitlements.zones",
+    "entitlements.max_active_subscriptions",
+    "entitlements.max_forwarding_sets_per_channel",
+];
+
+pub(crate) struct TenantApi {
+    store: Store,
+}
+
+impl TenantApi {
+    pub fn new(store: Store) -> TenantApi {
+        TenantApi { store }
+    }
+
+    fn create(&self, req: CreateTenantRequest) -> Result<Tenant, Error> {
+        let input = validate::present("tenant", req.tenant.as_ref())?;
+        let now = Time::now();
+        let mut record = TenantRecord {
+            id: ids::new_id(ids::TENANT),
+            display_name: String::new(),
+            notification_emails: Vec::new(),
+            zones: Vec::new(),
+            max_active_subscriptions: None,
+            max_forwarding_sets_per_channel: None,
+            create_time: now,
+            update_time: now,
+        };
+        apply(
+            &mut record,
+            input,
+            &["display_name", "notification_emails", "entitlements"].map(String::from),
+        )?;
+        let guard = self.store.lock_writes();
+        let mut change = Change::default();
+        change.put_tenant(&record);
+        self.store.commit(&guard, change)?;
+        Ok(to_proto(&record))
+    }
+
+    fn update(&self, req: UpdateTenantRequest) -> Result<Tenant, Error> {
+        let input = validate::present("tenant", req.tenant.as_ref())?;
+        let id = validate::id("tenant.id", &input.id)?;
+        let paths = validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || {
+            let mut set = Vec::new();
+            if !input.display_name.is_empty() {
+                set.push("display_name");
+            }
+            if !input.notification_emails.is_empty() {
+                set.push("notification_emails");
+            }
+            if input.entitlements.is_some() {
+                set.push("entitlements");
+            }
+            set
+        })?;
+        let guard = self.store.lock_writes();
+        let mut record = self.store.tenant(id)?;
+        apply(&mut record, input, &paths)?;
+        record.update_time = Time::now();
+        let mut change = Change::default();
+        change.put_tenant(&record);
+        self.store.commit(&guard, change)?;
+        Ok(to_proto(&record))
+    }
+
+    /// Removes the tenant with its channels, their forwarding sets and its subscriptions, in one
+    /// revision.
+    fn delete(&self, id: &str) -> Result<(), Error> {
+        let guard = self.store.lock_writes();
+        self.store.tenant(id)?;
+        let mut change = Change::default();
+        for channel_id in self.store.child_ids(Index::TenantChannels, id)? {
+            for fwd_id in self
+                .store
+                .child_ids(Index::ChannelForwardingSets, &channel_id)?
+            {
+                change.remove_forwarding_set(&channel_id, &fwd_id);
+            }
+            change.remove_channel(id, &channel_id);
+        }
+        for sub_id in self.store.child_ids(Index::TenantSubscriptions, id)? {
+            change.remove_subscription(id, &sub_id);
+        }
+        change.remove_tenant(id);
+        self.store.commit(&guard, change)?;
+        Ok(())
+    }
+
+    fn list(&self, req: &ListTenantsRequest) -> Result<ListTenantsResponse, Error> {
+        let page =
+            Page::new(req.page_size, &req.page_token, b"")?.read(self.store.tenants_tree())?;
+        let tenants = page
+            .items
+            .iter()
+            .map(|(_, v)| decode::<TenantRecord>("tenants", v).map(|r| to_proto(&r)))
+            .collect::<Result<_, _>>()?;
+        Ok(ListTenantsResponse {
+            tenants,
+            next_page_token: page.next_page_token,
+        })
+    }
+}
+
+/// Copies the fields named by `paths` from `input` into `record`, validating each.
+fn apply(record: &mut TenantRecord, input: &Tenant, paths: &[String]) -> Result<(), Error> {
+    let entitlements = input.entitlements.clone().unwrap_or_default();
+    for path in paths {
+        match path.as_str() {
+            "display_name" => {
+                record.display_name = validate::name("tenant.display_name", &input.display_name)?;
+            }
+            "notification_emails" => {
+                record.notification_emails = input
+                    .notification_emails
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| validate::email(&format!("tenant.notification_emails[{i}]"), e))
+                    .collect::<Result<_, _>>()?;
+            }
+            "entitlements" => {
+                record.zones = zones(&entitlements.zones)?;
+                record.max_active_subscriptions = entitlements.max_active_subscriptions;
+                record.max_forwarding_sets_per_channel =
+                    entitlements.max_forwarding_sets_per_channel;
+            }
+            "entitlements.zones" => record.zones = zones(&entitlements.zones)?,
+            "entitlements.max_active_subscriptions" => {
+                record.max_active_subscriptions = entitlements.max_active_subscriptions;
+            }
+            "entitlements.max_forwarding_sets_per_channel" => {
+                record.max_forwarding_sets_per_channel =
+                    entitlements.max_forwarding_sets_per_channel;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn zones(input: &[ZoneEntitlement]) -> Result<Vec<ZoneRecord>, Error> {
+    let mut seen = HashSet::new();
+    input
+        .iter()
+        .enumerate()
+        .map(|(i, z)| {
+            let field = format!("tenant.entitlements.zones[{i}]");
+            let zone = match Zone::try_from(z.zone) {
+                Ok(zone @ (Zone::Zone1 | Zone::Zone2)) => zone,
+                _ => {
+                    return Err(Error::invalid(
+                        format!("{field}.zone"),
+                        "must be ZONE_1 or ZONE_2",
+                    ));
+                }
+            };
+            if !seen.insert(zone) {
+                return Err(Error::invalid(
+                    format!("{field}.zone"),
+                    format!("{} is listed twice", zone.as_str_name()),
+                ));
+            }
+            let valid_until =
+                validate::present(&format!("{field}.valid_until"), z.valid_until.as_ref())?;
+            let valid_until = Time::from_proto(valid_until).ok_or_else(|| {
+                Error::invalid(format!("{field}.valid_until"), "not a valid timestamp")
+            })?;
+            Ok(ZoneRecord {
+                zone: zone as i32,
+                valid_until,
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn to_proto(r: &TenantRecord) -> Tenant {
+    Tenant {
+        id: r.id.clone(),
+        display_name: r.display_name.clone(),
+        notification_emails: r.notification_emails.clone(),
+        entitlements: Some(Entitlements {
+            zones: zone_entitlements(r),
+            max_active_subscriptions: Some(r.max_active_subscriptions()),
+            max_forwarding_sets_per_channel: Some(r.max_forwarding_sets_per_channel()),
+        }),
+        create_time: Some(r.create_time.to_proto()),
+        update_time: Some(r.update_time.to_proto()),
+    }
+}
+
+pub(crate) fn zone_entitlements(r: &TenantRecord) -> Vec<ZoneEntitlement> {
+    r.zones
+        .iter()
+        .map(|z| ZoneEntitlement {
+            zone: z.zone,
+            valid_until: Some(z.valid_until.to_proto()),
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl TenantService for TenantApi {
+    async fn create_tenant(
+        &self,
+        request: Request<CreateTenantRequest>,
+    ) -> Result<Response<Tenant>, Status> {
+        let tenant = self.create(request.into_inner())?;
+        self.store.flush().await?;
+        Ok(Response::new(tenant))
+    }
+
+    async fn get_tenant(
+        &self,
+        request: Request<GetTenantRequest>,
+    ) -> Result<Response<Tenant>, Status> {
+        let id = validate::id("id", &request.get_ref().id)?;
+        Ok(Response::new(to_proto(&self.store.tenant(id)?)))
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<ListTenantsRequest>,
+    ) -> Result<Response<ListTenantsResponse>, Status> {
+        Ok(Response::new(self.list(request.get_ref())?))
+    }
+
+    async fn update_tenant(
+        &self,
+        request: Request<UpdateTenantRequest>,
+    ) -> Result<Response<Tenant>, Status> {
+        let tenant = self.update(request.into_inner())?;
+        self.store.flush().await?;
+        Ok(Response::new(tenant))
+    }
+
+    async fn delete_tenant(
+        &self,
+        request: Request<DeleteTenantRequest>,
+    ) -> Result<Response<()>, Status> {
+        let id = validate::id("id", &request.get_ref().id)?;
+        self.delete(id)?;
+        self.store.flush().await?;
+        Ok(Response::new(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hookplane_proto::v1::channel_service_server::ChannelService as _;
+    use hookplane_proto::v1::forwarding_service_server::ForwardingService as _;
+    use hookplane_proto::v1::subscription_service_server::SubscriptionService as _;
+    use hookplane_proto::v1::{GetChannelRequest, GetForwardingSetRequest, GetSubscriptionRequest};
+    use tonic::Code;
+
+    use super::*;
+    use crate::channels::ChannelApi;
+    use crate::forwarding::ForwardingApi;
+    use crate::subscriptions::SubscriptionApi;
+    use crate::test_fixtures::*;
+
+    fn api(store: &Store) -> TenantApi {
+        TenantApi::new(store.clone())
+    }
+
+    async fn create(store: &Store, tenant: Tenant) -> Result<Tenant, Status> {
+        api(store)
+            .create_tenant(Request::new(CreateTenantRequest {
+                tenant: Some(tenant),
+            }))
+            .await
+            .map(Response::into_inner)
+    }
+
+    #[tokio::test]
+    async fn a_new_tenant_gets_a_prefixed_id_and_server_timestamps() {
+        let (_dir, store) = store();
+        let mut input = tenant_input();
+        input.id = "tnt_chosen_by_client".into();
+        let tenant = create(&store, input).await.unwrap();
+        assert!(tenant.id.starts_with("tnt_"));
+        assert_ne!(tenant.id, "tnt_chosen_by_client");
+        assert!(tenant.create_time.is_some());
+        assert_eq!(tenant.create_time, tenant.update_time);
+    }
+
+    #[tokio::test]
+    async fn unset_limits_come_back_as_their_defaults() {
+        let (_dir, store) = store();
+        let tenant = create(&store, tenant_input()).await.unwrap();
+        let entitlements = tenant.entitlements.unwrap();
+        assert_eq!(entitlements.max_active_subscriptions, Some(3));
+        assert_eq!(entitlements.max_forwarding_sets_per_channel, Some(10));
+    }
+
+    #[tokio::test]
+    async fn an_empty_display_name_is_invalid() {
+        let (_dir, store) = store();
+        let mut input = tenant_input();
+        input.display_name = String::new();
+        assert_status(
+            create(&store, input).await,
+            Code::InvalidArgument,
+            "tenant.display_name: must not be empty",
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_email_is_named_by_its_index() {
+        let (_dir, store) = store();
+        let mut input = tenant_input();
+        input.notification_emails = vec!["ok@brand.example".into(), "x".into()];
+        assert_status(
+            create(&store, input).await,
+            Code::InvalidArgument,
+            "tenant.notification_emails[1]: \"x\" is not an email address",
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unspecified_zone_is_invalid() {
+        let (_dir, store) = store();
+        let mut input = tenant_input();
+        input.entitlements = Some(Entitlements {
+            zones: vec![zone(Zone::Unspecified, in_days(1))],
+            ..Default::default()
+        });
+        assert_status(
+            create(&store, input).await,
+            Code::InvalidArgument,
+            "tenant.entitlements.zones[0].zone: must be ZONE_1 or ZONE_2",
+        );
+    }
+
+    #[tokio::test]
+    async fn a_zone_listed_twice_is_invalid() {
+        let (_dir, store) = store();
+        let mut input = tenant_input();
+        input.entitlements = Some(Entitlements {
+            zones: vec![zone(Zone::Zone1, in_days(1)), zone(Zone::Zone1, in_days(2))],
+            ..Default::default()
+        });
+        assert_status(
+            create(&store, input).await,
+            Code::InvalidArgument,
+            "tenant.entitlements.zones[1].zone: ZONE_1 is listed twice",
+        );
+    }
+
+    #[tokio::test]
+    async fn a_zone_without_valid_until_is_invalid() {
+        let (_dir, store) = store();
+        let mut input = tenant_input();
+        input.entitlements = Some(Entitlements {
+            zones: vec![ZoneEntitlement {
+                zone: Zone::Zone2 as i32,
+                valid_until: None,
+            }],
+            ..Default::default()
+        });
+        assert_status(
+            create(&store, input).await,
+            Code::InvalidArgument,
+            "tenant.entitlements.zones[0].valid_until: required",
+        );
+    }
+
+    #[tokio::test]
+    async fn getting_an_unknown_tenant_names_it() {
+        let (_dir, store) = store();
+        let result = api(&store)
+            .get_tenant(Request::new(GetTenantRequest { id: "tnt_x".into() }))
+            .await;
+        assert_status(result, Code::NotFound, "tenant \"tnt_x\" not found");
+    }
+
+    #[tokio::test]
+    async fn getting_without_an_id_is_invalid() {
+        let (_dir, store) = store();
+        let result = api(&store)
+            .get_tenant(Request::new(GetTenantRequest::default()))
+            .await;
+        assert_status(result, Code::InvalidArgument, "id: required");
+    }
+
+    #[tokio::test]
+    async fn an_update_changes_only_the_masked_fields() {
+        let (_dir, store) = store();
+        let tenant = create(&store, tenant_input()).await.unwrap();
+        let updated = api(&store)
+            .update_tenant(Request::new(UpdateTenantRequest {
+                tenant: Some(Tenant {
+                    id: tenant.id.clone(),
+                    display_name: "Renamed".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["display_name".into()],
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(updated.display_name, "Renamed");
+        assert_eq!(updated.notification_emails, tenant.notification_emails);
+        assert_eq!(updated.entitlements, tenant.entitlements);
+    }
+
+    #[tokio::test]
+    async fn an_update_with_an_empty_mask_applies_the_fields_that_are_set() {
+        let (_dir, store) = store();
+        let tenant = create(&store, tenant_input()).await.unwrap();
+        let updated = api(&store)
+            .update_tenant(Request::new(UpdateTenantRequest {
+                tenant: Some(Tenant {
+                    id: tenant.id.clone(),
+                    notification_emails: vec!["new@brand.example".into()],
+                    ..Default::default()
+                }),
+                update_mask: None,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(updated.display_name, "Brand");
+        assert_eq!(updated.notification_emails, ["new@brand.example"]);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_update_path_is_invalid() {
+        let (_dir, store) = store();
+        let tenant = create(&store, tenant_input()).await.unwrap();
+        let result = api(&store)
+            .update_tenant(Request::new(UpdateTenantRequest {
+                tenant: Some(Tenant {
+                    id: tenant.id,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["id".into()],
+                }),
+            }))
+            .await;
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .starts_with("update_mask.paths[0]: unknown path \"id\"")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rejected_write_does_not_advance_the_revision() {
+        let (_dir, store) = store();
+        let mut input = tenant_input();
+        input.display_name = String::new();
+        let _ = create(&store, input).await;
+        assert_eq!(store.revision(), 0);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_tenant_removes_its_children_in_one_revision() {
+        let (_dir, store) = store();
+        let tenant = create(&store, tenant_input()).await.unwrap();
+        let channel = create_channel(&store, &tenant.id).await;
+        let set = create_forwarding_set(&store, &channel.id, raw_set_input())
+            .await
+            .unwrap();
+        let sub = create_subscription(&store, &tenant.id, subscription_input())
+            .await
+            .unwrap();
+        let before = store.revision();
+
+        api(&store)
+            .delete_tenant(Request::new(DeleteTenantRequest {
+                id: tenant.id.clone(),
+            }))
+            .await
+            .unwrap();
+
+        assert_eq!(store.revision(), before + 1);
+        let logged = &store.changes_after(before).unwrap()[0].1;
+        let ids: HashSet<_> = logged.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            HashSet::from([
+                tenant.id.as_str(),
+                channel.id.as_str(),
+                set.id.as_str(),
+                sub.id.as_str()
+            ])
+        );
+        let channels = ChannelApi::new(store.clone());
+        let gone = channels
+            .get_channel(Request::new(GetChannelRequest { id: channel.id }))
+            .await;
+        assert_eq!(gone.unwrap_err().code(), Code::NotFound);
+        let gone = ForwardingApi::new(store.clone())
+            .get_forwarding_set(Request::new(GetForwardingSetRequest { id: set.id }))
+            .await;
+        assert_eq!(gone.unwrap_err().code(), Code::NotFound);
+        let gone = SubscriptionApi::new(store.clone())
+            .get_subscription(Request::new(GetSubscriptionRequest { id: sub.id }))
+            .await;
+        assert_eq!(gone.unwrap_err().code(), Code::NotFound);
+        for index in [
+            Index::TenantChannels,
+            Index::ChannelForwardingSets,
+            Index::TenantSubscriptions,
+        ] {
+            assert!(store.index_tree(index).is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn paging_sees_every_tenant_once_even_when_some_are_created_meanwhile() {
+        let (_dir, store) = store();
+        let mut created = Vec::new();
+        for _ in 0..5 {
+            created.push(create(&store, tenant_input()).await.unwrap().id);
+        }
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = api(&store)
+                .list_tenants(Request::new(ListTenantsRequest {
+                    page_size: 2,
+                    page_token: token.clone(),
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            seen.extend(page.tenants.into_iter().map(|t| t.id));
+            if seen.len() == 2 {
+                created.push(create(&store, tenant_input()).await.unwrap().id);
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(seen, created);
+    }
+}

@@ -1,0 +1,144 @@
+//! Builders shared by the crate's unit tests: a store in a temporary directory and requests for
+//! resources that pass validation.
+
+use hookplane_proto::v1::{
+    Channel, CreateChannelRequest, CreateForwardingSetRequest, CreateSubscriptionRequest,
+    CreateTenantRequest, Entitlements, ForwardingSet, Subscription, Tenant, Zone, ZoneEntitlement,
+};
+use tonic::{Code, Request, Status};
+
+use crate::channels::ChannelApi;
+use crate::clock::Time;
+use crate::forwarding::ForwardingApi;
+use crate::sealing::{MasterKey, Sealer};
+use crate::store::Store;
+use crate::subscriptions::SubscriptionApi;
+use crate::tenants::TenantApi;
+
+pub(crate) fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        &dir.path().join("store"),
+        Sealer::new(&MasterKey::generate()),
+    )
+    .unwrap();
+    (dir, store)
+}
+
+pub(crate) fn in_days(days: i64) -> prost_types::Timestamp {
+    let now = Time::now();
+    prost_types::Timestamp {
+        seconds: now.seconds + days * 86_400,
+        nanos: 0,
+    }
+}
+
+pub(crate) fn zone(zone: Zone, valid_until: prost_types::Timestamp) -> ZoneEntitlement {
+    ZoneEntitlement {
+        zone: zone as i32,
+        valid_until: Some(valid_until),
+    }
+}
+
+/// A tenant that bought ZONE_1 for a year.
+pub(crate) fn tenant_input() -> Tenant {
+    Tenant {
+        display_name: "Brand".into(),
+        notification_emails: vec!["ops@brand.example".into()],
+        entitlements: Some(Entitlements {
+            zones: vec![zone(Zone::Zone1, in_days(365))],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn channel_input() -> Channel {
+    Channel {
+        display_name: "Brand OA".into(),
+        line_channel_secret: "line-secret-0123456789".into(),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn raw_set_input() -> ForwardingSet {
+    ForwardingSet {
+        name: "CRM".into(),
+        url: "https://crm.brand.example/line".into(),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn subscription_input() -> Subscription {
+    Subscription {
+        name: "Receipts".into(),
+        url: "https://hooks.brand.example/receipts".into(),
+        event_types: vec!["receipt.receipt_validated".into()],
+        ..Default::default()
+    }
+}
+
+pub(crate) async fn create_tenant(store: &Store, tenant: Tenant) -> Tenant {
+    use hookplane_proto::v1::tenant_service_server::TenantService as _;
+    TenantApi::new(store.clone())
+        .create_tenant(Request::new(CreateTenantRequest {
+            tenant: Some(tenant),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+pub(crate) async fn create_channel(store: &Store, tenant_id: &str) -> Channel {
+    use hookplane_proto::v1::channel_service_server::ChannelService as _;
+    ChannelApi::new(store.clone())
+        .create_channel(Request::new(CreateChannelRequest {
+            tenant_id: tenant_id.into(),
+            channel: Some(channel_input()),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+pub(crate) async fn create_forwarding_set(
+    store: &Store,
+    channel_id: &str,
+    set: ForwardingSet,
+) -> Result<ForwardingSet, Status> {
+    use hookplane_proto::v1::forwarding_service_server::ForwardingService as _;
+    ForwardingApi::new(store.clone())
+        .create_forwarding_set(Request::new(CreateForwardingSetRequest {
+            channel_id: channel_id.into(),
+            forwarding_set: Some(set),
+        }))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+pub(crate) async fn create_subscription(
+    store: &Store,
+    tenant_id: &str,
+    subscription: Subscription,
+) -> Result<Subscription, Status> {
+    use hookplane_proto::v1::subscription_service_server::SubscriptionService as _;
+    SubscriptionApi::new(store.clone())
+        .create_subscription(Request::new(CreateSubscriptionRequest {
+            tenant_id: tenant_id.into(),
+            subscription: Some(subscription),
+        }))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// Asserts the status has `code` and exactly `message`.
+#[track_caller]
+pub(crate) fn assert_status(
+    result: Result<impl std::fmt::Debug, Status>,
+    code: Code,
+    message: &str,
+) {
+    let status = result.expect_err("expected an error status");
+    assert_eq!(status.code(), code, "{}", status.message());
+    assert_eq!(status.message(), message);
+}

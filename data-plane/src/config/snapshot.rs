@@ -1,0 +1,247 @@
+//! One revision of the configuration and how an update turns it into the next.
+
+use std::{collections::HashMap, sync::Arc};
+
+use hookplane_proto::v1::{
+    ConfigUpdate, ForwardingKind, NodeChannel, NodeForwardingSet, NodeSubscription, NodeTenant,
+    ResourceKind, config_resource::Resource,
+};
+
+/// One revision of the configuration, with the lookups the hot path needs precomputed.
+#[derive(Default, Clone)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub publisher_token_sha256: String,
+    tenants: HashMap<String, Arc<NodeTenant>>,
+    channel_records: HashMap<String, Arc<NodeChannel>>,
+    forwarding_sets: HashMap<String, Arc<NodeForwardingSet>>,
+    subscriptions: HashMap<String, Arc<NodeSubscription>>,
+    channels: HashMap<String, Arc<ChannelEntry>>,
+}
+
+/// A channel with the forwarding sets its webhooks fan out to.
+pub struct ChannelEntry {
+    pub channel: Arc<NodeChannel>,
+    /// Enabled raw forwards, ordered by id.
+    pub targets: Vec<Arc<NodeForwardingSet>>,
+}
+
+impl Snapshot {
+    pub fn channel(&self, id: &str) -> Option<&Arc<ChannelEntry>> {
+        self.channels.get(id)
+    }
+
+    pub fn forwarding_set(&self, id: &str) -> Option<&Arc<NodeForwardingSet>> {
+        self.forwarding_sets.get(id)
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&Arc<NodeTenant>> {
+        self.tenants.get(id)
+    }
+
+    pub fn subscription(&self, id: &str) -> Option<&Arc<NodeSubscription>> {
+        self.subscriptions.get(id)
+    }
+
+    /// The snapshot after `update`: a full replacement when it is a snapshot, else its upserts
+    /// and deletes on top of this one.
+    pub fn apply(&self, update: &ConfigUpdate) -> Snapshot {
+        let mut next = if update.snapshot {
+            Snapshot::default()
+        } else {
+            Snapshot {
+                channels: HashMap::new(),
+                ..self.clone()
+            }
+        };
+        next.revision = update.revision;
+        if update.snapshot || !update.publisher_token_sha256.is_empty() {
+            next.publisher_token_sha256 = update.publisher_token_sha256.clone();
+        }
+        for key in &update.deletes {
+            match ResourceKind::try_from(key.kind) {
+                Ok(ResourceKind::Tenant) => {
+                    next.tenants.remove(&key.id);
+                }
+                Ok(ResourceKind::Channel) => {
+                    next.channel_records.remove(&key.id);
+                }
+                Ok(ResourceKind::ForwardingSet) => {
+                    next.forwarding_sets.remove(&key.id);
+                }
+                Ok(ResourceKind::Subscription) => {
+                    next.subscriptions.remove(&key.id);
+                }
+                Ok(ResourceKind::Unspecified) | Err(_) => {}
+            }
+        }
+        for upsert in &update.upserts {
+            match &upsert.resource {
+                Some(Resource::Tenant(t)) => {
+                    next.tenants.insert(t.id.clone(), Arc::new(t.clone()));
+                }
+                Some(Resource::Channel(c)) => {
+                    next.channel_records
+                        .insert(c.id.clone(), Arc::new(c.clone()));
+                }
+                Some(Resource::ForwardingSet(f)) => {
+                    next.forwarding_sets
+                        .insert(f.id.clone(), Arc::new(f.clone()));
+                }
+                Some(Resource::Subscription(s)) => {
+                    next.subscriptions.insert(s.id.clone(), Arc::new(s.clone()));
+                }
+                None => {}
+            }
+        }
+        next.index_channels();
+        next
+    }
+
+    fn index_channels(&mut self) {
+        let mut targets: HashMap<&str, Vec<Arc<NodeForwardingSet>>> = HashMap::new();
+        for set in self.forwarding_sets.values() {
+            if set.enabled && is_raw_forward(set) {
+                targets
+                    .entry(set.channel_id.as_str())
+                    .or_default()
+                    .push(Arc::clone(set));
+            }
+        }
+        let channels = self
+            .channel_records
+            .iter()
+            .map(|(id, channel)| {
+                let mut targets = targets.remove(id.as_str()).unwrap_or_default();
+                targets.sort_by(|a, b| a.id.cmp(&b.id));
+                let entry = ChannelEntry {
+                    channel: Arc::clone(channel),
+                    targets,
+                };
+                (id.clone(), Arc::new(entry))
+            })
+            .collect();
+        self.channels = channels;
+    }
+}
+
+/// Connector kinds (Genesys) are delivered by their own translators, not as raw forwards.
+fn is_raw_forward(set: &NodeForwardingSet) -> bool {
+    matches!(
+        ForwardingKind::try_from(set.kind),
+        Ok(ForwardingKind::Raw | ForwardingKind::Unspecified)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use hookplane_proto::v1::{ConfigResource, ResourceKey};
+
+    use super::*;
+
+    fn channel(id: &str) -> ConfigResource {
+        ConfigResource {
+            resource: Some(Resource::Channel(NodeChannel {
+                id: id.to_owned(),
+                tenant_id: "tnt_1".to_owned(),
+                ..NodeChannel::default()
+            })),
+        }
+    }
+
+    fn set(id: &str, channel: &str, enabled: bool) -> ConfigResource {
+        ConfigResource {
+            resource: Some(Resource::ForwardingSet(NodeForwardingSet {
+                id: id.to_owned(),
+                channel_id: channel.to_owned(),
+                enabled,
+                url: format!("https://example.com/{id}"),
+                ..NodeForwardingSet::default()
+            })),
+        }
+    }
+
+    fn full(revision: u64, upserts: Vec<ConfigResource>) -> ConfigUpdate {
+        ConfigUpdate {
+            revision,
+            snapshot: true,
+            upserts,
+            ..ConfigUpdate::default()
+        }
+    }
+
+    fn target_ids(s: &Snapshot, channel: &str) -> Vec<String> {
+        s.channel(channel)
+            .unwrap()
+            .targets
+            .iter()
+            .map(|t| t.id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_channel_lists_its_enabled_forwarding_sets_in_id_order() {
+        let s = Snapshot::default().apply(&full(
+            3,
+            vec![
+                channel("ch_1"),
+                set("fwd_b", "ch_1", true),
+                set("fwd_a", "ch_1", true),
+                set("fwd_c", "ch_1", false),
+            ],
+        ));
+        assert_eq!(s.revision, 3);
+        assert_eq!(target_ids(&s, "ch_1"), vec!["fwd_a", "fwd_b"]);
+    }
+
+    #[test]
+    fn a_snapshot_replaces_everything_held() {
+        let s = Snapshot::default().apply(&full(1, vec![channel("ch_1")]));
+        let s = s.apply(&full(2, vec![channel("ch_2")]));
+        assert!(s.channel("ch_1").is_none());
+        assert!(s.channel("ch_2").is_some());
+    }
+
+    #[test]
+    fn a_change_applies_upserts_and_deletes_on_top() {
+        let s =
+            Snapshot::default().apply(&full(1, vec![channel("ch_1"), set("fwd_a", "ch_1", true)]));
+        let s = s.apply(&ConfigUpdate {
+            revision: 2,
+            upserts: vec![set("fwd_b", "ch_1", true)],
+            deletes: vec![ResourceKey {
+                kind: ResourceKind::ForwardingSet.into(),
+                id: "fwd_a".to_owned(),
+            }],
+            ..ConfigUpdate::default()
+        });
+        assert_eq!(s.revision, 2);
+        assert_eq!(target_ids(&s, "ch_1"), vec!["fwd_b"]);
+        assert!(s.forwarding_set("fwd_a").is_none());
+    }
+
+    #[test]
+    fn applying_leaves_the_previous_snapshot_untouched() {
+        let before = Snapshot::default().apply(&full(1, vec![channel("ch_1")]));
+        let _after = before.apply(&ConfigUpdate {
+            revision: 2,
+            deletes: vec![ResourceKey {
+                kind: ResourceKind::Channel.into(),
+                id: "ch_1".to_owned(),
+            }],
+            ..ConfigUpdate::default()
+        });
+        assert!(before.channel("ch_1").is_some());
+    }
+
+    #[test]
+    fn genesys_sets_are_not_raw_forwards() {
+        let mut genesys = set("fwd_g", "ch_1", true);
+        if let Some(Resource::ForwardingSet(f)) = genesys.resource.as_mut() {
+            f.kind = ForwardingKind::GenesysOpenMessaging.into();
+        }
+        let s = Snapshot::default().apply(&full(1, vec![channel("ch_1"), genesys]));
+        assert!(target_ids(&s, "ch_1").is_empty());
+        assert!(s.forwarding_set("fwd_g").is_some());
+    }
+}

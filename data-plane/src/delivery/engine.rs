@@ -1,0 +1,326 @@
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use hookplane_proto::v1::{AttemptOutcome, DeliveryAttempt, NodeForwardingSet};
+use rand::Rng;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
+    task::JoinSet,
+};
+use tracing::{debug, info, warn};
+
+use super::{
+    breaker::{Admission, Breakers},
+    failure::Failure,
+    retry::{NextStep, RetryPolicy},
+    sender::{Outgoing, Sender, header_map},
+    slots::TargetSlots,
+};
+use crate::{
+    config::ConfigStore, metrics::Metrics, outcomes::OutcomeLog, queue::Job, queue::Queue,
+};
+
+/// Attempts in flight on the whole node. Attempts are cheap tasks; the per-target cap is what
+/// keeps a hanging target from hoarding them, this only bounds memory.
+const WORKERS: usize = 1024;
+const LEASE_BATCH: usize = 128;
+const LEASE_WAIT: Duration = Duration::from_millis(500);
+/// How long a job for a target with every slot taken steps aside.
+const BUSY_WAIT: Duration = Duration::from_millis(250);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight attempts may finish after shutdown is asked; the rest come back from the
+/// spool at the next start.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+pub struct EngineSettings {
+    pub node_id: String,
+    pub policy: RetryPolicy,
+    pub target_concurrency: usize,
+}
+
+pub struct Engine {
+    queue: Arc<dyn Queue>,
+    config: Arc<ConfigStore>,
+    sender: Sender,
+    outcomes: Arc<OutcomeLog>,
+    metrics: Arc<Metrics>,
+    node_id: String,
+    policy: RetryPolicy,
+    breakers: Breakers,
+    slots: TargetSlots,
+    workers: Arc<Semaphore>,
+}
+
+impl Engine {
+    pub fn new(
+        settings: EngineSettings,
+        queue: Arc<dyn Queue>,
+        config: Arc<ConfigStore>,
+        sender: Sender,
+        outcomes: Arc<OutcomeLog>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            queue,
+            config,
+            sender,
+            outcomes,
+            metrics,
+            node_id: settings.node_id,
+            policy: settings.policy,
+            breakers: Breakers::default(),
+            slots: TargetSlots::new(settings.target_concurrency),
+            workers: Arc::new(Semaphore::new(WORKERS)),
+        }
+    }
+
+    /// Leases due jobs and starts their attempts until `stop` turns true.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        // Targets are known only from the config: spooled jobs wait for the first snapshot.
+        tokio::select! {
+            () = self.config.wait_ready() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let mut in_flight = JoinSet::new();
+        loop {
+            while in_flight.try_join_next().is_some() {}
+            let free = self.workers.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = in_flight.join_next() => continue,
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+            let leased = tokio::select! {
+                r = self.queue.lease(free.min(LEASE_BATCH), LEASE_WAIT) => r,
+                _ = stop.wait_for(|s| *s) => break,
+            };
+            match leased {
+                Ok(jobs) => {
+                    for job in jobs {
+                        self.dispatch(job, &mut in_flight).await;
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not lease deliveries");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        let drained = async { while in_flight.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, drained).await;
+    }
+
+    async fn dispatch(self: &Arc<Self>, job: Job, in_flight: &mut JoinSet<()>) {
+        let snapshot = self.config.load();
+        let Some(target) = snapshot.forwarding_set(&job.forwarding_set_id).cloned() else {
+            // Deleted since it was queued (or a subscription delivery, which this engine does
+            // not make yet): nobody is left to deliver to.
+            info!(delivery_id = %job.delivery_id, "target no longer configured; delivery dropped");
+            self.settle(&job, Settle::Ack).await;
+            return;
+        };
+        if !target.enabled {
+            let attempt = self.attempt_record(&job, &target, SystemTime::now());
+            self.conclude_failure(job, attempt, Failure::TargetDisabled, None, Duration::ZERO)
+                .await;
+            return;
+        }
+        let now = Instant::now();
+        if let Admission::NotBefore(at) = self.breakers.admit(&target.id, now) {
+            self.defer(&job, at.saturating_duration_since(now)).await;
+            return;
+        }
+        let Some(slot) = self.slots.try_take(&target.id) else {
+            self.defer(&job, BUSY_WAIT).await;
+            return;
+        };
+        let Ok(worker) = Arc::clone(&self.workers).acquire_owned().await else {
+            return;
+        };
+        let engine = Arc::clone(self);
+        in_flight.spawn(async move { engine.attempt(job, target, slot, worker).await });
+    }
+
+    /// Pushes a job back without an attempt, spread a little so a crowd does not return at once.
+    async fn defer(&self, job: &Job, wait: Duration) {
+        let spread = Duration::from_millis(rand::thread_rng().gen_range(0..500));
+        self.metrics.deferred();
+        if let Err(e) = self
+            .queue
+            .defer(&job.delivery_id, SystemTime::now() + wait + spread)
+            .await
+        {
+            warn!(delivery_id = %job.delivery_id, error = %e, "could not defer a delivery");
+        }
+    }
+
+    async fn attempt(
+        self: Arc<Self>,
+        job: Job,
+        target: Arc<NodeForwardingSet>,
+        slot: OwnedSemaphorePermit,
+        _worker: OwnedSemaphorePermit,
+    ) {
+        let number = job.attempts + 1;
+        let number_text = number.to_string();
+        let mut headers = header_map(
+            job.headers
+                .iter()
+                .map(|h| (h.name.as_str(), h.value.as_str())),
+        );
+        headers.extend(header_map([
+            ("x-hookplane-event-id", job.event_id.as_str()),
+            ("x-hookplane-attempt", number_text.as_str()),
+            ("x-hookplane-forwarding-set", target.id.as_str()),
+        ]));
+        let timeout = target
+            .timeout
+            .and_then(|t| Duration::try_from(t).ok())
+            .filter(|t| !t.is_zero())
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let record = self.attempt_record(&job, &target, SystemTime::now());
+        let started = Instant::now();
+        let result = self
+            .sender
+            .send(Outgoing {
+                url: &target.url,
+                body: job.body.clone(),
+                headers,
+                timeout,
+            })
+            .await;
+        let latency = started.elapsed();
+        drop(slot);
+        let mut record = record;
+        let (failure, retry_after) = match result {
+            Ok(answer) => {
+                record.http_status = i32::from(answer.status);
+                record.response_body = answer.body_start;
+                let failure = (!(200..300).contains(&answer.status))
+                    .then_some(Failure::Status(answer.status));
+                (failure, answer.retry_after)
+            }
+            Err(failure) => (Some(failure), None),
+        };
+        let unwell = failure.as_ref().is_some_and(Failure::target_is_unwell);
+        self.breakers.record(&target.id, !unwell, Instant::now());
+        match failure {
+            None => {
+                self.finish(
+                    &job,
+                    record,
+                    AttemptOutcome::Succeeded,
+                    Settle::Ack,
+                    latency,
+                )
+                .await;
+            }
+            Some(failure) => {
+                self.conclude_failure(job, record, failure, retry_after, latency)
+                    .await;
+            }
+        }
+    }
+
+    fn attempt_record(
+        &self,
+        job: &Job,
+        target: &NodeForwardingSet,
+        at: SystemTime,
+    ) -> DeliveryAttempt {
+        DeliveryAttempt {
+            id: format!("att_{}", ulid::Ulid::new().to_string().to_lowercase()),
+            delivery_id: job.delivery_id.clone(),
+            event_id: job.event_id.clone(),
+            forwarding_set_id: job.forwarding_set_id.clone(),
+            subscription_id: job.subscription_id.clone(),
+            tenant_id: job.tenant_id.clone(),
+            attempt_number: job.attempts + 1,
+            time: Some(at.into()),
+            node_id: self.node_id.clone(),
+            url: target.url.clone(),
+            channel_id: job.channel_id.clone(),
+            ..DeliveryAttempt::default()
+        }
+    }
+
+    async fn conclude_failure(
+        &self,
+        job: Job,
+        mut record: DeliveryAttempt,
+        failure: Failure,
+        retry_after: Option<Duration>,
+        latency: Duration,
+    ) {
+        let number = job.attempts + 1;
+        let step = if failure.is_retryable() {
+            let unit = rand::thread_rng().gen_range(0.0..=1.0);
+            self.policy
+                .next_step(&job, number, retry_after, SystemTime::now(), unit)
+        } else {
+            NextStep::GiveUp
+        };
+        record.reason = failure.to_string();
+        let (outcome, settle) = match step {
+            NextStep::RetryAt(at) => (AttemptOutcome::Retrying, Settle::Retry(number, at)),
+            NextStep::GiveUp => (
+                AttemptOutcome::Failed,
+                Settle::Fail(number, record.reason.clone()),
+            ),
+        };
+        debug!(
+            delivery_id = %job.delivery_id,
+            forwarding_set_id = %job.forwarding_set_id,
+            attempt = number,
+            reason = %record.reason,
+            outcome = outcome.as_str_name(),
+            "delivery attempt failed"
+        );
+        self.finish(&job, record, outcome, settle, latency).await;
+    }
+
+    async fn finish(
+        &self,
+        job: &Job,
+        mut record: DeliveryAttempt,
+        outcome: AttemptOutcome,
+        settle: Settle,
+        latency: Duration,
+    ) {
+        record.outcome = outcome.into();
+        record.latency = prost_types::Duration::try_from(latency).ok();
+        self.settle(job, settle).await;
+        self.outcomes.record(&record);
+        self.metrics.attempt(outcome_label(outcome), latency);
+    }
+
+    async fn settle(&self, job: &Job, settle: Settle) {
+        let id = job.delivery_id.as_str();
+        let result = match settle {
+            Settle::Ack => self.queue.ack(id).await,
+            Settle::Retry(attempts, at) => self.queue.retry(id, attempts, at).await,
+            Settle::Fail(attempts, reason) => self.queue.fail(id, attempts, &reason).await,
+        };
+        if let Err(e) = result {
+            // The lease runs out and the job comes back: a duplicate at worst.
+            warn!(delivery_id = %id, error = %e, "could not settle a delivery in the queue");
+        }
+    }
+}
+
+enum Settle {
+    Ack,
+    Retry(u32, SystemTime),
+    Fail(u32, String),
+}
+
+fn outcome_label(outcome: AttemptOutcome) -> &'static str {
+    match outcome {
+        AttemptOutcome::Succeeded => "succeeded",
+        AttemptOutcome::Retrying => "retrying",
+        AttemptOutcome::Failed | AttemptOutcome::Unspecified => "failed",
+    }
+}

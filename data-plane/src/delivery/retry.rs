@@ -1,0 +1,214 @@
+//! When the next attempt happens, and when to stop trying.
+
+use std::time::{Duration, SystemTime};
+
+use crate::queue::Job;
+
+/// Jitter spreads retries of a burst over ±20 % of the scheduled wait.
+const JITTER: f64 = 0.2;
+/// Longest Retry-After honoured; a larger one is capped so the delivery's age still decides.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    schedule: Vec<Duration>,
+    max_attempts: u32,
+    max_age: Duration,
+}
+
+/// What follows a failed attempt that may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    RetryAt(SystemTime),
+    /// Out of attempts or age.
+    GiveUp,
+}
+
+impl RetryPolicy {
+    pub fn new(schedule: Vec<Duration>, max_attempts: u32, max_age: Duration) -> Self {
+        let schedule = if schedule.is_empty() {
+            vec![Duration::from_secs(1)]
+        } else {
+            schedule
+        };
+        Self {
+            schedule,
+            max_attempts: max_attempts.max(1),
+            max_age,
+        }
+    }
+
+    /// The scheduled wait after the `attempt`-th failed attempt (1-based), before jitter.
+    pub fn base_wait(&self, attempt: u32) -> Duration {
+        let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.schedule[index.min(self.schedule.len() - 1)]
+    }
+
+    /// `base` scaled by a factor in [0.8, 1.2]; `unit` is a uniform draw from [0, 1].
+    pub fn jittered(base: Duration, unit: f64) -> Duration {
+        base.mul_f64(1.0 - JITTER + 2.0 * JITTER * unit.clamp(0.0, 1.0))
+    }
+
+    /// What to do after `job`'s attempt number `attempts` (already counted in) failed.
+    pub fn next_step(
+        &self,
+        job: &Job,
+        attempts: u32,
+        retry_after: Option<Duration>,
+        now: SystemTime,
+        unit: f64,
+    ) -> NextStep {
+        let in_budget = attempts.saturating_sub(job.budget_start);
+        if in_budget >= self.max_attempts {
+            return NextStep::GiveUp;
+        }
+        let scheduled = Self::jittered(self.base_wait(in_budget), unit);
+        let wait = match retry_after {
+            Some(asked) => scheduled.max(asked.min(MAX_RETRY_AFTER)),
+            None => scheduled,
+        };
+        let at = now + wait;
+        if at > job.budget_began() + self.max_age {
+            return NextStep::GiveUp;
+        }
+        NextStep::RetryAt(at)
+    }
+}
+
+/// Parses a Retry-After value: delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::unix_ms;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy::new(vec![secs(1), secs(2), secs(4)], 5, secs(3600))
+    }
+
+    fn job_started(at: SystemTime) -> Job {
+        Job {
+            first_enqueued_ms: unix_ms(at),
+            ..Job::default()
+        }
+    }
+
+    #[test]
+    fn the_schedule_is_followed_and_its_last_step_repeats() {
+        let p = policy();
+        assert_eq!(p.base_wait(1), secs(1));
+        assert_eq!(p.base_wait(2), secs(2));
+        assert_eq!(p.base_wait(3), secs(4));
+        assert_eq!(p.base_wait(9), secs(4));
+    }
+
+    #[test]
+    fn jitter_stays_within_twenty_percent() {
+        let base = secs(10);
+        assert_eq!(
+            RetryPolicy::jittered(base, 0.0),
+            Duration::from_millis(8000)
+        );
+        assert_eq!(
+            RetryPolicy::jittered(base, 1.0),
+            Duration::from_millis(12000)
+        );
+        for i in 0..=100 {
+            let d = RetryPolicy::jittered(base, f64::from(i) / 100.0);
+            assert!(d >= secs(8) && d <= secs(12));
+        }
+    }
+
+    #[test]
+    fn a_failed_attempt_is_retried_after_the_jittered_wait() {
+        let now = SystemTime::now();
+        let step = policy().next_step(&job_started(now), 2, None, now, 0.5);
+        assert_eq!(step, NextStep::RetryAt(now + secs(2)));
+    }
+
+    #[test]
+    fn retry_after_pushes_the_next_attempt_later() {
+        let now = SystemTime::now();
+        let step = policy().next_step(&job_started(now), 1, Some(secs(30)), now, 0.5);
+        assert_eq!(step, NextStep::RetryAt(now + secs(30)));
+    }
+
+    #[test]
+    fn a_short_retry_after_does_not_hurry_the_schedule() {
+        let now = SystemTime::now();
+        let step = policy().next_step(&job_started(now), 3, Some(secs(1)), now, 0.5);
+        assert_eq!(step, NextStep::RetryAt(now + secs(4)));
+    }
+
+    #[test]
+    fn the_last_allowed_attempt_gives_up() {
+        let now = SystemTime::now();
+        let job = job_started(now);
+        assert!(matches!(
+            policy().next_step(&job, 4, None, now, 0.5),
+            NextStep::RetryAt(_)
+        ));
+        assert_eq!(
+            policy().next_step(&job, 5, None, now, 0.5),
+            NextStep::GiveUp
+        );
+    }
+
+    #[test]
+    fn a_delivery_past_its_age_gives_up() {
+        let started = SystemTime::now() - secs(3600);
+        let step = policy().next_step(&job_started(started), 1, None, SystemTime::now(), 0.5);
+        assert_eq!(step, NextStep::GiveUp);
+    }
+
+    #[test]
+    fn a_manual_retry_grants_a_fresh_budget() {
+        let now = SystemTime::now();
+        let job = Job {
+            budget_start: 5,
+            ..job_started(now)
+        };
+        assert!(matches!(
+            policy().next_step(&job, 6, None, now, 0.5),
+            NextStep::RetryAt(_)
+        ));
+    }
+
+    #[test]
+    fn retry_after_in_seconds_is_read() {
+        assert_eq!(
+            parse_retry_after(" 120 ", SystemTime::now()),
+            Some(secs(120))
+        );
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date_is_read() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now),
+            Some(secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:40:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn a_garbled_retry_after_is_ignored() {
+        assert_eq!(parse_retry_after("soon", SystemTime::now()), None);
+    }
+}

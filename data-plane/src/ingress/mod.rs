@@ -1,0 +1,224 @@
+//! The HTTP port: LINE webhooks in, plus /healthz, /readyz and /metrics.
+//!
+//! A webhook is answered 200 only after its forwards are durably queued; everything slow happens
+//! later in the delivery engine, so the answer stays far inside LINE's 2 seconds.
+
+mod event_id;
+mod probes;
+mod signature;
+
+use std::{
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Path, State},
+    http::{HeaderMap, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{any, get},
+};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tracing::{debug, error};
+
+pub use event_id::{WebhookHead, delivery_id};
+
+use crate::{
+    config::{ChannelEntry, ConfigStore},
+    metrics::Metrics,
+    queue::{Header, Job, Queue, unix_ms},
+};
+
+/// What the ingress needs from the rest of the node.
+pub struct Ingress {
+    pub config: Arc<ConfigStore>,
+    pub queue: Arc<dyn Queue>,
+    pub metrics: Arc<Metrics>,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(ingress: Arc<Ingress>) -> Router {
+    Router::new()
+        .route("/api/webhook/line/{channel_id}/events", any(line_webhook))
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
+        .route("/metrics", get(probes::metrics))
+        .with_state(ingress)
+}
+
+/// How a webhook request ended, as counted in `hookplane_ingress_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Accepted,
+    Verify,
+    MethodNotAllowed,
+    UnknownChannel,
+    NotReady,
+    TooLarge,
+    BadSignature,
+    Malformed,
+    Unreadable,
+    QueueUnavailable,
+}
+
+impl Verdict {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Verify => "verify",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::UnknownChannel => "unknown_channel",
+            Self::NotReady => "not_ready",
+            Self::TooLarge => "too_large",
+            Self::BadSignature => "bad_signature",
+            Self::Malformed => "malformed",
+            Self::Unreadable => "unreadable",
+            Self::QueueUnavailable => "queue_unavailable",
+        }
+    }
+
+    fn response(self) -> Response {
+        let (status, text) = match self {
+            Self::Accepted | Self::Verify => return StatusCode::OK.into_response(),
+            Self::MethodNotAllowed => {
+                return (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    [(header::ALLOW, "POST")],
+                    "only POST is accepted\n",
+                )
+                    .into_response();
+            }
+            Self::UnknownChannel => (StatusCode::NOT_FOUND, "no such channel\n"),
+            Self::NotReady => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this node has no configuration yet\n",
+            ),
+            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
+            Self::BadSignature => (
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid x-line-signature\n",
+            ),
+            Self::Malformed => (StatusCode::BAD_REQUEST, "body is not a LINE webhook\n"),
+            Self::Unreadable => (StatusCode::BAD_REQUEST, "body could not be read\n"),
+            Self::QueueUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "could not queue the event; try again\n",
+            ),
+        };
+        (status, text).into_response()
+    }
+}
+
+async fn line_webhook(
+    State(ingress): State<Arc<Ingress>>,
+    Path(channel_id): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let verdict = ingress.accept(&channel_id, &method, &headers, body).await;
+    ingress.metrics.ingress(verdict.label());
+    if verdict == Verdict::Accepted || verdict == Verdict::Verify {
+        ingress.metrics.ingress_acked(started.elapsed());
+    }
+    debug!(channel_id, verdict = verdict.label(), "webhook");
+    verdict.response()
+}
+
+impl Ingress {
+    async fn accept(
+        &self,
+        channel_id: &str,
+        method: &Method,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Verdict {
+        if method != Method::POST {
+            return Verdict::MethodNotAllowed;
+        }
+        if !self.config.is_ready() {
+            return Verdict::NotReady;
+        }
+        // One snapshot for the whole request: a config change cannot split it.
+        let snapshot = self.config.load();
+        let Some(channel) = snapshot.channel(channel_id) else {
+            return Verdict::UnknownChannel;
+        };
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
+            return Verdict::TooLarge;
+        }
+        let body = match Limited::new(body, self.max_body_bytes).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Verdict::TooLarge,
+            Err(_) => return Verdict::Unreadable,
+        };
+        let line_signature = headers
+            .get("x-line-signature")
+            .and_then(|v| v.to_str().ok());
+        if !signature::verify(
+            &channel.channel.secrets,
+            &body,
+            line_signature,
+            SystemTime::now(),
+        ) {
+            return Verdict::BadSignature;
+        }
+        // Parsed only after the signature holds: unauthenticated bytes never reach the parser.
+        let Ok(head) = WebhookHead::parse(&body) else {
+            return Verdict::Malformed;
+        };
+        if head.events.is_empty() {
+            return Verdict::Verify;
+        }
+        let jobs = jobs_for(channel, &head, body, headers);
+        if let Err(e) = self.queue.enqueue(jobs).await {
+            error!(channel_id, error = %e, "webhook not queued");
+            return Verdict::QueueUnavailable;
+        }
+        Verdict::Accepted
+    }
+}
+
+fn jobs_for(
+    channel: &ChannelEntry,
+    head: &WebhookHead,
+    body: bytes::Bytes,
+    headers: &HeaderMap,
+) -> Vec<Job> {
+    let event_id = head.event_id(&body);
+    let replayed: Vec<Header> = ["x-line-signature", "content-type"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = headers.get(name)?.to_str().ok()?;
+            Some(Header {
+                name: name.to_owned(),
+                value: value.to_owned(),
+            })
+        })
+        .collect();
+    let now = unix_ms(SystemTime::now());
+    channel
+        .targets
+        .iter()
+        .map(|target| Job {
+            delivery_id: delivery_id(&event_id, &target.id),
+            event_id: event_id.clone(),
+            forwarding_set_id: target.id.clone(),
+            subscription_id: String::new(),
+            channel_id: channel.channel.id.clone(),
+            tenant_id: channel.channel.tenant_id.clone(),
+            body: body.clone(),
+            headers: replayed.clone(),
+            attempts: 0,
+            first_enqueued_ms: now,
+            budget_start: 0,
+        })
+        .collect()
+}

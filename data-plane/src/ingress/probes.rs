@@ -1,0 +1,40 @@
+//! Liveness, readiness and metrics on the ingress port.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use super::Ingress;
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready once a configuration snapshot is applied: before that every webhook would be refused.
+pub async fn readyz(State(ingress): State<Arc<Ingress>>) -> Response {
+    if ingress.config.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first configuration snapshot\n",
+        )
+            .into_response()
+    }
+}
+
+pub async fn metrics(State(ingress): State<Arc<Ingress>>) -> Response {
+    let depth = ingress.queue.depth().await.unwrap_or(0);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        ingress.metrics.render(depth),
+    )
+        .into_response()
+}

@@ -1,0 +1,138 @@
+//! What a node is told at start: command-line flags with `HOOKPLANE_*` environment twins.
+
+use std::{path::PathBuf, time::Duration};
+
+/// Tuning of a data-plane node, flattened into `hookplane data` and `hookplane standalone`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeOptions {
+    /// This node's name towards the control plane; default: `node_<ulid>` made at start.
+    #[arg(long, env = "HOOKPLANE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Largest accepted webhook body in bytes; larger requests get 413.
+    #[arg(long, env = "HOOKPLANE_MAX_BODY_BYTES", default_value_t = 1_048_576)]
+    pub max_body_bytes: usize,
+    /// A network (CIDR) that delivery targets may be in although it is private, loopback, ...
+    /// (repeatable; the environment variable takes a comma-separated list).
+    #[arg(
+        long,
+        env = "HOOKPLANE_ALLOW_TARGET_NETWORKS",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub allow_target_network: Vec<ipnet::IpNet>,
+    /// Attempts a delivery gets before it fails for good.
+    #[arg(long, env = "HOOKPLANE_MAX_ATTEMPTS", default_value_t = 20)]
+    pub max_attempts: u32,
+    /// Age after which a delivery that still fails is given up.
+    #[arg(long, env = "HOOKPLANE_MAX_DELIVERY_AGE", default_value = "24h")]
+    pub max_delivery_age: humantime::Duration,
+    /// Waits between attempts (the last one repeats), each with ±20 % jitter.
+    #[arg(
+        long,
+        env = "HOOKPLANE_RETRY_SCHEDULE",
+        value_delimiter = ',',
+        default_value = "1s,2s,4s,10s,30s,1m,5m,15m,30m,1h,2h,4h,8h"
+    )]
+    pub retry_schedule: Vec<humantime::Duration>,
+    /// Attempts in flight at once towards one target.
+    #[arg(long, env = "HOOKPLANE_TARGET_CONCURRENCY", default_value_t = 16)]
+    pub target_concurrency: usize,
+    /// The LINE Messaging API base URL (connectors push through it).
+    #[arg(
+        long,
+        env = "HOOKPLANE_LINE_API_BASE_URL",
+        default_value = "https://api.line.me"
+    )]
+    pub line_api_base_url: String,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            max_body_bytes: 1_048_576,
+            allow_target_network: Vec::new(),
+            max_attempts: 20,
+            max_delivery_age: Duration::from_secs(24 * 3600).into(),
+            retry_schedule: DEFAULT_RETRY_SCHEDULE
+                .iter()
+                .map(|s| Duration::from_secs(*s).into())
+                .collect(),
+            target_concurrency: 16,
+            line_api_base_url: "https://api.line.me".to_owned(),
+        }
+    }
+}
+
+const DEFAULT_RETRY_SCHEDULE: [u64; 13] = [
+    1, 2, 4, 10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800,
+];
+
+/// Everything [`crate::run`] needs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The control plane's gRPC URL, e.g. `http://control:50051`.
+    pub control_url: String,
+    /// Sent as `authorization: Bearer <node_token>` on WatchConfig and ReportDeliveries.
+    pub node_token: String,
+    /// Where the node-local spool (sled) lives.
+    pub spool_dir: PathBuf,
+    pub options: NodeOptions,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        node: NodeOptions,
+    }
+
+    fn parse(args: &[&str]) -> NodeOptions {
+        Cli::try_parse_from(std::iter::once("hookplane").chain(args.iter().copied()))
+            .unwrap()
+            .node
+    }
+
+    #[test]
+    fn the_flag_defaults_match_the_programmatic_defaults() {
+        let parsed = parse(&[]);
+        let default = NodeOptions::default();
+        assert_eq!(parsed.max_body_bytes, default.max_body_bytes);
+        assert_eq!(parsed.max_attempts, default.max_attempts);
+        assert_eq!(*parsed.max_delivery_age, *default.max_delivery_age);
+        assert_eq!(parsed.retry_schedule, default.retry_schedule);
+        assert_eq!(parsed.target_concurrency, default.target_concurrency);
+        assert_eq!(parsed.line_api_base_url, default.line_api_base_url);
+        assert!(parsed.allow_target_network.is_empty());
+    }
+
+    #[test]
+    fn allowed_networks_repeat_and_split_on_commas() {
+        let parsed = parse(&[
+            "--allow-target-network",
+            "127.0.0.0/8,10.0.0.0/8",
+            "--allow-target-network",
+            "fd00::/8",
+        ]);
+        assert_eq!(parsed.allow_target_network.len(), 3);
+    }
+
+    #[test]
+    fn the_retry_schedule_reads_human_durations() {
+        let parsed = parse(&["--retry-schedule", "250ms,2s,1m"]);
+        let waits: Vec<Duration> = parsed.retry_schedule.iter().map(|d| **d).collect();
+        assert_eq!(
+            waits,
+            [
+                Duration::from_millis(250),
+                Duration::from_secs(2),
+                Duration::from_secs(60)
+            ]
+        );
+    }
+}

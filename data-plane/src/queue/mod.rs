@@ -1,0 +1,106 @@
+//! Work in flight: deliveries waiting for their (next) attempt.
+//!
+//! The [`Queue`] trait is shaped like a broker with acknowledgements so a replicated backend
+//! (NATS JetStream: publish + ack, pull fetch with an ack wait, ack, nak with delay, term) can
+//! stand in for the node-local [`spool::Spool`] without the engine noticing.
+
+pub mod spool;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::Error;
+
+/// One delivery of one event to one target, as it waits in the queue.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Job {
+    /// `dlv_...`, stable per (event, target) so a duplicate after a crash shares it.
+    #[prost(string, tag = "1")]
+    pub delivery_id: String,
+    /// `evt_...`, sent as x-hookplane-event-id.
+    #[prost(string, tag = "2")]
+    pub event_id: String,
+    /// Set for a LINE forward.
+    #[prost(string, tag = "3")]
+    pub forwarding_set_id: String,
+    /// Set for an outgoing event webhook.
+    #[prost(string, tag = "4")]
+    pub subscription_id: String,
+    #[prost(string, tag = "5")]
+    pub channel_id: String,
+    #[prost(string, tag = "6")]
+    pub tenant_id: String,
+    /// The exact bytes to send.
+    #[prost(bytes = "bytes", tag = "7")]
+    pub body: Bytes,
+    /// Headers replayed verbatim (x-line-signature, content-type).
+    #[prost(message, repeated, tag = "8")]
+    pub headers: Vec<Header>,
+    /// Attempts made so far.
+    #[prost(uint32, tag = "9")]
+    pub attempts: u32,
+    /// Unix milliseconds when the current attempt budget began (first enqueue, or a manual retry).
+    #[prost(uint64, tag = "10")]
+    pub first_enqueued_ms: u64,
+    /// `attempts` when the current budget began: a manual retry grants a fresh budget while the
+    /// attempt numbers keep counting up.
+    #[prost(uint32, tag = "11")]
+    pub budget_start: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Header {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+impl Job {
+    /// Attempts made within the current budget.
+    pub fn attempts_in_budget(&self) -> u32 {
+        self.attempts.saturating_sub(self.budget_start)
+    }
+
+    /// When the current budget began.
+    pub fn budget_began(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.first_enqueued_ms)
+    }
+}
+
+/// A durable, at-least-once queue of delivery jobs with delayed redelivery.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Stores the jobs durably (on disk, or replicated) before returning. A job whose delivery id
+    /// is already held is not added twice.
+    async fn enqueue(&self, jobs: Vec<Job>) -> Result<(), Error>;
+    /// Up to `max` due jobs, each leased: invisible to other callers until it is acked, retried,
+    /// deferred or failed, or until the lease runs out. Waits up to `wait` for one to come due.
+    async fn lease(&self, max: usize, wait: Duration) -> Result<Vec<Job>, Error>;
+    /// The job is done; forget it.
+    async fn ack(&self, delivery_id: &str) -> Result<(), Error>;
+    /// An attempt failed; record `attempts` and hand the job out again at `not_before`.
+    async fn retry(
+        &self,
+        delivery_id: &str,
+        attempts: u32,
+        not_before: SystemTime,
+    ) -> Result<(), Error>;
+    /// Hand the job out again at `not_before` without an attempt having been made.
+    async fn defer(&self, delivery_id: &str, not_before: SystemTime) -> Result<(), Error>;
+    /// The job failed for good after `attempts`: park it (bounded) so an admin can still retry
+    /// it.
+    async fn fail(&self, delivery_id: &str, attempts: u32, reason: &str) -> Result<(), Error>;
+    /// Makes a parked job due now with a fresh budget. False when no such failed job is held.
+    async fn requeue_failed(&self, delivery_id: &str) -> Result<bool, Error>;
+    /// Jobs waiting or in flight (parked failures not counted).
+    async fn depth(&self) -> Result<u64, Error>;
+}
+
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,442 @@
+//! The real `hookplane` processes: standalone, control plane, data-plane nodes. Each gets its own
+//! temporary directory, listens on ports the OS picks (read back from the "listening on" lines the
+//! binary prints) and keeps them across a restart, so clients and nodes reconnect to the same place.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use tempfile::TempDir;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One running `hookplane` process, its printed lines and its log file.
+struct Process {
+    child: Child,
+    addrs: HashMap<String, SocketAddr>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    log_path: PathBuf,
+}
+
+impl Process {
+    /// Starts `hookplane ARGS` and waits until it printed a "listening on" line for each of `listeners`.
+    async fn spawn(
+        args: &[String],
+        log_path: &Path,
+        listeners: &[&str],
+    ) -> anyhow::Result<Process> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)?;
+        let mut command = Command::new(crate::binaries::hookplane());
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .env("RUST_LOG", "info")
+            .kill_on_drop(true);
+        // The tests decide every setting; nothing leaks in from the caller's environment.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("HOOKPLANE_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command.spawn().context("starting hookplane")?;
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, mut addr_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let seen = stdout.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some((what, addr)) = line.split_once(" listening on ") {
+                    if let Ok(addr) = addr.trim().parse::<SocketAddr>() {
+                        let _ = addr_tx.send((what.to_owned(), addr));
+                    }
+                }
+                seen.lock().unwrap().push(line);
+            }
+        });
+        let mut addrs = HashMap::new();
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        while listeners.iter().any(|l| !addrs.contains_key(*l)) {
+            match tokio::time::timeout_at(deadline, addr_rx.recv()).await {
+                Ok(Some((what, addr))) => {
+                    addrs.insert(what, addr);
+                }
+                _ => {
+                    let _ = child.start_kill();
+                    bail!(
+                        "hookplane {args:?} did not start; its log:\n{}",
+                        std::fs::read_to_string(log_path).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Ok(Process {
+            child,
+            addrs,
+            stdout,
+            log_path: log_path.to_path_buf(),
+        })
+    }
+
+    fn addr(&self, what: &str) -> SocketAddr {
+        self.addrs[what]
+    }
+
+    /// SIGKILL, as `kill -9`: no shutdown code runs.
+    async fn kill(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM, and waits for the process to exit by itself.
+    async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().context("process already exited")?;
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
+        Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn read_token(dir: &Path, file: &str) -> anyhow::Result<String> {
+    let path = dir.join(file);
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .trim()
+        .to_owned())
+}
+
+/// The value following `flag` in `args`, if given.
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Waits until the node at `ingress` answers `/readyz` with 200 (it has applied a config snapshot).
+pub async fn wait_ready(ingress: SocketAddr) -> anyhow::Result<()> {
+    let url = format!("http://{ingress}/readyz");
+    let client = reqwest::Client::new();
+    crate::eventually(START_TIMEOUT, "the node to be ready", || async {
+        match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => Some(()),
+            _ => None,
+        }
+    })
+    .await
+}
+
+/// `hookplane standalone`: the control plane and one node in one process.
+pub struct Standalone {
+    process: Process,
+    args: Vec<String>,
+    /// The data directory (sled store, tokens, spool).
+    pub dir: TempDir,
+    pub control_addr: SocketAddr,
+    pub ingress_addr: SocketAddr,
+    pub data_grpc_addr: SocketAddr,
+    pub admin_token: String,
+}
+
+impl Standalone {
+    /// Starts with loopback targets allowed (test receivers run on 127.0.0.1) and waits until ready.
+    pub async fn start() -> anyhow::Result<Standalone> {
+        Standalone::start_with(&[]).await
+    }
+
+    /// Starts with extra flags.
+    pub async fn start_with(extra: &[&str]) -> anyhow::Result<Standalone> {
+        let dir = tempfile::tempdir()?;
+        let mut args = strings(&[
+            "standalone",
+            "--data-dir",
+            dir.path().to_str().expect("utf-8 temp dir"),
+            "--allow-target-network",
+            "127.0.0.0/8",
+        ]);
+        args.extend(strings(extra));
+        let process = Standalone::launch(&args, dir.path(), None).await?;
+        let admin_token = match flag_value(&args, "--admin-token") {
+            Some(token) => token,
+            None => read_token(dir.path(), "admin.token")?,
+        };
+        let standalone = Standalone {
+            control_addr: process.addr("control plane"),
+            ingress_addr: process.addr("ingress"),
+            data_grpc_addr: process.addr("data-plane gRPC"),
+            process,
+            args,
+            dir,
+            admin_token,
+        };
+        wait_ready(standalone.ingress_addr).await?;
+        Ok(standalone)
+    }
+
+    async fn launch(
+        args: &[String],
+        dir: &Path,
+        addrs: Option<[SocketAddr; 3]>,
+    ) -> anyhow::Result<Process> {
+        let [control, ingress, grpc] = addrs.map_or_else(
+            || {
+                [
+                    "127.0.0.1:0".to_owned(),
+                    "127.0.0.1:0".to_owned(),
+                    "127.0.0.1:0".to_owned(),
+                ]
+            },
+            |a| a.map(|a| a.to_string()),
+        );
+        let mut all = args.to_vec();
+        all.extend([
+            "--control-listen".to_owned(),
+            control,
+            "--ingress-listen".to_owned(),
+            ingress,
+            "--data-grpc-listen".to_owned(),
+            grpc,
+        ]);
+        Process::spawn(
+            &all,
+            &dir.join("hookplane.log"),
+            &["control plane", "ingress", "data-plane gRPC"],
+        )
+        .await
+    }
+
+    pub fn control_url(&self) -> String {
+        format!("http://{}", self.control_addr)
+    }
+
+    pub fn ingress_url(&self) -> String {
+        format!("http://{}", self.ingress_addr)
+    }
+
+    pub fn data_grpc_url(&self) -> String {
+        format!("http://{}", self.data_grpc_addr)
+    }
+
+    /// A client of the control plane with the admin token.
+    pub async fn admin(&self) -> anyhow::Result<hookplane_client::Client> {
+        Ok(hookplane_client::Client::connect(&self.control_url(), &self.admin_token).await?)
+    }
+
+    /// Every line the process printed on stdout so far (this run only).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.process.stdout.lock().unwrap().clone()
+    }
+
+    /// What the process logged (every run in this directory).
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// `kill -9`.
+    pub async fn kill(&mut self) {
+        self.process.kill().await;
+    }
+
+    /// SIGTERM, waiting for a clean exit.
+    pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.process.terminate().await
+    }
+
+    /// Kills the process if it runs, then starts it again on the same directory and ports.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.kill().await;
+        let addrs = [self.control_addr, self.ingress_addr, self.data_grpc_addr];
+        self.process = Standalone::launch(&self.args, self.dir.path(), Some(addrs)).await?;
+        wait_ready(self.ingress_addr).await
+    }
+}
+
+/// `hookplane control` alone.
+pub struct ControlProcess {
+    process: Process,
+    args: Vec<String>,
+    pub dir: TempDir,
+    pub addr: SocketAddr,
+    pub admin_token: String,
+    pub node_token: String,
+    pub publisher_token: String,
+}
+
+impl ControlProcess {
+    pub async fn start() -> anyhow::Result<ControlProcess> {
+        ControlProcess::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[&str]) -> anyhow::Result<ControlProcess> {
+        let dir = tempfile::tempdir()?;
+        let mut args = strings(&[
+            "control",
+            "--data-dir",
+            dir.path().to_str().expect("utf-8 temp dir"),
+        ]);
+        args.extend(strings(extra));
+        let process = ControlProcess::launch(&args, dir.path(), "127.0.0.1:0").await?;
+        Ok(ControlProcess {
+            addr: process.addr("control plane"),
+            admin_token: match flag_value(&args, "--admin-token") {
+                Some(token) => token,
+                None => read_token(dir.path(), "admin.token")?,
+            },
+            node_token: read_token(dir.path(), "node.token")?,
+            publisher_token: read_token(dir.path(), "publisher.token")?,
+            process,
+            args,
+            dir,
+        })
+    }
+
+    async fn launch(args: &[String], dir: &Path, listen: &str) -> anyhow::Result<Process> {
+        let mut all = args.to_vec();
+        all.extend(["--listen".to_owned(), listen.to_owned()]);
+        Process::spawn(&all, &dir.join("control.log"), &["control plane"]).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn admin(&self) -> anyhow::Result<hookplane_client::Client> {
+        Ok(hookplane_client::Client::connect(&self.url(), &self.admin_token).await?)
+    }
+
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.process.stdout.lock().unwrap().clone()
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    pub async fn kill(&mut self) {
+        self.process.kill().await;
+    }
+
+    pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.process.terminate().await
+    }
+
+    /// Starts it again (killing it first if it runs) on the same directory and port.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.kill().await;
+        self.process =
+            ControlProcess::launch(&self.args, self.dir.path(), &self.addr.to_string()).await?;
+        Ok(())
+    }
+}
+
+/// `hookplane data`: one node of a control plane.
+pub struct DataNode {
+    process: Process,
+    args: Vec<String>,
+    pub dir: TempDir,
+    pub ingress_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+}
+
+impl DataNode {
+    /// Starts a node of `control` with loopback targets allowed, and waits until it is ready.
+    pub async fn start(control: &ControlProcess, extra: &[&str]) -> anyhow::Result<DataNode> {
+        let node = DataNode::spawn(control, extra).await?;
+        wait_ready(node.ingress_addr).await?;
+        Ok(node)
+    }
+
+    /// Starts a node without waiting for it to become ready.
+    pub async fn spawn(control: &ControlProcess, extra: &[&str]) -> anyhow::Result<DataNode> {
+        let dir = tempfile::tempdir()?;
+        let mut args = strings(&[
+            "data",
+            "--control-url",
+            &control.url(),
+            "--node-token",
+            &control.node_token,
+            "--spool-dir",
+            dir.path().join("spool").to_str().expect("utf-8 temp dir"),
+            "--allow-target-network",
+            "127.0.0.0/8",
+        ]);
+        args.extend(strings(extra));
+        let process = DataNode::launch(&args, dir.path(), None).await?;
+        Ok(DataNode {
+            ingress_addr: process.addr("ingress"),
+            grpc_addr: process.addr("data-plane gRPC"),
+            process,
+            args,
+            dir,
+        })
+    }
+
+    async fn launch(
+        args: &[String],
+        dir: &Path,
+        addrs: Option<[SocketAddr; 2]>,
+    ) -> anyhow::Result<Process> {
+        let [ingress, grpc] = addrs.map_or_else(
+            || ["127.0.0.1:0".to_owned(), "127.0.0.1:0".to_owned()],
+            |a| a.map(|a| a.to_string()),
+        );
+        let mut all = args.to_vec();
+        all.extend([
+            "--ingress-listen".to_owned(),
+            ingress,
+            "--grpc-listen".to_owned(),
+            grpc,
+        ]);
+        Process::spawn(&all, &dir.join("data.log"), &["ingress", "data-plane gRPC"]).await
+    }
+
+    pub fn ingress_url(&self) -> String {
+        format!("http://{}", self.ingress_addr)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    pub async fn kill(&mut self) {
+        self.process.kill().await;
+    }
+
+    pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.process.terminate().await
+    }
+
+    /// Starts it again (killing it first if it runs) with the same spool and ports; waits until ready.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.kill().await;
+        let addrs = [self.ingress_addr, self.grpc_addr];
+        self.process = DataNode::launch(&self.args, self.dir.path(), Some(addrs)).await?;
+        wait_ready(self.ingress_addr).await
+    }
+}

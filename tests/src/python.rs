@@ -1,0 +1,93 @@
+//! Receivers written with the official libraries (`tests/receivers/*.py`, packages from
+//! `tests/requirements.txt`), run as real processes: they check our wire format, not our reading of it.
+
+use std::{process::Stdio, sync::OnceLock, time::Duration};
+
+use anyhow::Context;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// A Python receiver process; it is killed when dropped.
+pub struct PyReceiver {
+    _child: Child,
+    pub port: u16,
+}
+
+impl PyReceiver {
+    /// A LINE receiver that verifies every request with line-bot-sdk's `WebhookParser`.
+    pub async fn line_sdk(channel_secret: &str) -> anyhow::Result<PyReceiver> {
+        PyReceiver::start("line_sdk_receiver.py", &[channel_secret]).await
+    }
+
+    /// Starts `tests/receivers/SCRIPT ARGS` and waits for its `listening on PORT` line.
+    pub async fn start(script: &str, args: &[&str]) -> anyhow::Result<PyReceiver> {
+        let path = crate::binaries::repo_path("tests/receivers").join(script);
+        ensure_requirements();
+        let python = python();
+        let mut child = Command::new(python)
+            .arg(&path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", path.display()))?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .context("the receiver did not start in time")??
+            .context(
+                "the receiver exited before listening (are tests/requirements.txt installed?)",
+            )?;
+        let port = line
+            .strip_prefix("listening on ")
+            .context("unexpected first line")?
+            .trim()
+            .parse()?;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(PyReceiver {
+            _child: child,
+            port,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// What the receiver concluded about each request, in arrival order.
+    pub async fn results(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        Ok(reqwest::get(self.url("/results")).await?.json().await?)
+    }
+}
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// Installs `tests/requirements.txt` once per test process when its packages are missing, so
+/// `cargo test` alone works on a fresh machine.
+fn ensure_requirements() {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        let present = std::process::Command::new(python())
+            .args(["-c", "import linebot.v3, standardwebhooks, aiosmtpd"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            let requirements = crate::binaries::repo_path("tests/requirements.txt");
+            let status = std::process::Command::new(python())
+                .args(["-m", "pip", "install", "--quiet", "-r"])
+                .arg(requirements)
+                .status()
+                .expect("running pip");
+            assert!(
+                status.success(),
+                "pip install -r tests/requirements.txt failed"
+            );
+        }
+    });
+}

@@ -1,0 +1,277 @@
+//! The delivery engine of a real `hookplane data` node: retries, failure reasons as a person reads
+//! them, the SSRF guard, isolation between targets, and an admin's retry of a failed delivery.
+
+use std::time::{Duration, Instant};
+
+use hookplane_client::{Client, v1};
+use hookplane_tests::{
+    ControlProcess, DataNode, FIXTURE_CHANNEL_SECRET, Receiver, Respond, api::*, eventually,
+    fixture,
+};
+use hookplane_verify::line;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Setup {
+    control: ControlProcess,
+    node: DataNode,
+    client: Client,
+    channel: String,
+    sets: Vec<String>,
+}
+
+/// A control plane, a node (with `node_args`), and a channel forwarding to each of `urls`.
+async fn setup(urls: &[String], node_args: &[&str]) -> Setup {
+    let control = ControlProcess::start().await.unwrap();
+    let client = control.admin().await.unwrap();
+    let tenant = create_tenant(&client, "Brand").await.unwrap();
+    let channel = create_channel(&client, &tenant.id, FIXTURE_CHANNEL_SECRET)
+        .await
+        .unwrap()
+        .id;
+    let mut sets = Vec::new();
+    for url in urls {
+        sets.push(
+            create_forwarding_set(&client, &channel, url)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let node = DataNode::start(&control, node_args).await.unwrap();
+    let setup = Setup {
+        control,
+        node,
+        client,
+        channel,
+        sets,
+    };
+    let verify = fixture("verify.json");
+    eventually(WAIT, "the node to know the channel", || async {
+        (setup.post(&verify).await.status() == 200).then_some(())
+    })
+    .await
+    .unwrap();
+    setup
+}
+
+impl Setup {
+    async fn post(&self, body: &[u8]) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!(
+                "{}/api/webhook/line/{}/events",
+                self.node.ingress_url(),
+                self.channel
+            ))
+            .header("content-type", "application/json; charset=utf-8")
+            .header(
+                "x-line-signature",
+                line::sign(FIXTURE_CHANNEL_SECRET.as_bytes(), body),
+            )
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn attempts(&self, set: &str) -> Vec<v1::DeliveryAttempt> {
+        self.client
+            .deliveries()
+            .list_delivery_attempts(v1::ListDeliveryAttemptsRequest {
+                forwarding_set_id: set.to_owned(),
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .attempts
+    }
+
+    /// Waits until the log of `set` holds an attempt with `outcome`.
+    async fn wait_attempt(&self, set: &str, outcome: v1::AttemptOutcome) -> v1::DeliveryAttempt {
+        eventually(WAIT, &format!("a {outcome:?} attempt"), || async {
+            self.attempts(set)
+                .await
+                .into_iter()
+                .find(|a| a.outcome == outcome as i32)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// The text fixture as a distinct event (its own webhookEventId).
+fn text_event(n: u32) -> Vec<u8> {
+    String::from_utf8(fixture("text.json"))
+        .unwrap()
+        .replace(
+            "01JGKZ7Q3N8V5T2R6W9X4Y1B0C",
+            &format!("01JGKZ7Q3N8V5T2R6W9X4Y{n:04}"),
+        )
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn a_server_error_is_retried_with_the_same_event_id_until_it_succeeds() {
+    let receiver = Receiver::start_with(Respond::Status(503)).await.unwrap();
+    let s = setup(&[receiver.url("/crm")], &["--retry-schedule", "300ms"]).await;
+    s.post(&fixture("text.json")).await;
+    receiver.wait_for(2, WAIT).await.unwrap();
+    receiver.respond(Respond::Status(200));
+    let done = s
+        .wait_attempt(&s.sets[0], v1::AttemptOutcome::Succeeded)
+        .await;
+
+    let got = receiver.requests();
+    let event_ids: Vec<_> = got
+        .iter()
+        .map(|r| r.header("x-hookplane-event-id"))
+        .collect();
+    assert!(
+        event_ids.iter().all(|id| *id == event_ids[0]),
+        "{event_ids:?}"
+    );
+    let numbers: Vec<_> = got
+        .iter()
+        .map(|r| r.header("x-hookplane-attempt").unwrap().to_owned())
+        .collect();
+    assert_eq!(numbers[..3], ["1", "2", "3"]);
+    assert!(got.iter().all(|r| r.body == got[0].body));
+    let retrying = s
+        .wait_attempt(&s.sets[0], v1::AttemptOutcome::Retrying)
+        .await;
+    assert_eq!(retrying.reason, "503 Service Unavailable");
+    assert_eq!(retrying.http_status, 503);
+    assert_eq!(done.delivery_id, retrying.delivery_id);
+}
+
+#[tokio::test]
+async fn a_not_found_target_fails_for_good_with_a_readable_reason() {
+    let receiver = Receiver::start_with(Respond::Status(404)).await.unwrap();
+    let s = setup(&[receiver.url("/gone")], &["--retry-schedule", "100ms"]).await;
+    s.post(&fixture("text.json")).await;
+    let failed = s.wait_attempt(&s.sets[0], v1::AttemptOutcome::Failed).await;
+    assert_eq!(failed.reason, "404 Not Found");
+    assert_eq!(failed.http_status, 404);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(receiver.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_status_without_a_standard_phrase_reads_as_the_bare_code() {
+    let receiver = Receiver::start_with(Respond::Status(530)).await.unwrap();
+    let s = setup(&[receiver.url("/cf")], &[]).await;
+    s.post(&fixture("text.json")).await;
+    let retrying = s
+        .wait_attempt(&s.sets[0], v1::AttemptOutcome::Retrying)
+        .await;
+    assert_eq!(retrying.reason, "530");
+}
+
+#[tokio::test]
+async fn a_refused_connection_reads_as_a_remote_network_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let s = setup(&[url], &[]).await;
+    s.post(&fixture("text.json")).await;
+    let retrying = s
+        .wait_attempt(&s.sets[0], v1::AttemptOutcome::Retrying)
+        .await;
+    assert!(
+        retrying.reason.starts_with("remote network error"),
+        "{}",
+        retrying.reason
+    );
+    assert_eq!(retrying.http_status, 0);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let receiver = Receiver::start_with(Respond::RetryAfter(429, 2))
+        .await
+        .unwrap();
+    let s = setup(&[receiver.url("/busy")], &["--retry-schedule", "100ms"]).await;
+    s.post(&fixture("text.json")).await;
+    receiver.wait_for(1, WAIT).await.unwrap();
+    let first = Instant::now();
+    receiver.respond(Respond::Status(200));
+    receiver.wait_for(2, WAIT).await.unwrap();
+    assert!(
+        first.elapsed() >= Duration::from_millis(1800),
+        "{:?}",
+        first.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_delivery_out_of_attempts_is_marked_failed() {
+    let receiver = Receiver::start_with(Respond::Status(500)).await.unwrap();
+    let s = setup(
+        &[receiver.url("/crm")],
+        &["--retry-schedule", "100ms", "--max-attempts", "3"],
+    )
+    .await;
+    s.post(&fixture("text.json")).await;
+    let failed = s.wait_attempt(&s.sets[0], v1::AttemptOutcome::Failed).await;
+    assert_eq!(failed.attempt_number, 3);
+    assert_eq!(failed.reason, "500 Internal Server Error");
+}
+
+#[tokio::test]
+async fn a_target_outside_the_allowed_networks_is_refused_as_such() {
+    // The harness allows 127.0.0.0/8 only, so the IPv6 loopback stays forbidden.
+    let receiver = Receiver::start().await.unwrap();
+    let url = format!("http://[::1]:{}/hook", receiver.addr.port());
+    let s = setup(&[url], &[]).await;
+    s.post(&fixture("text.json")).await;
+    let failed = s.wait_attempt(&s.sets[0], v1::AttemptOutcome::Failed).await;
+    assert_eq!(
+        failed.reason,
+        "refused: ::1 is a loopback address (allow with --allow-target-network)"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_target_does_not_delay_another_target() {
+    let hanging = Receiver::start_with(Respond::Hang).await.unwrap();
+    let fine = Receiver::start().await.unwrap();
+    let s = setup(&[hanging.url("/slow"), fine.url("/fast")], &[]).await;
+    let started = Instant::now();
+    for n in 0..20 {
+        assert_eq!(s.post(&text_event(n)).await.status(), 200);
+    }
+    fine.wait_for(20, WAIT).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_admin_retry_delivers_a_delivery_that_failed_for_good() {
+    let receiver = Receiver::start_with(Respond::Status(400)).await.unwrap();
+    let s = setup(&[receiver.url("/crm")], &[]).await;
+    s.post(&fixture("text.json")).await;
+    let failed = s.wait_attempt(&s.sets[0], v1::AttemptOutcome::Failed).await;
+    receiver.respond(Respond::Status(200));
+    s.client
+        .deliveries()
+        .retry_delivery(v1::RetryDeliveryRequest {
+            id: failed.delivery_id.clone(),
+        })
+        .await
+        .unwrap();
+    let got = receiver.wait_for(2, WAIT).await.unwrap();
+    assert_eq!(
+        got[0].header("x-hookplane-event-id"),
+        got[1].header("x-hookplane-event-id")
+    );
+    let done = s
+        .wait_attempt(&s.sets[0], v1::AttemptOutcome::Succeeded)
+        .await;
+    assert_eq!(done.delivery_id, failed.delivery_id);
+    let _ = &s.control;
+}
