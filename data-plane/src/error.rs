@@ -26,7 +26,4 @@ pub enum Error {
     /// The SSRF guard turned a delivery target down.
     #[error("{0}")]
     TargetRefused(crate::ssrf::Refusal),
-    /// The queue is closed (the node is shutting down).
-    #[error("the queue is closed")]
-    QueueClosed,
 }

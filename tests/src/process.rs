@@ -60,10 +60,10 @@ impl Process {
         let seen = stdout.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some((what, addr)) = line.split_once(" listening on ") {
-                    if let Ok(addr) = addr.trim().parse::<SocketAddr>() {
-                        let _ = addr_tx.send((what.to_owned(), addr));
-                    }
+                if let Some((what, addr)) = line.split_once(" listening on ")
+                    && let Ok(addr) = addr.trim().parse::<SocketAddr>()
+                {
+                    let _ = addr_tx.send((what.to_owned(), addr));
                 }
                 seen.lock().unwrap().push(line);
             }

@@ -261,7 +261,7 @@ async fn subscription_valid_until_is_the_earliest_expiry_of_its_zones() {
     let mut t = tenant("Brand");
     let zone1 = zone(v1::Zone::Zone1, 300 * DAY);
     let zone2 = zone(v1::Zone::Zone2, 30 * DAY);
-    t.entitlements.as_mut().unwrap().zones = vec![zone1.clone(), zone2.clone()];
+    t.entitlements.as_mut().unwrap().zones = vec![zone1, zone2];
     let t = client
         .tenants()
         .create_tenant(v1::CreateTenantRequest { tenant: Some(t) })

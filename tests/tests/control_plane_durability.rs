@@ -132,10 +132,10 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::Path
         let path = entry.unwrap().path();
         if path.is_dir() {
             found.extend(files_containing(&path, needle));
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            if bytes.windows(needle.len()).any(|w| w == needle) {
-                found.push(path);
-            }
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            found.push(path);
         }
     }
     found
