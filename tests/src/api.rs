@@ -118,3 +118,18 @@ pub async fn create_forwarding_set(
         .await?
         .into_inner())
 }
+
+/// A tenant and a channel signed with the fixtures' secret, forwarding to each of `urls`;
+/// returns the channel id and the forwarding set ids.
+pub async fn channel_forwarding_to(
+    client: &hookplane_client::Client,
+    urls: &[String],
+) -> anyhow::Result<(String, Vec<String>)> {
+    let tenant = create_tenant(client, "Brand").await?;
+    let channel = create_channel(client, &tenant.id, crate::FIXTURE_CHANNEL_SECRET).await?;
+    let mut sets = Vec::new();
+    for url in urls {
+        sets.push(create_forwarding_set(client, &channel.id, url).await?.id);
+    }
+    Ok((channel.id, sets))
+}

@@ -1,20 +1,24 @@
 //! The harness of hookplane's end-to-end tests: it builds the real binaries once, starts them on
 //! free ports with their own data directories, and offers real receivers (an HTTP server that
-//! records what it gets, Python receivers that verify with the official libraries).
+//! records what it gets, Python receivers that verify with the official libraries, an SMTP server
+//! that records the emails it gets).
 //!
 //! Tests live in `tests/`, one file per area, each test one behaviour.
 
 pub mod api;
 pub mod binaries;
 pub mod fixtures;
+pub mod ingress;
 pub mod process;
 pub mod python;
 pub mod receiver;
+pub mod smtp;
 
 pub use fixtures::{FIXTURE_CHANNEL_SECRET, fixture};
 pub use process::{ControlProcess, DataNode, Standalone};
 pub use python::PyReceiver;
 pub use receiver::{Receiver, Respond};
+pub use smtp::{Mail, SmtpReceiver};
 
 use std::time::Duration;
 

@@ -5,10 +5,8 @@ use std::time::{Duration, Instant};
 
 use hookplane_client::{Client, v1};
 use hookplane_tests::{
-    ControlProcess, DataNode, FIXTURE_CHANNEL_SECRET, Receiver, Respond, api::*, eventually,
-    fixture,
+    ControlProcess, DataNode, Receiver, Respond, api, eventually, fixture, ingress,
 };
-use hookplane_verify::line;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -24,52 +22,23 @@ struct Setup {
 async fn setup(urls: &[String], node_args: &[&str]) -> Setup {
     let control = ControlProcess::start().await.unwrap();
     let client = control.admin().await.unwrap();
-    let tenant = create_tenant(&client, "Brand").await.unwrap();
-    let channel = create_channel(&client, &tenant.id, FIXTURE_CHANNEL_SECRET)
-        .await
-        .unwrap()
-        .id;
-    let mut sets = Vec::new();
-    for url in urls {
-        sets.push(
-            create_forwarding_set(&client, &channel, url)
-                .await
-                .unwrap()
-                .id,
-        );
-    }
+    let (channel, sets) = api::channel_forwarding_to(&client, urls).await.unwrap();
     let node = DataNode::start(&control, node_args).await.unwrap();
-    let setup = Setup {
+    ingress::wait_for_channel(&node.ingress_url(), &channel)
+        .await
+        .unwrap();
+    Setup {
         control,
         node,
         client,
         channel,
         sets,
-    };
-    let verify = fixture("verify.json");
-    eventually(WAIT, "the node to know the channel", || async {
-        (setup.post(&verify).await.status() == 200).then_some(())
-    })
-    .await
-    .unwrap();
-    setup
+    }
 }
 
 impl Setup {
     async fn post(&self, body: &[u8]) -> reqwest::Response {
-        reqwest::Client::new()
-            .post(format!(
-                "{}/api/webhook/line/{}/events",
-                self.node.ingress_url(),
-                self.channel
-            ))
-            .header("content-type", "application/json; charset=utf-8")
-            .header(
-                "x-line-signature",
-                line::sign(FIXTURE_CHANNEL_SECRET.as_bytes(), body),
-            )
-            .body(body.to_vec())
-            .send()
+        ingress::post_signed(&self.node.ingress_url(), &self.channel, body)
             .await
             .unwrap()
     }
@@ -99,17 +68,6 @@ impl Setup {
         .await
         .unwrap()
     }
-}
-
-/// The text fixture as a distinct event (its own webhookEventId).
-fn text_event(n: u32) -> Vec<u8> {
-    String::from_utf8(fixture("text.json"))
-        .unwrap()
-        .replace(
-            "01JGKZ7Q3N8V5T2R6W9X4Y1B0C",
-            &format!("01JGKZ7Q3N8V5T2R6W9X4Y{n:04}"),
-        )
-        .into_bytes()
 }
 
 #[tokio::test]
@@ -240,7 +198,7 @@ async fn a_hanging_target_does_not_delay_another_target() {
     let s = setup(&[hanging.url("/slow"), fine.url("/fast")], &[]).await;
     let started = Instant::now();
     for n in 0..20 {
-        assert_eq!(s.post(&text_event(n)).await.status(), 200);
+        assert_eq!(s.post(&ingress::text_event(n)).await.status(), 200);
     }
     fine.wait_for(20, WAIT).await.unwrap();
     assert!(

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use hookplane_client::v1;
 use hookplane_tests::{
-    ControlProcess, DataNode, FIXTURE_CHANNEL_SECRET, PyReceiver, Receiver, Respond, api::*,
-    eventually, fixture,
+    ControlProcess, DataNode, FIXTURE_CHANNEL_SECRET, PyReceiver, Receiver, Respond, api, api::*,
+    eventually, fixture, ingress,
 };
 use hookplane_verify::line;
 
@@ -15,27 +15,7 @@ const WAIT: Duration = Duration::from_secs(15);
 /// A tenant and a channel signed with the fixture secret, forwarding to each of `urls`.
 async fn channel_forwarding_to(control: &ControlProcess, urls: &[String]) -> (String, Vec<String>) {
     let client = control.admin().await.unwrap();
-    let tenant = create_tenant(&client, "Brand").await.unwrap();
-    let channel = create_channel(&client, &tenant.id, FIXTURE_CHANNEL_SECRET)
-        .await
-        .unwrap();
-    let mut sets = Vec::new();
-    for url in urls {
-        sets.push(
-            create_forwarding_set(&client, &channel.id, url)
-                .await
-                .unwrap()
-                .id,
-        );
-    }
-    (channel.id, sets)
-}
-
-fn webhook_url(node: &DataNode, channel_id: &str) -> String {
-    format!(
-        "{}/api/webhook/line/{channel_id}/events",
-        node.ingress_url()
-    )
+    api::channel_forwarding_to(&client, urls).await.unwrap()
 }
 
 async fn post(
@@ -44,29 +24,21 @@ async fn post(
     body: &[u8],
     signature: Option<&str>,
 ) -> reqwest::Response {
-    let mut request = reqwest::Client::new()
-        .post(webhook_url(node, channel_id))
-        .header("content-type", "application/json; charset=utf-8")
-        .body(body.to_vec());
-    if let Some(signature) = signature {
-        request = request.header("x-line-signature", signature);
-    }
-    request.send().await.unwrap()
+    ingress::post(&node.ingress_url(), channel_id, body, signature)
+        .await
+        .unwrap()
 }
 
 async fn post_signed(node: &DataNode, channel_id: &str, body: &[u8]) -> reqwest::Response {
-    let signature = line::sign(FIXTURE_CHANNEL_SECRET.as_bytes(), body);
-    post(node, channel_id, body, Some(&signature)).await
+    ingress::post_signed(&node.ingress_url(), channel_id, body)
+        .await
+        .unwrap()
 }
 
-/// Waits until the node serves `channel_id` (its config carries the channel).
 async fn wait_for_channel(node: &DataNode, channel_id: &str) {
-    let verify = fixture("verify.json");
-    eventually(WAIT, "the node to know the channel", || async {
-        (post_signed(node, channel_id, &verify).await.status() == 200).then_some(())
-    })
-    .await
-    .unwrap();
+    ingress::wait_for_channel(&node.ingress_url(), channel_id)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -206,7 +178,9 @@ async fn methods_other_than_post_get_405() {
     let control = ControlProcess::start().await.unwrap();
     let (channel, _) = channel_forwarding_to(&control, &[]).await;
     let node = DataNode::start(&control, &[]).await.unwrap();
-    let get = reqwest::get(webhook_url(&node, &channel)).await.unwrap();
+    let get = reqwest::get(ingress::webhook_url(&node.ingress_url(), &channel))
+        .await
+        .unwrap();
     assert_eq!(get.status(), 405);
 }
 

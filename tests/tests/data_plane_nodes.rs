@@ -6,9 +6,8 @@ use std::{collections::HashSet, time::Duration};
 use hookplane_client::Client;
 use hookplane_tests::{
     ControlProcess, DataNode, FIXTURE_CHANNEL_SECRET, Receiver, Respond, api::*, eventually,
-    fixture,
+    fixture, ingress,
 };
-use hookplane_verify::line;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -21,40 +20,17 @@ async fn brand(client: &Client) -> String {
 }
 
 async fn post(node: &DataNode, channel: &str, body: &[u8]) -> reqwest::StatusCode {
-    reqwest::Client::new()
-        .post(format!(
-            "{}/api/webhook/line/{channel}/events",
-            node.ingress_url()
-        ))
-        .header("content-type", "application/json; charset=utf-8")
-        .header(
-            "x-line-signature",
-            line::sign(FIXTURE_CHANNEL_SECRET.as_bytes(), body),
-        )
-        .body(body.to_vec())
-        .send()
+    // A node being killed or restarted answers nothing: report that as 502.
+    ingress::post_signed(&node.ingress_url(), channel, body)
         .await
         .map(|r| r.status())
         .unwrap_or(reqwest::StatusCode::BAD_GATEWAY)
 }
 
 async fn wait_for_channel(node: &DataNode, channel: &str) {
-    let verify = fixture("verify.json");
-    eventually(WAIT, "the node to know the channel", || async {
-        (post(node, channel, &verify).await == 200).then_some(())
-    })
-    .await
-    .unwrap();
-}
-
-fn text_event(n: u32) -> Vec<u8> {
-    String::from_utf8(fixture("text.json"))
-        .unwrap()
-        .replace(
-            "01JGKZ7Q3N8V5T2R6W9X4Y1B0C",
-            &format!("01JGKZ7Q3N8V5T2R6W9X4Y{n:04}"),
-        )
-        .into_bytes()
+    ingress::wait_for_channel(&node.ingress_url(), channel)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -99,7 +75,7 @@ async fn events_acknowledged_while_the_target_fails_survive_kill_9() {
         .unwrap();
     wait_for_channel(&node, &channel).await;
     for n in 0..5 {
-        assert_eq!(post(&node, &channel, &text_event(n)).await, 200);
+        assert_eq!(post(&node, &channel, &ingress::text_event(n)).await, 200);
     }
     node.kill().await;
 
@@ -138,8 +114,8 @@ async fn two_nodes_serve_ingress_with_the_same_config() {
         .unwrap();
     wait_for_channel(&a, &channel).await;
     wait_for_channel(&b, &channel).await;
-    assert_eq!(post(&a, &channel, &text_event(1)).await, 200);
-    assert_eq!(post(&b, &channel, &text_event(2)).await, 200);
+    assert_eq!(post(&a, &channel, &ingress::text_event(1)).await, 200);
+    assert_eq!(post(&b, &channel, &ingress::text_event(2)).await, 200);
     let got = receiver.wait_for(2, WAIT).await.unwrap();
     let ids: HashSet<_> = got
         .iter()
@@ -181,7 +157,7 @@ async fn a_node_keeps_serving_while_the_control_plane_is_away_and_catches_up_aft
     wait_for_channel(&node, &channel).await;
 
     control.kill().await;
-    assert_eq!(post(&node, &channel, &text_event(1)).await, 200);
+    assert_eq!(post(&node, &channel, &ingress::text_event(1)).await, 200);
     first.wait_for(1, WAIT).await.unwrap();
 
     control.restart().await.unwrap();
@@ -191,7 +167,7 @@ async fn a_node_keeps_serving_while_the_control_plane_is_away_and_catches_up_aft
         .unwrap();
     // Reconnecting is paced by a backoff capped at 5 s; the change arrives once it has.
     eventually(WAIT, "the new forwarding set on the node", || async {
-        assert_eq!(post(&node, &channel, &text_event(2)).await, 200);
+        assert_eq!(post(&node, &channel, &ingress::text_event(2)).await, 200);
         let got = second.wait_for(1, Duration::from_millis(500)).await.ok()?;
         Some(got)
     })
