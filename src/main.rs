@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hookplane_control::{ControlOptions, ControlPlane};
 use hookplane_data::{NodeConfig, NodeOptions};
+use hookplane_outbound::OutboundOptions;
 use tokio::net::TcpListener;
 
 #[derive(Parser, Debug)]
@@ -49,6 +50,8 @@ struct ControlCommand {
     listen: SocketAddr,
     #[command(flatten)]
     control: ControlOptions,
+    #[command(flatten)]
+    outbound: OutboundOptions,
 }
 
 #[derive(Args, Debug)]
@@ -78,6 +81,8 @@ struct DataCommand {
     spool_dir: PathBuf,
     #[command(flatten)]
     node: NodeOptions,
+    #[command(flatten)]
+    outbound: OutboundOptions,
 }
 
 #[derive(Args, Debug)]
@@ -112,6 +117,9 @@ struct StandaloneCommand {
     control: ControlOptions,
     #[command(flatten)]
     node: NodeOptions,
+    /// One flag for both halves: the node's deliveries and the control plane's test events.
+    #[command(flatten)]
+    outbound: OutboundOptions,
 }
 
 #[tokio::main]
@@ -146,7 +154,7 @@ async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 async fn run_control(cmd: ControlCommand) -> anyhow::Result<()> {
-    let control = ControlPlane::open(&cmd.control)?;
+    let control = ControlPlane::open(&cmd.control)?.with_outbound(cmd.outbound);
     let listener = bind("control plane", cmd.listen).await?;
     control.serve(listener, shutdown_signal()).await?;
     Ok(())
@@ -160,13 +168,14 @@ async fn run_data(cmd: DataCommand) -> anyhow::Result<()> {
         node_token: cmd.node_token,
         spool_dir: cmd.spool_dir,
         options: cmd.node,
+        outbound: cmd.outbound,
     };
     hookplane_data::run(config, ingress, grpc, shutdown_signal()).await?;
     Ok(())
 }
 
 async fn run_standalone(cmd: StandaloneCommand) -> anyhow::Result<()> {
-    let control = ControlPlane::open(&cmd.control)?;
+    let control = ControlPlane::open(&cmd.control)?.with_outbound(cmd.outbound.clone());
     let control_listener = bind("control plane", cmd.control_listen).await?;
     let control_addr = control_listener.local_addr()?;
     let ingress = bind("ingress", cmd.ingress_listen).await?;
@@ -178,6 +187,7 @@ async fn run_standalone(cmd: StandaloneCommand) -> anyhow::Result<()> {
             .spool_dir
             .unwrap_or_else(|| cmd.control.data_dir.join("spool")),
         options: cmd.node,
+        outbound: cmd.outbound,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

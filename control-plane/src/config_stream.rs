@@ -1,5 +1,6 @@
 //! ConfigService: the live configuration stream to data-plane nodes (a snapshot or the changes
-//! since the node's revision, then every later commit) and the nodes' delivery reports.
+//! since the node's revision, then every later commit) and the nodes' delivery reports, which go
+//! to the delivery log and, for subscriptions, to the system stop.
 
 use std::collections::HashSet;
 
@@ -24,11 +25,13 @@ use crate::store::{
     ChannelRecord, ForwardingSetRecord, PreviousSecret, Store, SubscriptionRecord, TenantRecord,
     Touched,
 };
+use crate::system_stop::SystemStop;
 use crate::tenants::zone_entitlements;
 
 pub(crate) struct ConfigApi {
     store: Store,
     log: DeliveryLog,
+    system_stop: SystemStop,
     publisher_token_sha256: String,
     retries: broadcast::Sender<String>,
     stopping: Stopping,
@@ -38,6 +41,7 @@ impl ConfigApi {
     pub fn new(
         store: Store,
         log: DeliveryLog,
+        system_stop: SystemStop,
         publisher_token: &str,
         retries: broadcast::Sender<String>,
         stopping: Stopping,
@@ -45,6 +49,7 @@ impl ConfigApi {
         ConfigApi {
             store,
             log,
+            system_stop,
             publisher_token_sha256: hex::encode(Sha256::digest(publisher_token.as_bytes())),
             retries,
             stopping,
@@ -430,7 +435,20 @@ impl ConfigService for ConfigApi {
                 () = stopping.wait() => break,
             };
             let Some(report) = report else { break };
+            let subscription_attempts: Vec<_> = report
+                .attempts
+                .iter()
+                .filter(|a| !a.subscription_id.is_empty())
+                .cloned()
+                .collect();
             accepted += self.log.record(&report.node_id, report.attempts)?;
+            // The log holds the attempts whatever happens here; failing the report would only
+            // make the node send them again.
+            match self.system_stop.observe(&subscription_attempts) {
+                Ok(stopped) if !stopped.is_empty() => self.store.flush().await?,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "following subscription failures failed"),
+            }
         }
         Ok(Response::new(ReportDeliveriesResponse { accepted }))
     }
@@ -451,6 +469,12 @@ mod tests {
     use crate::delivery_log::Retention;
     use crate::tenants::TenantApi;
     use crate::test_fixtures::*;
+
+    fn system_stop(dir: &tempfile::TempDir, store: &Store) -> SystemStop {
+        let options = crate::options::ControlOptions::with_data_dir(dir.path());
+        let notifier = crate::notify::Notifier::open(store, &options).unwrap();
+        SystemStop::new(store.clone(), Duration::from_secs(60), notifier).unwrap()
+    }
 
     fn builder(store: &Store) -> UpdateBuilder {
         UpdateBuilder {
@@ -600,7 +624,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connected_node_receives_an_admin_write_within_a_second() {
-        let (_dir, store) = store();
+        let (dir, store) = store();
         let (retries, _) = broadcast::channel(16);
         let (_stop, stopping) = Stopping::new();
         let log = DeliveryLog::new(
@@ -611,7 +635,14 @@ mod tests {
             },
             retries.clone(),
         );
-        let api = ConfigApi::new(store.clone(), log, "hp_pub_x", retries.clone(), stopping);
+        let api = ConfigApi::new(
+            store.clone(),
+            log,
+            system_stop(&dir, &store),
+            "hp_pub_x",
+            retries.clone(),
+            stopping,
+        );
         let mut stream = api
             .watch_config(Request::new(WatchConfigRequest {
                 node_id: "node-1".into(),
@@ -646,7 +677,7 @@ mod tests {
 
     #[tokio::test]
     async fn streams_end_when_the_server_stops() {
-        let (_dir, store) = store();
+        let (dir, store) = store();
         let (retries, _) = broadcast::channel(16);
         let (stop, stopping) = Stopping::new();
         let log = DeliveryLog::new(
@@ -657,7 +688,14 @@ mod tests {
             },
             retries.clone(),
         );
-        let api = ConfigApi::new(store, log, "hp_pub_x", retries, stopping);
+        let api = ConfigApi::new(
+            store.clone(),
+            log,
+            system_stop(&dir, &store),
+            "hp_pub_x",
+            retries,
+            stopping,
+        );
         let mut stream = api
             .watch_config(Request::new(WatchConfigRequest::default()))
             .await

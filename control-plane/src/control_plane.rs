@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use hookplane_outbound::OutboundOptions;
 use hookplane_proto::v1::channel_service_server::{self, ChannelServiceServer};
 use hookplane_proto::v1::config_service_server::{self, ConfigServiceServer};
 use hookplane_proto::v1::delivery_service_server::{self, DeliveryServiceServer};
@@ -23,12 +24,15 @@ use crate::delivery_log::{DeliveryLog, Retention};
 use crate::error::Error;
 use crate::forwarding::ForwardingApi;
 use crate::notifications::NotificationApi;
+use crate::notify::Notifier;
 use crate::options::ControlOptions;
 use crate::sealing::Sealer;
 use crate::shutdown::Stopping;
 use crate::store::Store;
 use crate::subscriptions::SubscriptionApi;
+use crate::system_stop::SystemStop;
 use crate::tenants::TenantApi;
+use crate::test_events::TestEvents;
 
 /// Snapshots of 10,000 channels exceed tonic's 4 MiB default.
 const CONFIG_MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
@@ -50,6 +54,10 @@ pub struct ControlPlane {
     store: Store,
     credentials: Credentials,
     retention: Retention,
+    notifier: Notifier,
+    /// Where test events may go; public addresses only unless `with_outbound` allows more.
+    outbound: OutboundOptions,
+    subscription_failure_stop_after: Duration,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -75,14 +83,25 @@ impl ControlPlane {
             revision = store.revision(),
             "control plane store opened"
         );
+        let notifier = Notifier::open(&store, opts)?;
         Ok(ControlPlane {
             store,
             credentials,
+            notifier,
             retention: Retention {
                 count: opts.attempt_retention_count,
                 age: *opts.attempt_retention_age,
             },
+            outbound: OutboundOptions::default(),
+            subscription_failure_stop_after: *opts.subscription_failure_stop_after,
         })
+    }
+
+    /// Lets test events reach the networks `outbound` allows, as the nodes' deliveries do. Kept
+    /// out of `ControlOptions` so `standalone` has one `--allow-target-network` for both halves.
+    pub fn with_outbound(mut self, outbound: OutboundOptions) -> ControlPlane {
+        self.outbound = outbound;
+        self
     }
 
     pub fn admin_token(&self) -> &str {
@@ -113,9 +132,16 @@ impl ControlPlane {
         let store = self.store;
         let (stop, stopping) = Stopping::new();
         let (retries, _) = broadcast::channel(RETRY_BROADCAST_CAPACITY);
-        let log = DeliveryLog::new(store.clone(), self.retention, retries.clone());
+        let log = DeliveryLog::new(store.clone(), self.retention, retries.clone())
+            .with_notifier(self.notifier.clone());
         let admin = TokenCheck::new(&self.credentials.admin_token, "admin");
         let node = TokenCheck::new(&self.credentials.node_token, "node");
+        let test_events = TestEvents::new(&self.outbound)?;
+        let system_stop = SystemStop::new(
+            store.clone(),
+            self.subscription_failure_stop_after,
+            self.notifier.clone(),
+        )?;
 
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in SERVICE_NAMES {
@@ -137,6 +163,7 @@ impl ControlPlane {
         let config = ConfigServiceServer::new(ConfigApi::new(
             store.clone(),
             log.clone(),
+            system_stop,
             &self.credentials.publisher_token,
             retries,
             stopping.clone(),
@@ -144,6 +171,7 @@ impl ControlPlane {
         .max_decoding_message_size(CONFIG_MESSAGE_LIMIT)
         .max_encoding_message_size(CONFIG_MESSAGE_LIMIT);
 
+        let notifier_tasks = self.notifier.start(&stopping);
         let sweeper = tokio::spawn(sweep_periodically(log.clone(), stopping));
         let signal = async move {
             shutdown.await;
@@ -167,7 +195,7 @@ impl ControlPlane {
                 admin.clone(),
             ))
             .add_service(SubscriptionServiceServer::with_interceptor(
-                SubscriptionApi::new(store.clone()),
+                SubscriptionApi::new(store.clone(), test_events),
                 admin.clone(),
             ))
             .add_service(DeliveryServiceServer::with_interceptor(log, admin.clone()))
@@ -182,6 +210,9 @@ impl ControlPlane {
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await;
         sweeper.abort();
+        for task in notifier_tasks {
+            task.abort();
+        }
         store.flush().await?;
         served?;
         Ok(())

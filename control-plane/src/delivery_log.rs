@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::clock::Time;
 use crate::error::Error;
 use crate::ids;
+use crate::notify::Notifier;
 use crate::pagination::Page;
 use crate::store::{DeliveryRecord, Store};
 use crate::validate;
@@ -33,6 +34,8 @@ pub(crate) struct DeliveryLog {
     retention: Retention,
     /// Delivery ids an admin asked to retry, for the config streams to pass on to nodes.
     retries: broadcast::Sender<String>,
+    /// Told of every new forward attempt, for failure reminders.
+    notifier: Option<Notifier>,
 }
 
 fn target_prefix(target_id: &str) -> Vec<u8> {
@@ -73,7 +76,14 @@ impl DeliveryLog {
             store,
             retention,
             retries,
+            notifier: None,
         }
+    }
+
+    /// Feeds every newly stored forward attempt to `notifier`.
+    pub fn with_notifier(mut self, notifier: Notifier) -> DeliveryLog {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// Stores a node's batch of attempts; returns how many were stored. Attempts naming neither a
@@ -84,6 +94,7 @@ impl DeliveryLog {
         let now = Time::now();
         let mut targets = BTreeSet::new();
         let mut stored = 0u64;
+        let mut fresh = Vec::new();
         for mut attempt in attempts {
             let target = if !attempt.forwarding_set_id.is_empty() {
                 attempt.forwarding_set_id.clone()
@@ -110,8 +121,14 @@ impl DeliveryLog {
             if is_new && !attempt.delivery_id.is_empty() {
                 self.fold_into_delivery(&attempt, time)?;
             }
+            if is_new && self.notifier.is_some() && !attempt.forwarding_set_id.is_empty() {
+                fresh.push((attempt, time));
+            }
             targets.insert(target);
             stored += 1;
+        }
+        if let Some(notifier) = &self.notifier {
+            notifier.record_attempts(fresh.iter().map(|(a, t)| (a, *t)));
         }
         for target in targets {
             self.prune_target(&target, now)?;

@@ -47,6 +47,17 @@ pub enum Error {
     /// The reflection service could not be built from the descriptor sets.
     #[error("reflection: {0}")]
     Reflection(String),
+    /// The HTTP client for test events could not be built.
+    #[error("outbound: {0}")]
+    Outbound(#[from] hookplane_outbound::Error),
+    /// The mail settings are unusable, or an email could not be built or sent. The message never
+    /// holds the SMTP password.
+    #[error("smtp: {detail}")]
+    Mail {
+        detail: String,
+        /// The server refused for good (5xx) or the message cannot be built: retrying is useless.
+        permanent: bool,
+    },
 }
 
 impl Error {
@@ -85,7 +96,9 @@ impl From<Error> for tonic::Status {
             | Error::MasterKey(_)
             | Error::Unseal
             | Error::Transport(_)
-            | Error::Reflection(_) => {
+            | Error::Reflection(_)
+            | Error::Outbound(_)
+            | Error::Mail { .. } => {
                 tracing::error!(error = %message, "internal error answering a request");
                 tonic::Status::internal(message)
             }

@@ -9,6 +9,9 @@ pub(crate) const CHANNEL: &str = "ch";
 pub(crate) const FORWARDING_SET: &str = "fwd";
 pub(crate) const SUBSCRIPTION: &str = "sub";
 pub(crate) const ATTEMPT: &str = "att";
+pub(crate) const NOTIFICATION: &str = "ntf";
+/// A test event sent by SendTestEvent.
+pub(crate) const EVENT: &str = "evt";
 
 /// Ids are list keys, and listing must be in creation order; a plain `Ulid::new()` orders ids made
 /// within one millisecond at random, so all ids come from one monotonic generator.

@@ -1,6 +1,7 @@
 //! The hookplane control plane: the sled store of tenants, channels, forwarding sets and
 //! subscriptions (secrets sealed at rest), the token checks, every admin gRPC service, the config
-//! stream to data-plane nodes and the delivery log.
+//! stream to data-plane nodes, the delivery log, and the notifier that emails tenants about
+//! failing forwards.
 
 mod auth;
 mod channels;
@@ -13,18 +14,22 @@ mod error;
 mod forwarding;
 mod ids;
 mod notifications;
+mod notify;
 mod options;
 mod pagination;
+mod sample_events;
 mod sealing;
 mod shutdown;
 mod store;
 mod subscriptions;
+mod system_stop;
 mod tenants;
-pub mod topics;
+mod test_events;
 mod validate;
 
 pub use control_plane::ControlPlane;
 pub use error::Error;
+pub use hookplane_proto::topics;
 pub use options::ControlOptions;
 
 #[cfg(test)]

@@ -32,6 +32,32 @@ pub struct ControlOptions {
     /// Delivery attempts older than this are dropped.
     #[arg(long, env = "HOOKPLANE_ATTEMPT_RETENTION_AGE", default_value = "7d")]
     pub attempt_retention_age: humantime::Duration,
+    /// SMTP server for notification emails: `smtp://host:port` (plain), `smtp://host:port?tls=required`
+    /// (STARTTLS), `smtps://host:port` (implicit TLS), with `user:pass@` to log in. Unset: notices
+    /// are only logged and kept.
+    #[arg(long, env = "HOOKPLANE_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The From of notification emails.
+    #[arg(
+        long,
+        env = "HOOKPLANE_SMTP_FROM",
+        default_value = "hookplane <noreply@localhost>"
+    )]
+    pub smtp_from: String,
+    /// A tenant emailed a failure reminder within this window is not emailed again before it ends.
+    #[arg(long, env = "HOOKPLANE_NOTIFY_WINDOW", default_value = "1h")]
+    pub notify_window: humantime::Duration,
+    /// How often every tenant whose forwards failed during the period and still fail is emailed.
+    #[arg(long, env = "HOOKPLANE_FAILURE_SWEEP_INTERVAL", default_value = "7d")]
+    pub failure_sweep_interval: humantime::Duration,
+    /// A subscription whose every delivery attempt has failed for this long is stopped by the
+    /// system (its tenant is told).
+    #[arg(
+        long,
+        env = "HOOKPLANE_SUBSCRIPTION_FAILURE_STOP_AFTER",
+        default_value = "5d"
+    )]
+    pub subscription_failure_stop_after: humantime::Duration,
 }
 
 impl ControlOptions {
@@ -45,6 +71,11 @@ impl ControlOptions {
             master_key: None,
             attempt_retention_count: 1000,
             attempt_retention_age: std::time::Duration::from_secs(7 * 24 * 3600).into(),
+            smtp_url: None,
+            smtp_from: "hookplane <noreply@localhost>".to_owned(),
+            notify_window: std::time::Duration::from_secs(3600).into(),
+            failure_sweep_interval: std::time::Duration::from_secs(7 * 24 * 3600).into(),
+            subscription_failure_stop_after: std::time::Duration::from_secs(5 * 24 * 3600).into(),
         }
     }
 }
@@ -71,6 +102,17 @@ impl std::fmt::Debug for ControlOptions {
             .field("master_key", &Redacted(&self.master_key))
             .field("attempt_retention_count", &self.attempt_retention_count)
             .field("attempt_retention_age", &self.attempt_retention_age)
+            .field(
+                "smtp_url",
+                &self.smtp_url.as_deref().map(crate::notify::redacted_url),
+            )
+            .field("smtp_from", &self.smtp_from)
+            .field("notify_window", &self.notify_window)
+            .field("failure_sweep_interval", &self.failure_sweep_interval)
+            .field(
+                "subscription_failure_stop_after",
+                &self.subscription_failure_stop_after,
+            )
             .finish()
     }
 }
@@ -91,6 +133,15 @@ mod tests {
     }
 
     #[test]
+    fn debug_never_prints_the_smtp_password() {
+        let mut opts = ControlOptions::with_data_dir("/tmp/x");
+        opts.smtp_url = Some("smtps://mailer:s3cret-pass@smtp.example.com:465".into());
+        let shown = format!("{opts:?}");
+        assert!(!shown.contains("s3cret-pass"), "{shown}");
+        assert!(shown.contains("smtp.example.com"), "{shown}");
+    }
+
+    #[test]
     fn retention_age_default_is_seven_days() {
         use clap::Parser;
         #[derive(Parser)]
@@ -104,5 +155,45 @@ mod tests {
             std::time::Duration::from_secs(7 * 24 * 3600)
         );
         assert_eq!(cli.control.attempt_retention_count, 1000);
+    }
+
+    #[test]
+    fn notification_defaults_are_an_hour_window_and_a_weekly_sweep() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            control: ControlOptions,
+        }
+        let cli = Cli::try_parse_from(["hookplane"]).unwrap();
+        assert_eq!(
+            *cli.control.notify_window,
+            std::time::Duration::from_secs(3600)
+        );
+        assert_eq!(
+            *cli.control.failure_sweep_interval,
+            std::time::Duration::from_secs(7 * 24 * 3600)
+        );
+        assert_eq!(cli.control.smtp_from, "hookplane <noreply@localhost>");
+        assert!(cli.control.smtp_url.is_none());
+    }
+
+    #[test]
+    fn a_subscription_failing_for_five_days_is_stopped_by_default() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            control: ControlOptions,
+        }
+        let cli = Cli::try_parse_from(["hookplane"]).unwrap();
+        assert_eq!(
+            *cli.control.subscription_failure_stop_after,
+            std::time::Duration::from_secs(5 * 24 * 3600)
+        );
+        assert_eq!(
+            *ControlOptions::with_data_dir("/x").subscription_failure_stop_after,
+            std::time::Duration::from_secs(5 * 24 * 3600)
+        );
     }
 }

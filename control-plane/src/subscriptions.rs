@@ -1,5 +1,5 @@
 //! SubscriptionService: a tenant's outgoing event webhooks, their share secrets, the active-
-//! subscription quota and the zone entitlements their event types need.
+//! subscription quota, the zone entitlements their event types need, and Send test.
 
 use std::collections::HashSet;
 
@@ -24,6 +24,8 @@ use crate::store::{
     Change, Index, PreviousSecret, Store, SubscriptionRecord, TenantRecord, WriteGuard,
     child_id_of, index_prefix,
 };
+use crate::system_stop;
+use crate::test_events::{TestEvents, TestTarget};
 use crate::topics;
 use crate::validate;
 
@@ -32,6 +34,7 @@ const STOPPED_BY_ADMIN: &str = "stopped by an admin";
 
 pub(crate) struct SubscriptionApi {
     store: Store,
+    test_events: TestEvents,
 }
 
 /// `whsec_` and standard base64 of 32 random bytes.
@@ -46,8 +49,8 @@ fn is_active(r: &SubscriptionRecord) -> bool {
 }
 
 impl SubscriptionApi {
-    pub fn new(store: Store) -> SubscriptionApi {
-        SubscriptionApi { store }
+    pub fn new(store: Store, test_events: TestEvents) -> SubscriptionApi {
+        SubscriptionApi { store, test_events }
     }
 
     fn create(&self, req: CreateSubscriptionRequest) -> Result<Subscription, Error> {
@@ -139,6 +142,11 @@ impl SubscriptionApi {
         let mut change = Change::default();
         change.put_subscription(&record);
         self.store.commit(&guard, change)?;
+        drop(guard);
+        if paths.iter().any(|p| p == "url") {
+            // Failures of the old URL say nothing about the new one.
+            system_stop::start_afresh(&self.store, &record.id, now)?;
+        }
         Ok(to_proto(&record, Some(&tenant), now))
     }
 
@@ -174,6 +182,8 @@ impl SubscriptionApi {
             let mut change = Change::default();
             change.put_subscription(&record);
             self.store.commit(&guard, change)?;
+            // A resumed subscription gets a whole failure window before the system stops it again.
+            system_stop::start_afresh(&self.store, id, now)?;
         }
         Ok(to_proto(&record, Some(&tenant), now))
     }
@@ -222,7 +232,47 @@ impl SubscriptionApi {
         let mut change = Change::default();
         change.remove_subscription(&record.tenant_id, id);
         self.store.commit(&guard, change)?;
+        system_stop::forget(&self.store, id)?;
         Ok(())
+    }
+
+    /// Sends a sample of the event type (the subscription's first when none is named) to the
+    /// subscription's URL now, whatever its state and entitlements: it is how a brand checks an
+    /// integration before resuming it.
+    async fn send_test(&self, req: &SendTestEventRequest) -> Result<SendTestEventResponse, Error> {
+        let id = validate::id("id", &req.id)?;
+        let record = self.store.subscription(id)?;
+        let topic = match req.event_type.as_str() {
+            "" => record.event_types.first().cloned().unwrap_or_default(),
+            named => named.to_owned(),
+        };
+        if topics::zone_of(&topic).is_none() {
+            return Err(Error::invalid(
+                "event_type",
+                format!(
+                    "unknown event type {topic:?} (known: {})",
+                    topics::known_names()
+                ),
+            ));
+        }
+        let now = Time::now();
+        let sealer = self.store.sealer();
+        let mut secrets = vec![sealer.open(&record.secret)?];
+        if let Some(previous) = record
+            .previous_secret
+            .as_ref()
+            .filter(|p| p.still_valid(now))
+        {
+            secrets.push(sealer.open(&previous.secret)?);
+        }
+        let scheme =
+            SignatureScheme::try_from(record.signature_scheme).unwrap_or(SignatureScheme::Maac);
+        let target = TestTarget {
+            url: &record.url,
+            scheme,
+            secrets: &secrets,
+        };
+        Ok(self.test_events.send(&target, &topic).await)
     }
 
     fn get(&self, id: &str) -> Result<Subscription, Error> {
@@ -465,11 +515,7 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<SendTestEventRequest>,
     ) -> Result<Response<SendTestEventResponse>, Status> {
-        let id = validate::id("id", &request.get_ref().id)?;
-        self.store.subscription(id)?;
-        Err(Error::Unavailable(
-            "send test needs a data-plane node; not available yet".into(),
-        ))?
+        Ok(Response::new(self.send_test(request.get_ref()).await?))
     }
 }
 
@@ -484,7 +530,7 @@ mod tests {
     use crate::test_fixtures::*;
 
     fn api(store: &Store) -> SubscriptionApi {
-        SubscriptionApi::new(store.clone())
+        subscription_api(store)
     }
 
     async fn stop(store: &Store, id: &str) -> Subscription {
@@ -792,23 +838,183 @@ mod tests {
         assert_eq!(result.unwrap_err().code(), Code::FailedPrecondition);
     }
 
+    /// A one-shot HTTP server answering `status`; hands back the raw request it got.
+    async fn answer_once(status: u16) -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let served = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 8192];
+            while !got.ends_with(b"}") {
+                let n = socket.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok");
+            socket.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8(got).unwrap()
+        });
+        (url, served)
+    }
+
+    async fn send_test(
+        store: &Store,
+        id: &str,
+        event_type: &str,
+    ) -> Result<SendTestEventResponse, Status> {
+        api(store)
+            .send_test_event(Request::new(SendTestEventRequest {
+                id: id.into(),
+                event_type: event_type.into(),
+            }))
+            .await
+            .map(Response::into_inner)
+    }
+
     #[tokio::test]
-    async fn send_test_event_is_not_available_yet() {
+    async fn send_test_reaches_a_stopped_subscriptions_url_and_reports_the_answer() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let (url, served) = answer_once(200).await;
+        let mut input = subscription_input();
+        input.url = url;
+        let sub = create_subscription(&store, &tenant.id, input)
+            .await
+            .unwrap();
+        stop(&store, &sub.id).await;
+        let result = send_test(&store, &sub.id, "receipt.receipt_validated")
+            .await
+            .unwrap();
+        assert!(result.success);
+        assert_eq!(result.http_status, 200);
+        assert_eq!(result.response_body, "ok");
+        let request = served.await.unwrap();
+        assert!(request.ends_with(&result.request_body), "{request}");
+    }
+
+    #[tokio::test]
+    async fn send_test_needs_no_entitlement_for_the_topic() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let (url, _served) = answer_once(200).await;
+        let mut input = subscription_input();
+        input.url = url;
+        let sub = create_subscription(&store, &tenant.id, input)
+            .await
+            .unwrap();
+        let result = send_test(&store, &sub.id, "message.first_open")
+            .await
+            .unwrap();
+        assert!(result.success);
+        assert!(
+            result
+                .request_body
+                .contains("\"topic\":\"message.first_open\"")
+        );
+    }
+
+    #[tokio::test]
+    async fn send_test_signs_with_the_revealed_secret() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let (url, served) = answer_once(200).await;
+        let mut input = subscription_input();
+        input.url = url;
+        let sub = create_subscription(&store, &tenant.id, input)
+            .await
+            .unwrap();
+        let secret = reveal(&store, &sub.id).await.secret;
+        let result = send_test(&store, &sub.id, "").await.unwrap();
+        let request = served.await.unwrap();
+        let signature = request
+            .lines()
+            .find_map(|l| l.strip_prefix("cresclab-signature: "))
+            .unwrap();
+        assert!(
+            hookplane_verify::maac::verify(
+                secret.as_bytes(),
+                result.request_body.as_bytes(),
+                signature.trim()
+            )
+            .is_ok()
+        );
+        assert!(
+            result
+                .request_body
+                .contains("\"topic\":\"receipt.receipt_validated\"")
+        );
+    }
+
+    #[tokio::test]
+    async fn send_test_of_an_unknown_event_type_is_invalid() {
         let (_dir, store) = store();
         let tenant = create_tenant(&store, tenant_input()).await;
         let sub = create_subscription(&store, &tenant.id, subscription_input())
             .await
             .unwrap();
-        let result = api(&store)
-            .send_test_event(Request::new(SendTestEventRequest {
-                id: sub.id,
-                event_type: "receipt.receipt_validated".into(),
+        let status = send_test(&store, &sub.id, "order.created")
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .starts_with("event_type: unknown event type \"order.created\" (known: "),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[tokio::test]
+    async fn send_test_of_an_unknown_subscription_is_not_found() {
+        let (_dir, store) = store();
+        let status = send_test(&store, "sub_nope", "prize.points_added")
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+    }
+
+    #[tokio::test]
+    async fn a_zone_that_ended_shows_in_the_active_subscriptions_reason() {
+        use hookplane_proto::v1::UpdateTenantRequest;
+        use hookplane_proto::v1::tenant_service_server::TenantService as _;
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let sub = create_subscription(&store, &tenant.id, subscription_input())
+            .await
+            .unwrap();
+        crate::tenants::TenantApi::new(store.clone())
+            .update_tenant(Request::new(UpdateTenantRequest {
+                tenant: Some(Tenant {
+                    id: tenant.id.clone(),
+                    entitlements: Some(Entitlements {
+                        zones: vec![zone(Zone::Zone1, in_days(-1))],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["entitlements.zones".into()],
+                }),
             }))
-            .await;
-        assert_status(
-            result,
-            Code::Unavailable,
-            "send test needs a data-plane node; not available yet",
+            .await
+            .unwrap();
+        let got = api(&store)
+            .get_subscription(Request::new(GetSubscriptionRequest { id: sub.id }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.state, SubscriptionState::Active as i32);
+        assert!(
+            got.state_reason.starts_with(
+                "event type \"receipt.receipt_validated\" needs ZONE_1, whose entitlement ended at "
+            ),
+            "{}",
+            got.state_reason
         );
     }
 }

@@ -276,7 +276,6 @@ mod tests {
     use super::*;
     use crate::channels::ChannelApi;
     use crate::forwarding::ForwardingApi;
-    use crate::subscriptions::SubscriptionApi;
     use crate::test_fixtures::*;
 
     fn api(store: &Store) -> TenantApi {
@@ -520,7 +519,7 @@ mod tests {
             .get_forwarding_set(Request::new(GetForwardingSetRequest { id: set.id }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
-        let gone = SubscriptionApi::new(store.clone())
+        let gone = subscription_api(&store)
             .get_subscription(Request::new(GetSubscriptionRequest { id: sub.id }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);

@@ -14,6 +14,7 @@ use crate::sealing::{MasterKey, Sealer};
 use crate::store::Store;
 use crate::subscriptions::SubscriptionApi;
 use crate::tenants::TenantApi;
+use crate::test_events::TestEvents;
 
 pub(crate) fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -116,13 +117,21 @@ pub(crate) async fn create_forwarding_set(
         .map(tonic::Response::into_inner)
 }
 
+/// The subscription service, sending test events to loopback receivers too.
+pub(crate) fn subscription_api(store: &Store) -> SubscriptionApi {
+    let outbound = hookplane_outbound::OutboundOptions {
+        allow_target_network: vec!["127.0.0.0/8".parse().unwrap()],
+    };
+    SubscriptionApi::new(store.clone(), TestEvents::new(&outbound).unwrap())
+}
+
 pub(crate) async fn create_subscription(
     store: &Store,
     tenant_id: &str,
     subscription: Subscription,
 ) -> Result<Subscription, Status> {
     use hookplane_proto::v1::subscription_service_server::SubscriptionService as _;
-    SubscriptionApi::new(store.clone())
+    subscription_api(store)
         .create_subscription(Request::new(CreateSubscriptionRequest {
             tenant_id: tenant_id.into(),
             subscription: Some(subscription),

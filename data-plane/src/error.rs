@@ -1,8 +1,11 @@
-//! The crate's one error type.
+//! The crate's one error type, and its one mapping to gRPC status codes (EventService).
 
 use std::io;
 
 /// Everything that can go wrong in a data-plane node.
+///
+/// Messages never carry a secret or a token: a refused publisher is told its token is wrong,
+/// never what was expected.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The spool (sled) failed to read or write.
@@ -17,13 +20,54 @@ pub enum Error {
     /// The control plane URL or the node's startup settings are unusable.
     #[error("invalid setting: {0}")]
     InvalidSetting(String),
-    /// The HTTP client for deliveries could not be built.
-    #[error("http client: {0}")]
-    HttpClient(#[from] reqwest::Error),
+    /// The delivery HTTP client could not be built, or the SSRF guard turned a target down.
+    #[error("{0}")]
+    Outbound(#[from] hookplane_outbound::Error),
     /// The gRPC server stopped with an error.
     #[error("grpc server: {0}")]
     GrpcServer(#[from] tonic::transport::Error),
-    /// The SSRF guard turned a delivery target down.
-    #[error("{0}")]
-    TargetRefused(crate::ssrf::Refusal),
+    /// A request field is missing or malformed.
+    #[error("{field}: {problem}")]
+    InvalidArgument {
+        field: &'static str,
+        problem: String,
+    },
+    /// A request names something the node's configuration does not hold.
+    #[error("{kind} \"{id}\" not found")]
+    NotFound { kind: &'static str, id: String },
+    /// A call came without the token its service needs, or with another one.
+    #[error("missing or invalid {role} token")]
+    Unauthenticated { role: &'static str },
+    /// The node has not received its first configuration snapshot yet.
+    #[error("this node has no configuration yet; try again shortly")]
+    NotReady,
+}
+
+impl Error {
+    pub(crate) fn invalid(field: &'static str, problem: impl Into<String>) -> Error {
+        Error::InvalidArgument {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> tonic::Status {
+        let message = err.to_string();
+        match err {
+            Error::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
+            Error::NotFound { .. } => tonic::Status::not_found(message),
+            Error::Unauthenticated { .. } => tonic::Status::unauthenticated(message),
+            // The caller may try again: another node, or this one once it has config or disk.
+            Error::NotReady | Error::Spool(_) | Error::Io(_) => tonic::Status::unavailable(message),
+            Error::CorruptRecord(_)
+            | Error::InvalidSetting(_)
+            | Error::Outbound(_)
+            | Error::GrpcServer(_) => {
+                tracing::error!(error = %message, "internal error answering a request");
+                tonic::Status::internal(message)
+            }
+        }
+    }
 }

@@ -1,27 +1,34 @@
-//! The node's gRPC port: health (serving once a config snapshot is applied) and reflection.
+//! The node's gRPC port: EventService (publisher token), health (serving once a config snapshot
+//! is applied) and reflection.
 
 use std::sync::Arc;
 
+use hookplane_proto::v1::event_service_server::{self, EventServiceServer};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
-use crate::{Error, config::ConfigStore};
+use crate::{Error, config::ConfigStore, publish::Publisher};
 
 pub async fn serve(
     listener: TcpListener,
     config: Arc<ConfigStore>,
+    publisher: Publisher,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
+    for service in ["", event_service_server::SERVICE_NAME] {
+        reporter
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
     tokio::spawn(async move {
         config.wait_ready().await;
-        reporter
-            .set_service_status("", ServingStatus::Serving)
-            .await;
+        for service in ["", event_service_server::SERVICE_NAME] {
+            reporter
+                .set_service_status(service, ServingStatus::Serving)
+                .await;
+        }
     });
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hookplane_proto::FILE_DESCRIPTOR_SET)
@@ -32,6 +39,7 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| Error::InvalidSetting(format!("reflection: {e}")))?;
     tonic::transport::Server::builder()
+        .add_service(EventServiceServer::new(publisher))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

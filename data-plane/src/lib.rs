@@ -1,10 +1,12 @@
-//! A hookplane data-plane node: LINE webhook ingress (verify, durably enqueue, answer), the
-//! queue behind one trait with a node-local sled spool, the delivery engine (pooled HTTP,
-//! retries through the queue, per-target caps and breakers, SSRF guard), the config stream from
-//! the control plane, and the outcome reports back to it.
+//! A hookplane data-plane node: LINE webhook ingress (verify, durably enqueue, answer), event
+//! publishing (EventService: match subscriptions, durably enqueue), the queue behind one trait
+//! with a node-local sled spool, the delivery engine (pooled SSRF-guarded HTTP from
+//! `hookplane-outbound`, signing at attempt time, retries through the queue, per-target caps and
+//! breakers), the config stream from the control plane, and the outcome reports back to it.
 
 mod backoff;
 pub mod config;
+pub mod connectors;
 mod control;
 pub mod delivery;
 mod error;
@@ -13,8 +15,8 @@ pub mod ingress;
 pub mod metrics;
 mod options;
 pub mod outcomes;
+pub mod publish;
 pub mod queue;
-pub mod ssrf;
 
 use std::{sync::Arc, time::Duration};
 
@@ -27,16 +29,16 @@ pub use options::{NodeConfig, NodeOptions};
 use crate::{
     config::ConfigStore,
     control::ControlPlane,
-    delivery::{Engine, EngineSettings, retry::RetryPolicy, sender::Sender},
+    delivery::{Engine, EngineSettings, retry::RetryPolicy},
     ingress::Ingress,
     metrics::Metrics,
     outcomes::OutcomeLog,
+    publish::{IdempotencyBook, Publisher},
     queue::{Queue, spool::Spool},
-    ssrf::TargetGuard,
 };
 
 /// Runs a node until `shutdown` resolves: HTTP ingress (+ /healthz /readyz /metrics) on
-/// `ingress`, gRPC (health + reflection) on `grpc`.
+/// `ingress`, gRPC (EventService, health, reflection) on `grpc`.
 pub async fn run(
     cfg: NodeConfig,
     ingress: TcpListener,
@@ -55,7 +57,6 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let store = Arc::new(ConfigStore::default());
     let control = ControlPlane::new(&cfg.control_url, &cfg.node_token)?;
-    let guard = Arc::new(TargetGuard::new(options.allow_target_network.clone()));
     let engine = Arc::new(Engine::new(
         EngineSettings {
             node_id: node_id.clone(),
@@ -68,7 +69,7 @@ pub async fn run(
         },
         Arc::clone(&queue),
         Arc::clone(&store),
-        Sender::new(guard)?,
+        hookplane_outbound::sender::Sender::from_options(&cfg.outbound)?,
         Arc::clone(&outcomes),
         Arc::clone(&metrics),
     ));
@@ -111,7 +112,17 @@ pub async fn run(
     let http = axum::serve(ingress, router)
         .with_graceful_shutdown(stop_on(stop_rx.clone()))
         .into_future();
-    let grpc = grpc::serve(grpc, Arc::clone(&store), stop_on(stop_rx.clone()));
+    let publisher = Publisher {
+        config: Arc::clone(&store),
+        queue: Arc::clone(&queue),
+        book: IdempotencyBook::open(spool.db())?,
+    };
+    let grpc = grpc::serve(
+        grpc,
+        Arc::clone(&store),
+        publisher,
+        stop_on(stop_rx.clone()),
+    );
 
     let stopper = stop_tx.clone();
     tokio::spawn(async move {

@@ -11,15 +11,6 @@ pub struct NodeOptions {
     /// Largest accepted webhook body in bytes; larger requests get 413.
     #[arg(long, env = "HOOKPLANE_MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub max_body_bytes: usize,
-    /// A network (CIDR) that delivery targets may be in although it is private, loopback, ...
-    /// (repeatable; the environment variable takes a comma-separated list).
-    #[arg(
-        long,
-        env = "HOOKPLANE_ALLOW_TARGET_NETWORKS",
-        value_delimiter = ',',
-        value_name = "CIDR"
-    )]
-    pub allow_target_network: Vec<ipnet::IpNet>,
     /// Attempts a delivery gets before it fails for good.
     #[arg(long, env = "HOOKPLANE_MAX_ATTEMPTS", default_value_t = 20)]
     pub max_attempts: u32,
@@ -51,7 +42,6 @@ impl Default for NodeOptions {
         Self {
             node_id: None,
             max_body_bytes: 1_048_576,
-            allow_target_network: Vec::new(),
             max_attempts: 20,
             max_delivery_age: Duration::from_secs(24 * 3600).into(),
             retry_schedule: DEFAULT_RETRY_SCHEDULE
@@ -78,6 +68,8 @@ pub struct NodeConfig {
     /// Where the node-local spool (sled) lives.
     pub spool_dir: PathBuf,
     pub options: NodeOptions,
+    /// Where deliveries may go (shared with the control plane's test events).
+    pub outbound: hookplane_outbound::OutboundOptions,
 }
 
 #[cfg(test)]
@@ -108,18 +100,6 @@ mod tests {
         assert_eq!(parsed.retry_schedule, default.retry_schedule);
         assert_eq!(parsed.target_concurrency, default.target_concurrency);
         assert_eq!(parsed.line_api_base_url, default.line_api_base_url);
-        assert!(parsed.allow_target_network.is_empty());
-    }
-
-    #[test]
-    fn allowed_networks_repeat_and_split_on_commas() {
-        let parsed = parse(&[
-            "--allow-target-network",
-            "127.0.0.0/8,10.0.0.0/8",
-            "--allow-target-network",
-            "fd00::/8",
-        ]);
-        assert_eq!(parsed.allow_target_network.len(), 3);
     }
 
     #[test]

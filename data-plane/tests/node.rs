@@ -330,11 +330,7 @@ async fn a_loopback_target_is_refused_unless_its_network_is_allowed() {
         forwarding_set("fwd_a", &receiver.url()),
     ])
     .await;
-    let options = hookplane_data::NodeOptions {
-        allow_target_network: vec![],
-        ..test_options()
-    };
-    let node = Node::start_with(&control, options, Arc::new(tempfile::tempdir().unwrap())).await;
+    let node = Node::start_guarded(&control).await;
     node.post(&webhook("01HZZZZZZZZZZZZZZZZZZZZZ11")).await;
     let refused = control.wait_attempt(WAIT, |_| true).await;
     assert_eq!(
@@ -351,11 +347,7 @@ async fn a_hostname_that_resolves_to_loopback_is_refused() {
     let url = format!("http://localhost:{}/hook", receiver.addr.port());
     let control =
         FakeControl::start(vec![tenant(), channel(), forwarding_set("fwd_a", &url)]).await;
-    let options = hookplane_data::NodeOptions {
-        allow_target_network: vec![],
-        ..test_options()
-    };
-    let node = Node::start_with(&control, options, Arc::new(tempfile::tempdir().unwrap())).await;
+    let node = Node::start_guarded(&control).await;
     node.post(&webhook("01HZZZZZZZZZZZZZZZZZZZZZ12")).await;
     let refused = control.wait_attempt(WAIT, |_| true).await;
     assert!(

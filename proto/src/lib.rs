@@ -1,5 +1,8 @@
-//! The `hookplane.v1` API: messages and gRPC stubs generated from `hookplane/v1/*.proto`, and
-//! the encoded descriptor set that every gRPC port serves through reflection.
+//! The `hookplane.v1` API: messages and gRPC stubs generated from `hookplane/v1/*.proto`, the
+//! encoded descriptor set that every gRPC port serves through reflection, and the catalog of event
+//! topics that the API's subscriptions and published events name.
+
+pub mod topics;
 
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]

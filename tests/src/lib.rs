@@ -7,17 +7,21 @@
 
 pub mod api;
 pub mod binaries;
+pub mod fake_genesys;
+pub mod fake_line;
 pub mod fixtures;
 pub mod ingress;
 pub mod process;
 pub mod python;
 pub mod receiver;
+pub mod resetting;
 pub mod smtp;
 
 pub use fixtures::{FIXTURE_CHANNEL_SECRET, fixture};
 pub use process::{ControlProcess, DataNode, Standalone};
 pub use python::PyReceiver;
 pub use receiver::{Receiver, Respond};
+pub use resetting::ResettingReceiver;
 pub use smtp::{Mail, SmtpReceiver};
 
 use std::time::Duration;

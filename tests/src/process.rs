@@ -158,6 +158,8 @@ pub struct Standalone {
     pub ingress_addr: SocketAddr,
     pub data_grpc_addr: SocketAddr,
     pub admin_token: String,
+    /// The token of EventService on the node.
+    pub publisher_token: String,
 }
 
 impl Standalone {
@@ -182,6 +184,10 @@ impl Standalone {
             Some(token) => token,
             None => read_token(dir.path(), "admin.token")?,
         };
+        let publisher_token = match flag_value(&args, "--publisher-token") {
+            Some(token) => token,
+            None => read_token(dir.path(), "publisher.token")?,
+        };
         let standalone = Standalone {
             control_addr: process.addr("control plane"),
             ingress_addr: process.addr("ingress"),
@@ -190,6 +196,7 @@ impl Standalone {
             args,
             dir,
             admin_token,
+            publisher_token,
         };
         wait_ready(standalone.ingress_addr).await?;
         Ok(standalone)
@@ -244,6 +251,11 @@ impl Standalone {
         Ok(hookplane_client::Client::connect(&self.control_url(), &self.admin_token).await?)
     }
 
+    /// A client of the node's gRPC port with the publisher token (EventService).
+    pub async fn publisher(&self) -> anyhow::Result<hookplane_client::Client> {
+        Ok(hookplane_client::Client::connect(&self.data_grpc_url(), &self.publisher_token).await?)
+    }
+
     /// Every line the process printed on stdout so far (this run only).
     pub fn stdout_lines(&self) -> Vec<String> {
         self.process.stdout.lock().unwrap().clone()
@@ -289,12 +301,15 @@ impl ControlProcess {
         ControlProcess::start_with(&[]).await
     }
 
+    /// Starts with loopback targets allowed (Send test reaches test receivers on 127.0.0.1).
     pub async fn start_with(extra: &[&str]) -> anyhow::Result<ControlProcess> {
         let dir = tempfile::tempdir()?;
         let mut args = strings(&[
             "control",
             "--data-dir",
             dir.path().to_str().expect("utf-8 temp dir"),
+            "--allow-target-network",
+            "127.0.0.0/8",
         ]);
         args.extend(strings(extra));
         let process = ControlProcess::launch(&args, dir.path(), "127.0.0.1:0").await?;

@@ -21,6 +21,25 @@ impl PyReceiver {
         PyReceiver::start("line_sdk_receiver.py", &[channel_secret]).await
     }
 
+    /// An event webhook receiver that verifies Standard Webhooks signatures with the
+    /// `standardwebhooks` package and MAAC ones with a plain HMAC; give it the share secrets with
+    /// [`PyReceiver::set_secrets`] before anything is sent to it.
+    pub async fn standard_webhooks() -> anyhow::Result<PyReceiver> {
+        PyReceiver::start("standard_webhooks_receiver.py", &[]).await
+    }
+
+    /// Tells an event webhook receiver which share secrets to verify with (each separately).
+    pub async fn set_secrets(&self, secrets: &[&str]) -> anyhow::Result<()> {
+        let status = reqwest::Client::new()
+            .post(self.url("/secrets"))
+            .json(secrets)
+            .send()
+            .await?
+            .status();
+        anyhow::ensure!(status.is_success(), "setting secrets: {status}");
+        Ok(())
+    }
+
     /// Starts `tests/receivers/SCRIPT ARGS` and waits for its `listening on PORT` line.
     pub async fn start(script: &str, args: &[&str]) -> anyhow::Result<PyReceiver> {
         let path = crate::binaries::repo_path("tests/receivers").join(script);

@@ -425,6 +425,11 @@ impl Store {
         &self.inner.notifications
     }
 
+    /// A tree outside the configuration that one module owns (the notifier's ledgers).
+    pub fn named_tree(&self, name: &str) -> Result<Tree, Error> {
+        Ok(self.inner.db.open_tree(name)?)
+    }
+
     pub fn find_delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, Error> {
         match self.inner.deliveries.get(id.as_bytes())? {
             Some(bytes) => Ok(Some(decode("deliveries", &bytes)?)),

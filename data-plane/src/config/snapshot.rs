@@ -17,6 +17,8 @@ pub struct Snapshot {
     forwarding_sets: HashMap<String, Arc<NodeForwardingSet>>,
     subscriptions: HashMap<String, Arc<NodeSubscription>>,
     channels: HashMap<String, Arc<ChannelEntry>>,
+    /// Every subscription of a tenant, whatever its state, ordered by id.
+    tenant_subscriptions: HashMap<String, Vec<Arc<NodeSubscription>>>,
 }
 
 /// A channel with the forwarding sets its webhooks fan out to.
@@ -43,6 +45,13 @@ impl Snapshot {
         self.subscriptions.get(id)
     }
 
+    /// The tenant's subscriptions (any state), ordered by id.
+    pub fn subscriptions_of(&self, tenant_id: &str) -> &[Arc<NodeSubscription>] {
+        self.tenant_subscriptions
+            .get(tenant_id)
+            .map_or(&[], Vec::as_slice)
+    }
+
     /// The snapshot after `update`: a full replacement when it is a snapshot, else its upserts
     /// and deletes on top of this one.
     pub fn apply(&self, update: &ConfigUpdate) -> Snapshot {
@@ -51,6 +60,7 @@ impl Snapshot {
         } else {
             Snapshot {
                 channels: HashMap::new(),
+                tenant_subscriptions: HashMap::new(),
                 ..self.clone()
             }
         };
@@ -95,7 +105,22 @@ impl Snapshot {
             }
         }
         next.index_channels();
+        next.index_subscriptions();
         next
+    }
+
+    fn index_subscriptions(&mut self) {
+        let mut by_tenant: HashMap<String, Vec<Arc<NodeSubscription>>> = HashMap::new();
+        for sub in self.subscriptions.values() {
+            by_tenant
+                .entry(sub.tenant_id.clone())
+                .or_default()
+                .push(Arc::clone(sub));
+        }
+        for subs in by_tenant.values_mut() {
+            subs.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        self.tenant_subscriptions = by_tenant;
     }
 
     fn index_channels(&mut self) {
@@ -232,6 +257,51 @@ mod tests {
             ..ConfigUpdate::default()
         });
         assert!(before.channel("ch_1").is_some());
+    }
+
+    fn subscription(id: &str, tenant: &str) -> ConfigResource {
+        ConfigResource {
+            resource: Some(Resource::Subscription(NodeSubscription {
+                id: id.to_owned(),
+                tenant_id: tenant.to_owned(),
+                ..NodeSubscription::default()
+            })),
+        }
+    }
+
+    fn subscription_ids(s: &Snapshot, tenant: &str) -> Vec<String> {
+        s.subscriptions_of(tenant)
+            .iter()
+            .map(|sub| sub.id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_tenant_lists_its_subscriptions_in_id_order() {
+        let s = Snapshot::default().apply(&full(
+            1,
+            vec![
+                subscription("sub_b", "tnt_1"),
+                subscription("sub_a", "tnt_1"),
+                subscription("sub_c", "tnt_2"),
+            ],
+        ));
+        assert_eq!(subscription_ids(&s, "tnt_1"), ["sub_a", "sub_b"]);
+        assert!(s.subscriptions_of("tnt_3").is_empty());
+    }
+
+    #[test]
+    fn a_deleted_subscription_leaves_its_tenants_list() {
+        let s = Snapshot::default().apply(&full(1, vec![subscription("sub_a", "tnt_1")]));
+        let s = s.apply(&ConfigUpdate {
+            revision: 2,
+            deletes: vec![ResourceKey {
+                kind: ResourceKind::Subscription.into(),
+                id: "sub_a".to_owned(),
+            }],
+            ..ConfigUpdate::default()
+        });
+        assert!(s.subscriptions_of("tnt_1").is_empty());
     }
 
     #[test]

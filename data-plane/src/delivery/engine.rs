@@ -3,7 +3,11 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use hookplane_proto::v1::{AttemptOutcome, DeliveryAttempt, NodeForwardingSet};
+use hookplane_outbound::{
+    failure::Failure,
+    sender::{Outgoing, Sender},
+};
+use hookplane_proto::v1::{AttemptOutcome, DeliveryAttempt};
 use rand::Rng;
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, watch},
@@ -13,10 +17,9 @@ use tracing::{debug, info, warn};
 
 use super::{
     breaker::{Admission, Breakers},
-    failure::Failure,
     retry::{NextStep, RetryPolicy},
-    sender::{Outgoing, Sender, header_map},
     slots::TargetSlots,
+    target::Target,
 };
 use crate::{
     config::ConfigStore, metrics::Metrics, outcomes::OutcomeLog, queue::Job, queue::Queue,
@@ -29,7 +32,6 @@ const LEASE_BATCH: usize = 128;
 const LEASE_WAIT: Duration = Duration::from_millis(500);
 /// How long a job for a target with every slot taken steps aside.
 const BUSY_WAIT: Duration = Duration::from_millis(250);
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight attempts may finish after shutdown is asked; the rest come back from the
 /// spool at the next start.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -115,25 +117,25 @@ impl Engine {
 
     async fn dispatch(self: &Arc<Self>, job: Job, in_flight: &mut JoinSet<()>) {
         let snapshot = self.config.load();
-        let Some(target) = snapshot.forwarding_set(&job.forwarding_set_id).cloned() else {
-            // Deleted since it was queued (or a subscription delivery, which this engine does
-            // not make yet): nobody is left to deliver to.
+        let Some(target) = Target::resolve(&snapshot, &job) else {
+            // Deleted since it was queued (a forwarding set, a subscription): nobody is left to
+            // deliver to, and nobody to report the attempt to either.
             info!(delivery_id = %job.delivery_id, "target no longer configured; delivery dropped");
             self.settle(&job, Settle::Ack).await;
             return;
         };
-        if !target.enabled {
+        if let Some(why) = target.switched_off() {
             let attempt = self.attempt_record(&job, &target, SystemTime::now());
-            self.conclude_failure(job, attempt, Failure::TargetDisabled, None, Duration::ZERO)
+            self.conclude_failure(job, attempt, Failure::NotSent(why), None, Duration::ZERO)
                 .await;
             return;
         }
         let now = Instant::now();
-        if let Admission::NotBefore(at) = self.breakers.admit(&target.id, now) {
+        if let Admission::NotBefore(at) = self.breakers.admit(target.id(), now) {
             self.defer(&job, at.saturating_duration_since(now)).await;
             return;
         }
-        let Some(slot) = self.slots.try_take(&target.id) else {
+        let Some(slot) = self.slots.try_take(target.id()) else {
             self.defer(&job, BUSY_WAIT).await;
             return;
         };
@@ -160,36 +162,30 @@ impl Engine {
     async fn attempt(
         self: Arc<Self>,
         job: Job,
-        target: Arc<NodeForwardingSet>,
+        target: Target,
         slot: OwnedSemaphorePermit,
         _worker: OwnedSemaphorePermit,
     ) {
         let number = job.attempts + 1;
-        let number_text = number.to_string();
-        let mut headers = header_map(
-            job.headers
-                .iter()
-                .map(|h| (h.name.as_str(), h.value.as_str())),
-        );
-        headers.extend(header_map([
-            ("x-hookplane-event-id", job.event_id.as_str()),
-            ("x-hookplane-attempt", number_text.as_str()),
-            ("x-hookplane-forwarding-set", target.id.as_str()),
-        ]));
-        let timeout = target
-            .timeout
-            .and_then(|t| Duration::try_from(t).ok())
-            .filter(|t| !t.is_zero())
-            .unwrap_or(DEFAULT_TIMEOUT);
-        let record = self.attempt_record(&job, &target, SystemTime::now());
+        let at = SystemTime::now();
+        let record = self.attempt_record(&job, &target, at);
+        let request = match target.request(&job, number, at) {
+            Ok(request) => request,
+            Err(failure) => {
+                drop(slot);
+                self.conclude_failure(job, record, failure, None, Duration::ZERO)
+                    .await;
+                return;
+            }
+        };
         let started = Instant::now();
         let result = self
             .sender
             .send(Outgoing {
-                url: &target.url,
-                body: job.body.clone(),
-                headers,
-                timeout,
+                url: target.url(),
+                body: request.body,
+                headers: request.headers,
+                timeout: target.timeout(),
             })
             .await;
         let latency = started.elapsed();
@@ -206,7 +202,7 @@ impl Engine {
             Err(failure) => (Some(failure), None),
         };
         let unwell = failure.as_ref().is_some_and(Failure::target_is_unwell);
-        self.breakers.record(&target.id, !unwell, Instant::now());
+        self.breakers.record(target.id(), !unwell, Instant::now());
         match failure {
             None => {
                 self.finish(
@@ -225,12 +221,7 @@ impl Engine {
         }
     }
 
-    fn attempt_record(
-        &self,
-        job: &Job,
-        target: &NodeForwardingSet,
-        at: SystemTime,
-    ) -> DeliveryAttempt {
+    fn attempt_record(&self, job: &Job, target: &Target, at: SystemTime) -> DeliveryAttempt {
         DeliveryAttempt {
             id: format!("att_{}", ulid::Ulid::new().to_string().to_lowercase()),
             delivery_id: job.delivery_id.clone(),
@@ -241,7 +232,7 @@ impl Engine {
             attempt_number: job.attempts + 1,
             time: Some(at.into()),
             node_id: self.node_id.clone(),
-            url: target.url.clone(),
+            url: target.url().to_owned(),
             channel_id: job.channel_id.clone(),
             ..DeliveryAttempt::default()
         }
@@ -274,6 +265,7 @@ impl Engine {
         debug!(
             delivery_id = %job.delivery_id,
             forwarding_set_id = %job.forwarding_set_id,
+            subscription_id = %job.subscription_id,
             attempt = number,
             reason = %record.reason,
             outcome = outcome.as_str_name(),

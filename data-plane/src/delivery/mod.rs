@@ -2,9 +2,8 @@
 
 pub mod breaker;
 mod engine;
-pub mod failure;
 pub mod retry;
-pub mod sender;
 mod slots;
+mod target;
 
 pub use engine::{Engine, EngineSettings};

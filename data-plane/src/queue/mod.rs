@@ -48,6 +48,22 @@ pub struct Job {
     /// attempt numbers keep counting up.
     #[prost(uint32, tag = "11")]
     pub budget_start: u32,
+    /// Which call a forwarding set's job makes: the raw forward, or one of a connector's.
+    #[prost(enumeration = "Leg", tag = "12")]
+    pub leg: i32,
+}
+
+/// The calls a forwarding set's jobs make. Jobs spooled before connectors existed decode as
+/// `Forward`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum Leg {
+    /// The identical LINE request to the set's URL.
+    Forward = 0,
+    /// One LINE message, translated, to Genesys Open Messaging (`body` is the inbound message).
+    GenesysInbound = 1,
+    /// One agent message to the LINE push API (`body` is the push request).
+    LinePush = 2,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

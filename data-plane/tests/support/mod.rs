@@ -19,6 +19,7 @@ use axum::{
 };
 use futures::Stream;
 use hookplane_data::{NodeConfig, NodeOptions};
+use hookplane_outbound::OutboundOptions;
 use hookplane_proto::v1::{
     ConfigResource, ConfigUpdate, DeliveryAttempt, DeliveryReport, NodeChannel, NodeForwardingSet,
     NodeSecret, NodeTenant, ReportDeliveriesResponse, WatchConfigRequest,
@@ -29,9 +30,16 @@ use tokio::sync::{Notify, broadcast, watch};
 use tonic::{Request, Status, Streaming};
 
 pub const NODE_TOKEN: &str = "node-token-for-tests";
+pub const PUBLISHER_TOKEN: &str = "hp_pub_for-tests";
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef";
 pub const CHANNEL: &str = "ch_test";
 pub const TENANT: &str = "tnt_test";
+
+/// What the control plane streams in place of the publisher token.
+pub fn publisher_token_sha256() -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(PUBLISHER_TOKEN.as_bytes()))
+}
 
 pub fn sign(secret: &str, body: &[u8]) -> String {
     hookplane_verify::line::sign(secret.as_bytes(), body)
@@ -151,6 +159,7 @@ impl FakeControl {
                 revision: state.revision,
                 snapshot: true,
                 upserts: resources,
+                publisher_token_sha256: publisher_token_sha256(),
                 ..ConfigUpdate::default()
             }
         };
@@ -246,6 +255,7 @@ impl ConfigService for FakeControl {
                 revision: state.revision,
                 snapshot: true,
                 upserts: state.resources.clone(),
+                publisher_token_sha256: publisher_token_sha256(),
                 ..ConfigUpdate::default()
             }
         };
@@ -312,7 +322,6 @@ pub struct Node {
 pub fn test_options() -> NodeOptions {
     NodeOptions {
         node_id: Some("node_test".to_owned()),
-        allow_target_network: vec!["127.0.0.0/8".parse().unwrap()],
         retry_schedule: vec![Duration::from_millis(200).into()],
         ..NodeOptions::default()
     }
@@ -338,9 +347,35 @@ impl Node {
         node
     }
 
+    /// A node with no network allowed: loopback receivers are refused like any private target.
+    pub async fn start_guarded(control: &FakeControl) -> Node {
+        let node = Node::spawn_with(
+            control.url(),
+            test_options(),
+            OutboundOptions::default(),
+            Arc::new(tempfile::tempdir().unwrap()),
+        )
+        .await;
+        node.wait_ready().await;
+        node
+    }
+
+    /// A node that may reach loopback receivers.
     pub async fn spawn(
         control_url: String,
         options: NodeOptions,
+        spool: Arc<tempfile::TempDir>,
+    ) -> Node {
+        let outbound = OutboundOptions {
+            allow_target_network: vec!["127.0.0.0/8".parse().unwrap()],
+        };
+        Node::spawn_with(control_url, options, outbound, spool).await
+    }
+
+    pub async fn spawn_with(
+        control_url: String,
+        options: NodeOptions,
+        outbound: OutboundOptions,
         spool: Arc<tempfile::TempDir>,
     ) -> Node {
         let ingress_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -353,6 +388,7 @@ impl Node {
             node_token: NODE_TOKEN.to_owned(),
             spool_dir: spool.path().join("spool"),
             options,
+            outbound,
         };
         let task = tokio::spawn(hookplane_data::run(
             config,

@@ -37,8 +37,9 @@ pub enum Failure {
     Refused(Refusal),
     /// The target's URL cannot be used.
     InvalidUrl,
-    /// The target was switched off while the delivery waited.
-    TargetDisabled,
+    /// The request was not sent; the text says why (a forwarding set switched off, a subscription
+    /// stopped, no usable share secret).
+    NotSent(&'static str),
 }
 
 impl fmt::Display for Failure {
@@ -49,18 +50,19 @@ impl fmt::Display for Failure {
             Self::Network(Some(cause)) => write!(f, "remote network error: {}", cause.described()),
             Self::Refused(refusal) => refusal.fmt(f),
             Self::InvalidUrl => f.write_str("invalid target URL"),
-            Self::TargetDisabled => f.write_str("forwarding set disabled"),
+            Self::NotSent(why) => f.write_str(why),
         }
     }
 }
 
 impl Failure {
-    /// 408, 429, 5xx and network errors may pass; other answers and refusals will not change.
+    /// 408, 429, 5xx and network errors may pass; other answers (410 Gone among them) and
+    /// refusals will not change.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Status(code) => matches!(code, 408 | 429 | 500..=599),
             Self::Network(_) => true,
-            Self::Refused(_) | Self::InvalidUrl | Self::TargetDisabled => false,
+            Self::Refused(_) | Self::InvalidUrl | Self::NotSent(_) => false,
         }
     }
 
@@ -178,6 +180,20 @@ mod tests {
             .check("10.0.0.1".parse().unwrap())
             .unwrap_err();
         assert!(!Failure::Refused(refusal).is_retryable());
+    }
+
+    #[test]
+    fn gone_fails_for_good() {
+        assert_eq!(Failure::Status(410).to_string(), "410 Gone");
+        assert!(!Failure::Status(410).is_retryable());
+    }
+
+    #[test]
+    fn a_request_not_sent_reads_as_its_reason_and_is_not_retried() {
+        let failure = Failure::NotSent("subscription stopped");
+        assert_eq!(failure.to_string(), "subscription stopped");
+        assert!(!failure.is_retryable());
+        assert!(!failure.target_is_unwell());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The catalog of event types (topics) that subscriptions may name, and the zone each is sold in
-//! (PROTOCOLS.md §2). Shared with the data plane, which matches published events against it.
+//! (PROTOCOLS.md §2). The control plane validates subscriptions against it; data-plane nodes
+//! validate published events and check zone entitlements with it.
 
-use hookplane_proto::v1::Zone;
+use crate::v1::Zone;
 
 /// One event type of the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +45,7 @@ pub fn zone_of(topic: &str) -> Option<Zone> {
 }
 
 /// The catalog's topic names joined for error messages.
-pub(crate) fn known_names() -> String {
+pub fn known_names() -> String {
     TOPICS.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
 }
 
@@ -65,6 +66,12 @@ mod tests {
     #[test]
     fn receipt_validated_is_in_zone_1() {
         assert_eq!(zone_of("receipt.receipt_validated"), Some(Zone::Zone1));
+    }
+
+    #[test]
+    fn known_names_lists_the_catalog_in_order() {
+        assert!(known_names().starts_with("receipt.receipt_validated, form.surveycake_submitted"));
+        assert!(known_names().ends_with("message.first_open"));
     }
 
     #[test]

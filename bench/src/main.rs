@@ -1,0 +1,78 @@
+//! `hookplane-bench`: drives the release `hookplane` binary with signed LINE webhooks and
+//! published events over 127.0.0.1, runs a minimal forwarder (this binary again, see
+//! [`baseline`]) through the same steps in the same run, and prints one table per scenario with
+//! ours / baseline ratios. Figures and their meaning: `docs/BENCHMARKS.md`.
+
+mod baseline;
+mod binary;
+mod http_client;
+mod line_requests;
+mod load;
+mod plan;
+mod receivers;
+mod report;
+mod scenarios;
+mod service;
+
+use clap::{Parser, Subcommand};
+
+use crate::plan::Plan;
+
+#[derive(Parser, Debug)]
+#[command(name = "hookplane-bench", about = "Benchmarks of hookplane against a baseline")]
+struct Cli {
+    /// Short steps and fewer rates: a smoke run in about a minute per scenario.
+    #[arg(long, global = true)]
+    quick: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Signed LINE webhooks at stepped rates, 1 and 10 forwarding sets to local receivers.
+    Ingress,
+    /// The same with every target refusing connections or hanging, beside a healthy run.
+    IngressDeadTargets,
+    /// PublishEvent to 3 subscriptions: events/s and signed deliveries/s.
+    Publish,
+    /// A control plane, 2 data nodes, 10,000 channels: time from an admin write to applied.
+    Propagation,
+    /// Every scenario above, in that order.
+    All,
+    /// The baseline forwarder itself (started by the scenarios, not by hand).
+    #[command(hide = true)]
+    BaselineForwarder {
+        /// Where every received request is forwarded (repeatable).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let plan = Plan::new(cli.quick);
+    if !matches!(cli.scenario, Scenario::BaselineForwarder { .. }) {
+        eprintln!(
+            "hookplane-bench {:?}{}: {} s per step, on {} cores",
+            cli.scenario,
+            if plan.quick { " --quick" } else { "" },
+            plan.step_time.as_secs(),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+    }
+    match cli.scenario {
+        Scenario::BaselineForwarder { targets } => baseline::serve(targets).await,
+        Scenario::Ingress => scenarios::ingress::run(&plan).await,
+        Scenario::IngressDeadTargets => scenarios::dead_targets::run(&plan).await,
+        Scenario::Publish => scenarios::publish::run(&plan).await,
+        Scenario::Propagation => scenarios::propagation::run(&plan).await,
+        Scenario::All => {
+            scenarios::ingress::run(&plan).await?;
+            scenarios::dead_targets::run(&plan).await?;
+            scenarios::publish::run(&plan).await?;
+            scenarios::propagation::run(&plan).await
+        }
+    }
+}

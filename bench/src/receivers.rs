@@ -1,0 +1,178 @@
+//! Delivery targets in this process: hyper servers that count what arrives and answer 200,
+//! listeners that accept and never answer, and addresses where nothing listens.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpListener, task::JoinSet};
+
+/// Connections a hanging target holds before it starts closing new ones.
+const HANGING_HOLD: usize = 4_096;
+
+/// Counting receivers, one listener each; dropping them stops the servers.
+pub struct Receivers {
+    counts: Arc<Vec<AtomicU64>>,
+    addrs: Vec<SocketAddr>,
+    _servers: JoinSet<()>,
+}
+
+impl Receivers {
+    pub async fn counting(n: usize) -> anyhow::Result<Receivers> {
+        let counts: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+        let mut servers = JoinSet::new();
+        let mut addrs = Vec::with_capacity(n);
+        for index in 0..n {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            addrs.push(listener.local_addr()?);
+            servers.spawn(serve_counting(listener, Arc::clone(&counts), index));
+        }
+        Ok(Receivers {
+            counts,
+            addrs,
+            _servers: servers,
+        })
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.addrs
+            .iter()
+            .map(|a| format!("http://{a}/hook"))
+            .collect()
+    }
+
+    /// Deliveries received by all receivers together.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// True once every receiver has had at least one delivery.
+    pub fn each_received(&self) -> bool {
+        self.counts.iter().all(|c| c.load(Ordering::Relaxed) > 0)
+    }
+
+    /// Waits until the total reaches `expected`; gives up after `limit`, or once nothing arrived
+    /// for `stall`. When it got there, if it did.
+    pub async fn wait_total(&self, expected: u64, limit: Duration, stall: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + limit;
+        let mut last = self.total();
+        let mut moved = Instant::now();
+        loop {
+            let now = self.total();
+            if now >= expected {
+                return Some(Instant::now());
+            }
+            if now != last {
+                last = now;
+                moved = Instant::now();
+            }
+            if Instant::now() >= deadline || moved.elapsed() >= stall {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Waits until no delivery arrived for `quiet` (bounded by `limit`).
+    pub async fn wait_quiet(&self, quiet: Duration, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut last = self.total();
+        let mut since = Instant::now();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = self.total();
+            if now != last {
+                last = now;
+                since = Instant::now();
+            } else if since.elapsed() >= quiet {
+                return;
+            }
+        }
+    }
+}
+
+async fn serve_counting(listener: TcpListener, counts: Arc<Vec<AtomicU64>>, index: usize) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let counts = Arc::clone(&counts);
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let counts = Arc::clone(&counts);
+                async move {
+                    // A delivery counts once its whole body has arrived.
+                    if request.into_body().collect().await.is_ok() {
+                        counts[index].fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Targets that accept connections and never answer; dropping them closes everything.
+pub struct Hanging {
+    addrs: Vec<SocketAddr>,
+    _servers: JoinSet<()>,
+}
+
+impl Hanging {
+    pub async fn start(n: usize) -> anyhow::Result<Hanging> {
+        let mut servers = JoinSet::new();
+        let mut addrs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            addrs.push(listener.local_addr()?);
+            servers.spawn(async move {
+                let mut held = Vec::new();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if held.len() < HANGING_HOLD {
+                        held.push(stream);
+                    }
+                }
+            });
+        }
+        Ok(Hanging {
+            addrs,
+            _servers: servers,
+        })
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.addrs
+            .iter()
+            .map(|a| format!("http://{a}/hook"))
+            .collect()
+    }
+}
+
+/// URLs on 127.0.0.1 ports that were free a moment ago: connecting is refused.
+pub fn refusing(n: usize) -> anyhow::Result<Vec<String>> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(format!("http://{}/hook", l.local_addr()?)))
+        .collect()
+}

@@ -1,0 +1,114 @@
+//! `ingress`: signed LINE webhooks at stepped rates against a standalone whose channel forwards
+//! to 1, then 10, local receivers; the baseline forwarder goes through the same steps to the same
+//! receivers.
+
+use crate::{
+    baseline::Baseline,
+    binary,
+    http_client,
+    line_requests::LineRequests,
+    plan::{Plan, Step, TARGET_RATE},
+    receivers::Receivers,
+    report,
+    service::Standalone,
+};
+
+use super::{Row, Sink, configure_channel, line_fire, run_steps, warm_up, webhook_uri};
+
+pub async fn run(plan: &Plan) -> anyhow::Result<()> {
+    let binary = binary::hookplane_release()?;
+    let line = LineRequests::new()?;
+    for sets in [1usize, 10] {
+        eprintln!("ingress with {sets} forwarding set(s): hookplane");
+        let receivers = Receivers::counting(sets).await?;
+        let fanout = sets as u64;
+        let ours = {
+            let mut standalone = Standalone::start(&binary).await?;
+            let admin = standalone.admin().await?;
+            let channel = configure_channel(&admin, standalone.ingress, &receivers.urls()).await?;
+            let fire = line_fire(
+                http_client::client(),
+                webhook_uri(standalone.ingress, &channel)?,
+                line.clone(),
+            );
+            let sink = || {
+                Some(Sink {
+                    receivers: &receivers,
+                    fanout,
+                })
+            };
+            warm_up(&fire, sink()).await?;
+            let rows = run_steps(plan, &plan.steps, &standalone.process, &fire, sink()).await;
+            standalone.process.stop().await;
+            rows
+        };
+        eprintln!("ingress with {sets} forwarding set(s): baseline");
+        let base = {
+            let mut baseline = Baseline::start(&receivers.urls()).await?;
+            let fire = line_fire(
+                http_client::client(),
+                webhook_uri(baseline.addr, "baseline")?,
+                line.clone(),
+            );
+            let sink = || {
+                Some(Sink {
+                    receivers: &receivers,
+                    fanout,
+                })
+            };
+            warm_up(&fire, sink()).await?;
+            let rows = run_steps(plan, &plan.steps, &baseline.process, &fire, sink()).await;
+            baseline.process.stop().await;
+            rows
+        };
+        report::title(&format!(
+            "ingress: {sets} forwarding set(s), standalone vs baseline forwarder"
+        ));
+        report::steps(&ours, &base);
+        targets(&ours, &base);
+    }
+    Ok(())
+}
+
+fn targets(ours: &[Row], base: &[Row]) {
+    let saturated = |rows: &[Row]| {
+        rows.iter()
+            .find(|r| matches!(r.step, Step::Saturate(_)))
+            .map(|r| {
+                let acked = r.outcome.acked_per_sec();
+                let forwarded = r.forwarded.as_ref().map_or(0.0, |f| f.per_sec);
+                (acked, forwarded)
+            })
+    };
+    if let (Some((ours_acked, ours_fwd)), Some((base_acked, base_fwd))) =
+        (saturated(ours), saturated(base))
+        && base_acked > 0.0
+    {
+        let ratio = ours_acked / base_acked;
+        report::target(
+            ratio >= 0.5,
+            &format!(
+                "saturated acknowledged throughput {ours_acked:.0}/s = {ratio:.2}x the baseline's {base_acked:.0}/s (>= 0.5x)"
+            ),
+        );
+        if base_fwd > 0.0 {
+            let ratio = ours_fwd / base_fwd;
+            report::target(
+                ratio >= 0.5,
+                &format!(
+                    "saturated forwarding throughput {ours_fwd:.0}/s = {ratio:.2}x the baseline's {base_fwd:.0}/s (>= 0.5x)"
+                ),
+            );
+        }
+    }
+    if let Some(row) = ours.iter().find(|r| r.step == Step::Rate(TARGET_RATE)) {
+        let p99 = row.outcome.ms(0.99);
+        report::target(
+            p99 < 10.0 && row.outcome.failed == 0 && row.outcome.skipped == 0,
+            &format!(
+                "acknowledgement p99 at {TARGET_RATE}/s is {p99:.2} ms (< 10 ms), {} failed",
+                row.outcome.failed + row.outcome.skipped
+            ),
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! What a job is delivered to, resolved from the configuration in force at attempt time (so a
+//! rotated secret, a new URL or a stop applies to jobs already queued). Each kind of target
+//! decides its own request; a new kind (a connector) is one more variant here.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use hookplane_outbound::{
+    failure::Failure,
+    sender::header_map,
+    signing::{self, Attempt},
+};
+use hookplane_proto::v1::{
+    NodeForwardingSet, NodeSubscription, SignatureScheme, SubscriptionState,
+};
+use reqwest::header::HeaderMap;
+
+use crate::{config::Snapshot, queue::Job};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A LINE forward: the received bytes with their original signature.
+    Forward(Arc<NodeForwardingSet>),
+    /// An outgoing event webhook: the envelope, signed per the subscription's scheme.
+    Event(Arc<NodeSubscription>),
+}
+
+/// The request of one attempt.
+pub struct Request {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Target {
+    /// The job's target in `snapshot`; `None` when it was deleted since the job was queued.
+    pub fn resolve(snapshot: &Snapshot, job: &Job) -> Option<Target> {
+        if !job.forwarding_set_id.is_empty() {
+            return snapshot
+                .forwarding_set(&job.forwarding_set_id)
+                .cloned()
+                .map(Target::Forward);
+        }
+        if !job.subscription_id.is_empty() {
+            return snapshot
+                .subscription(&job.subscription_id)
+                .cloned()
+                .map(Target::Event);
+        }
+        None
+    }
+
+    /// The key of its breaker and concurrency cap.
+    pub fn id(&self) -> &str {
+        match self {
+            Target::Forward(set) => &set.id,
+            Target::Event(sub) => &sub.id,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            Target::Forward(set) => &set.url,
+            Target::Event(sub) => &sub.url,
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        let configured = match self {
+            Target::Forward(set) => set.timeout.and_then(|t| Duration::try_from(t).ok()),
+            Target::Event(_) => None,
+        };
+        configured
+            .filter(|t| !t.is_zero())
+            .unwrap_or(DEFAULT_TIMEOUT)
+    }
+
+    /// Why no request may go out now, if so. A subscription stopped after its event was queued
+    /// gets nothing more: a brand stops a webhook to stop traffic, including retries.
+    pub fn switched_off(&self) -> Option<&'static str> {
+        match self {
+            Target::Forward(set) if !set.enabled => Some("forwarding set disabled"),
+            Target::Event(sub) if sub.state != SubscriptionState::Active as i32 => {
+                Some("subscription stopped")
+            }
+            Target::Forward(_) | Target::Event(_) => None,
+        }
+    }
+
+    /// The request of attempt `number` of `job`, made at `now`.
+    pub fn request(&self, job: &Job, number: u32, now: SystemTime) -> Result<Request, Failure> {
+        match self {
+            Target::Forward(set) => {
+                let number = number.to_string();
+                let mut headers = header_map(
+                    job.headers
+                        .iter()
+                        .map(|h| (h.name.as_str(), h.value.as_str())),
+                );
+                headers.extend(header_map([
+                    ("x-hookplane-event-id", job.event_id.as_str()),
+                    ("x-hookplane-attempt", number.as_str()),
+                    ("x-hookplane-forwarding-set", set.id.as_str()),
+                ]));
+                Ok(Request {
+                    headers,
+                    body: job.body.clone(),
+                })
+            }
+            Target::Event(sub) => {
+                let scheme = SignatureScheme::try_from(sub.signature_scheme)
+                    .unwrap_or(SignatureScheme::Maac);
+                let secrets = signing::secrets_in_force(&sub.secrets, now);
+                let unix_time = now
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                let headers = signing::headers(
+                    scheme,
+                    &secrets,
+                    Attempt {
+                        event_id: &job.event_id,
+                        unix_time,
+                        body: &job.body,
+                    },
+                )
+                .map_err(|_| Failure::NotSent("no usable share secret"))?;
+                Ok(Request {
+                    headers,
+                    body: job.body.clone(),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hookplane_proto::v1::{
+        ConfigResource, ConfigUpdate, NodeSecret, config_resource::Resource,
+    };
+    use hookplane_verify::{maac, standard};
+
+    use super::*;
+    use crate::queue::Header;
+
+    const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+    fn subscription(state: SubscriptionState, scheme: SignatureScheme) -> NodeSubscription {
+        NodeSubscription {
+            id: "sub_1".into(),
+            tenant_id: "tnt_1".into(),
+            url: "https://hooks.brand.example/in".into(),
+            event_types: vec!["prize.points_added".into()],
+            state: state as i32,
+            signature_scheme: scheme as i32,
+            secrets: vec![NodeSecret {
+                secret: SECRET.into(),
+                valid_until: None,
+            }],
+            ..NodeSubscription::default()
+        }
+    }
+
+    fn event_job() -> Job {
+        Job {
+            delivery_id: "dlv_1".into(),
+            event_id: "evt_1".into(),
+            subscription_id: "sub_1".into(),
+            tenant_id: "tnt_1".into(),
+            body: Bytes::from_static(
+                br#"{"timestamp":"t","topic":"prize.points_added","data":{}}"#,
+            ),
+            ..Job::default()
+        }
+    }
+
+    fn snapshot(resources: Vec<Resource>) -> Snapshot {
+        Snapshot::default().apply(&ConfigUpdate {
+            revision: 1,
+            snapshot: true,
+            upserts: resources
+                .into_iter()
+                .map(|r| ConfigResource { resource: Some(r) })
+                .collect(),
+            ..ConfigUpdate::default()
+        })
+    }
+
+    #[test]
+    fn a_job_with_a_subscription_resolves_to_an_event_target() {
+        let s = snapshot(vec![Resource::Subscription(subscription(
+            SubscriptionState::Active,
+            SignatureScheme::Maac,
+        ))]);
+        let target = Target::resolve(&s, &event_job()).unwrap();
+        assert!(matches!(target, Target::Event(_)));
+        assert_eq!(target.url(), "https://hooks.brand.example/in");
+    }
+
+    #[test]
+    fn a_deleted_subscription_resolves_to_nothing() {
+        assert!(Target::resolve(&snapshot(vec![]), &event_job()).is_none());
+    }
+
+    #[test]
+    fn a_stopped_subscription_is_switched_off() {
+        let target = Target::Event(Arc::new(subscription(
+            SubscriptionState::Stopped,
+            SignatureScheme::Maac,
+        )));
+        assert_eq!(target.switched_off(), Some("subscription stopped"));
+    }
+
+    #[test]
+    fn an_event_is_signed_over_the_queued_bytes_at_attempt_time() {
+        let target = Target::Event(Arc::new(subscription(
+            SubscriptionState::Active,
+            SignatureScheme::Both,
+        )));
+        let job = event_job();
+        let now = SystemTime::now();
+        let request = target.request(&job, 1, now).unwrap();
+        assert_eq!(request.body, job.body);
+        let header = |name: &str| request.headers.get(name).unwrap().to_str().unwrap();
+        assert!(maac::verify(SECRET.as_bytes(), &job.body, header("cresclab-signature")).is_ok());
+        let unix = i64::try_from(now.duration_since(UNIX_EPOCH).unwrap().as_secs()).unwrap();
+        assert_eq!(header("webhook-timestamp"), unix.to_string());
+        assert!(
+            standard::verify(
+                &[standard::Secret::parse(SECRET).unwrap()],
+                header("webhook-id"),
+                header("webhook-timestamp"),
+                header("webhook-signature"),
+                &job.body,
+                unix,
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_event_without_a_secret_in_force_is_not_sent() {
+        let mut sub = subscription(SubscriptionState::Active, SignatureScheme::Maac);
+        sub.secrets.clear();
+        let failure = Target::Event(Arc::new(sub))
+            .request(&event_job(), 1, SystemTime::now())
+            .err();
+        assert_eq!(failure, Some(Failure::NotSent("no usable share secret")));
+    }
+
+    #[test]
+    fn a_forward_replays_its_headers_and_names_the_attempt() {
+        let set = NodeForwardingSet {
+            id: "fwd_1".into(),
+            enabled: true,
+            ..NodeForwardingSet::default()
+        };
+        let job = Job {
+            event_id: "evt_1".into(),
+            headers: vec![Header {
+                name: "x-line-signature".into(),
+                value: "sig".into(),
+            }],
+            ..Job::default()
+        };
+        let request = Target::Forward(Arc::new(set))
+            .request(&job, 3, SystemTime::now())
+            .unwrap();
+        let header = |name: &str| request.headers.get(name).unwrap().to_str().unwrap();
+        assert_eq!(header("x-line-signature"), "sig");
+        assert_eq!(header("x-hookplane-attempt"), "3");
+        assert_eq!(header("x-hookplane-forwarding-set"), "fwd_1");
+    }
+}

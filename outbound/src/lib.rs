@@ -1,0 +1,17 @@
+//! Everything hookplane sends to a brand's URL, shared by the data plane (forwards and event
+//! deliveries) and the control plane (test events): the SSRF guard, the pooled HTTP sender,
+//! failure reasons as a person reads them, `Retry-After`, and the event webhook wire format
+//! (the envelope and its MAAC / Standard Webhooks signatures).
+
+mod error;
+mod options;
+
+pub mod envelope;
+pub mod failure;
+pub mod retry_after;
+pub mod sender;
+pub mod signing;
+pub mod ssrf;
+
+pub use error::Error;
+pub use options::OutboundOptions;

@@ -1,0 +1,364 @@
+//! Faults under load: a node killed with `kill -9` while webhooks stream in, the control plane
+//! gone for a while, and targets that hang, reset connections or fail slowly beside a healthy one.
+//! Each test is bounded in time and asserts what was delivered, never how fast.
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use hookplane_client::Client;
+use hookplane_tests::{
+    ControlProcess, DataNode, FIXTURE_CHANNEL_SECRET, Receiver, ResettingReceiver, Respond, api::*,
+    eventually, fixture, receiver::Received,
+};
+use hookplane_verify::line;
+use tokio::task::JoinSet;
+
+/// The bound on each whole test: far above what it takes, so only a hang trips it.
+const TEST_LIMIT: Duration = Duration::from_secs(120);
+const WAIT: Duration = Duration::from_secs(30);
+/// Requests in flight at once from the load loop.
+const SENDERS: usize = 4;
+/// The load loop never sends more than this many events.
+const MAX_EVENTS: u32 = 20_000;
+/// The id `text.json` carries, replaced per event.
+const FIXTURE_EVENT_ID: &str = "01JGKZ7Q3N8V5T2R6W9X4Y1B0C";
+
+async fn bounded(test: impl Future<Output = ()>) {
+    tokio::time::timeout(TEST_LIMIT, test)
+        .await
+        .expect("the test finished within its bound");
+}
+
+/// The webhookEventId of event number `n` (26 characters, like LINE's ULIDs).
+fn webhook_event_id(n: u32) -> String {
+    format!("01JGKZ7Q3N8V5T2R6W9X{n:06}")
+}
+
+/// The text fixture as event number `n`.
+fn text_event(n: u32) -> Vec<u8> {
+    String::from_utf8(fixture("text.json"))
+        .unwrap()
+        .replace(FIXTURE_EVENT_ID, &webhook_event_id(n))
+        .into_bytes()
+}
+
+/// The webhookEventId a forwarded body carries.
+fn event_in(request: &Received) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_slice(&request.body).ok()?;
+    Some(body["events"][0]["webhookEventId"].as_str()?.to_owned())
+}
+
+fn events_at(receiver: &Receiver) -> HashSet<String> {
+    receiver.requests().iter().filter_map(event_in).collect()
+}
+
+/// Deliveries per `x-hookplane-event-id` beyond the first: what at-least-once cost.
+fn duplicates(receiver: &Receiver) -> usize {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for request in receiver.requests() {
+        if let Some(id) = request.header("x-hookplane-event-id") {
+            *seen.entry(id.to_owned()).or_default() += 1;
+        }
+    }
+    seen.values().map(|n| n - 1).sum()
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Option<reqwest::StatusCode> {
+    let signature = line::sign(FIXTURE_CHANNEL_SECRET.as_bytes(), &body);
+    client
+        .post(url)
+        .header("content-type", "application/json; charset=utf-8")
+        .header("x-line-signature", signature)
+        .body(body)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status())
+}
+
+fn webhook_url(node: &DataNode, channel: &str) -> String {
+    format!("{}/api/webhook/line/{channel}/events", node.ingress_url())
+}
+
+/// Signed LINE webhooks, each a new event, from a few concurrent senders until stopped.
+struct Load {
+    acked: Arc<Mutex<Vec<String>>>,
+    unacknowledged: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    senders: JoinSet<()>,
+}
+
+impl Load {
+    fn start(url: String) -> Load {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let unacknowledged = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let next = Arc::new(AtomicU32::new(0));
+        let client = reqwest::Client::new();
+        let mut senders = JoinSet::new();
+        for _ in 0..SENDERS {
+            let (acked, unacknowledged, stop, next, client, url) = (
+                Arc::clone(&acked),
+                Arc::clone(&unacknowledged),
+                Arc::clone(&stop),
+                Arc::clone(&next),
+                client.clone(),
+                url.clone(),
+            );
+            senders.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= MAX_EVENTS {
+                        return;
+                    }
+                    if post(&client, &url, text_event(n)).await == Some(reqwest::StatusCode::OK) {
+                        acked.lock().unwrap().push(webhook_event_id(n));
+                    } else {
+                        unacknowledged.fetch_add(1, Ordering::Relaxed);
+                        // A node that is down refuses at once; do not spin on it.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            });
+        }
+        Load {
+            acked,
+            unacknowledged,
+            stop,
+            senders,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    fn unacknowledged(&self) -> u64 {
+        self.unacknowledged.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` events in all were acknowledged.
+    async fn wait_acked(&self, n: usize, what: &str) {
+        eventually(WAIT, what, || async { (self.acked() >= n).then_some(()) })
+            .await
+            .unwrap();
+    }
+
+    /// Stops sending; every event acknowledged, in no particular order.
+    async fn stop(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        while self.senders.join_next().await.is_some() {}
+        self.acked.lock().unwrap().clone()
+    }
+}
+
+/// A tenant and a channel signed with the fixture secret, forwarding to each of `urls`.
+async fn channel_forwarding_to(client: &Client, urls: &[String]) -> String {
+    let tenant = create_tenant(client, "Brand").await.unwrap();
+    let channel = create_channel(client, &tenant.id, FIXTURE_CHANNEL_SECRET)
+        .await
+        .unwrap()
+        .id;
+    for url in urls {
+        create_forwarding_set(client, &channel, url).await.unwrap();
+    }
+    channel
+}
+
+/// Waits until an event sent to the node reaches every one of `receivers` (the node has the
+/// channel and all its forwarding sets).
+async fn wait_configured(node: &DataNode, channel: &str, receivers: &[&Receiver]) {
+    let client = reqwest::Client::new();
+    let url = webhook_url(node, channel);
+    let mut n = MAX_EVENTS;
+    eventually(WAIT, "the node to forward to every receiver", || {
+        n += 1;
+        let (client, url) = (&client, &url);
+        async move {
+            post(client, url, text_event(n)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            receivers
+                .iter()
+                .all(|r| !r.requests().is_empty())
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn every_event_acknowledged_around_a_kill_9_under_load_reaches_every_receiver() {
+    bounded(async {
+        let crm = Receiver::start().await.unwrap();
+        let bot = Receiver::start().await.unwrap();
+        let control = ControlProcess::start().await.unwrap();
+        let client = control.admin().await.unwrap();
+        let channel = channel_forwarding_to(&client, &[crm.url("/crm"), bot.url("/bot")]).await;
+        let mut node = DataNode::start(&control, &["--retry-schedule", "200ms"])
+            .await
+            .unwrap();
+        wait_configured(&node, &channel, &[&crm, &bot]).await;
+
+        let load = Load::start(webhook_url(&node, &channel));
+        load.wait_acked(50, "acknowledgements before the kill")
+            .await;
+        node.kill().await;
+        let acked_before_kill = load.acked();
+        node.restart().await.unwrap();
+        load.wait_acked(acked_before_kill + 50, "acknowledgements after the restart")
+            .await;
+        let refused = load.unacknowledged();
+        let acked = load.stop().await;
+
+        for (name, receiver) in [("crm", &crm), ("bot", &bot)] {
+            eventually(
+                WAIT,
+                &format!("every acknowledged event at {name}"),
+                || async {
+                    let got = events_at(receiver);
+                    acked.iter().all(|id| got.contains(id)).then_some(())
+                },
+            )
+            .await
+            .unwrap();
+            eprintln!(
+                "{name}: {} acknowledged events ({acked_before_kill} before the kill, {refused} \
+                 requests not acknowledged), {} deliveries, {} duplicates",
+                acked.len(),
+                receiver.requests().len(),
+                duplicates(receiver)
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_the_control_plane_stopped_under_load_ingress_keeps_answering_and_forwarding() {
+    bounded(async {
+        let crm = Receiver::start().await.unwrap();
+        let bot = Receiver::start().await.unwrap();
+        let mut control = ControlProcess::start().await.unwrap();
+        let client = control.admin().await.unwrap();
+        let channel = channel_forwarding_to(&client, &[crm.url("/crm")]).await;
+        let node = DataNode::start(&control, &[]).await.unwrap();
+        wait_configured(&node, &channel, &[&crm]).await;
+
+        let load = Load::start(webhook_url(&node, &channel));
+        load.wait_acked(20, "acknowledgements before the stop")
+            .await;
+        control.kill().await;
+        let at_stop = load.acked();
+        load.wait_acked(at_stop + 200, "acknowledgements without a control plane")
+            .await;
+        let acked_while_away: Vec<String> = load.acked.lock().unwrap().clone();
+        eventually(
+            WAIT,
+            "the events acknowledged meanwhile at the target",
+            || async {
+                let got = events_at(&crm);
+                acked_while_away
+                    .iter()
+                    .all(|id| got.contains(id))
+                    .then_some(())
+            },
+        )
+        .await
+        .unwrap();
+
+        control.restart().await.unwrap();
+        let client = control.admin().await.unwrap();
+        create_forwarding_set(&client, &channel, &bot.url("/bot"))
+            .await
+            .unwrap();
+        // The node reconnects (its backoff is capped at 5 s) and applies the new set.
+        bot.wait_for(1, WAIT).await.unwrap();
+        let refused = load.unacknowledged();
+        let acked = load.stop().await;
+        assert_eq!(refused, 0, "requests not acknowledged with 200");
+        eventually(
+            WAIT,
+            "every acknowledged event at the first target",
+            || async {
+                let got = events_at(&crm);
+                acked.iter().all(|id| got.contains(id)).then_some(())
+            },
+        )
+        .await
+        .unwrap();
+        eprintln!(
+            "{} events acknowledged, {} of them while the control plane was away",
+            acked.len(),
+            acked_while_away.len() - at_stop
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_healthy_target_keeps_receiving_while_others_hang_reset_or_fail_slowly() {
+    bounded(async {
+        let healthy = Receiver::start().await.unwrap();
+        let hanging = Receiver::start_with(Respond::Hang).await.unwrap();
+        let slow_failing = Receiver::start_with(Respond::Slowly(Duration::from_millis(500), 500))
+            .await
+            .unwrap();
+        let resetting = ResettingReceiver::start().await.unwrap();
+        let control = ControlProcess::start().await.unwrap();
+        let client = control.admin().await.unwrap();
+        let channel = channel_forwarding_to(
+            &client,
+            &[
+                healthy.url("/ok"),
+                hanging.url("/hang"),
+                slow_failing.url("/slow"),
+                resetting.url("/reset"),
+            ],
+        )
+        .await;
+        let node = DataNode::start(&control, &["--retry-schedule", "100ms"])
+            .await
+            .unwrap();
+        wait_configured(&node, &channel, &[&healthy, &hanging, &slow_failing]).await;
+
+        let http = reqwest::Client::new();
+        let url = webhook_url(&node, &channel);
+        // Two waves: the second arrives while the broken targets have every retry, slot and
+        // breaker of theirs busy.
+        for wave in 0..2u32 {
+            let sent: Vec<String> = (0..50).map(|i| webhook_event_id(wave * 50 + i)).collect();
+            for i in 0..50 {
+                let status = post(&http, &url, text_event(wave * 50 + i)).await;
+                assert_eq!(status, Some(reqwest::StatusCode::OK));
+            }
+            eventually(WAIT, "every event of the wave at the healthy target", || async {
+                let got = events_at(&healthy);
+                sent.iter().all(|id| got.contains(id)).then_some(())
+            })
+            .await
+            .unwrap();
+        }
+
+        // The others were tried all along, and never answered 2xx.
+        assert!(!hanging.requests().is_empty());
+        assert!(slow_failing.requests().len() >= 2);
+        assert!(resetting.connections() >= 1);
+        eprintln!(
+            "healthy: {} deliveries; hanging: {} requests; 500 slowly: {} requests; resetting: {} connections",
+            healthy.requests().len(),
+            hanging.requests().len(),
+            slow_failing.requests().len(),
+            resetting.connections()
+        );
+    })
+    .await;
+}
