@@ -5,11 +5,7 @@
 //! same way. Per target it keeps as many requests in flight as hookplane's default
 //! `--target-concurrency` and gives up on one after hookplane's default timeout.
 
-use std::{
-    convert::Infallible,
-    sync::Arc,
-    time::Duration,
-};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -76,9 +72,7 @@ pub async fn serve(targets: Vec<String>) -> anyhow::Result<()> {
     let client = http_client::client();
     let mut queues = Vec::with_capacity(targets.len());
     for target in &targets {
-        let uri: Uri = target
-            .parse()
-            .with_context(|| format!("target {target}"))?;
+        let uri: Uri = target.parse().with_context(|| format!("target {target}"))?;
         let (tx, rx) = mpsc::channel::<Forward>(BACKLOG_PER_TARGET);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..WORKERS_PER_TARGET {

@@ -30,9 +30,16 @@ pub fn hookplane_release() -> anyhow::Result<PathBuf> {
         .args(["build", "--release", "--quiet", "-p", "hookplane"])
         .status()
         .context("running cargo build")?;
-    ensure!(status.success(), "cargo build --release -p hookplane failed");
+    ensure!(
+        status.success(),
+        "cargo build --release -p hookplane failed"
+    );
     let path = target_dir().join("release").join("hookplane");
-    ensure!(path.exists(), "{} is missing after the build", path.display());
+    ensure!(
+        path.exists(),
+        "{} is missing after the build",
+        path.display()
+    );
     Ok(path)
 }
 

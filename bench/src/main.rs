@@ -19,7 +19,10 @@ use clap::{Parser, Subcommand};
 use crate::plan::Plan;
 
 #[derive(Parser, Debug)]
-#[command(name = "hookplane-bench", about = "Benchmarks of hookplane against a baseline")]
+#[command(
+    name = "hookplane-bench",
+    about = "Benchmarks of hookplane against a baseline"
+)]
 struct Cli {
     /// Short steps and fewer rates: a smoke run in about a minute per scenario.
     #[arg(long, global = true)]

@@ -64,7 +64,12 @@ impl Receivers {
 
     /// Waits until the total reaches `expected`; gives up after `limit`, or once nothing arrived
     /// for `stall`. When it got there, if it did.
-    pub async fn wait_total(&self, expected: u64, limit: Duration, stall: Duration) -> Option<Instant> {
+    pub async fn wait_total(
+        &self,
+        expected: u64,
+        limit: Duration,
+        stall: Duration,
+    ) -> Option<Instant> {
         let deadline = Instant::now() + limit;
         let mut last = self.total();
         let mut moved = Instant::now();

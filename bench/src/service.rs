@@ -327,13 +327,11 @@ impl Control {
     }
 
     pub async fn admin(&self) -> anyhow::Result<hookplane_client::Client> {
-        Ok(
-            hookplane_client::Client::connect(
-                &self.url(),
-                &read_token(self.dir.path(), "admin.token")?,
-            )
-            .await?,
+        Ok(hookplane_client::Client::connect(
+            &self.url(),
+            &read_token(self.dir.path(), "admin.token")?,
         )
+        .await?)
     }
 }
 
@@ -379,5 +377,48 @@ impl DataNode {
         };
         wait_ready(node.ingress).await?;
         Ok(node)
+    }
+}
+
+/// `perf record` of a process for one step, when `HOOKPLANE_BENCH_PERF=<dir>` asks for it: the
+/// profile lands in `<dir>/<label>.data` (read with `perf report -i`).
+pub struct Profile(Option<std::process::Child>);
+
+impl Profile {
+    pub fn start(process: &Process, label: &str) -> Profile {
+        let (Some(dir), Some(pid)) = (std::env::var_os("HOOKPLANE_BENCH_PERF"), process.pid())
+        else {
+            return Profile(None);
+        };
+        let out = Path::new(&dir).join(format!("{label}.data"));
+        let child = std::process::Command::new("perf")
+            .args([
+                "record",
+                "-q",
+                "-F",
+                "499",
+                "--call-graph",
+                "dwarf,16384",
+                "-p",
+            ])
+            .arg(pid.to_string())
+            .arg("-o")
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
+        Profile(child)
+    }
+
+    /// Stops the recording (SIGINT, so perf writes its file) and waits for it.
+    pub fn stop(self) {
+        if let Some(mut child) = self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
     }
 }

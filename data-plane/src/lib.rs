@@ -1,5 +1,6 @@
 //! A hookplane data-plane node: LINE webhook ingress (verify, durably enqueue, answer), event
-//! publishing (EventService: match subscriptions, durably enqueue), the queue behind one trait
+//! publishing (EventService: match subscriptions, durably enqueue), connectors (Genesys Cloud
+//! Open Messaging in, and its agents' messages out as LINE pushes), the queue behind one trait
 //! with a node-local sled spool, the delivery engine (pooled SSRF-guarded HTTP from
 //! `hookplane-outbound`, signing at attempt time, retries through the queue, per-target caps and
 //! breakers), the config stream from the control plane, and the outcome reports back to it.
@@ -28,6 +29,7 @@ pub use options::{NodeConfig, NodeOptions};
 
 use crate::{
     config::ConfigStore,
+    connectors::genesys::outbound::OutboundEndpoint,
     control::ControlPlane,
     delivery::{Engine, EngineSettings, retry::RetryPolicy},
     ingress::Ingress,
@@ -66,6 +68,7 @@ pub async fn run(
                 *options.max_delivery_age,
             ),
             target_concurrency: options.target_concurrency,
+            line_api_base_url: options.line_api_base_url.clone(),
         },
         Arc::clone(&queue),
         Arc::clone(&store),
@@ -101,7 +104,15 @@ pub async fn run(
         queue: Arc::clone(&queue),
         metrics: Arc::clone(&metrics),
         max_body_bytes: options.max_body_bytes,
-    }));
+    }))
+    .merge(connectors::genesys::outbound::router(Arc::new(
+        OutboundEndpoint {
+            config: Arc::clone(&store),
+            queue: Arc::clone(&queue),
+            metrics: Arc::clone(&metrics),
+            max_body_bytes: options.max_body_bytes,
+        },
+    )));
     info!(
         node_id,
         ingress = ?ingress.local_addr().ok(),

@@ -28,6 +28,8 @@ pub struct Metrics {
     queue_depth: Gauge,
     config_revision: Gauge,
     outcomes_unsent: Gauge,
+    genesys_events_skipped: Counter,
+    genesys_outbound_requests: Family<Outcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -82,6 +84,18 @@ impl Default for Metrics {
             "Delivery outcomes not yet reported to the control plane",
             outcomes_unsent.clone(),
         );
+        let genesys_events_skipped = Counter::default();
+        registry.register(
+            "hookplane_genesys_events_skipped",
+            "LINE events not sent to Genesys connectors (not messages, or no user to answer)",
+            genesys_events_skipped.clone(),
+        );
+        let genesys_outbound_requests = Family::<Outcome, Counter>::default();
+        registry.register(
+            "hookplane_genesys_outbound_requests",
+            "Agent messages Genesys posted to the outbound endpoint, by outcome",
+            genesys_outbound_requests.clone(),
+        );
         Self {
             registry,
             ingress_requests,
@@ -92,6 +106,8 @@ impl Default for Metrics {
             queue_depth,
             config_revision,
             outcomes_unsent,
+            genesys_events_skipped,
+            genesys_outbound_requests,
         }
     }
 }
@@ -128,6 +144,17 @@ impl Metrics {
             .set(i64::try_from(unsent).unwrap_or(i64::MAX));
     }
 
+    pub fn genesys_skipped(&self, events: usize) {
+        self.genesys_events_skipped
+            .inc_by(u64::try_from(events).unwrap_or(u64::MAX));
+    }
+
+    pub fn genesys_outbound(&self, outcome: &'static str) {
+        self.genesys_outbound_requests
+            .get_or_create(&Outcome { outcome })
+            .inc();
+    }
+
     /// The exposition text, with the queue depth read at scrape time.
     pub fn render(&self, queue_depth: u64) -> String {
         self.queue_depth
@@ -150,6 +177,8 @@ mod tests {
         m.ingress_acked(Duration::from_millis(3));
         m.attempt("succeeded", Duration::from_millis(20));
         m.set_config_revision(7);
+        m.genesys_skipped(2);
+        m.genesys_outbound("queued");
         let text = m.render(4);
         for needle in [
             "hookplane_ingress_requests_total{outcome=\"accepted\"} 1",
@@ -158,6 +187,8 @@ mod tests {
             "hookplane_delivery_latency_seconds_bucket",
             "hookplane_ingress_ack_latency_seconds_count 1",
             "hookplane_config_revision 7",
+            "hookplane_genesys_events_skipped_total 2",
+            "hookplane_genesys_outbound_requests_total{outcome=\"queued\"} 1",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

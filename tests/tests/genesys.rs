@@ -6,7 +6,7 @@ use std::{collections::HashMap, process::Output, time::Duration};
 
 use hookplane_client::{Client, v1};
 use hookplane_tests::{
-    ControlProcess, Standalone, api, binaries,
+    ControlProcess, SmtpReceiver, Standalone, api, binaries,
     fake_genesys::{self, FakeGenesys},
     fake_line::{self, FakeLine},
     fixture,
@@ -37,16 +37,22 @@ fn strings(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 /// A standalone pushing to a fake LINE, and a channel (with metadata and an access token)
 /// connected to a fake Genesys.
 async fn setup() -> Setup {
+    setup_with(&[], fake_genesys::CLIENT_SECRET).await
+}
+
+/// [`setup`] with extra flags for the standalone and the client secret the set is given.
+async fn setup_with(flags: &[&str], client_secret: &str) -> Setup {
     let genesys = FakeGenesys::start().await.unwrap();
     let line = FakeLine::start().await.unwrap();
-    let node = Standalone::start_with(&[
+    let line_url = line.base_url();
+    let mut args = vec![
         "--line-api-base-url",
-        &line.base_url(),
+        &line_url,
         "--retry-schedule",
         "200ms",
-    ])
-    .await
-    .unwrap();
+    ];
+    args.extend_from_slice(flags);
+    let node = Standalone::start_with(&args).await.unwrap();
     let client = node.admin().await.unwrap();
     let tenant = api::create_tenant(&client, "Retail Thai").await.unwrap();
     let channel = client
@@ -74,7 +80,7 @@ async fn setup() -> Setup {
                     login_base_url: genesys.base_url(),
                     api_base_url: genesys.base_url(),
                     client_id: fake_genesys::CLIENT_ID.to_owned(),
-                    client_secret: fake_genesys::CLIENT_SECRET.to_owned(),
+                    client_secret: client_secret.to_owned(),
                     integration_id: fake_genesys::INTEGRATION_ID.to_owned(),
                     outbound_signature_secret: fake_genesys::SIGNATURE_SECRET.to_owned(),
                     custom_attributes: strings(&[("market", "Thailand"), ("brand", "Retail_Thai")]),
@@ -340,45 +346,36 @@ async fn a_genesys_failure_is_retried_and_shows_in_the_attempt_log() {
 
 #[tokio::test]
 async fn refused_genesys_credentials_fail_for_good_with_a_readable_reason() {
-    let s = setup().await;
-    s.client
-        .forwarding()
-        .update_forwarding_set(v1::UpdateForwardingSetRequest {
-            forwarding_set: Some(v1::ForwardingSet {
-                id: s.set.clone(),
-                genesys: Some(v1::GenesysSettings {
-                    login_base_url: s.genesys.base_url(),
-                    api_base_url: s.genesys.base_url(),
-                    client_id: fake_genesys::CLIENT_ID.to_owned(),
-                    client_secret: "a-wrong-secret".to_owned(),
-                    integration_id: fake_genesys::INTEGRATION_ID.to_owned(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["genesys".to_owned()],
-            }),
-        })
-        .await
-        .unwrap();
-    // The update reaches the node within a second; messages sent before it may still pass.
-    let mut failed = None;
-    for n in 0..40 {
-        s.post_line(&text_event(100 + n)).await;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        failed = s
-            .attempts()
-            .await
-            .into_iter()
-            .find(|a| a.outcome == v1::AttemptOutcome::Failed as i32);
-        if failed.is_some() {
-            break;
-        }
-    }
-    let failed = failed.expect("an attempt failed for good");
-    assert_eq!(failed.reason, "401 Unauthorized (Genesys login)");
-    assert_eq!(failed.http_status, 401);
+    let s = setup_with(&[], "a-wrong-secret").await;
+    s.post_line(&fixture("text.json")).await;
+    let failed = s
+        .wait_attempts(1, |a| a.outcome == v1::AttemptOutcome::Failed as i32)
+        .await;
+    assert_eq!(failed[0].reason, "401 Unauthorized (Genesys login)");
+    assert_eq!(failed[0].http_status, 401);
+    assert_eq!(failed[0].attempt_number, 1);
+    assert!(s.genesys.inbound_requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_genesys_delivery_that_fails_for_good_emails_the_brand() {
+    let smtp = SmtpReceiver::start().await.unwrap();
+    let s = setup_with(&["--smtp-url", &smtp.url()], "a-wrong-secret").await;
+    s.post_line(&fixture("text.json")).await;
+    let mails = smtp.wait_for(1, WAIT).await.unwrap();
+    assert_eq!(
+        mails[0].subject,
+        "[System Notification] Brand OA -- LINE Webhook Forward Failure Reminder"
+    );
+    let text = mails[0].text();
+    assert!(text.contains("401 Unauthorized (Genesys login)"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{}/api/v2/conversations/messages/",
+            s.genesys.base_url()
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -76,7 +76,17 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
             line.clone(),
         );
         warm_up(&fire, sink()).await?;
-        ours.push(run_steps(plan, &steps, &standalone.process, &fire, sink()).await);
+        ours.push(
+            run_steps(
+                plan,
+                &steps,
+                &standalone.process,
+                &format!("dead-{}-hookplane", targets.name),
+                &fire,
+                sink(),
+            )
+            .await,
+        );
         standalone.process.stop().await;
 
         eprintln!("ingress-dead-targets, {}: baseline", targets.name);
@@ -87,7 +97,17 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
             line.clone(),
         );
         warm_up(&fire, sink()).await?;
-        base.push(run_steps(plan, &steps, &baseline.process, &fire, sink()).await);
+        base.push(
+            run_steps(
+                plan,
+                &steps,
+                &baseline.process,
+                &format!("dead-{}-baseline", targets.name),
+                &fire,
+                sink(),
+            )
+            .await,
+        );
         baseline.process.stop().await;
     }
     report::title("ingress-dead-targets: 10 forwarding sets, healthy vs refusing vs hanging");

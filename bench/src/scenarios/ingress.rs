@@ -4,8 +4,7 @@
 
 use crate::{
     baseline::Baseline,
-    binary,
-    http_client,
+    binary, http_client,
     line_requests::LineRequests,
     plan::{Plan, Step, TARGET_RATE},
     receivers::Receivers,
@@ -38,7 +37,15 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
                 })
             };
             warm_up(&fire, sink()).await?;
-            let rows = run_steps(plan, &plan.steps, &standalone.process, &fire, sink()).await;
+            let rows = run_steps(
+                plan,
+                &plan.steps,
+                &standalone.process,
+                &format!("ingress-{sets}sets-hookplane"),
+                &fire,
+                sink(),
+            )
+            .await;
             standalone.process.stop().await;
             rows
         };
@@ -57,7 +64,15 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
                 })
             };
             warm_up(&fire, sink()).await?;
-            let rows = run_steps(plan, &plan.steps, &baseline.process, &fire, sink()).await;
+            let rows = run_steps(
+                plan,
+                &plan.steps,
+                &baseline.process,
+                &format!("ingress-{sets}sets-baseline"),
+                &fire,
+                sink(),
+            )
+            .await;
             baseline.process.stop().await;
             rows
         };

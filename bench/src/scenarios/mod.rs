@@ -12,8 +12,8 @@ use std::{
 };
 
 use anyhow::Context;
-use http::Uri;
 use hookplane_client::{Client, v1};
+use http::Uri;
 
 use crate::{
     http_client::{self, HttpClient},
@@ -21,7 +21,7 @@ use crate::{
     load::{self, Fire, Outcome},
     plan::{Plan, Step},
     receivers::Receivers,
-    service::{self, CpuMeter, Process},
+    service::{self, CpuMeter, Process, Profile},
 };
 
 /// How long forwards may stop arriving before a step's drain is called off.
@@ -55,16 +55,19 @@ pub struct Sink<'a> {
     pub fanout: u64,
 }
 
-/// Runs every step of `steps` against `process`, one after the other.
+/// Runs every step of `steps` against `process`, one after the other; `label` names the
+/// profiles of its steps (see [`Profile`]).
 pub async fn run_steps(
     plan: &Plan,
     steps: &[Step],
     process: &Process,
+    label: &str,
     fire: &Fire,
     sink: Option<Sink<'_>>,
 ) -> Vec<Row> {
     let mut rows = Vec::with_capacity(steps.len());
     for step in steps {
+        let profile = Profile::start(process, &format!("{label}-{}", step_label(*step)));
         process.reset_peak_rss();
         let cpu = CpuMeter::start(process);
         let before = sink.as_ref().map_or(0, |s| s.receivers.total());
@@ -96,10 +99,18 @@ pub async fn run_steps(
             outcome,
             forwarded,
         };
+        profile.stop();
         eprintln!("  {step}: {:.0} acked/s", row.outcome.acked_per_sec());
         rows.push(row);
     }
     rows
+}
+
+fn step_label(step: Step) -> String {
+    match step {
+        Step::Rate(rate) => format!("rate{rate}"),
+        Step::Saturate(concurrency) => format!("max{concurrency}"),
+    }
 }
 
 /// Sends signed LINE webhooks, each a new event, to `uri`.

@@ -91,7 +91,10 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
         a_ready.as_secs_f64(),
         b_ready.as_secs_f64()
     );
-    println!("{:<40} {:>8} {:>8} {:>8}", "from the write's start to", "p50 ms", "p99 ms", "max ms");
+    println!(
+        "{:<40} {:>8} {:>8} {:>8}",
+        "from the write's start to", "p50 ms", "p99 ms", "max ms"
+    );
     for (name, h) in [
         ("the write's answer (commit)", &write),
         ("applied on node A", &on_a),

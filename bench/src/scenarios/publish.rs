@@ -77,6 +77,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
         plan,
         &plan.publish_steps,
         &standalone.process,
+        "publish-hookplane",
         &fire,
         sink(),
     )
@@ -91,6 +92,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
         plan,
         &plan.publish_steps,
         &baseline.process,
+        "publish-baseline",
         &fire,
         sink(),
     )
@@ -136,7 +138,10 @@ fn data(key: &str) -> Value {
         kind: Some(Kind::StringValue(s.to_owned())),
     };
     let fields = BTreeMap::from([
-        ("line_uid".to_owned(), text("U4af4980629f1b2c3d4e5f60718293a4b")),
+        (
+            "line_uid".to_owned(),
+            text("U4af4980629f1b2c3d4e5f60718293a4b"),
+        ),
         ("customer_id".to_owned(), text("cus_bench")),
         ("campaign_name".to_owned(), text("Bench campaign")),
         ("number".to_owned(), text(key)),

@@ -26,6 +26,8 @@ pub struct ChannelEntry {
     pub channel: Arc<NodeChannel>,
     /// Enabled raw forwards, ordered by id.
     pub targets: Vec<Arc<NodeForwardingSet>>,
+    /// Enabled Genesys Open Messaging connectors, ordered by id.
+    pub genesys: Vec<Arc<NodeForwardingSet>>,
 }
 
 impl Snapshot {
@@ -125,37 +127,38 @@ impl Snapshot {
 
     fn index_channels(&mut self) {
         let mut targets: HashMap<&str, Vec<Arc<NodeForwardingSet>>> = HashMap::new();
-        for set in self.forwarding_sets.values() {
-            if set.enabled && is_raw_forward(set) {
-                targets
-                    .entry(set.channel_id.as_str())
-                    .or_default()
-                    .push(Arc::clone(set));
-            }
+        let mut genesys: HashMap<&str, Vec<Arc<NodeForwardingSet>>> = HashMap::new();
+        for set in self.forwarding_sets.values().filter(|s| s.enabled) {
+            let by_channel = match ForwardingKind::try_from(set.kind) {
+                Ok(ForwardingKind::Raw | ForwardingKind::Unspecified) => &mut targets,
+                Ok(ForwardingKind::GenesysOpenMessaging) => &mut genesys,
+                // A kind newer than this node: better skipped than forwarded raw by mistake.
+                Err(_) => continue,
+            };
+            by_channel
+                .entry(set.channel_id.as_str())
+                .or_default()
+                .push(Arc::clone(set));
         }
+        let by_id = |sets: &mut HashMap<&str, Vec<Arc<NodeForwardingSet>>>, id: &str| {
+            let mut sets = sets.remove(id).unwrap_or_default();
+            sets.sort_by(|a, b| a.id.cmp(&b.id));
+            sets
+        };
         let channels = self
             .channel_records
             .iter()
             .map(|(id, channel)| {
-                let mut targets = targets.remove(id.as_str()).unwrap_or_default();
-                targets.sort_by(|a, b| a.id.cmp(&b.id));
                 let entry = ChannelEntry {
                     channel: Arc::clone(channel),
-                    targets,
+                    targets: by_id(&mut targets, id),
+                    genesys: by_id(&mut genesys, id),
                 };
                 (id.clone(), Arc::new(entry))
             })
             .collect();
         self.channels = channels;
     }
-}
-
-/// Connector kinds (Genesys) are delivered by their own translators, not as raw forwards.
-fn is_raw_forward(set: &NodeForwardingSet) -> bool {
-    matches!(
-        ForwardingKind::try_from(set.kind),
-        Ok(ForwardingKind::Raw | ForwardingKind::Unspecified)
-    )
 }
 
 #[cfg(test)]
@@ -313,5 +316,30 @@ mod tests {
         let s = Snapshot::default().apply(&full(1, vec![channel("ch_1"), genesys]));
         assert!(target_ids(&s, "ch_1").is_empty());
         assert!(s.forwarding_set("fwd_g").is_some());
+    }
+
+    #[test]
+    fn a_channel_lists_its_enabled_genesys_connectors_apart() {
+        let genesys = |id: &str, enabled: bool| {
+            let mut resource = set(id, "ch_1", enabled);
+            if let Some(Resource::ForwardingSet(f)) = resource.resource.as_mut() {
+                f.kind = ForwardingKind::GenesysOpenMessaging.into();
+            }
+            resource
+        };
+        let s = Snapshot::default().apply(&full(
+            1,
+            vec![
+                channel("ch_1"),
+                genesys("fwd_g2", true),
+                genesys("fwd_g1", true),
+                genesys("fwd_off", false),
+                set("fwd_raw", "ch_1", true),
+            ],
+        ));
+        let entry = s.channel("ch_1").unwrap();
+        let ids: Vec<&str> = entry.genesys.iter().map(|g| g.id.as_str()).collect();
+        assert_eq!(ids, ["fwd_g1", "fwd_g2"]);
+        assert_eq!(target_ids(&s, "ch_1"), vec!["fwd_raw"]);
     }
 }

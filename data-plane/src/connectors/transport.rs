@@ -1,9 +1,13 @@
-//! The one HTTP operation connectors need (a POST) and how a connector's attempt ends.
+//! The one HTTP operation connectors need (a POST), and how an attempt of any target ends.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use hookplane_outbound::{
+    failure::{Failure, status_reason},
+    sender::{Answer, Outgoing, Sender},
+};
 use http::HeaderMap;
 
 /// One POST to make.
@@ -37,6 +41,37 @@ pub struct Unanswered {
 #[async_trait]
 pub trait Transport: Send + Sync {
     async fn post(&self, post: Post) -> Result<Reply, Unanswered>;
+}
+
+/// The node's pooled sender, SSRF guard included: connectors reach Genesys and LINE through the
+/// same checks as any brand URL. It keeps the first KiB of an answer, ample for a token.
+#[async_trait]
+impl Transport for Sender {
+    async fn post(&self, post: Post) -> Result<Reply, Unanswered> {
+        let answer = self
+            .send(Outgoing {
+                url: &post.url,
+                body: post.body,
+                headers: post.headers,
+                timeout: post.timeout,
+            })
+            .await
+            .map_err(|failure| Unanswered::from(&failure))?;
+        Ok(Reply {
+            status: answer.status,
+            body: Bytes::from(answer.body_start),
+            retry_after: answer.retry_after,
+        })
+    }
+}
+
+impl From<&Failure> for Unanswered {
+    fn from(failure: &Failure) -> Self {
+        Unanswered {
+            reason: failure.to_string(),
+            retryable: failure.is_retryable(),
+        }
+    }
 }
 
 /// How much of an answer's body the attempt log keeps.
@@ -113,25 +148,50 @@ impl AttemptResult {
         }
     }
 
+    /// A request was not made; `failure` says why.
+    pub fn not_sent(failure: &Failure) -> Self {
+        Self::unanswered(Unanswered::from(failure), "")
+    }
+
+    /// What the sender's one request came to: 2xx is delivered, any other answer or none failed.
+    pub fn from_send(sent: Result<Answer, Failure>) -> Self {
+        match sent {
+            Ok(answer) => {
+                let failed = !(200..300).contains(&answer.status);
+                let failure = failed.then(|| AttemptFailure {
+                    reason: status_reason(answer.status),
+                    retryable: status_is_retryable(answer.status),
+                });
+                Self {
+                    http_status: answer.status,
+                    response_body: answer.body_start,
+                    failure,
+                    retry_after: answer.retry_after,
+                }
+            }
+            Err(failure) => Self::not_sent(&failure),
+        }
+    }
+
     pub fn succeeded(&self) -> bool {
         self.failure.is_none()
     }
-}
 
-/// Whether a status is worth another try: 408, 429 and 5xx.
-pub fn status_is_retryable(status: u16) -> bool {
-    matches!(status, 408 | 429 | 500..=599)
-}
-
-/// `404 Not Found`; a bare `530` when the code has no standard phrase.
-pub fn status_reason(code: u16) -> String {
-    match http::StatusCode::from_u16(code)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-    {
-        Some(phrase) => format!("{code} {phrase}"),
-        None => code.to_string(),
+    /// Whether the attempt says the target is in trouble, for its breaker: a failure worth
+    /// retrying is; a refusal by the guard or unusable settings say nothing of its health.
+    pub fn target_is_unwell(&self) -> Option<bool> {
+        match &self.failure {
+            None => Some(false),
+            Some(f) if f.retryable => Some(true),
+            Some(_) if self.http_status != 0 => Some(false),
+            Some(_) => None,
+        }
     }
+}
+
+/// Whether a status is worth another try (408, 429, 5xx): the rule of every delivery.
+pub fn status_is_retryable(status: u16) -> bool {
+    Failure::Status(status).is_retryable()
 }
 
 fn body_start(body: &[u8]) -> String {
@@ -161,7 +221,35 @@ mod tests {
 
     #[test]
     fn a_code_without_a_phrase_stays_bare() {
-        assert_eq!(status_reason(530), "530");
+        let r = AttemptResult::refused(&reply(530), true, "");
+        assert_eq!(r.failure.unwrap().reason, "530");
+    }
+
+    #[test]
+    fn a_refused_target_is_not_worth_another_try() {
+        let unanswered = Unanswered::from(&Failure::InvalidUrl);
+        assert_eq!(unanswered.reason, "invalid target URL");
+        assert!(!unanswered.retryable);
+    }
+
+    #[tokio::test]
+    async fn the_guarded_sender_refuses_loopback_unless_allowed() {
+        let sender = Sender::from_options(&hookplane_outbound::OutboundOptions::default()).unwrap();
+        let err = sender
+            .post(Post {
+                url: "http://127.0.0.1:9/oauth/token".to_owned(),
+                headers: HeaderMap::new(),
+                body: Bytes::new(),
+                timeout: Duration::from_secs(1),
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            err.reason.starts_with("refused: 127.0.0.1"),
+            "{}",
+            err.reason
+        );
+        assert!(!err.retryable);
     }
 
     #[test]
@@ -172,6 +260,40 @@ mod tests {
         for code in [400, 401, 403, 404, 409, 302] {
             assert!(!status_is_retryable(code), "{code}");
         }
+    }
+
+    #[test]
+    fn a_sent_request_answered_2xx_is_delivered() {
+        let sent = AttemptResult::from_send(Ok(Answer {
+            status: 204,
+            body_start: String::new(),
+            retry_after: None,
+        }));
+        assert!(sent.succeeded());
+        assert_eq!(sent.target_is_unwell(), Some(false));
+    }
+
+    #[test]
+    fn a_sent_request_answered_503_is_retryable_and_unwell() {
+        let sent = AttemptResult::from_send(Ok(Answer {
+            status: 503,
+            body_start: "busy".to_owned(),
+            retry_after: Some(Duration::from_secs(3)),
+        }));
+        assert_eq!(
+            sent.failure.as_ref().unwrap().reason,
+            "503 Service Unavailable"
+        );
+        assert_eq!(sent.retry_after, Some(Duration::from_secs(3)));
+        assert_eq!(sent.target_is_unwell(), Some(true));
+    }
+
+    #[test]
+    fn a_request_never_made_says_nothing_of_the_targets_health() {
+        let sent = AttemptResult::from_send(Err(Failure::InvalidUrl));
+        assert_eq!(sent.target_is_unwell(), None);
+        let unusable = AttemptResult::unusable("no settings");
+        assert_eq!(unusable.target_is_unwell(), None);
     }
 
     #[test]

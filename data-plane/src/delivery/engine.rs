@@ -3,10 +3,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use hookplane_outbound::{
-    failure::Failure,
-    sender::{Outgoing, Sender},
-};
+use hookplane_outbound::sender::Sender;
 use hookplane_proto::v1::{AttemptOutcome, DeliveryAttempt};
 use rand::Rng;
 use tokio::{
@@ -22,7 +19,15 @@ use super::{
     target::Target,
 };
 use crate::{
-    config::ConfigStore, metrics::Metrics, outcomes::OutcomeLog, queue::Job, queue::Queue,
+    config::ConfigStore,
+    connectors::{
+        Connectors,
+        transport::{AttemptFailure, AttemptResult},
+    },
+    metrics::Metrics,
+    outcomes::OutcomeLog,
+    queue::Job,
+    queue::Queue,
 };
 
 /// Attempts in flight on the whole node. Attempts are cheap tasks; the per-target cap is what
@@ -40,12 +45,15 @@ pub struct EngineSettings {
     pub node_id: String,
     pub policy: RetryPolicy,
     pub target_concurrency: usize,
+    /// Where connectors push to LINE (`--line-api-base-url`).
+    pub line_api_base_url: String,
 }
 
 pub struct Engine {
     queue: Arc<dyn Queue>,
     config: Arc<ConfigStore>,
     sender: Sender,
+    connectors: Connectors,
     outcomes: Arc<OutcomeLog>,
     metrics: Arc<Metrics>,
     node_id: String,
@@ -64,10 +72,13 @@ impl Engine {
         outcomes: Arc<OutcomeLog>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        // Connectors call Genesys and LINE through the same guarded sender as any brand URL.
+        let connectors = Connectors::new(Arc::new(sender.clone()), settings.line_api_base_url);
         Self {
             queue,
             config,
             sender,
+            connectors,
             outcomes,
             metrics,
             node_id: settings.node_id,
@@ -117,7 +128,7 @@ impl Engine {
 
     async fn dispatch(self: &Arc<Self>, job: Job, in_flight: &mut JoinSet<()>) {
         let snapshot = self.config.load();
-        let Some(target) = Target::resolve(&snapshot, &job) else {
+        let Some(target) = Target::resolve(&snapshot, &job, &self.connectors) else {
             // Deleted since it was queued (a forwarding set, a subscription): nobody is left to
             // deliver to, and nobody to report the attempt to either.
             info!(delivery_id = %job.delivery_id, "target no longer configured; delivery dropped");
@@ -126,7 +137,11 @@ impl Engine {
         };
         if let Some(why) = target.switched_off() {
             let attempt = self.attempt_record(&job, &target, SystemTime::now());
-            self.conclude_failure(job, attempt, Failure::NotSent(why), None, Duration::ZERO)
+            let failure = AttemptFailure {
+                reason: why.to_owned(),
+                retryable: false,
+            };
+            self.conclude_failure(job, attempt, failure, None, Duration::ZERO)
                 .await;
             return;
         }
@@ -168,41 +183,24 @@ impl Engine {
     ) {
         let number = job.attempts + 1;
         let at = SystemTime::now();
-        let record = self.attempt_record(&job, &target, at);
-        let request = match target.request(&job, number, at) {
-            Ok(request) => request,
-            Err(failure) => {
-                drop(slot);
-                self.conclude_failure(job, record, failure, None, Duration::ZERO)
-                    .await;
-                return;
-            }
-        };
+        let mut record = self.attempt_record(&job, &target, at);
         let started = Instant::now();
-        let result = self
-            .sender
-            .send(Outgoing {
-                url: target.url(),
-                body: request.body,
-                headers: request.headers,
-                timeout: target.timeout(),
-            })
+        let result = target
+            .attempt(&job, number, at, &self.sender, &self.connectors)
             .await;
         let latency = started.elapsed();
         drop(slot);
-        let mut record = record;
-        let (failure, retry_after) = match result {
-            Ok(answer) => {
-                record.http_status = i32::from(answer.status);
-                record.response_body = answer.body_start;
-                let failure = (!(200..300).contains(&answer.status))
-                    .then_some(Failure::Status(answer.status));
-                (failure, answer.retry_after)
-            }
-            Err(failure) => (Some(failure), None),
-        };
-        let unwell = failure.as_ref().is_some_and(Failure::target_is_unwell);
-        self.breakers.record(target.id(), !unwell, Instant::now());
+        if let Some(unwell) = result.target_is_unwell() {
+            self.breakers.record(target.id(), !unwell, Instant::now());
+        }
+        let AttemptResult {
+            http_status,
+            response_body,
+            failure,
+            retry_after,
+        } = result;
+        record.http_status = i32::from(http_status);
+        record.response_body = response_body;
         match failure {
             None => {
                 self.finish(
@@ -242,19 +240,19 @@ impl Engine {
         &self,
         job: Job,
         mut record: DeliveryAttempt,
-        failure: Failure,
+        failure: AttemptFailure,
         retry_after: Option<Duration>,
         latency: Duration,
     ) {
         let number = job.attempts + 1;
-        let step = if failure.is_retryable() {
+        let step = if failure.retryable {
             let unit = rand::thread_rng().gen_range(0.0..=1.0);
             self.policy
                 .next_step(&job, number, retry_after, SystemTime::now(), unit)
         } else {
             NextStep::GiveUp
         };
-        record.reason = failure.to_string();
+        record.reason = failure.reason;
         let (outcome, settle) = match step {
             NextStep::RetryAt(at) => (AttemptOutcome::Retrying, Settle::Retry(number, at)),
             NextStep::GiveUp => (

@@ -10,15 +10,19 @@ use std::{
 use bytes::Bytes;
 use hookplane_outbound::{
     failure::Failure,
-    sender::header_map,
+    sender::{Outgoing, Sender, header_map},
     signing::{self, Attempt},
 };
 use hookplane_proto::v1::{
-    NodeForwardingSet, NodeSubscription, SignatureScheme, SubscriptionState,
+    NodeChannel, NodeForwardingSet, NodeSubscription, SignatureScheme, SubscriptionState,
 };
 use reqwest::header::HeaderMap;
 
-use crate::{config::Snapshot, queue::Job};
+use crate::{
+    config::Snapshot,
+    connectors::{Connectors, genesys::inbound::inbound_url, transport::AttemptResult},
+    queue::{Job, Leg},
+};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -28,6 +32,19 @@ pub enum Target {
     Forward(Arc<NodeForwardingSet>),
     /// An outgoing event webhook: the envelope, signed per the subscription's scheme.
     Event(Arc<NodeSubscription>),
+    /// One LINE message, translated, to a Genesys Open Messaging integration.
+    GenesysInbound {
+        set: Arc<NodeForwardingSet>,
+        url: String,
+    },
+    /// One agent message to the LINE push API, with the channel's access token.
+    LinePush {
+        set: Arc<NodeForwardingSet>,
+        channel: Arc<NodeChannel>,
+        url: String,
+        /// Its own breaker and cap: Genesys in trouble must not hold back agents' answers.
+        key: String,
+    },
 }
 
 /// The request of one attempt.
@@ -38,12 +55,31 @@ pub struct Request {
 
 impl Target {
     /// The job's target in `snapshot`; `None` when it was deleted since the job was queued.
-    pub fn resolve(snapshot: &Snapshot, job: &Job) -> Option<Target> {
+    /// `connectors` knows where the LINE API is.
+    pub fn resolve(snapshot: &Snapshot, job: &Job, connectors: &Connectors) -> Option<Target> {
         if !job.forwarding_set_id.is_empty() {
-            return snapshot
-                .forwarding_set(&job.forwarding_set_id)
-                .cloned()
-                .map(Target::Forward);
+            let set = Arc::clone(snapshot.forwarding_set(&job.forwarding_set_id)?);
+            return Some(match job.leg() {
+                Leg::Forward => Target::Forward(set),
+                Leg::GenesysInbound => {
+                    let url = set
+                        .genesys
+                        .as_ref()
+                        .and_then(|g| inbound_url(&g.api_base_url, &g.integration_id))
+                        .unwrap_or_default();
+                    Target::GenesysInbound { set, url }
+                }
+                Leg::LinePush => {
+                    let channel = Arc::clone(&snapshot.channel(&job.channel_id)?.channel);
+                    let key = format!("{}#line-push", set.id);
+                    Target::LinePush {
+                        set,
+                        channel,
+                        url: connectors.push_url(),
+                        key,
+                    }
+                }
+            });
         }
         if !job.subscription_id.is_empty() {
             return snapshot
@@ -57,8 +93,9 @@ impl Target {
     /// The key of its breaker and concurrency cap.
     pub fn id(&self) -> &str {
         match self {
-            Target::Forward(set) => &set.id,
+            Target::Forward(set) | Target::GenesysInbound { set, .. } => &set.id,
             Target::Event(sub) => &sub.id,
+            Target::LinePush { key, .. } => key,
         }
     }
 
@@ -66,12 +103,17 @@ impl Target {
         match self {
             Target::Forward(set) => &set.url,
             Target::Event(sub) => &sub.url,
+            Target::GenesysInbound { url, .. } | Target::LinePush { url, .. } => url,
         }
     }
 
+    /// Per HTTP call: a connector's attempt may make several (a login, a retry with a fresh
+    /// token).
     pub fn timeout(&self) -> Duration {
         let configured = match self {
-            Target::Forward(set) => set.timeout.and_then(|t| Duration::try_from(t).ok()),
+            Target::Forward(set)
+            | Target::GenesysInbound { set, .. }
+            | Target::LinePush { set, .. } => set.timeout.and_then(|t| Duration::try_from(t).ok()),
             Target::Event(_) => None,
         };
         configured
@@ -83,17 +125,64 @@ impl Target {
     /// gets nothing more: a brand stops a webhook to stop traffic, including retries.
     pub fn switched_off(&self) -> Option<&'static str> {
         match self {
-            Target::Forward(set) if !set.enabled => Some("forwarding set disabled"),
+            Target::Forward(set)
+            | Target::GenesysInbound { set, .. }
+            | Target::LinePush { set, .. }
+                if !set.enabled =>
+            {
+                Some("forwarding set disabled")
+            }
             Target::Event(sub) if sub.state != SubscriptionState::Active as i32 => {
                 Some("subscription stopped")
             }
-            Target::Forward(_) | Target::Event(_) => None,
+            Target::Forward(_)
+            | Target::Event(_)
+            | Target::GenesysInbound { .. }
+            | Target::LinePush { .. } => None,
+        }
+    }
+
+    /// Makes attempt `number` of `job` at `now`: one request for a forward or an event, the
+    /// connector's calls for a connector.
+    pub async fn attempt(
+        &self,
+        job: &Job,
+        number: u32,
+        now: SystemTime,
+        sender: &Sender,
+        connectors: &Connectors,
+    ) -> AttemptResult {
+        let timeout = self.timeout();
+        match self {
+            Target::GenesysInbound { set, .. } => {
+                connectors.genesys_inbound(set, job, timeout).await
+            }
+            Target::LinePush { channel, .. } => connectors.line_push(channel, job, timeout).await,
+            Target::Forward(_) | Target::Event(_) => {
+                let request = match self.request(job, number, now) {
+                    Ok(request) => request,
+                    Err(failure) => return AttemptResult::not_sent(&failure),
+                };
+                let sent = sender
+                    .send(Outgoing {
+                        url: self.url(),
+                        body: request.body,
+                        headers: request.headers,
+                        timeout,
+                    })
+                    .await;
+                AttemptResult::from_send(sent)
+            }
         }
     }
 
     /// The request of attempt `number` of `job`, made at `now`.
-    pub fn request(&self, job: &Job, number: u32, now: SystemTime) -> Result<Request, Failure> {
+    fn request(&self, job: &Job, number: u32, now: SystemTime) -> Result<Request, Failure> {
         match self {
+            // Connectors make their own calls in `attempt`.
+            Target::GenesysInbound { .. } | Target::LinePush { .. } => {
+                Err(Failure::NotSent("not a single request"))
+            }
             Target::Forward(set) => {
                 let number = number.to_string();
                 let mut headers = header_map(
@@ -190,20 +279,111 @@ mod tests {
         })
     }
 
+    fn connectors() -> Connectors {
+        let sender = Sender::from_options(&hookplane_outbound::OutboundOptions::default()).unwrap();
+        Connectors::new(Arc::new(sender), "https://line.gateway.example/")
+    }
+
+    fn genesys_set(enabled: bool) -> NodeForwardingSet {
+        NodeForwardingSet {
+            id: "fwd_g".into(),
+            channel_id: "ch_1".into(),
+            enabled,
+            kind: hookplane_proto::v1::ForwardingKind::GenesysOpenMessaging.into(),
+            genesys: Some(hookplane_proto::v1::GenesysSettings {
+                api_base_url: "https://api.mypurecloud.jp".into(),
+                integration_id: "int-1".into(),
+                ..Default::default()
+            }),
+            ..NodeForwardingSet::default()
+        }
+    }
+
+    fn channel() -> NodeChannel {
+        NodeChannel {
+            id: "ch_1".into(),
+            tenant_id: "tnt_1".into(),
+            access_token: "tok".into(),
+            ..NodeChannel::default()
+        }
+    }
+
+    fn connector_job(leg: Leg) -> Job {
+        Job {
+            delivery_id: "dlv_1".into(),
+            forwarding_set_id: "fwd_g".into(),
+            channel_id: "ch_1".into(),
+            leg: leg.into(),
+            ..Job::default()
+        }
+    }
+
+    #[test]
+    fn a_genesys_inbound_job_goes_to_the_integrations_inbound_url() {
+        let s = snapshot(vec![
+            Resource::Channel(channel()),
+            Resource::ForwardingSet(genesys_set(true)),
+        ]);
+        let target =
+            Target::resolve(&s, &connector_job(Leg::GenesysInbound), &connectors()).unwrap();
+        assert!(matches!(target, Target::GenesysInbound { .. }));
+        assert_eq!(
+            target.url(),
+            "https://api.mypurecloud.jp/api/v2/conversations/messages/int-1/inbound/open/message"
+        );
+        assert_eq!(target.id(), "fwd_g");
+    }
+
+    #[test]
+    fn a_line_push_job_goes_to_the_push_api_with_a_breaker_of_its_own() {
+        let s = snapshot(vec![
+            Resource::Channel(channel()),
+            Resource::ForwardingSet(genesys_set(true)),
+        ]);
+        let target = Target::resolve(&s, &connector_job(Leg::LinePush), &connectors()).unwrap();
+        let Target::LinePush { channel, .. } = &target else {
+            panic!("not a push: {target:?}")
+        };
+        assert_eq!(channel.access_token, "tok");
+        assert_eq!(
+            target.url(),
+            "https://line.gateway.example/v2/bot/message/push"
+        );
+        assert_ne!(target.id(), "fwd_g");
+    }
+
+    #[test]
+    fn a_line_push_without_its_channel_resolves_to_nothing() {
+        let s = snapshot(vec![Resource::ForwardingSet(genesys_set(true))]);
+        assert!(Target::resolve(&s, &connector_job(Leg::LinePush), &connectors()).is_none());
+    }
+
+    #[test]
+    fn a_disabled_genesys_set_sends_neither_way() {
+        let s = snapshot(vec![
+            Resource::Channel(channel()),
+            Resource::ForwardingSet(genesys_set(false)),
+        ]);
+        for leg in [Leg::GenesysInbound, Leg::LinePush] {
+            let target = Target::resolve(&s, &connector_job(leg), &connectors()).unwrap();
+            assert_eq!(target.switched_off(), Some("forwarding set disabled"));
+        }
+    }
+
     #[test]
     fn a_job_with_a_subscription_resolves_to_an_event_target() {
         let s = snapshot(vec![Resource::Subscription(subscription(
             SubscriptionState::Active,
             SignatureScheme::Maac,
         ))]);
-        let target = Target::resolve(&s, &event_job()).unwrap();
+        let target = Target::resolve(&s, &event_job(), &connectors()).unwrap();
         assert!(matches!(target, Target::Event(_)));
         assert_eq!(target.url(), "https://hooks.brand.example/in");
     }
 
     #[test]
     fn a_deleted_subscription_resolves_to_nothing() {
-        assert!(Target::resolve(&snapshot(vec![]), &event_job()).is_none());
+        assert!(Target::resolve(&snapshot(vec![]), &event_job(), &connectors()).is_none());
     }
 
     #[test]

@@ -29,24 +29,41 @@ impl WebhookHead {
             .iter()
             .map(|e| e.webhook_event_id.as_deref().filter(|id| !id.is_empty()))
             .collect();
-        let mut hash = Sha256::new();
         match ids {
-            Some(mut ids) if !ids.is_empty() => {
-                ids.sort_unstable();
-                ids.dedup();
-                hash.update(b"line-webhook-event-ids\n");
-                for id in ids {
-                    hash.update(id.as_bytes());
-                    hash.update(b"\n");
-                }
-            }
+            Some(ids) if !ids.is_empty() => of_webhook_event_ids(ids),
             _ => {
+                let mut hash = Sha256::new();
                 hash.update(b"line-webhook-body\n");
                 hash.update(body);
+                format!("evt_{}", hex::encode(&hash.finalize()[..16]))
             }
         }
-        format!("evt_{}", hex::encode(&hash.finalize()[..16]))
     }
+}
+
+fn of_webhook_event_ids(mut ids: Vec<&str>) -> String {
+    ids.sort_unstable();
+    ids.dedup();
+    let mut hash = Sha256::new();
+    hash.update(b"line-webhook-event-ids\n");
+    for id in ids {
+        hash.update(id.as_bytes());
+        hash.update(b"\n");
+    }
+    format!("evt_{}", hex::encode(&hash.finalize()[..16]))
+}
+
+/// The event id of one LINE event: what a webhook carrying only that event gets, so a
+/// connector's delivery of one message shares its id with a raw forward of it. Without a
+/// webhookEventId, LINE's message id stands in.
+pub fn single_event_id(webhook_event_id: &str, line_message_id: &str) -> String {
+    if !webhook_event_id.is_empty() {
+        return of_webhook_event_ids(vec![webhook_event_id]);
+    }
+    let mut hash = Sha256::new();
+    hash.update(b"line-message-id\n");
+    hash.update(line_message_id.as_bytes());
+    format!("evt_{}", hex::encode(&hash.finalize()[..16]))
 }
 
 /// `dlv_` + a hash of (event, target).
@@ -102,6 +119,19 @@ mod tests {
         let id = event_id(r#"{"events":[{"webhookEventId":"01A"}]}"#);
         assert!(id.starts_with("evt_"));
         assert_eq!(id.len(), 4 + 32);
+    }
+
+    #[test]
+    fn one_event_has_the_id_of_a_webhook_carrying_only_it() {
+        let single = r#"{"events":[{"webhookEventId":"01A"}]}"#;
+        assert_eq!(single_event_id("01A", "m1"), event_id(single));
+        assert_ne!(single_event_id("01A", "m1"), single_event_id("01B", "m1"));
+    }
+
+    #[test]
+    fn without_a_webhook_event_id_the_message_id_decides() {
+        assert_eq!(single_event_id("", "m1"), single_event_id("", "m1"));
+        assert_ne!(single_event_id("", "m1"), single_event_id("", "m2"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The HTTP port: LINE webhooks in, plus /healthz, /readyz and /metrics.
 //!
-//! A webhook is answered 200 only after its forwards are durably queued; everything slow happens
-//! later in the delivery engine, so the answer stays far inside LINE's 2 seconds.
+//! A webhook is answered 200 only after its forwards, and one message per Genesys connector for
+//! each LINE message, are durably queued; everything slow happens later in the delivery engine,
+//! so the answer stays far inside LINE's 2 seconds.
 
 mod event_id;
 mod probes;
@@ -23,12 +24,13 @@ use axum::{
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::{debug, error};
 
-pub use event_id::{WebhookHead, delivery_id};
+pub use event_id::{WebhookHead, delivery_id, single_event_id};
 
 use crate::{
     config::{ChannelEntry, ConfigStore},
+    connectors::genesys::inbound_jobs::inbound_jobs,
     metrics::Metrics,
-    queue::{Header, Job, Queue, unix_ms},
+    queue::{Header, Job, Leg, Queue, unix_ms},
 };
 
 /// What the ingress needs from the rest of the node.
@@ -177,11 +179,14 @@ impl Ingress {
         if head.events.is_empty() {
             return Verdict::Verify;
         }
-        let jobs = jobs_for(channel, &head, body, headers);
+        let (genesys_jobs, skipped) = inbound_jobs(channel, &body, SystemTime::now());
+        let mut jobs = jobs_for(channel, &head, body, headers);
+        jobs.extend(genesys_jobs);
         if let Err(e) = self.queue.enqueue(jobs).await {
             error!(channel_id, error = %e, "webhook not queued");
             return Verdict::QueueUnavailable;
         }
+        self.metrics.genesys_skipped(skipped);
         Verdict::Accepted
     }
 }
@@ -219,6 +224,7 @@ fn jobs_for(
             attempts: 0,
             first_enqueued_ms: now,
             budget_start: 0,
+            leg: Leg::Forward.into(),
         })
         .collect()
 }

@@ -30,8 +30,9 @@ pub struct Translation {
 
 #[derive(Deserialize)]
 struct Webhook {
+    /// Read one by one: an event shaped unlike any known one is skipped, not the whole webhook.
     #[serde(default)]
-    events: Vec<Event>,
+    events: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -149,7 +150,8 @@ pub fn translate(
     attributes.extend(set_attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
     let mut translation = Translation::default();
     for event in webhook.events {
-        match inbound_message(event, &attributes) {
+        let event = serde_json::from_value::<Event>(event).ok();
+        match event.and_then(|event| inbound_message(event, &attributes)) {
             Some(message) => translation.messages.push(message),
             None => translation.skipped += 1,
         }
@@ -528,6 +530,25 @@ mod tests {
         .unwrap();
         assert_eq!(t.messages.len(), 1);
         assert_eq!(t.skipped, 3);
+    }
+
+    #[test]
+    fn an_event_of_an_unexpected_shape_is_skipped_and_the_others_still_go() {
+        let body = json!({"events": [
+            {"type": "message", "timestamp": "yesterday", "source": {"type": "user", "userId": "U1"},
+             "message": {"id": "1", "type": "text", "text": "odd"}},
+            {"type": "message", "timestamp": 1, "source": {"type": "user", "userId": "U1"},
+             "message": {"id": "2", "type": "text", "text": "fine"}}
+        ]});
+        let t = translate(
+            body.to_string().as_bytes(),
+            &HashMap::new(),
+            &HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(t.messages.len(), 1);
+        assert_eq!(t.messages[0].line_message_id, "2");
+        assert_eq!(t.skipped, 1);
     }
 
     #[test]

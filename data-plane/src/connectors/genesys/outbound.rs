@@ -27,6 +27,7 @@ use crate::{
     config::ConfigStore,
     connectors::line_push,
     ingress::delivery_id,
+    metrics::Metrics,
     queue::{Header, Job, Leg, Queue, unix_ms},
 };
 
@@ -36,6 +37,7 @@ pub const OUTBOUND_ROUTE: &str = "/api/connector/genesys/{forwarding_set_id}/out
 pub struct OutboundEndpoint {
     pub config: Arc<ConfigStore>,
     pub queue: Arc<dyn Queue>,
+    pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
 }
 
@@ -118,6 +120,7 @@ async fn genesys_outbound(
     body: Body,
 ) -> Response {
     let verdict = endpoint.accept(&set_id, &headers, body).await;
+    endpoint.metrics.genesys_outbound(verdict.label());
     debug!(
         forwarding_set_id = set_id,
         verdict = verdict.label(),
@@ -306,6 +309,7 @@ mod tests {
         let app = router(Arc::new(OutboundEndpoint {
             config,
             queue: Arc::clone(&queue) as Arc<dyn Queue>,
+            metrics: Arc::new(Metrics::default()),
             max_body_bytes: 64 * 1024,
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
