@@ -68,3 +68,48 @@ pub fn verify_request() -> anyhow::Result<Signed> {
         signature,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_id(body: &[u8]) -> String {
+        let text = std::str::from_utf8(body).unwrap();
+        let start = text.find("\"webhookEventId\":\"").unwrap() + 18;
+        text[start..start + 26].to_owned()
+    }
+
+    #[test]
+    fn every_request_is_a_distinct_event_of_ulid_length() {
+        let requests = LineRequests::new().unwrap();
+        let (a, b) = (requests.next(), requests.next());
+        assert_ne!(event_id(&a.body), event_id(&b.body));
+        assert!(!event_id(&a.body).contains('"'));
+    }
+
+    #[test]
+    fn every_request_is_signed_with_the_channel_secret() {
+        let signed = LineRequests::new().unwrap().next();
+        assert!(
+            hookplane_verify::line::verify(
+                CHANNEL_SECRET.as_bytes(),
+                &signed.body,
+                &signed.signature
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_verify_request_is_signed_too() {
+        let signed = verify_request().unwrap();
+        assert!(
+            hookplane_verify::line::verify(
+                CHANNEL_SECRET.as_bytes(),
+                &signed.body,
+                &signed.signature
+            )
+            .is_ok()
+        );
+    }
+}

@@ -191,3 +191,71 @@ async fn closed_loop(concurrency: usize, window: Duration, fire: Fire) -> Outcom
         latency: total.latency,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+
+    fn counting(calls: &Arc<AtomicU64>, acked: bool) -> Fire {
+        let calls = Arc::clone(calls);
+        fire(move || {
+            calls.fetch_add(1, Ordering::Relaxed);
+            async move { acked }
+        })
+    }
+
+    #[tokio::test]
+    async fn an_open_loop_step_sends_its_rate_for_its_window() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let outcome = run(
+            Step::Rate(200),
+            Duration::from_millis(500),
+            counting(&calls, true),
+        )
+        .await;
+        assert_eq!(calls.load(Ordering::Relaxed), 100);
+        assert_eq!(outcome.acked, 100);
+        assert_eq!(outcome.skipped, 0);
+    }
+
+    #[tokio::test]
+    async fn answers_other_than_an_acknowledgement_count_as_failed_and_not_in_latency() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let outcome = run(
+            Step::Rate(100),
+            Duration::from_millis(200),
+            counting(&calls, false),
+        )
+        .await;
+        assert_eq!(outcome.failed, 20);
+        assert_eq!(outcome.acked, 0);
+        assert_eq!(outcome.latency.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn open_loop_latency_counts_from_the_scheduled_start() {
+        // Each request takes 20 ms; on schedule nothing waits, so the latency is about that.
+        let slow = fire(|| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            true
+        });
+        let outcome = run(Step::Rate(100), Duration::from_millis(200), slow).await;
+        assert!(outcome.ms(0.5) >= 20.0, "{}", outcome.ms(0.5));
+    }
+
+    #[tokio::test]
+    async fn a_closed_loop_step_keeps_sending_until_its_window_ends() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let outcome = run(
+            Step::Saturate(4),
+            Duration::from_millis(100),
+            counting(&calls, true),
+        )
+        .await;
+        assert!(outcome.acked > 4);
+        assert_eq!(outcome.acked, calls.load(Ordering::Relaxed));
+        assert!(outcome.elapsed >= Duration::from_millis(100));
+    }
+}

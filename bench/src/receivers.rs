@@ -181,3 +181,40 @@ pub fn refusing(n: usize) -> anyhow::Result<Vec<String>> {
         .map(|l| Ok(format!("http://{}/hook", l.local_addr()?)))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::http_client;
+
+    #[tokio::test]
+    async fn counting_receivers_count_each_delivery_per_receiver() {
+        let receivers = Receivers::counting(2).await.unwrap();
+        let client = http_client::client();
+        let urls = receivers.urls();
+        http_client::post(&client, urls[0].parse().unwrap(), &[], Bytes::from("a"))
+            .await
+            .unwrap();
+        assert!(!receivers.each_received());
+        http_client::post(&client, urls[1].parse().unwrap(), &[], Bytes::from("b"))
+            .await
+            .unwrap();
+        assert_eq!(receivers.total(), 2);
+        assert!(receivers.each_received());
+    }
+
+    #[tokio::test]
+    async fn a_refusing_target_refuses_connections() {
+        let url = refusing(1).unwrap().remove(0);
+        let sent = http_client::post(
+            &http_client::client(),
+            url.parse().unwrap(),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        assert!(sent.is_err());
+    }
+}

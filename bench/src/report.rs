@@ -81,14 +81,14 @@ pub fn steps(ours: &[Row], base: &[Row]) {
 
 /// Acknowledgement latency of several runs at the same steps, side by side.
 pub fn latency_side_by_side(system: &str, runs: &[(&str, &[Row])]) {
-    let mut header = format!("{:<10} {:<10}", system, "step");
+    let mut header = format!("{:<10} {:<10}", "system", "step");
     for (name, _) in runs {
         header.push_str(&format!(" | {name:>8} acked/s  p50 ms  p99 ms p99.9 ms"));
     }
     println!("{header}");
     let steps = runs.first().map_or(0, |(_, rows)| rows.len());
     for i in 0..steps {
-        let mut text = format!("{:<10} {:<10}", "", runs[0].1[i].step.to_string());
+        let mut text = format!("{:<10} {:<10}", system, runs[0].1[i].step.to_string());
         for (_, rows) in runs {
             let o = &rows[i].outcome;
             text.push_str(&format!(

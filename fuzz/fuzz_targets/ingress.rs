@@ -227,7 +227,9 @@ fn case(data: &[u8]) -> Option<Case> {
 
 fn run(case: Case) {
     let harness = &*HARNESS;
-    let mut request = Request::builder().method(case.method.clone()).uri(&case.uri);
+    let mut request = Request::builder()
+        .method(case.method.clone())
+        .uri(&case.uri);
     if let Some(signature) = &case.signature {
         request = request.header("x-line-signature", signature.as_slice());
     }
@@ -270,7 +272,10 @@ fn run(case: Case) {
         return;
     }
     assert_eq!(case.method, Method::POST, "200 for {}", case.method);
-    assert!(case.body.len() <= MAX_BODY_BYTES, "200 for a body over the limit");
+    assert!(
+        case.body.len() <= MAX_BODY_BYTES,
+        "200 for a body over the limit"
+    );
     let header = case.signature.as_deref().unwrap_or_default();
     let header = std::str::from_utf8(header).expect("an accepted signature is text");
     let signed_by = |secret: &str| {
@@ -281,9 +286,17 @@ fn run(case: Case) {
         "200 without a valid signature"
     );
     // Either the Verify button (nothing queued) or one job per target, with the exact bytes.
-    assert!(jobs.is_empty() || jobs.len() == TARGETS, "{} jobs", jobs.len());
+    assert!(
+        jobs.is_empty() || jobs.len() == TARGETS,
+        "{} jobs",
+        jobs.len()
+    );
     for job in &jobs {
-        assert_eq!(job.body.as_ref(), case.body.as_slice(), "the queued bytes differ");
+        assert_eq!(
+            job.body.as_ref(),
+            case.body.as_slice(),
+            "the queued bytes differ"
+        );
         assert!(
             job.headers
                 .iter()

@@ -70,14 +70,24 @@ fn check_hmac_scheme(
     let own = sign(c.secret, c.body);
     assert_eq!(verify(c.secret, c.body, &own), Ok(()), "its own signature");
     let padded = format!(" {own}\r\n");
-    assert_eq!(verify(c.secret, c.body, &padded), Ok(()), "surrounding whitespace");
+    assert_eq!(
+        verify(c.secret, c.body, &padded),
+        Ok(()),
+        "surrounding whitespace"
+    );
     if let Some(body) = flipped(c.body, c.header.len()) {
-        assert!(verify(c.secret, &body, &own).is_err(), "a changed body passed");
+        assert!(
+            verify(c.secret, &body, &own).is_err(),
+            "a changed body passed"
+        );
     }
     if let Some(other) = flipped(c.secret, c.body.len())
         && sign(&other, c.body) != own
     {
-        assert!(verify(&other, c.body, &own).is_err(), "another secret passed");
+        assert!(
+            verify(&other, c.body, &own).is_err(),
+            "another secret passed"
+        );
     }
 }
 
@@ -91,8 +101,22 @@ fn check_standard(c: &Case<'_>) {
     let now = c.timestamp.trim().parse::<i64>().unwrap_or(1_649_367_553);
     // Whatever the headers, no panic.
     let _ = standard::verify(&secrets, &c.msg_id, &c.timestamp, &c.header, c.body, now);
-    let _ = standard::verify(&secrets, &c.msg_id, &c.timestamp, &c.header, c.body, i64::MIN);
-    let _ = standard::verify(&secrets, &c.msg_id, &c.timestamp, &c.header, c.body, i64::MAX);
+    let _ = standard::verify(
+        &secrets,
+        &c.msg_id,
+        &c.timestamp,
+        &c.header,
+        c.body,
+        i64::MIN,
+    );
+    let _ = standard::verify(
+        &secrets,
+        &c.msg_id,
+        &c.timestamp,
+        &c.header,
+        c.body,
+        i64::MAX,
+    );
 
     let own = standard::sign(&secret, &c.msg_id, now, c.body);
     let ts = now.to_string();

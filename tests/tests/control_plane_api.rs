@@ -661,3 +661,27 @@ async fn the_config_stream_needs_the_node_token() {
     let first = stream.message().await.unwrap().unwrap();
     assert!(first.snapshot);
 }
+
+#[tokio::test]
+async fn concurrent_admin_writes_all_complete() {
+    let (_cp, client) = control().await;
+    let t = create_tenant(&client, "Brand").await.unwrap();
+    let writes = (0..32).map(|i| {
+        let client = client.clone();
+        let tenant = t.id.clone();
+        tokio::spawn(async move { create_channel(&client, &tenant, &format!("secret-{i}")).await })
+    });
+    // Bounded so a store that wedges fails the test instead of hanging the suite.
+    let all = tokio::time::timeout(std::time::Duration::from_secs(60), futures_join_all(writes))
+        .await
+        .expect("every concurrent write completes");
+    assert!(all.iter().all(|r| r.is_ok()));
+}
+
+async fn futures_join_all<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}

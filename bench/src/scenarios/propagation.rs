@@ -27,8 +27,12 @@ use crate::{
 
 use super::{create_channel, create_tenant, webhook_uri};
 
-/// Admin writes in flight while the 10,000 channels are created.
-const CREATORS: usize = 16;
+/// Admin writes in flight while the 10,000 channels are created. One: concurrent writes make
+/// the control plane call sled's `flush_async` concurrently, which can deadlock sled 0.34 (see
+/// docs/BENCHMARKS.md).
+const CREATORS: usize = 1;
+/// An admin write not answered within this means the control plane is stuck.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(plan: &Plan) -> anyhow::Result<()> {
@@ -59,7 +63,12 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
     eprintln!("propagation: {} timed writes", plan.writes);
     for n in 0..plan.writes {
         let began = Instant::now();
-        let channel = create_channel(&admin, &tenant, &format!("probe {n}")).await?;
+        let channel = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            create_channel(&admin, &tenant, &format!("probe {n}")),
+        )
+        .await
+        .context("the control plane stopped answering admin writes")??;
         let committed = began.elapsed();
         let (applied_a, applied_b) = tokio::join!(
             applied(&client, a.ingress, &channel, &verify, began),
@@ -85,7 +94,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
         plan.channels, plan.writes
     ));
     println!(
-        "filling {} channels took {:.1} s ({CREATORS} writes in flight); node start to ready with them: {:.2} s and {:.2} s",
+        "filling {} channels took {:.1} s ({CREATORS} write(s) in flight); node start to ready with them: {:.2} s and {:.2} s",
         plan.channels,
         fill_time.as_secs_f64(),
         a_ready.as_secs_f64(),
@@ -131,7 +140,12 @@ async fn create_channels(admin: &Client, tenant: &str, count: usize) -> anyhow::
                 if n >= count {
                     return Ok::<_, anyhow::Error>(());
                 }
-                create_channel(&admin, &tenant, &format!("channel {n}")).await?;
+                tokio::time::timeout(
+                    WRITE_TIMEOUT,
+                    create_channel(&admin, &tenant, &format!("channel {n}")),
+                )
+                .await
+                .context("the control plane stopped answering admin writes")??;
             }
         });
     }

@@ -185,6 +185,9 @@ struct Inner {
     sealer: Sealer,
     writes: Mutex<()>,
     delivery_log_writes: Mutex<()>,
+    /// sled 0.34 can deadlock when two `flush_async` calls overlap (spacejam/sled#1308), which
+    /// concurrent admin writes made happen: flushes take turns.
+    flushes: tokio::sync::Mutex<()>,
     revision: watch::Sender<u64>,
 }
 
@@ -235,6 +238,7 @@ impl Store {
                 sealer,
                 writes: Mutex::new(()),
                 delivery_log_writes: Mutex::new(()),
+                flushes: tokio::sync::Mutex::new(()),
                 revision,
             }),
         })
@@ -294,6 +298,7 @@ impl Store {
 
     /// Makes every write so far durable.
     pub async fn flush(&self) -> Result<(), Error> {
+        let _turn = self.inner.flushes.lock().await;
         self.inner.db.flush_async().await?;
         Ok(())
     }
