@@ -186,8 +186,10 @@ struct Inner {
     writes: Mutex<()>,
     delivery_log_writes: Mutex<()>,
     /// sled 0.34 can deadlock when two `flush_async` calls overlap (spacejam/sled#1308), which
-    /// concurrent admin writes made happen: flushes take turns.
-    flushes: tokio::sync::Mutex<()>,
+    /// concurrent admin writes made happen: flushes take turns, and one flush serves every caller
+    /// whose ticket was issued before it started (group commit). Holds the last ticket flushed.
+    flushes: tokio::sync::Mutex<u64>,
+    flush_tickets: std::sync::atomic::AtomicU64,
     revision: watch::Sender<u64>,
 }
 
@@ -238,7 +240,8 @@ impl Store {
                 sealer,
                 writes: Mutex::new(()),
                 delivery_log_writes: Mutex::new(()),
-                flushes: tokio::sync::Mutex::new(()),
+                flushes: tokio::sync::Mutex::new(0),
+                flush_tickets: std::sync::atomic::AtomicU64::new(0),
                 revision,
             }),
         })
@@ -298,8 +301,17 @@ impl Store {
 
     /// Makes every write so far durable.
     pub async fn flush(&self) -> Result<(), Error> {
-        let _turn = self.inner.flushes.lock().await;
+        use std::sync::atomic::Ordering::SeqCst;
+        // The caller's writes happened before its ticket; a flush that starts after the ticket
+        // was issued makes them durable.
+        let ticket = self.inner.flush_tickets.fetch_add(1, SeqCst) + 1;
+        let mut flushed = self.inner.flushes.lock().await;
+        if *flushed >= ticket {
+            return Ok(());
+        }
+        let covers = self.inner.flush_tickets.load(SeqCst);
         self.inner.db.flush_async().await?;
+        *flushed = covers;
         Ok(())
     }
 
