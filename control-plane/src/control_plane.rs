@@ -219,7 +219,7 @@ impl ControlPlane {
     }
 }
 
-/// Applies attempt retention every few minutes (inserts prune their own target as they go).
+/// Applies attempt retention every few minutes (inserts prune their own target from time to time).
 async fn sweep_periodically(log: DeliveryLog, mut stopping: Stopping) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     loop {

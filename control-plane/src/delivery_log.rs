@@ -1,7 +1,9 @@
 //! The delivery log: attempts reported by nodes (bounded per target by count and age), the state
 //! of each delivery folded from them, and DeliveryService over both.
 
-use std::collections::BTreeSet;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hookplane_proto::v1::delivery_service_server::DeliveryService;
@@ -28,6 +30,30 @@ pub(crate) struct Retention {
     pub age: Duration,
 }
 
+impl Retention {
+    /// How many attempts beyond `count` a target may hold between two prunes. Pruning scans the
+    /// target's whole key range, so doing it on every report batch cost more than the inserts;
+    /// a tenth of the count (at least 64) makes it one scan per that many new attempts.
+    fn slack(&self) -> usize {
+        (self.count / 10).max(MIN_SLACK)
+    }
+}
+
+const MIN_SLACK: usize = 64;
+
+/// How far the age cutoff may move past a target's last prune before a batch prunes it again.
+const CUTOFF_SLACK_MICROS: u64 = 60_000_000;
+
+/// What a target was last pruned at, kept in memory only: a target without one (e.g. after a
+/// restart) is pruned at its next batch, so the bound below never rests on a lost count.
+#[derive(Debug, Clone, Copy)]
+struct PruneMark {
+    /// Attempts of the batches since (an upper bound of those stored: duplicates count too).
+    added: usize,
+    /// The age cutoff applied, in µs since the epoch.
+    cutoff: u64,
+}
+
 #[derive(Clone)]
 pub(crate) struct DeliveryLog {
     store: Store,
@@ -36,6 +62,12 @@ pub(crate) struct DeliveryLog {
     retries: broadcast::Sender<String>,
     /// Told of every new forward attempt, for failure reminders.
     notifier: Option<Notifier>,
+    /// Per target, since its last prune. Bound: once `record` returns, a target holds at most
+    /// `retention.count + retention.slack()` attempts, none older than the age cutoff of its last
+    /// prune, which is at most a minute behind the current one (attempts arriving already past
+    /// the current cutoff are never stored). `sweep` applies the exact retention to every target.
+    /// Only locked under the store's delivery-log lock.
+    marks: Arc<Mutex<HashMap<String, PruneMark>>>,
 }
 
 fn target_prefix(target_id: &str) -> Vec<u8> {
@@ -44,7 +76,9 @@ fn target_prefix(target_id: &str) -> Vec<u8> {
 
 /// `target/` + big-endian (u64::MAX - time in µs) + `/` + attempt id: newest first per target.
 fn attempt_key(target_id: &str, time: Time, attempt_id: &str) -> Vec<u8> {
-    let mut key = target_prefix(target_id);
+    let mut key = Vec::with_capacity(target_id.len() + 10 + attempt_id.len());
+    key.extend_from_slice(target_id.as_bytes());
+    key.push(b'/');
     key.extend_from_slice(&(u64::MAX - time.unix_micros()).to_be_bytes());
     key.push(b'/');
     key.extend_from_slice(attempt_id.as_bytes());
@@ -57,12 +91,89 @@ fn key_micros(key: &[u8], prefix_len: usize) -> Option<u64> {
     Some(u64::MAX - u64::from_be_bytes(bytes))
 }
 
+/// The forwarding set or subscription an accepted attempt is listed under.
+fn target_of(attempt: &DeliveryAttempt) -> &str {
+    if attempt.forwarding_set_id.is_empty() {
+        &attempt.subscription_id
+    } else {
+        &attempt.forwarding_set_id
+    }
+}
+
 fn state_after(outcome: i32) -> Option<DeliveryState> {
     match AttemptOutcome::try_from(outcome) {
         Ok(AttemptOutcome::Succeeded) => Some(DeliveryState::Delivered),
         Ok(AttemptOutcome::Failed) => Some(DeliveryState::DeliveryFailed),
         Ok(AttemptOutcome::Retrying) => Some(DeliveryState::Pending),
         _ => None,
+    }
+}
+
+/// Fills in what the node left out; `None` for an attempt without a target.
+fn accept(
+    node_id: &str,
+    mut attempt: DeliveryAttempt,
+    now: Time,
+) -> Option<(DeliveryAttempt, Time)> {
+    if attempt.forwarding_set_id.is_empty() && attempt.subscription_id.is_empty() {
+        tracing::debug!(node_id, "dropped a delivery attempt without a target");
+        return None;
+    }
+    if attempt.id.is_empty() {
+        attempt.id = ids::new_id(ids::ATTEMPT);
+    }
+    if attempt.node_id.is_empty() {
+        node_id.clone_into(&mut attempt.node_id);
+    }
+    let time = attempt
+        .time
+        .as_ref()
+        .and_then(Time::from_proto)
+        .unwrap_or(now);
+    attempt.time = Some(time.to_proto());
+    Some((attempt, time))
+}
+
+/// The record of a delivery first heard of through `attempt`.
+fn new_record(attempt: &DeliveryAttempt, time: Time) -> DeliveryRecord {
+    DeliveryRecord {
+        id: attempt.delivery_id.clone(),
+        event_id: attempt.event_id.clone(),
+        forwarding_set_id: attempt.forwarding_set_id.clone(),
+        subscription_id: attempt.subscription_id.clone(),
+        state: DeliveryState::Pending as i32,
+        attempts: 0,
+        last_reason: String::new(),
+        last_attempt_time: time,
+    }
+}
+
+/// A delivery's record with a batch's new attempts folded in, written once per batch.
+struct Fold<'a> {
+    record: DeliveryRecord,
+    /// The reason of the attempt that decided, copied into the record only when it is written.
+    reason: Option<&'a str>,
+}
+
+impl<'a> Fold<'a> {
+    fn add(&mut self, attempt: &'a DeliveryAttempt, time: Time) {
+        let record = &mut self.record;
+        record.attempts = record.attempts.saturating_add(1);
+        // Batches from several nodes may arrive out of order: the latest attempt decides.
+        if time >= record.last_attempt_time {
+            if let Some(state) = state_after(attempt.outcome) {
+                record.state = state as i32;
+            }
+            self.reason = Some(&attempt.reason);
+            record.last_attempt_time = time;
+        }
+    }
+
+    fn finish(mut self) -> DeliveryRecord {
+        if let Some(reason) = self.reason {
+            reason.clone_into(&mut self.record.last_reason);
+        }
+        self.record
     }
 }
 
@@ -77,6 +188,7 @@ impl DeliveryLog {
             retention,
             retries,
             notifier: None,
+            marks: Arc::default(),
         }
     }
 
@@ -86,87 +198,94 @@ impl DeliveryLog {
         self
     }
 
+    fn lock_marks(&self) -> MutexGuard<'_, HashMap<String, PruneMark>> {
+        self.marks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Stores a node's batch of attempts; returns how many were stored. Attempts naming neither a
     /// forwarding set nor a subscription cannot be listed, so they are dropped.
     pub fn record(&self, node_id: &str, attempts: Vec<DeliveryAttempt>) -> Result<u64, Error> {
         let _guard = self.store.lock_delivery_log();
+        let mut marks = self.lock_marks();
         let tree = self.store.attempts_tree();
         let now = Time::now();
-        let mut targets = BTreeSet::new();
-        let mut stored = 0u64;
+        let cutoff = now.minus(self.retention.age).unix_micros();
+        let batch: Vec<(DeliveryAttempt, Time)> = attempts
+            .into_iter()
+            .filter_map(|attempt| accept(node_id, attempt, now))
+            .collect();
+
+        let mut per_target: HashMap<&str, usize> = HashMap::new();
+        for (attempt, _) in &batch {
+            *per_target.entry(target_of(attempt)).or_default() += 1;
+        }
+        // Counted before the inserts, so that an error half-way leaves an overestimate.
+        for (target, added) in &per_target {
+            if let Some(mark) = marks.get_mut(*target) {
+                mark.added = mark.added.saturating_add(*added);
+            }
+        }
+
+        let mut folds: HashMap<&str, Fold<'_>> = HashMap::new();
         let mut fresh = Vec::new();
-        for mut attempt in attempts {
-            let target = if !attempt.forwarding_set_id.is_empty() {
-                attempt.forwarding_set_id.clone()
-            } else if !attempt.subscription_id.is_empty() {
-                attempt.subscription_id.clone()
+        let mut past_age = HashSet::new();
+        for (attempt, time) in &batch {
+            let time = *time;
+            let key = attempt_key(target_of(attempt), time, &attempt.id);
+            let is_new = if time.unix_micros() < cutoff {
+                // A prune would remove it at once, and with pruning amortised it would otherwise
+                // stay listed until the next one; it still counts for its delivery.
+                !tree.contains_key(&key)? && past_age.insert(key)
             } else {
-                tracing::debug!(node_id, "dropped a delivery attempt without a target");
-                continue;
+                tree.insert(key, attempt.encode_to_vec())?.is_none()
             };
-            if attempt.id.is_empty() {
-                attempt.id = ids::new_id(ids::ATTEMPT);
+            if !is_new {
+                continue;
             }
-            if attempt.node_id.is_empty() {
-                attempt.node_id = node_id.to_owned();
+            if !attempt.delivery_id.is_empty() {
+                let fold = match folds.entry(&attempt.delivery_id) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => {
+                        let record = match self.store.find_delivery(&attempt.delivery_id)? {
+                            Some(record) => record,
+                            None => new_record(attempt, time),
+                        };
+                        e.insert(Fold {
+                            record,
+                            reason: None,
+                        })
+                    }
+                };
+                fold.add(attempt, time);
             }
-            let time = attempt
-                .time
-                .as_ref()
-                .and_then(Time::from_proto)
-                .unwrap_or(now);
-            attempt.time = Some(time.to_proto());
-            let key = attempt_key(&target, time, &attempt.id);
-            let is_new = tree.insert(key, attempt.encode_to_vec())?.is_none();
-            if is_new && !attempt.delivery_id.is_empty() {
-                self.fold_into_delivery(&attempt, time)?;
-            }
-            if is_new && self.notifier.is_some() && !attempt.forwarding_set_id.is_empty() {
+            if self.notifier.is_some() && !attempt.forwarding_set_id.is_empty() {
                 fresh.push((attempt, time));
             }
-            targets.insert(target);
-            stored += 1;
+        }
+        for fold in folds.into_values() {
+            self.store.put_delivery(&fold.finish())?;
         }
         if let Some(notifier) = &self.notifier {
-            notifier.record_attempts(fresh.iter().map(|(a, t)| (a, *t)));
+            notifier.record_attempts(fresh);
         }
-        for target in targets {
-            self.prune_target(&target, now)?;
-        }
-        Ok(stored)
-    }
 
-    fn fold_into_delivery(&self, attempt: &DeliveryAttempt, time: Time) -> Result<(), Error> {
-        let mut delivery = self
-            .store
-            .find_delivery(&attempt.delivery_id)?
-            .unwrap_or_else(|| DeliveryRecord {
-                id: attempt.delivery_id.clone(),
-                event_id: attempt.event_id.clone(),
-                forwarding_set_id: attempt.forwarding_set_id.clone(),
-                subscription_id: attempt.subscription_id.clone(),
-                state: DeliveryState::Pending as i32,
-                attempts: 0,
-                last_reason: String::new(),
-                last_attempt_time: time,
+        let slack = self.retention.slack();
+        for target in per_target.into_keys() {
+            let due = marks.get(target).is_none_or(|mark| {
+                mark.added > slack || cutoff.saturating_sub(mark.cutoff) > CUTOFF_SLACK_MICROS
             });
-        delivery.attempts = delivery.attempts.saturating_add(1);
-        // Batches from several nodes may arrive out of order: the latest attempt decides.
-        if time >= delivery.last_attempt_time {
-            if let Some(state) = state_after(attempt.outcome) {
-                delivery.state = state as i32;
+            if due {
+                self.prune_target(target, cutoff)?;
+                marks.insert(target.to_owned(), PruneMark { added: 0, cutoff });
             }
-            delivery.last_reason = attempt.reason.clone();
-            delivery.last_attempt_time = time;
         }
-        self.store.put_delivery(&delivery)
+        Ok(batch.len() as u64)
     }
 
-    /// Keeps the newest `count` attempts of a target that are younger than `age`.
-    fn prune_target(&self, target: &str, now: Time) -> Result<usize, Error> {
+    /// Keeps the newest `count` attempts of a target that are not older than `cutoff` (µs).
+    fn prune_target(&self, target: &str, cutoff: u64) -> Result<usize, Error> {
         let tree = self.store.attempts_tree();
         let prefix = target_prefix(target);
-        let cutoff = now.minus(self.retention.age).unix_micros();
         let mut removed = 0;
         for (i, key) in tree.scan_prefix(&prefix).keys().enumerate() {
             let key = key?;
@@ -192,9 +311,19 @@ impl DeliveryLog {
             }
         }
         let _guard = self.store.lock_delivery_log();
+        let mut marks = self.lock_marks();
+        let cutoff_micros = cutoff.unix_micros();
+        // Also forgets deleted targets; one first written since the scan above loses its mark,
+        // so its next batch prunes it.
+        marks.retain(|target, _| targets.contains(target));
         let mut removed = 0;
         for target in targets {
-            removed += self.prune_target(&target, now)?;
+            removed += self.prune_target(&target, cutoff_micros)?;
+            let mark = PruneMark {
+                added: 0,
+                cutoff: cutoff_micros,
+            };
+            marks.insert(target, mark);
         }
         let deliveries = self.store.deliveries_tree();
         for entry in deliveries.iter() {
@@ -370,6 +499,27 @@ mod tests {
         log.retry_delivery(Request::new(RetryDeliveryRequest { id: id.into() }))
             .await
             .map(Response::into_inner)
+    }
+
+    /// How many attempts the tree holds for `target`, whatever the page size.
+    fn stored(log: &DeliveryLog, target: &str) -> usize {
+        log.store
+            .attempts_tree()
+            .scan_prefix(target_prefix(target))
+            .count()
+    }
+
+    /// Stores an attempt `seconds_ago` under `target` behind the log's back.
+    fn insert_directly(log: &DeliveryLog, target: &str, seconds_ago: u64, id: &str) {
+        let key = attempt_key(
+            target,
+            Time::now().minus(Duration::from_secs(seconds_ago)),
+            id,
+        );
+        log.store
+            .attempts_tree()
+            .insert(key, DeliveryAttempt::default().encode_to_vec())
+            .unwrap();
     }
 
     const DAY: Duration = Duration::from_secs(86_400);
@@ -571,5 +721,198 @@ mod tests {
             Code::NotFound,
             "delivery \"dlv_missing\" not found",
         );
+    }
+
+    #[tokio::test]
+    async fn a_batch_writes_each_delivery_record_once_and_the_latest_attempt_decides() {
+        let s = setup(100, DAY).await;
+        s.log
+            .record(
+                "n",
+                vec![attempt(&s.fwd_id, "dlv_1", 50, AttemptOutcome::Retrying)],
+            )
+            .unwrap();
+        let mut writes = s.log.store.deliveries_tree().watch_prefix(b"dlv_");
+        s.log
+            .record(
+                "n",
+                vec![
+                    attempt(&s.fwd_id, "dlv_1", 30, AttemptOutcome::Retrying),
+                    attempt(&s.fwd_id, "dlv_2", 25, AttemptOutcome::Retrying),
+                    attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Succeeded),
+                    attempt(&s.fwd_id, "dlv_1", 20, AttemptOutcome::Failed),
+                    attempt(&s.fwd_id, "dlv_2", 15, AttemptOutcome::Failed),
+                ],
+            )
+            .unwrap();
+        let mut written = Vec::new();
+        while let Ok(event) = writes.next_timeout(Duration::from_millis(100)) {
+            written.push(String::from_utf8_lossy(event.key()).into_owned());
+        }
+        written.sort();
+        assert_eq!(written, ["dlv_1", "dlv_2"]);
+
+        let first = s.log.store.find_delivery("dlv_1").unwrap().unwrap();
+        assert_eq!(first.attempts, 4);
+        assert_eq!(first.state, DeliveryState::Delivered as i32);
+        assert_eq!(first.last_reason, "");
+        let second = s.log.store.find_delivery("dlv_2").unwrap().unwrap();
+        assert_eq!(second.attempts, 2);
+        assert_eq!(second.state, DeliveryState::DeliveryFailed as i32);
+        assert_eq!(second.last_reason, "502 Bad Gateway");
+    }
+
+    #[tokio::test]
+    async fn folding_a_batch_gives_the_record_that_reporting_its_attempts_one_by_one_gives() {
+        let s = setup(100, DAY).await;
+        let outcomes = [
+            (40, AttemptOutcome::Failed),
+            (10, AttemptOutcome::Retrying),
+            (30, AttemptOutcome::Succeeded),
+            (10, AttemptOutcome::Failed),
+            (20, AttemptOutcome::Unspecified),
+            (50, AttemptOutcome::Succeeded),
+        ];
+        let attempts = |delivery_id: &str| -> Vec<DeliveryAttempt> {
+            let now = Time::now().seconds;
+            outcomes
+                .iter()
+                .map(|(ago, outcome)| {
+                    let mut a = attempt(&s.fwd_id, delivery_id, 0, *outcome);
+                    a.time = Some(prost_types::Timestamp {
+                        seconds: now - ago,
+                        nanos: 0,
+                    });
+                    a.reason = format!("reason {ago} {}", outcome.as_str_name());
+                    a
+                })
+                .collect()
+        };
+        s.log.record("n", attempts("dlv_batch")).unwrap();
+        for one in attempts("dlv_single") {
+            s.log.record("n", vec![one]).unwrap();
+        }
+        let batch = s.log.store.find_delivery("dlv_batch").unwrap().unwrap();
+        let single = s.log.store.find_delivery("dlv_single").unwrap().unwrap();
+        assert_eq!(batch.attempts, 6);
+        assert_eq!(batch.last_reason, "reason 10 FAILED");
+        assert_eq!(
+            (batch.state, batch.attempts, &batch.last_reason),
+            (single.state, single.attempts, &single.last_reason)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_target_holds_at_most_count_plus_slack_attempts_and_a_sweep_leaves_exactly_count() {
+        let s = setup(100, DAY).await;
+        let slack = s.log.retention.slack();
+        assert_eq!(slack, 64);
+        let mut times = Vec::new();
+        let mut most = 0;
+        let mut ago = 10_000;
+        for batch in 0..40 {
+            let attempts: Vec<_> = (0..7)
+                .map(|i| {
+                    ago -= 1;
+                    attempt(
+                        &s.fwd_id,
+                        &format!("dlv_{batch}_{i}"),
+                        ago,
+                        AttemptOutcome::Retrying,
+                    )
+                })
+                .collect();
+            times.extend(attempts.iter().map(|a| a.time.unwrap().seconds));
+            s.log.record("n", attempts).unwrap();
+            let held = stored(&s.log, &s.fwd_id);
+            assert!(held <= 100 + slack, "{held} attempts after batch {batch}");
+            most = most.max(held);
+        }
+        assert!(
+            most > 100,
+            "every batch pruned: at most {most} attempts held"
+        );
+
+        s.log.sweep().unwrap();
+        let kept: Vec<_> = s
+            .log
+            .store
+            .attempts_tree()
+            .scan_prefix(target_prefix(&s.fwd_id))
+            .values()
+            .map(|v| DeliveryAttempt::decode(v.unwrap().as_ref()).unwrap())
+            .map(|a| a.time.unwrap().seconds)
+            .collect();
+        times.sort_by(|a, b| b.cmp(a));
+        times.truncate(100);
+        assert_eq!(kept, times);
+    }
+
+    #[tokio::test]
+    async fn a_batch_prunes_its_target_once_the_age_cutoff_moved_by_more_than_a_minute() {
+        let s = setup(100, Duration::from_secs(3600)).await;
+        let one = |log: &DeliveryLog| {
+            log.record(
+                "n",
+                vec![attempt(&s.fwd_id, "dlv_1", 5, AttemptOutcome::Retrying)],
+            )
+            .unwrap();
+        };
+        one(&s.log);
+        insert_directly(&s.log, &s.fwd_id, 7200, "att_old");
+        one(&s.log);
+        assert_eq!(stored(&s.log, &s.fwd_id), 3, "pruned within the slack");
+
+        let moved = s
+            .log
+            .lock_marks()
+            .get_mut(&s.fwd_id)
+            .map(|mark| mark.cutoff -= CUTOFF_SLACK_MICROS + 1_000_000);
+        assert!(moved.is_some());
+        one(&s.log);
+        assert_eq!(stored(&s.log, &s.fwd_id), 3);
+        assert!(
+            list(&s.log, &s.fwd_id)
+                .await
+                .iter()
+                .all(|a| a.node_id == "n")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_attempt_already_past_the_age_is_not_kept_but_counts_for_its_delivery() {
+        let s = setup(100, Duration::from_secs(3600)).await;
+        s.log
+            .record(
+                "n",
+                vec![attempt(&s.fwd_id, "dlv_1", 60, AttemptOutcome::Succeeded)],
+            )
+            .unwrap();
+        let late = attempt(&s.fwd_id, "dlv_1", 7200, AttemptOutcome::Failed);
+        assert_eq!(s.log.record("n", vec![late.clone(), late]).unwrap(), 2);
+        assert_eq!(stored(&s.log, &s.fwd_id), 1);
+        let delivery = s.log.store.find_delivery("dlv_1").unwrap().unwrap();
+        assert_eq!(delivery.attempts, 3);
+        assert_eq!(delivery.state, DeliveryState::Delivered as i32);
+    }
+
+    #[tokio::test]
+    async fn a_target_is_pruned_at_its_first_batch_after_a_restart() {
+        let s = setup(2, DAY).await;
+        let batch = || vec![attempt(&s.fwd_id, "dlv_1", 1, AttemptOutcome::Retrying)];
+        s.log.record("n", batch()).unwrap();
+        for i in 0..5 {
+            insert_directly(&s.log, &s.fwd_id, 10 + i, &format!("att_extra{i}"));
+        }
+        s.log.record("n", batch()).unwrap();
+        assert_eq!(stored(&s.log, &s.fwd_id), 7, "pruned within the slack");
+
+        let restarted = DeliveryLog::new(
+            s.log.store.clone(),
+            s.log.retention,
+            broadcast::channel(16).0,
+        );
+        restarted.record("n", batch()).unwrap();
+        assert_eq!(stored(&restarted, &s.fwd_id), 2);
     }
 }

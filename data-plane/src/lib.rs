@@ -147,6 +147,7 @@ pub async fn run(
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    outcomes.spill_unsent();
     if let Err(e) = spool.db().flush_async().await {
         warn!(error = %e, "spool flush at shutdown failed");
     }

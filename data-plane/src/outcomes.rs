@@ -1,11 +1,15 @@
-//! Delivery outcomes on their way to the control plane. Each attempt is written to the spool's
-//! `outcomes` tree first, then reported in batches over ReportDeliveries and removed once the
-//! control plane has accepted the batch; a control plane that is away just lets them pile up
-//! (bounded) until it returns.
+//! Delivery outcomes on their way to the control plane. Attempts gather in memory and are
+//! reported in batches over ReportDeliveries; a batch the control plane does not accept is
+//! written to the spool's `outcomes` tree and sent from there, oldest first, once it is back, as
+//! is whatever is unsent when the node stops. Writing every attempt to disk first cost more than
+//! the attempt's own settling (docs/BENCHMARKS.md); the price is that a `kill -9` forgets the
+//! attempts of the last moments (a batch gathers for 200 ms) from the attempt log. The
+//! deliveries themselves are the queue's business and are not affected.
 
 use std::{
+    collections::VecDeque,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -21,14 +25,17 @@ use crate::{Error, backoff::Backoff, control::ControlPlane, metrics::Metrics};
 const BATCH: usize = 500;
 /// How long a first outcome waits for company before it is sent.
 const GATHER: Duration = Duration::from_millis(200);
-/// Unsent outcomes kept while the control plane is away; the oldest go first.
+/// Unsent outcomes kept while the control plane is away, in memory and on disk each; the oldest
+/// go first.
 const MAX_UNSENT: u64 = 200_000;
 const SEND_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct OutcomeLog {
+    /// Spilled outcomes, oldest first.
     tree: sled::Tree,
     next_seq: AtomicU64,
-    unsent: AtomicU64,
+    spilled: AtomicU64,
+    fresh: Mutex<VecDeque<DeliveryAttempt>>,
     arrivals: Notify,
 }
 
@@ -39,57 +46,104 @@ impl OutcomeLog {
             Some((key, _)) => seq_of(&key) + 1,
             None => 0,
         };
-        let unsent = tree.len() as u64;
+        let spilled = tree.len() as u64;
         Ok(Self {
             tree,
             next_seq: AtomicU64::new(next_seq),
-            unsent: AtomicU64::new(unsent),
+            spilled: AtomicU64::new(spilled),
+            fresh: Mutex::new(VecDeque::new()),
             arrivals: Notify::new(),
         })
     }
 
-    /// Keeps an attempt for reporting. Losing one is better than failing the delivery over it,
-    /// so a spool error is logged, not returned.
+    /// Keeps an attempt for reporting.
     pub fn record(&self, attempt: &DeliveryAttempt) {
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.tree.insert(seq.to_be_bytes(), attempt.encode_to_vec()) {
-            warn!(error = %e, "could not keep a delivery outcome");
-            return;
-        }
-        if self.unsent.fetch_add(1, Ordering::Relaxed) + 1 > MAX_UNSENT
-            && let Ok(Some(_)) = self.tree.pop_min()
         {
-            self.unsent.fetch_sub(1, Ordering::Relaxed);
+            let mut fresh = self.fresh();
+            if fresh.len() as u64 >= MAX_UNSENT {
+                fresh.pop_front();
+            }
+            fresh.push_back(attempt.clone());
         }
         self.arrivals.notify_one();
     }
 
     pub fn unsent(&self) -> u64 {
-        self.unsent.load(Ordering::Relaxed)
+        self.spilled.load(Ordering::Relaxed) + self.fresh().len() as u64
     }
 
-    fn oldest(&self, max: usize) -> Result<(Vec<sled::IVec>, Vec<DeliveryAttempt>), Error> {
-        let mut keys = Vec::new();
-        let mut attempts = Vec::new();
+    fn fresh(&self) -> std::sync::MutexGuard<'_, VecDeque<DeliveryAttempt>> {
+        self.fresh.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes outcomes to the spool so they outlive the process; losing one is better than
+    /// failing anything over it, so a spool error is logged, not returned.
+    fn spill(&self, attempts: &[DeliveryAttempt]) {
+        for attempt in attempts {
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.tree.insert(seq.to_be_bytes(), attempt.encode_to_vec()) {
+                warn!(error = %e, "could not keep a delivery outcome");
+                return;
+            }
+            if self.spilled.fetch_add(1, Ordering::Relaxed) + 1 > MAX_UNSENT
+                && let Ok(Some(_)) = self.tree.pop_min()
+            {
+                self.spilled.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Everything still in memory goes to the spool: the node is stopping.
+    pub fn spill_unsent(&self) {
+        let fresh: Vec<_> = self.fresh().drain(..).collect();
+        self.spill(&fresh);
+    }
+
+    /// Up to `max` unsent outcomes, spilled ones first: their keys, the ones taken from memory,
+    /// and the whole batch.
+    fn next_batch(&self, max: usize) -> Result<Batch, Error> {
+        let mut batch = Batch::default();
         for entry in self.tree.iter().take(max) {
             let (key, value) = entry?;
             match DeliveryAttempt::decode(value.as_ref()) {
-                Ok(attempt) => attempts.push(attempt),
+                Ok(attempt) => batch.attempts.push(attempt),
                 Err(e) => warn!(error = %e, "dropping an unreadable delivery outcome"),
             }
-            keys.push(key);
+            batch.keys.push(key);
         }
-        Ok((keys, attempts))
+        let room = max.saturating_sub(batch.keys.len());
+        let mut fresh = self.fresh();
+        let take = room.min(fresh.len());
+        batch.from_memory = take;
+        batch.attempts.extend(fresh.drain(..take));
+        Ok(batch)
     }
 
     fn forget(&self, keys: &[sled::IVec]) -> Result<(), Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         let mut batch = sled::Batch::default();
         for key in keys {
             batch.remove(key.clone());
         }
         self.tree.apply_batch(batch)?;
-        self.unsent.fetch_sub(keys.len() as u64, Ordering::Relaxed);
+        self.spilled.fetch_sub(keys.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Batch {
+    keys: Vec<sled::IVec>,
+    from_memory: usize,
+    attempts: Vec<DeliveryAttempt>,
+}
+
+impl Batch {
+    /// The attempts that came from memory (the last ones).
+    fn fresh(&self) -> &[DeliveryAttempt] {
+        &self.attempts[self.attempts.len() - self.from_memory..]
     }
 }
 
@@ -130,26 +184,29 @@ pub async fn report_outcomes(
 }
 
 async fn send_batch(log: &OutcomeLog, control: &ControlPlane, node_id: &str) -> Result<(), String> {
-    let (keys, attempts) = log.oldest(BATCH).map_err(|e| e.to_string())?;
-    if keys.is_empty() {
+    let batch = log.next_batch(BATCH).map_err(|e| e.to_string())?;
+    if batch.attempts.is_empty() {
         return Ok(());
     }
-    let sent = attempts.len();
+    let sent = batch.attempts.len();
     let report = DeliveryReport {
         node_id: node_id.to_owned(),
-        attempts,
+        attempts: batch.attempts.clone(),
     };
     let mut client = control.config();
     let call = client.report_deliveries(tokio_stream::once(report));
-    match tokio::time::timeout(SEND_TIMEOUT, call).await {
+    let failed = match tokio::time::timeout(SEND_TIMEOUT, call).await {
         Ok(Ok(_)) => {
-            log.forget(&keys).map_err(|e| e.to_string())?;
+            log.forget(&batch.keys).map_err(|e| e.to_string())?;
             debug!(sent, "delivery outcomes reported");
-            Ok(())
+            return Ok(());
         }
-        Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
-        Err(_) => Err("the control plane did not answer in time".to_owned()),
-    }
+        Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+        Err(_) => "the control plane did not answer in time".to_owned(),
+    };
+    // Kept on disk from now on: the control plane may be away for long, and the node may stop.
+    log.spill(batch.fresh());
+    Err(failed)
 }
 
 fn seq_of(key: &[u8]) -> u64 {
@@ -169,22 +226,54 @@ mod tests {
         }
     }
 
+    fn ids(batch: &Batch) -> Vec<&str> {
+        batch.attempts.iter().map(|a| a.id.as_str()).collect()
+    }
+
     #[test]
-    fn recorded_outcomes_come_out_oldest_first_and_survive_reopening() {
+    fn spilled_outcomes_survive_reopening_and_come_out_before_newer_ones() {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
             let log = OutcomeLog::open(&db).unwrap();
             log.record(&attempt("att_1"));
             log.record(&attempt("att_2"));
+            log.spill_unsent();
             db.flush().unwrap();
         }
         let db = sled::open(dir.path()).unwrap();
         let log = OutcomeLog::open(&db).unwrap();
         log.record(&attempt("att_3"));
-        let (_, attempts) = log.oldest(10).unwrap();
-        let ids: Vec<_> = attempts.iter().map(|a| a.id.as_str()).collect();
-        assert_eq!(ids, vec!["att_1", "att_2", "att_3"]);
+        assert_eq!(log.unsent(), 3);
+        let batch = log.next_batch(10).unwrap();
+        assert_eq!(ids(&batch), vec!["att_1", "att_2", "att_3"]);
+    }
+
+    #[test]
+    fn outcomes_wait_in_memory_without_touching_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let log = OutcomeLog::open(&db).unwrap();
+        log.record(&attempt("att_1"));
+        assert_eq!(log.unsent(), 1);
+        assert!(log.tree.is_empty());
+    }
+
+    #[test]
+    fn a_batch_that_was_not_accepted_is_kept_on_disk_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let log = OutcomeLog::open(&db).unwrap();
+        log.record(&attempt("att_1"));
+        log.record(&attempt("att_2"));
+        let batch = log.next_batch(10).unwrap();
+        log.record(&attempt("att_3"));
+        log.spill(batch.fresh());
+        assert_eq!(log.tree.len(), 2);
+        assert_eq!(
+            ids(&log.next_batch(10).unwrap()),
+            vec!["att_1", "att_2", "att_3"]
+        );
     }
 
     #[test]
@@ -194,10 +283,10 @@ mod tests {
         let log = OutcomeLog::open(&db).unwrap();
         log.record(&attempt("att_1"));
         log.record(&attempt("att_2"));
-        let (keys, _) = log.oldest(1).unwrap();
-        log.forget(&keys).unwrap();
-        let (_, attempts) = log.oldest(10).unwrap();
-        assert_eq!(attempts, vec![attempt("att_2")]);
+        log.spill_unsent();
+        let batch = log.next_batch(1).unwrap();
+        log.forget(&batch.keys).unwrap();
+        assert_eq!(ids(&log.next_batch(10).unwrap()), vec!["att_2"]);
         assert_eq!(log.unsent(), 1);
     }
 }

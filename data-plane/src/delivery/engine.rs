@@ -14,8 +14,8 @@ use tracing::{debug, info, warn};
 
 use super::{
     breaker::{Admission, Breakers},
+    lines::{Offer, TargetLines},
     retry::{NextStep, RetryPolicy},
-    slots::TargetSlots,
     target::Target,
 };
 use crate::{
@@ -35,8 +35,6 @@ use crate::{
 const WORKERS: usize = 1024;
 const LEASE_BATCH: usize = 128;
 const LEASE_WAIT: Duration = Duration::from_millis(500);
-/// How long a job for a target with every slot taken steps aside.
-const BUSY_WAIT: Duration = Duration::from_millis(250);
 /// How long in-flight attempts may finish after shutdown is asked; the rest come back from the
 /// spool at the next start.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -59,8 +57,9 @@ pub struct Engine {
     node_id: String,
     policy: RetryPolicy,
     breakers: Breakers,
-    slots: TargetSlots,
+    lines: TargetLines,
     workers: Arc<Semaphore>,
+    stopping: watch::Sender<bool>,
 }
 
 impl Engine {
@@ -84,8 +83,9 @@ impl Engine {
             node_id: settings.node_id,
             policy: settings.policy,
             breakers: Breakers::default(),
-            slots: TargetSlots::new(settings.target_concurrency),
+            lines: TargetLines::new(settings.target_concurrency),
             workers: Arc::new(Semaphore::new(WORKERS)),
+            stopping: watch::Sender::new(false),
         }
     }
 
@@ -122,18 +122,42 @@ impl Engine {
                 }
             }
         }
+        // Workers finish the attempt in hand and take nothing more from their lines; whatever
+        // is still leased comes back from the spool at the next start.
+        self.stopping.send_replace(true);
         let drained = async { while in_flight.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, drained).await;
     }
 
     async fn dispatch(self: &Arc<Self>, job: Job, in_flight: &mut JoinSet<()>) {
+        let Some((job, target)) = self.admit(job).await else {
+            return;
+        };
+        let job = match self.lines.offer(target.id(), job) {
+            Offer::Go(job) => job,
+            Offer::Queued => return,
+            Offer::PushBack(job, wait) => {
+                self.defer(&job, wait).await;
+                return;
+            }
+        };
+        let Ok(worker) = Arc::clone(&self.workers).acquire_owned().await else {
+            return;
+        };
+        let engine = Arc::clone(self);
+        in_flight.spawn(async move { engine.work(job, target, worker).await });
+    }
+
+    /// Resolves a job's target and settles the jobs that may not be attempted now: target
+    /// deleted, switched off, or resting behind its breaker.
+    async fn admit(&self, job: Job) -> Option<(Job, Target)> {
         let snapshot = self.config.load();
         let Some(target) = Target::resolve(&snapshot, &job, &self.connectors) else {
             // Deleted since it was queued (a forwarding set, a subscription): nobody is left to
             // deliver to, and nobody to report the attempt to either.
             info!(delivery_id = %job.delivery_id, "target no longer configured; delivery dropped");
             self.settle(&job, Settle::Ack).await;
-            return;
+            return None;
         };
         if let Some(why) = target.switched_off() {
             let attempt = self.attempt_record(&job, &target, SystemTime::now());
@@ -143,22 +167,30 @@ impl Engine {
             };
             self.conclude_failure(job, attempt, failure, None, Duration::ZERO)
                 .await;
-            return;
+            return None;
         }
         let now = Instant::now();
         if let Admission::NotBefore(at) = self.breakers.admit(target.id(), now) {
             self.defer(&job, at.saturating_duration_since(now)).await;
-            return;
+            return None;
         }
-        let Some(slot) = self.slots.try_take(target.id()) else {
-            self.defer(&job, BUSY_WAIT).await;
-            return;
-        };
-        let Ok(worker) = Arc::clone(&self.workers).acquire_owned().await else {
-            return;
-        };
-        let engine = Arc::clone(self);
-        in_flight.spawn(async move { engine.attempt(job, target, slot, worker).await });
+        Some((job, target))
+    }
+
+    /// Holds one of the target's slots: attempts `job`, then whatever waits in the target's
+    /// line, until the line is empty or the node stops.
+    async fn work(self: Arc<Self>, job: Job, target: Target, _worker: OwnedSemaphorePermit) {
+        let key = target.id().to_owned();
+        let mut latency = Some(self.attempt(job, target).await);
+        while let Some(next) = self.lines.finish(&key, latency.take()) {
+            if *self.stopping.borrow() {
+                continue;
+            }
+            let Some((job, target)) = self.admit(next).await else {
+                continue;
+            };
+            latency = Some(self.attempt(job, target).await);
+        }
     }
 
     /// Pushes a job back without an attempt, spread a little so a crowd does not return at once.
@@ -174,13 +206,8 @@ impl Engine {
         }
     }
 
-    async fn attempt(
-        self: Arc<Self>,
-        job: Job,
-        target: Target,
-        slot: OwnedSemaphorePermit,
-        _worker: OwnedSemaphorePermit,
-    ) {
+    /// Makes one attempt and settles the job by its result; returns how long the call took.
+    async fn attempt(&self, job: Job, target: Target) -> Duration {
         let number = job.attempts + 1;
         let at = SystemTime::now();
         let mut record = self.attempt_record(&job, &target, at);
@@ -189,7 +216,6 @@ impl Engine {
             .attempt(&job, number, at, &self.sender, &self.connectors)
             .await;
         let latency = started.elapsed();
-        drop(slot);
         if let Some(unwell) = result.target_is_unwell() {
             self.breakers.record(target.id(), !unwell, Instant::now());
         }
@@ -217,6 +243,7 @@ impl Engine {
                     .await;
             }
         }
+        latency
     }
 
     fn attempt_record(&self, job: &Job, target: &Target, at: SystemTime) -> DeliveryAttempt {

@@ -1,22 +1,23 @@
-//! The embedded queue: a sled database in `--spool-dir`, local to the node.
+//! The embedded queue: job records in a sled database in `--spool-dir`, local to the node, and
+//! the schedule (what is due when, what is leased) in memory.
 //!
-//! Trees: `jobs` (delivery id -> record with the job), `due` (due time BE ++ id -> nothing; a
-//! leased job sits there at its lease deadline), `leases` (id -> its `due` key, so a restart can
-//! hand leased jobs out again at once), `failed` (failure time BE ++ id, to bound parked jobs).
-//! Enqueues are made durable by a group commit: concurrent callers share one flush.
+//! Only the records are durable: `jobs` maps a delivery id to its job with its attempt count,
+//! the time it is next due and, once it failed for good, why. The schedule is rebuilt from them
+//! at start, where leases are void anyway (whoever held them is gone). So an attempt costs the
+//! disk one write when it settles (an ack removes the record, a retry rewrites it) and nothing
+//! when it is leased or deferred: the earlier on-disk due index cost five writes per attempt and
+//! left the node disk-bound (docs/BENCHMARKS.md). Enqueues are made durable by a group commit:
+//! concurrent callers share one flush. Settling is not flushed: a crash may forget an ack (a
+//! duplicate attempt) or a retry's new count, never a job.
 //!
-//! Only enqueue (and the rare fail and requeue) use sled transactions: each one seals and syncs
-//! sled's IO buffer twice, and one per lease, ack and retry of every delivery made the disk, not
-//! the CPU, the node's limit (docs/BENCHMARKS.md). Those write single keys instead, in an order
-//! where a crash between two writes leaves a job due twice (a duplicate attempt) but never not
-//! due: new index entries are written before old ones are removed, and an ack removes the job
-//! before its index entries.
+//! Jobs enqueued by this process are kept in memory until leased (bounded), so the fan-out of
+//! one request shares one body and a lease reads nothing back from disk.
 
 use std::{
-    convert::Infallible,
+    collections::{BTreeMap, HashMap},
     path::Path,
     sync::{
-        Mutex,
+        Mutex, MutexGuard, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
@@ -24,11 +25,8 @@ use std::{
 
 use async_trait::async_trait;
 use prost::Message as _;
-use sled::{
-    Transactional,
-    transaction::{ConflictableTransactionError, TransactionError},
-};
 use tokio::sync::Notify;
+use tracing::warn;
 
 use super::{Job, Queue, unix_ms};
 use crate::Error;
@@ -38,6 +36,11 @@ use crate::Error;
 const LEASE_TIME: Duration = Duration::from_secs(300);
 /// Parked failed jobs kept for RetryDelivery; the oldest go first.
 const MAX_FAILED: usize = 10_000;
+/// Jobs kept decoded in memory until their first lease. Beyond this a backlog lives on disk
+/// only and each lease reads its record back.
+const MAX_CACHED: usize = 100_000;
+/// Trees of the earlier on-disk schedule, dropped when an old spool is opened.
+const LEGACY_TREES: [&str; 3] = ["due", "leases", "failed"];
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct Record {
@@ -49,19 +52,132 @@ struct Record {
     failed_ms: u64,
     #[prost(string, tag = "4")]
     reason: String,
+    /// Unix ms before which the job is not handed out (a retry's wait); 0 = at once.
+    #[prost(uint64, tag = "5")]
+    not_before_ms: u64,
+}
+
+/// A place in time order: (unix ms, tie-breaking sequence number).
+type Slot = (u64, u64);
+
+/// Where every held job stands. Waiting jobs sit in `due` at their due time, leased ones at
+/// their lease deadline, so a lease that is never settled simply comes due again.
+#[derive(Default)]
+struct Schedule {
+    due: BTreeMap<Slot, String>,
+    held: HashMap<String, Held>,
+    failed: BTreeMap<Slot, String>,
+    failed_at: HashMap<String, Slot>,
+    cached: usize,
+    seq: u64,
+}
+
+struct Held {
+    slot: Slot,
+    /// The job as enqueued, until its first lease (see MAX_CACHED).
+    job: Option<Job>,
+}
+
+impl Schedule {
+    fn slot_at(&mut self, ms: u64) -> Slot {
+        self.seq += 1;
+        (ms, self.seq)
+    }
+
+    fn hold(&mut self, id: String, due_ms: u64, job: Option<Job>) {
+        let slot = self.slot_at(due_ms);
+        let job = job.filter(|_| self.cached < MAX_CACHED);
+        self.cached += usize::from(job.is_some());
+        if let Some(old) = self.held.insert(id.clone(), Held { slot, job: None }) {
+            self.due.remove(&old.slot);
+            self.cached -= usize::from(old.job.is_some());
+        }
+        if let Some(held) = self.held.get_mut(&id) {
+            held.job = job;
+        }
+        self.due.insert(slot, id);
+    }
+
+    /// Moves a held job to `due_ms`. False when it is not held.
+    fn reschedule(&mut self, id: &str, due_ms: u64) -> bool {
+        let slot = self.slot_at(due_ms);
+        let Some(held) = self.held.get_mut(id) else {
+            return false;
+        };
+        let old = std::mem::replace(&mut held.slot, slot);
+        if let Some(id) = self.due.remove(&old) {
+            self.due.insert(slot, id);
+        }
+        true
+    }
+
+    fn release(&mut self, id: &str) -> bool {
+        let Some(held) = self.held.remove(id) else {
+            return false;
+        };
+        self.due.remove(&held.slot);
+        self.cached -= usize::from(held.job.is_some());
+        true
+    }
+
+    fn park(&mut self, id: String, failed_ms: u64) {
+        let slot = self.slot_at(failed_ms);
+        self.failed_at.insert(id.clone(), slot);
+        self.failed.insert(slot, id);
+    }
+
+    fn unpark(&mut self, id: &str) -> bool {
+        match self.failed_at.remove(id) {
+            Some(slot) => {
+                self.failed.remove(&slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes up to `max` jobs due at `now_ms`, moving each to `deadline_ms`. Cached jobs come
+    /// back whole, the others by id.
+    fn lease(&mut self, max: usize, now_ms: u64, deadline_ms: u64) -> (Vec<Job>, Vec<String>) {
+        let mut jobs = Vec::new();
+        let mut ids = Vec::new();
+        while jobs.len() + ids.len() < max {
+            let Some(entry) = self.due.first_entry() else {
+                break;
+            };
+            if entry.key().0 > now_ms {
+                break;
+            }
+            let id = entry.remove();
+            self.seq += 1;
+            let slot = (deadline_ms, self.seq);
+            let Some(held) = self.held.get_mut(&id) else {
+                continue;
+            };
+            held.slot = slot;
+            let job = held.job.take();
+            self.due.insert(slot, id.clone());
+            match job {
+                Some(job) => {
+                    self.cached -= 1;
+                    jobs.push(job);
+                }
+                None => ids.push(id),
+            }
+        }
+        (jobs, ids)
+    }
+
+    fn next_due_ms(&self) -> Option<u64> {
+        self.due.first_key_value().map(|(slot, _)| slot.0)
+    }
 }
 
 /// The sled-backed [`Queue`].
 pub struct Spool {
     db: sled::Db,
     jobs: sled::Tree,
-    due: sled::Tree,
-    leases: sled::Tree,
-    failed: sled::Tree,
-    depth: AtomicU64,
-    failed_count: AtomicU64,
-    /// Serialises leasing so two callers never take the same due key.
-    lease_lock: Mutex<()>,
+    schedule: Mutex<Schedule>,
     arrivals: Notify,
     commit: GroupCommit,
 }
@@ -73,24 +189,35 @@ impl Spool {
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .open()?;
-        let spool = Self {
-            jobs: db.open_tree("jobs")?,
-            due: db.open_tree("due")?,
-            leases: db.open_tree("leases")?,
-            failed: db.open_tree("failed")?,
+        for name in LEGACY_TREES {
+            db.drop_tree(name)?;
+        }
+        let jobs = db.open_tree("jobs")?;
+        let mut schedule = Schedule::default();
+        for entry in jobs.iter() {
+            let (id, bytes) = entry?;
+            let record = match Record::decode(bytes.as_ref()) {
+                Ok(record) => record,
+                Err(e) => {
+                    warn!(error = %e, "dropping an unreadable spooled job");
+                    jobs.remove(&id)?;
+                    continue;
+                }
+            };
+            let id = String::from_utf8_lossy(&id).into_owned();
+            if record.failed {
+                schedule.park(id, record.failed_ms);
+            } else {
+                schedule.hold(id, record.not_before_ms, None);
+            }
+        }
+        Ok(Self {
             db,
-            depth: AtomicU64::new(0),
-            failed_count: AtomicU64::new(0),
-            lease_lock: Mutex::new(()),
+            jobs,
+            schedule: Mutex::new(schedule),
             arrivals: Notify::new(),
             commit: GroupCommit::default(),
-        };
-        spool.release_stale_leases()?;
-        spool.depth.store(spool.due.len() as u64, Ordering::Relaxed);
-        spool
-            .failed_count
-            .store(spool.failed.len() as u64, Ordering::Relaxed);
-        Ok(spool)
+        })
     }
 
     /// The database, for other node-local state that shares the spool's durability (outcomes).
@@ -98,24 +225,11 @@ impl Spool {
         &self.db
     }
 
-    fn release_stale_leases(&self) -> Result<(), Error> {
-        let now = unix_ms(SystemTime::now());
-        for entry in self.leases.iter() {
-            let (id, due_key) = entry?;
-            (&self.due, &self.leases)
-                .transaction(|(due, leases)| {
-                    due.remove(due_key.as_ref())?;
-                    due.insert(due_key_for(now, &id), &[])?;
-                    leases.remove(id.as_ref())?;
-                    Ok::<_, ConflictableTransactionError<Infallible>>(())
-                })
-                .map_err(storage)?;
-        }
-        self.db.flush()?;
-        Ok(())
+    fn schedule(&self) -> MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn read(&self, id: &[u8]) -> Result<Option<Record>, Error> {
+    fn read(&self, id: &str) -> Result<Option<Record>, Error> {
         match self.jobs.get(id)? {
             Some(bytes) => Ok(Some(Record::decode(bytes.as_ref())?)),
             None => Ok(None),
@@ -123,87 +237,41 @@ impl Spool {
     }
 
     fn lease_due(&self, max: usize) -> Result<Vec<Job>, Error> {
-        let _guard = self
-            .lease_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = unix_ms(SystemTime::now());
         let deadline = now + u64::try_from(LEASE_TIME.as_millis()).unwrap_or(u64::MAX);
-        let mut leased = Vec::new();
-        let upper = (now + 1).to_be_bytes();
-        for entry in self.due.range(..upper.as_slice()) {
-            if leased.len() >= max {
-                break;
+        let (mut leased, uncached) = self.schedule().lease(max, now, deadline);
+        for id in uncached {
+            match self.read(&id)? {
+                Some(Record {
+                    job: Some(job),
+                    failed: false,
+                    ..
+                }) => leased.push(job),
+                // Settled between the schedule and the read.
+                _ => {
+                    self.schedule().release(&id);
+                }
             }
-            let (key, _) = entry?;
-            let id = &key[8..];
-            let Some(Record { job: Some(job), .. }) = self.read(id)? else {
-                // An index entry without its job (a half-finished ack before a crash).
-                self.due.remove(&key)?;
-                continue;
-            };
-            let lease_key = due_key_for(deadline, id);
-            // Single-key writes, new entries before the old one goes (see the module doc).
-            self.due.insert(lease_key.as_slice(), &[])?;
-            self.leases.insert(id, lease_key.as_slice())?;
-            self.due.remove(&key)?;
-            leased.push(job);
         }
         Ok(leased)
     }
 
-    fn next_due_ms(&self) -> Result<Option<u64>, Error> {
-        Ok(self.due.first()?.map(|(key, _)| due_ms_of(&key)))
-    }
-
-    /// Moves a leased (or due) job to a new due time, rewriting its record when asked.
-    fn reschedule(
-        &self,
-        id: &str,
-        not_before: SystemTime,
-        attempts: Option<u32>,
-    ) -> Result<(), Error> {
-        let id = id.as_bytes();
-        match attempts {
-            Some(attempts) => {
-                let Some(mut record) = self.read(id)? else {
-                    return Ok(());
-                };
-                if let Some(job) = record.job.as_mut() {
-                    job.attempts = attempts;
-                }
-                self.jobs.insert(id, record.encode_to_vec())?;
-            }
-            None if !self.jobs.contains_key(id)? => return Ok(()),
-            None => {}
-        }
-        // Single-key writes, the new entry before the old one goes (see the module doc).
-        let new_key = due_key_for(unix_ms(not_before), id);
-        self.due.insert(new_key.as_slice(), &[])?;
-        if let Some(old) = self.leases.remove(id)?
-            && old.as_ref() != new_key.as_slice()
-        {
-            self.due.remove(old)?;
-        }
-        self.arrivals.notify_waiters();
-        Ok(())
-    }
-
     /// Drops the oldest parked failures beyond the bound.
     fn prune_failed(&self) -> Result<(), Error> {
-        while self.failed_count.load(Ordering::Relaxed) > MAX_FAILED as u64 {
-            let Some((key, _)) = self.failed.pop_min()? else {
-                break;
+        loop {
+            let oldest = {
+                let mut schedule = self.schedule();
+                if schedule.failed.len() <= MAX_FAILED {
+                    return Ok(());
+                }
+                let Some((_, id)) = schedule.failed.pop_first() else {
+                    return Ok(());
+                };
+                schedule.failed_at.remove(&id);
+                id
             };
-            let id = &key[8..];
-            if let Some(record) = self.read(id)?
-                && record.failed
-            {
-                self.jobs.remove(id)?;
-            }
-            self.failed_count.fetch_sub(1, Ordering::Relaxed);
+            self.jobs.remove(oldest.as_bytes())?;
         }
-        Ok(())
     }
 }
 
@@ -214,33 +282,33 @@ impl Queue for Spool {
             return Ok(());
         }
         let now = unix_ms(SystemTime::now());
-        let encoded: Vec<(Vec<u8>, Vec<u8>)> = jobs
-            .into_iter()
-            .map(|job| {
-                let id = job.delivery_id.clone().into_bytes();
-                let record = Record {
-                    job: Some(job),
-                    ..Record::default()
-                };
-                (id, record.encode_to_vec())
-            })
-            .collect();
-        let added = (&self.jobs, &self.due)
-            .transaction(|(jobs, due)| {
-                let mut added = 0u64;
-                for (id, record) in &encoded {
-                    if jobs.get(id)?.is_some() {
-                        continue;
-                    }
-                    jobs.insert(id.as_slice(), record.as_slice())?;
-                    due.insert(due_key_for(now, id), &[])?;
-                    added += 1;
-                }
-                Ok::<_, ConflictableTransactionError<Infallible>>(added)
-            })
-            .map_err(storage)?;
+        let mut added = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mut record = Record {
+                job: Some(job),
+                ..Record::default()
+            };
+            let encoded = record.encode_to_vec();
+            let Some(job) = record.job.take() else {
+                continue;
+            };
+            // Insert only if absent: a delivery id already held (or parked) is not added twice.
+            let swapped = self.jobs.compare_and_swap(
+                job.delivery_id.as_bytes(),
+                None::<&[u8]>,
+                Some(encoded),
+            )?;
+            if swapped.is_ok() {
+                added.push(job);
+            }
+        }
         self.commit.flush(&self.db).await?;
-        self.depth.fetch_add(added, Ordering::Relaxed);
+        {
+            let mut schedule = self.schedule();
+            for job in added {
+                schedule.hold(job.delivery_id.clone(), now, Some(job));
+            }
+        }
         self.arrivals.notify_waiters();
         Ok(())
     }
@@ -260,7 +328,7 @@ impl Queue for Spool {
                 return Ok(Vec::new());
             }
             let mut wake = give_up;
-            if let Some(due_ms) = self.next_due_ms()? {
+            if let Some(due_ms) = self.schedule().next_due_ms() {
                 let in_ms = due_ms.saturating_sub(unix_ms(SystemTime::now()));
                 wake = wake.min(now + Duration::from_millis(in_ms));
             }
@@ -272,16 +340,10 @@ impl Queue for Spool {
     }
 
     async fn ack(&self, delivery_id: &str) -> Result<(), Error> {
-        let id = delivery_id.as_bytes();
-        // Removing the job is the ack; an index entry a crash leaves behind is dropped when it
-        // comes due (see lease_due).
-        let removed = self.jobs.remove(id)?.is_some();
-        if let Some(old) = self.leases.remove(id)? {
-            self.due.remove(old)?;
-        }
-        if removed {
-            self.depth.fetch_sub(1, Ordering::Relaxed);
-        }
+        // Out of the schedule first: an enqueue of the same id racing this ack then either sees
+        // the record (a duplicate of what was just delivered, skipped) or finds both gone.
+        self.schedule().release(delivery_id);
+        self.jobs.remove(delivery_id.as_bytes())?;
         Ok(())
     }
 
@@ -291,16 +353,30 @@ impl Queue for Spool {
         attempts: u32,
         not_before: SystemTime,
     ) -> Result<(), Error> {
-        self.reschedule(delivery_id, not_before, Some(attempts))
+        let Some(mut record) = self.read(delivery_id)? else {
+            return Ok(());
+        };
+        let due_ms = unix_ms(not_before);
+        if let Some(job) = record.job.as_mut() {
+            job.attempts = attempts;
+        }
+        record.not_before_ms = due_ms;
+        self.jobs
+            .insert(delivery_id.as_bytes(), record.encode_to_vec())?;
+        self.schedule().reschedule(delivery_id, due_ms);
+        self.arrivals.notify_waiters();
+        Ok(())
     }
 
     async fn defer(&self, delivery_id: &str, not_before: SystemTime) -> Result<(), Error> {
-        self.reschedule(delivery_id, not_before, None)
+        // Memory only: after a restart the job is due at once, which a deferral allows.
+        self.schedule().reschedule(delivery_id, unix_ms(not_before));
+        self.arrivals.notify_waiters();
+        Ok(())
     }
 
     async fn fail(&self, delivery_id: &str, attempts: u32, reason: &str) -> Result<(), Error> {
-        let id = delivery_id.as_bytes();
-        let Some(mut record) = self.read(id)? else {
+        let Some(mut record) = self.read(delivery_id)? else {
             return Ok(());
         };
         let now = unix_ms(SystemTime::now());
@@ -310,63 +386,45 @@ impl Queue for Spool {
         record.failed = true;
         record.failed_ms = now;
         record.reason = reason.to_owned();
-        let encoded = record.encode_to_vec();
-        let failed_key = due_key_for(now, id);
-        let parked = (&self.jobs, &self.due, &self.leases, &self.failed)
-            .transaction(|(jobs, due, leases, failed)| {
-                if jobs.get(id)?.is_none() {
-                    return Ok(false);
-                }
-                if let Some(old) = leases.remove(id)? {
-                    due.remove(old)?;
-                }
-                jobs.insert(id, encoded.as_slice())?;
-                failed.insert(failed_key.as_slice(), &[])?;
-                Ok::<_, ConflictableTransactionError<Infallible>>(true)
-            })
-            .map_err(storage)?;
-        if parked {
-            self.depth.fetch_sub(1, Ordering::Relaxed);
-            self.failed_count.fetch_add(1, Ordering::Relaxed);
-            self.prune_failed()?;
+        {
+            let mut schedule = self.schedule();
+            if !schedule.release(delivery_id) {
+                return Ok(());
+            }
+            schedule.park(delivery_id.to_owned(), now);
         }
-        Ok(())
+        self.jobs
+            .insert(delivery_id.as_bytes(), record.encode_to_vec())?;
+        self.prune_failed()
     }
 
     async fn requeue_failed(&self, delivery_id: &str) -> Result<bool, Error> {
-        let id = delivery_id.as_bytes();
-        let Some(record) = self.read(id)? else {
+        let Some(record) = self.read(delivery_id)? else {
             return Ok(false);
         };
         let (true, Some(mut job)) = (record.failed, record.job) else {
             return Ok(false);
         };
         let now = unix_ms(SystemTime::now());
-        let failed_key = due_key_for(record.failed_ms, id);
         job.budget_start = job.attempts;
         job.first_enqueued_ms = now;
         let encoded = Record {
-            job: Some(job),
+            job: Some(job.clone()),
             ..Record::default()
         }
         .encode_to_vec();
-        (&self.jobs, &self.due, &self.failed)
-            .transaction(|(jobs, due, failed)| {
-                jobs.insert(id, encoded.as_slice())?;
-                failed.remove(failed_key.as_slice())?;
-                due.insert(due_key_for(now, id), &[])?;
-                Ok::<_, ConflictableTransactionError<Infallible>>(())
-            })
-            .map_err(storage)?;
+        if !self.schedule().unpark(delivery_id) {
+            return Ok(false);
+        }
+        self.jobs.insert(delivery_id.as_bytes(), encoded)?;
         self.commit.flush(&self.db).await?;
-        self.depth.fetch_add(1, Ordering::Relaxed);
-        self.failed_count.fetch_sub(1, Ordering::Relaxed);
+        self.schedule().hold(delivery_id.to_owned(), now, Some(job));
         self.arrivals.notify_waiters();
         Ok(true)
     }
 
     async fn depth(&self) -> Result<u64, Error> {
-        Ok(self.depth.load(Ordering::Relaxed))
+        Ok(self.schedule().held.len() as u64)
     }
 }
 
@@ -389,26 +447,6 @@ impl GroupCommit {
         db.flush_async().await?;
         *flushed = covers;
         Ok(())
-    }
-}
-
-fn due_key_for(due_ms: u64, id: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + id.len());
-    key.extend_from_slice(&due_ms.to_be_bytes());
-    key.extend_from_slice(id);
-    key
-}
-
-fn due_ms_of(key: &[u8]) -> u64 {
-    let mut be = [0u8; 8];
-    be.copy_from_slice(&key[..8]);
-    u64::from_be_bytes(be)
-}
-
-fn storage(e: TransactionError<Infallible>) -> Error {
-    match e {
-        TransactionError::Storage(e) => Error::Spool(e),
-        TransactionError::Abort(never) => match never {},
     }
 }
 
@@ -487,32 +525,99 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_index_entry_a_crash_left_without_its_job_is_dropped_when_due() {
+    async fn a_retried_job_keeps_its_wait_and_its_count_across_reopening() {
         let dir = tempfile::tempdir().unwrap();
+        let later = SystemTime::now() + Duration::from_secs(600);
+        {
+            let spool = Spool::open(dir.path()).unwrap();
+            spool.enqueue(vec![job("dlv_a")]).await.unwrap();
+            spool.lease(1, NO_WAIT).await.unwrap();
+            spool.retry("dlv_a", 2, later).await.unwrap();
+            spool.db().flush().unwrap();
+        }
         let spool = Spool::open(dir.path()).unwrap();
-        spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-        // What an ack interrupted after its first write leaves behind.
-        spool.jobs.remove("dlv_a").unwrap();
-        assert!(spool.lease(10, NO_WAIT).await.unwrap().is_empty());
-        assert!(spool.due.is_empty());
+        assert_eq!(spool.depth().await.unwrap(), 1);
+        assert!(spool.lease(1, NO_WAIT).await.unwrap().is_empty());
+        spool.defer("dlv_a", SystemTime::now()).await.unwrap();
+        assert_eq!(spool.lease(1, NO_WAIT).await.unwrap()[0].attempts, 2);
     }
 
     #[tokio::test]
-    async fn a_job_leased_again_after_a_crash_mid_lease_is_still_delivered_once_acked() {
+    async fn a_failed_job_stays_parked_across_reopening() {
         let dir = tempfile::tempdir().unwrap();
+        {
+            let spool = Spool::open(dir.path()).unwrap();
+            spool.enqueue(vec![job("dlv_a")]).await.unwrap();
+            spool.lease(1, NO_WAIT).await.unwrap();
+            spool.fail("dlv_a", 1, "404 Not Found").await.unwrap();
+            spool.db().flush().unwrap();
+        }
         let spool = Spool::open(dir.path()).unwrap();
-        spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-        // What a lease interrupted after its first write leaves: the job due now and at the
-        // lease deadline, with no lease recorded.
-        let (due_now, _) = spool.due.first().unwrap().unwrap();
-        let later = due_key_for(unix_ms(SystemTime::now()) + 300_000, b"dlv_a");
-        spool.due.insert(later, &[]).unwrap();
-        assert_eq!(spool.due.len(), 2);
+        assert_eq!(spool.depth().await.unwrap(), 0);
+        assert!(spool.lease(1, NO_WAIT).await.unwrap().is_empty());
+        assert!(spool.requeue_failed("dlv_a").await.unwrap());
+        assert_eq!(spool.lease(1, NO_WAIT).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_spool_written_with_the_on_disk_due_index_opens_with_its_jobs_due() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let record = Record {
+                job: Some(job("dlv_a")),
+                ..Record::default()
+            };
+            db.open_tree("jobs")
+                .unwrap()
+                .insert("dlv_a", record.encode_to_vec())
+                .unwrap();
+            let mut lease_key = u64::MAX.to_be_bytes().to_vec();
+            lease_key.extend_from_slice(b"dlv_a");
+            db.open_tree("due")
+                .unwrap()
+                .insert(&lease_key, &[])
+                .unwrap();
+            db.open_tree("leases")
+                .unwrap()
+                .insert("dlv_a", lease_key)
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let spool = Spool::open(dir.path()).unwrap();
+        assert!(!spool.db().tree_names().iter().any(|n| n.as_ref() == b"due"));
         let leased = spool.lease(10, NO_WAIT).await.unwrap();
         assert_eq!(leased.len(), 1);
-        spool.ack("dlv_a").await.unwrap();
-        assert!(spool.lease(10, NO_WAIT).await.unwrap().is_empty());
-        assert!(!spool.due.contains_key(due_now).unwrap());
+        assert_eq!(leased[0].delivery_id, "dlv_a");
+    }
+
+    #[test]
+    fn a_lease_never_settled_comes_due_again_after_the_lease_time() {
+        let mut schedule = Schedule::default();
+        schedule.hold("dlv_a".to_owned(), 0, None);
+        let (_, ids) = schedule.lease(10, 1, 1_000);
+        assert_eq!(ids, vec!["dlv_a".to_owned()]);
+        assert_eq!(schedule.lease(10, 999, 2_000).1.len(), 0);
+        assert_eq!(schedule.lease(10, 1_000, 2_000).1, vec!["dlv_a".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn an_acked_job_is_not_read_back_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let spool = Spool::open(dir.path()).unwrap();
+            spool
+                .enqueue(vec![job("dlv_a"), job("dlv_b")])
+                .await
+                .unwrap();
+            spool.lease(10, NO_WAIT).await.unwrap();
+            spool.ack("dlv_a").await.unwrap();
+            spool.db().flush().unwrap();
+        }
+        let spool = Spool::open(dir.path()).unwrap();
+        let leased = spool.lease(10, NO_WAIT).await.unwrap();
+        let ids: Vec<_> = leased.iter().map(|j| j.delivery_id.as_str()).collect();
+        assert_eq!(ids, vec!["dlv_b"]);
     }
 
     #[tokio::test]
