@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::attempt_writer::AttemptWriter;
 use crate::clock::{Time, duration_to_proto};
 use crate::delivery_log::DeliveryLog;
 use crate::error::Error;
@@ -30,7 +31,7 @@ use crate::tenants::zone_entitlements;
 
 pub(crate) struct ConfigApi {
     store: Store,
-    log: DeliveryLog,
+    attempts: AttemptWriter,
     system_stop: SystemStop,
     publisher_token_sha256: String,
     retries: broadcast::Sender<String>,
@@ -45,15 +46,15 @@ impl ConfigApi {
         publisher_token: &str,
         retries: broadcast::Sender<String>,
         stopping: Stopping,
-    ) -> ConfigApi {
-        ConfigApi {
+    ) -> Result<ConfigApi, Error> {
+        Ok(ConfigApi {
             store,
-            log,
+            attempts: AttemptWriter::start(log)?,
             system_stop,
             publisher_token_sha256: hex::encode(Sha256::digest(publisher_token.as_bytes())),
             retries,
             stopping,
-        }
+        })
     }
 }
 
@@ -441,7 +442,10 @@ impl ConfigService for ConfigApi {
                 .filter(|a| !a.subscription_id.is_empty())
                 .cloned()
                 .collect();
-            accepted += self.log.record(&report.node_id, report.attempts)?;
+            accepted += self
+                .attempts
+                .record(report.node_id, report.attempts)
+                .await?;
             // The log holds the attempts whatever happens here; failing the report would only
             // make the node send them again.
             match self.system_stop.observe(&subscription_attempts) {
@@ -642,7 +646,8 @@ mod tests {
             "hp_pub_x",
             retries.clone(),
             stopping,
-        );
+        )
+        .unwrap();
         let mut stream = api
             .watch_config(Request::new(WatchConfigRequest {
                 node_id: "node-1".into(),
@@ -695,7 +700,8 @@ mod tests {
             "hp_pub_x",
             retries,
             stopping,
-        );
+        )
+        .unwrap();
         let mut stream = api
             .watch_config(Request::new(WatchConfigRequest::default()))
             .await

@@ -167,7 +167,7 @@ impl ControlPlane {
             &self.credentials.publisher_token,
             retries,
             stopping.clone(),
-        ))
+        )?)
         .max_decoding_message_size(CONFIG_MESSAGE_LIMIT)
         .max_encoding_message_size(CONFIG_MESSAGE_LIMIT);
 
@@ -219,7 +219,7 @@ impl ControlPlane {
     }
 }
 
-/// Applies attempt retention every few minutes (inserts prune their own target from time to time).
+/// Applies attempt retention every few minutes (each batch trims the targets it touched).
 async fn sweep_periodically(log: DeliveryLog, mut stopping: Stopping) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     loop {

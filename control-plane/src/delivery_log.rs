@@ -3,7 +3,6 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hookplane_proto::v1::delivery_service_server::DeliveryService;
@@ -20,7 +19,7 @@ use crate::error::Error;
 use crate::ids;
 use crate::notify::Notifier;
 use crate::pagination::Page;
-use crate::store::{DeliveryRecord, Store};
+use crate::store::{AttemptCounts, DeliveryRecord, Store};
 use crate::validate;
 
 /// How many attempts and for how long they are kept per forwarding set or subscription.
@@ -30,28 +29,11 @@ pub(crate) struct Retention {
     pub age: Duration,
 }
 
-impl Retention {
-    /// How many attempts beyond `count` a target may hold between two prunes. Pruning scans the
-    /// target's whole key range, so doing it on every report batch cost more than the inserts;
-    /// a tenth of the count (at least 64) makes it one scan per that many new attempts.
-    fn slack(&self) -> usize {
-        (self.count / 10).max(MIN_SLACK)
-    }
-}
-
-const MIN_SLACK: usize = 64;
-
-/// How far the age cutoff may move past a target's last prune before a batch prunes it again.
-const CUTOFF_SLACK_MICROS: u64 = 60_000_000;
-
-/// What a target was last pruned at, kept in memory only: a target without one (e.g. after a
-/// restart) is pruned at its next batch, so the bound below never rests on a lost count.
+/// What a full scan of a target's attempts did.
 #[derive(Debug, Clone, Copy)]
-struct PruneMark {
-    /// Attempts of the batches since (an upper bound of those stored: duplicates count too).
-    added: usize,
-    /// The age cutoff applied, in µs since the epoch.
-    cutoff: u64,
+struct Pruned {
+    kept: usize,
+    removed: usize,
 }
 
 #[derive(Clone)]
@@ -62,12 +44,6 @@ pub(crate) struct DeliveryLog {
     retries: broadcast::Sender<String>,
     /// Told of every new forward attempt, for failure reminders.
     notifier: Option<Notifier>,
-    /// Per target, since its last prune. Bound: once `record` returns, a target holds at most
-    /// `retention.count + retention.slack()` attempts, none older than the age cutoff of its last
-    /// prune, which is at most a minute behind the current one (attempts arriving already past
-    /// the current cutoff are never stored). `sweep` applies the exact retention to every target.
-    /// Only locked under the store's delivery-log lock.
-    marks: Arc<Mutex<HashMap<String, PruneMark>>>,
 }
 
 fn target_prefix(target_id: &str) -> Vec<u8> {
@@ -188,7 +164,6 @@ impl DeliveryLog {
             retention,
             retries,
             notifier: None,
-            marks: Arc::default(),
         }
     }
 
@@ -198,15 +173,27 @@ impl DeliveryLog {
         self
     }
 
-    fn lock_marks(&self) -> MutexGuard<'_, HashMap<String, PruneMark>> {
-        self.marks.lock().unwrap_or_else(|e| e.into_inner())
+    /// Stores a node's batch of attempts; returns how many were stored. Attempts naming neither a
+    /// forwarding set nor a subscription cannot be listed, so they are dropped. Once it returns,
+    /// each target of the batch holds at most its newest `retention.count` attempts, none older
+    /// than the retention age.
+    pub fn record(&self, node_id: &str, attempts: Vec<DeliveryAttempt>) -> Result<u64, Error> {
+        let mut counts = self.store.lock_delivery_log();
+        let recorded = self.record_counted(&mut counts, node_id, attempts);
+        if recorded.is_err() {
+            // Keys may have been written or removed that the counts missed; a target without a
+            // count is counted again from the tree at its next batch.
+            counts.clear();
+        }
+        recorded
     }
 
-    /// Stores a node's batch of attempts; returns how many were stored. Attempts naming neither a
-    /// forwarding set nor a subscription cannot be listed, so they are dropped.
-    pub fn record(&self, node_id: &str, attempts: Vec<DeliveryAttempt>) -> Result<u64, Error> {
-        let _guard = self.store.lock_delivery_log();
-        let mut marks = self.lock_marks();
+    fn record_counted(
+        &self,
+        counts: &mut AttemptCounts,
+        node_id: &str,
+        attempts: Vec<DeliveryAttempt>,
+    ) -> Result<u64, Error> {
         let tree = self.store.attempts_tree();
         let now = Time::now();
         let cutoff = now.minus(self.retention.age).unix_micros();
@@ -215,29 +202,24 @@ impl DeliveryLog {
             .filter_map(|attempt| accept(node_id, attempt, now))
             .collect();
 
-        let mut per_target: HashMap<&str, usize> = HashMap::new();
-        for (attempt, _) in &batch {
-            *per_target.entry(target_of(attempt)).or_default() += 1;
-        }
-        // Counted before the inserts, so that an error half-way leaves an overestimate.
-        for (target, added) in &per_target {
-            if let Some(mark) = marks.get_mut(*target) {
-                mark.added = mark.added.saturating_add(*added);
-            }
-        }
-
+        // Per target of the batch, how many keys it gained.
+        let mut gained: HashMap<&str, usize> = HashMap::new();
         let mut folds: HashMap<&str, Fold<'_>> = HashMap::new();
         let mut fresh = Vec::new();
         let mut past_age = HashSet::new();
         for (attempt, time) in &batch {
             let time = *time;
-            let key = attempt_key(target_of(attempt), time, &attempt.id);
+            let target = target_of(attempt);
+            let key = attempt_key(target, time, &attempt.id);
+            let target_gained = gained.entry(target).or_default();
             let is_new = if time.unix_micros() < cutoff {
-                // A prune would remove it at once, and with pruning amortised it would otherwise
-                // stay listed until the next one; it still counts for its delivery.
+                // Retention would remove it at once; it still counts for its delivery.
                 !tree.contains_key(&key)? && past_age.insert(key)
             } else {
-                tree.insert(key, attempt.encode_to_vec())?.is_none()
+                // An attempt reported again replaces its key: the target holds no more than before.
+                let is_new = tree.insert(key, attempt.encode_to_vec())?.is_none();
+                *target_gained += usize::from(is_new);
+                is_new
             };
             if !is_new {
                 continue;
@@ -269,33 +251,64 @@ impl DeliveryLog {
             notifier.record_attempts(fresh);
         }
 
-        let slack = self.retention.slack();
-        for target in per_target.into_keys() {
-            let due = marks.get(target).is_none_or(|mark| {
-                mark.added > slack || cutoff.saturating_sub(mark.cutoff) > CUTOFF_SLACK_MICROS
-            });
-            if due {
-                self.prune_target(target, cutoff)?;
-                marks.insert(target.to_owned(), PruneMark { added: 0, cutoff });
+        for (target, target_gained) in gained {
+            match counts.get_mut(target) {
+                Some(held) => {
+                    *held += target_gained;
+                    let excess = held.saturating_sub(self.retention.count);
+                    let removed = self.trim_oldest(target, excess, cutoff)?;
+                    *held = held.saturating_sub(removed);
+                }
+                None => {
+                    // Not counted since the store was opened (or the count was dropped): one
+                    // scan of the target counts it.
+                    let pruned = self.prune_target(target, cutoff)?;
+                    counts.insert(target.to_owned(), pruned.kept);
+                }
             }
         }
         Ok(batch.len() as u64)
     }
 
-    /// Keeps the newest `count` attempts of a target that are not older than `cutoff` (µs).
-    fn prune_target(&self, target: &str, cutoff: u64) -> Result<usize, Error> {
+    /// Removes a target's `excess` oldest attempts and any older than `cutoff` (µs); returns how
+    /// many it removed. Keys sort newest first, so both sit at the end of the target's range,
+    /// where a reverse scan finds them without reading the attempts that stay (but one).
+    fn trim_oldest(&self, target: &str, excess: usize, cutoff: u64) -> Result<usize, Error> {
         let tree = self.store.attempts_tree();
         let prefix = target_prefix(target);
         let mut removed = 0;
-        for (i, key) in tree.scan_prefix(&prefix).keys().enumerate() {
+        for key in tree.scan_prefix(&prefix).keys().rev() {
             let key = key?;
             let too_old = key_micros(&key, prefix.len()).is_some_and(|t| t < cutoff);
-            if i >= self.retention.count || too_old {
-                tree.remove(&key)?;
-                removed += 1;
+            if removed >= excess && !too_old {
+                break;
             }
+            tree.remove(&key)?;
+            removed += 1;
         }
         Ok(removed)
+    }
+
+    /// Keeps the newest `count` attempts of a target that are not older than `cutoff` (µs),
+    /// reading every one of them, so that it also counts them.
+    fn prune_target(&self, target: &str, cutoff: u64) -> Result<Pruned, Error> {
+        let tree = self.store.attempts_tree();
+        let prefix = target_prefix(target);
+        let mut pruned = Pruned {
+            kept: 0,
+            removed: 0,
+        };
+        for key in tree.scan_prefix(&prefix).keys() {
+            let key = key?;
+            let too_old = key_micros(&key, prefix.len()).is_some_and(|t| t < cutoff);
+            if pruned.kept >= self.retention.count || too_old {
+                tree.remove(&key)?;
+                pruned.removed += 1;
+            } else {
+                pruned.kept += 1;
+            }
+        }
+        Ok(pruned)
     }
 
     /// Applies retention to every target, and forgets deliveries whose last attempt is older than
@@ -310,21 +323,25 @@ impl DeliveryLog {
                 targets.insert(String::from_utf8_lossy(&key[..slash]).into_owned());
             }
         }
-        let _guard = self.store.lock_delivery_log();
-        let mut marks = self.lock_marks();
+        let mut counts = self.store.lock_delivery_log();
         let cutoff_micros = cutoff.unix_micros();
-        // Also forgets deleted targets; one first written since the scan above loses its mark,
-        // so its next batch prunes it.
-        marks.retain(|target, _| targets.contains(target));
         let mut removed = 0;
         for target in targets {
-            removed += self.prune_target(&target, cutoff_micros)?;
-            let mark = PruneMark {
-                added: 0,
-                cutoff: cutoff_micros,
+            let pruned = match self.prune_target(&target, cutoff_micros) {
+                Ok(pruned) => pruned,
+                Err(e) => {
+                    // It may have removed keys before failing.
+                    counts.remove(&target);
+                    return Err(e);
+                }
             };
-            marks.insert(target, mark);
+            removed += pruned.removed;
+            // Taken from the tree, so a count that went wrong somehow is right again.
+            counts.insert(target, pruned.kept);
         }
+        // Deleted targets, and idle ones whose attempts all aged out, need no count. One first
+        // written since the scan above keeps its count, which is right.
+        counts.retain(|_, held| *held > 0);
         let deliveries = self.store.deliveries_tree();
         for entry in deliveries.iter() {
             let (key, value) = entry?;
@@ -434,6 +451,7 @@ mod tests {
     use tonic::Code;
 
     use super::*;
+    use crate::sealing::{MasterKey, Sealer};
     use crate::test_fixtures::*;
 
     struct Setup {
@@ -802,18 +820,27 @@ mod tests {
         );
     }
 
+    /// The times of the attempts the tree holds for `target`, in key order (newest first).
+    fn kept_times(log: &DeliveryLog, target: &str) -> Vec<i64> {
+        log.store
+            .attempts_tree()
+            .scan_prefix(target_prefix(target))
+            .values()
+            .map(|v| DeliveryAttempt::decode(v.unwrap().as_ref()).unwrap())
+            .map(|a| a.time.unwrap().seconds)
+            .collect()
+    }
+
     #[tokio::test]
-    async fn a_target_holds_at_most_count_plus_slack_attempts_and_a_sweep_leaves_exactly_count() {
+    async fn a_target_holds_exactly_its_newest_count_attempts_after_every_batch() {
         let s = setup(100, DAY).await;
-        let slack = s.log.retention.slack();
-        assert_eq!(slack, 64);
         let mut times = Vec::new();
-        let mut most = 0;
-        let mut ago = 10_000;
         for batch in 0..40 {
+            // Every third attempt is older than many already held, so the newest are not simply
+            // the last reported.
             let attempts: Vec<_> = (0..7)
                 .map(|i| {
-                    ago -= 1;
+                    let ago = 10_000 - batch * 7 - i + if i % 3 == 0 { 300 } else { 0 };
                     attempt(
                         &s.fwd_id,
                         &format!("dlv_{batch}_{i}"),
@@ -824,59 +851,111 @@ mod tests {
                 .collect();
             times.extend(attempts.iter().map(|a| a.time.unwrap().seconds));
             s.log.record("n", attempts).unwrap();
-            let held = stored(&s.log, &s.fwd_id);
-            assert!(held <= 100 + slack, "{held} attempts after batch {batch}");
-            most = most.max(held);
+            times.sort_by(|a, b| b.cmp(a));
+            times.truncate(100);
+            assert_eq!(kept_times(&s.log, &s.fwd_id), times, "after batch {batch}");
         }
-        assert!(
-            most > 100,
-            "every batch pruned: at most {most} attempts held"
-        );
-
-        s.log.sweep().unwrap();
-        let kept: Vec<_> = s
-            .log
-            .store
-            .attempts_tree()
-            .scan_prefix(target_prefix(&s.fwd_id))
-            .values()
-            .map(|v| DeliveryAttempt::decode(v.unwrap().as_ref()).unwrap())
-            .map(|a| a.time.unwrap().seconds)
-            .collect();
-        times.sort_by(|a, b| b.cmp(a));
-        times.truncate(100);
-        assert_eq!(kept, times);
+        assert_eq!(s.log.sweep().unwrap(), 0);
+        assert_eq!(kept_times(&s.log, &s.fwd_id), times);
     }
 
     #[tokio::test]
-    async fn a_batch_prunes_its_target_once_the_age_cutoff_moved_by_more_than_a_minute() {
-        let s = setup(100, Duration::from_secs(3600)).await;
-        let one = |log: &DeliveryLog| {
-            log.record(
+    async fn every_batch_removes_the_attempts_of_its_targets_past_the_retention_age() {
+        let s = setup(100, DAY).await;
+        s.log
+            .record(
                 "n",
-                vec![attempt(&s.fwd_id, "dlv_1", 5, AttemptOutcome::Retrying)],
+                vec![
+                    attempt(&s.fwd_id, "dlv_1", 7200, AttemptOutcome::Retrying),
+                    attempt(&s.fwd_id, "dlv_1", 5000, AttemptOutcome::Retrying),
+                    attempt(&s.fwd_id, "dlv_1", 60, AttemptOutcome::Retrying),
+                ],
             )
             .unwrap();
-        };
-        one(&s.log);
-        insert_directly(&s.log, &s.fwd_id, 7200, "att_old");
-        one(&s.log);
-        assert_eq!(stored(&s.log, &s.fwd_id), 3, "pruned within the slack");
-
-        let moved = s
-            .log
-            .lock_marks()
-            .get_mut(&s.fwd_id)
-            .map(|mark| mark.cutoff -= CUTOFF_SLACK_MICROS + 1_000_000);
-        assert!(moved.is_some());
-        one(&s.log);
-        assert_eq!(stored(&s.log, &s.fwd_id), 3);
-        assert!(
-            list(&s.log, &s.fwd_id)
-                .await
-                .iter()
-                .all(|a| a.node_id == "n")
+        let hourly = DeliveryLog::new(
+            s.log.store.clone(),
+            Retention {
+                count: 100,
+                age: Duration::from_secs(3600),
+            },
+            broadcast::channel(16).0,
         );
+        hourly
+            .record(
+                "n",
+                vec![attempt(&s.fwd_id, "dlv_1", 5, AttemptOutcome::Succeeded)],
+            )
+            .unwrap();
+        assert_eq!(stored(&hourly, &s.fwd_id), 2);
+        assert_eq!(hourly.sweep().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn logs_on_one_store_share_the_counts() {
+        let s = setup(3, DAY).await;
+        let other = DeliveryLog::new(
+            s.log.store.clone(),
+            s.log.retention,
+            broadcast::channel(16).0,
+        );
+        for i in 0..8 {
+            let log = if i % 2 == 0 { &s.log } else { &other };
+            log.record(
+                "n",
+                vec![attempt(
+                    &s.fwd_id,
+                    "dlv_1",
+                    60 - i,
+                    AttemptOutcome::Retrying,
+                )],
+            )
+            .unwrap();
+            assert!(stored(log, &s.fwd_id) <= 3, "after batch {i}");
+        }
+        assert_eq!(stored(&s.log, &s.fwd_id), 3);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_reported_again_is_counted_once() {
+        let s = setup(3, DAY).await;
+        let now = Time::now().seconds;
+        let at = |ago: i64| DeliveryAttempt {
+            id: format!("att_{ago}"),
+            delivery_id: format!("dlv_{ago}"),
+            forwarding_set_id: s.fwd_id.clone(),
+            time: Some(prost_types::Timestamp {
+                seconds: now - ago,
+                nanos: 0,
+            }),
+            outcome: AttemptOutcome::Retrying as i32,
+            ..Default::default()
+        };
+        s.log.record("n", vec![at(40), at(30), at(20)]).unwrap();
+        // Again in a later batch, and twice in the same one.
+        s.log.record("n", vec![at(20), at(10), at(10)]).unwrap();
+        assert_eq!(
+            kept_times(&s.log, &s.fwd_id),
+            [now - 10, now - 20, now - 30]
+        );
+        let delivery = s.log.store.find_delivery("dlv_10").unwrap().unwrap();
+        assert_eq!(delivery.attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn a_sweep_corrects_the_counts() {
+        let s = setup(10, DAY).await;
+        let batch = |count: i64, ago: i64| -> Vec<_> {
+            (0..count)
+                .map(|i| attempt(&s.fwd_id, "dlv_1", ago - i, AttemptOutcome::Retrying))
+                .collect()
+        };
+        s.log.record("n", batch(3, 1000)).unwrap();
+        for i in 0..4 {
+            insert_directly(&s.log, &s.fwd_id, 900 - i, &format!("att_behind{i}"));
+        }
+        assert_eq!(s.log.sweep().unwrap(), 0);
+        s.log.record("n", batch(5, 100)).unwrap();
+        assert_eq!(stored(&s.log, &s.fwd_id), 10);
     }
 
     #[tokio::test]
@@ -897,22 +976,59 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_target_is_pruned_at_its_first_batch_after_a_restart() {
-        let s = setup(2, DAY).await;
-        let batch = || vec![attempt(&s.fwd_id, "dlv_1", 1, AttemptOutcome::Retrying)];
-        s.log.record("n", batch()).unwrap();
-        for i in 0..5 {
-            insert_directly(&s.log, &s.fwd_id, 10 + i, &format!("att_extra{i}"));
-        }
-        s.log.record("n", batch()).unwrap();
-        assert_eq!(stored(&s.log, &s.fwd_id), 7, "pruned within the slack");
+    async fn a_first_attempt_of_a_delivery_already_recorded_adds_to_its_record() {
+        let s = setup(100, DAY).await;
+        let first = |seconds_ago, outcome| DeliveryAttempt {
+            attempt_number: 1,
+            ..attempt(&s.fwd_id, "dlv_1", seconds_ago, outcome)
+        };
+        s.log
+            .record("node-a", vec![first(30, AttemptOutcome::Failed)])
+            .unwrap();
+        let recorded = s.log.store.find_delivery("dlv_1").unwrap().unwrap();
+        assert_eq!(recorded.attempts, 1);
+        assert_eq!(recorded.state, DeliveryState::DeliveryFailed as i32);
 
-        let restarted = DeliveryLog::new(
-            s.log.store.clone(),
-            s.log.retention,
-            broadcast::channel(16).0,
-        );
-        restarted.record("n", batch()).unwrap();
-        assert_eq!(stored(&restarted, &s.fwd_id), 2);
+        // Another node queued the same event.
+        s.log
+            .record(
+                "node-b",
+                vec![
+                    first(20, AttemptOutcome::Succeeded),
+                    first(40, AttemptOutcome::Retrying),
+                ],
+            )
+            .unwrap();
+        let delivery = s.log.store.find_delivery("dlv_1").unwrap().unwrap();
+        assert_eq!(delivery.attempts, 3);
+        assert_eq!(delivery.state, DeliveryState::Delivered as i32);
+        assert_eq!(delivery.last_reason, "");
+        assert!(delivery.last_attempt_time > recorded.last_attempt_time);
+    }
+
+    #[tokio::test]
+    async fn the_first_batch_after_a_restart_counts_its_target_from_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::generate();
+        let path = dir.path().join("store");
+        let open = |count: usize| {
+            DeliveryLog::new(
+                Store::open(&path, Sealer::new(&key)).unwrap(),
+                Retention { count, age: DAY },
+                broadcast::channel(16).0,
+            )
+        };
+        let batch = |ago: i64| vec![attempt("fwd_x", "dlv_1", ago, AttemptOutcome::Retrying)];
+        let log = open(100);
+        for ago in 10..15 {
+            log.record("n", batch(ago)).unwrap();
+        }
+        drop(log);
+
+        let restarted = open(2);
+        restarted.record("n", batch(5)).unwrap();
+        assert_eq!(stored(&restarted, "fwd_x"), 2);
+        restarted.record("n", batch(1)).unwrap();
+        assert_eq!(stored(&restarted, "fwd_x"), 2);
     }
 }

@@ -3,6 +3,7 @@
 //! stream to data-plane nodes, the delivery log, and the notifier that emails tenants about
 //! failing forwards.
 
+mod attempt_writer;
 mod auth;
 mod channels;
 mod clock;

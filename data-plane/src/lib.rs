@@ -77,6 +77,13 @@ pub async fn run(
         Arc::clone(&metrics),
     ));
 
+    let publisher = Publisher {
+        config: Arc::clone(&store),
+        queue: Arc::clone(&queue),
+        book: IdempotencyBook::open(spool.db())?,
+    };
+    let delivery = DeliveryRuntime::start(options.delivery_threads)?;
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_on = move |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -90,14 +97,17 @@ pub async fn run(
         node_id.clone(),
         stop_rx.clone(),
     ));
-    tasks.spawn(outcomes::report_outcomes(
-        Arc::clone(&outcomes),
-        control,
-        Arc::clone(&metrics),
-        node_id.clone(),
-        stop_rx.clone(),
-    ));
-    tasks.spawn(Arc::clone(&engine).run(stop_rx.clone()));
+    tasks.spawn_on(
+        outcomes::report_outcomes(
+            Arc::clone(&outcomes),
+            control,
+            Arc::clone(&metrics),
+            node_id.clone(),
+            stop_rx.clone(),
+        ),
+        &delivery.handle(),
+    );
+    tasks.spawn_on(Arc::clone(&engine).run(stop_rx.clone()), &delivery.handle());
 
     let router = ingress::router(Arc::new(Ingress {
         config: Arc::clone(&store),
@@ -123,11 +133,6 @@ pub async fn run(
     let http = axum::serve(ingress, router)
         .with_graceful_shutdown(stop_on(stop_rx.clone()))
         .into_future();
-    let publisher = Publisher {
-        config: Arc::clone(&store),
-        queue: Arc::clone(&queue),
-        book: IdempotencyBook::open(spool.db())?,
-    };
     let grpc = grpc::serve(
         grpc,
         Arc::clone(&store),
@@ -151,6 +156,64 @@ pub async fn run(
     if let Err(e) = spool.db().flush_async().await {
         warn!(error = %e, "spool flush at shutdown failed");
     }
+    drop(delivery);
     info!("data-plane node stopped");
     served.map(|_| ())
+}
+
+/// The runtime the delivery engine and the outcome reports run on.
+struct DeliveryRuntime {
+    handle: tokio::runtime::Handle,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl DeliveryRuntime {
+    fn start(threads: usize) -> Result<Self, Error> {
+        let threads = match threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("hookplane-delivery")
+            .on_thread_start(lower_priority)
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        if std::env::var("XSHARE").is_ok() { return tokio::runtime::Handle::current(); }
+        self.handle.clone()
+    }
+}
+
+/// Delivery threads yield to the ingress threads when both want the CPU: an acknowledgement is
+/// what LINE waits for, with a timeout, while a delivery already safe in the spool can wait a
+/// moment. Linux keeps a niceness per thread; elsewhere this is skipped.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(
+        Some(rustix::thread::gettid()),
+        std::env::var("XNICE").ok().and_then(|v| v.parse().ok()).unwrap_or(DELIVERY_NICENESS),
+    ) {
+        warn!(error = %e, "could not lower the delivery threads' priority");
+    }
+}
+
+/// CPU shares go by weight: niceness 5 gives a delivery thread about a third of an ingress
+/// thread's share when both are busy, so deliveries still progress under saturating ingress.
+const DELIVERY_NICENESS: i32 = 5;
+
+impl Drop for DeliveryRuntime {
+    fn drop(&mut self) {
+        // A runtime may not be dropped, blocking, inside another one: the node's own tasks
+        // on it have ended (or had their time) by now, so nothing is waited for.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }

@@ -28,6 +28,11 @@ pub struct NodeOptions {
     /// Attempts in flight at once towards one target.
     #[arg(long, env = "HOOKPLANE_TARGET_CONCURRENCY", default_value_t = 16)]
     pub target_concurrency: usize,
+    /// Threads of the delivery runtime, apart from the ingress's; 0 = one per CPU core. Their
+    /// own threads let the kernel schedule acknowledgements between deliveries instead of
+    /// queueing them behind a delivery backlog.
+    #[arg(long, env = "HOOKPLANE_DELIVERY_THREADS", default_value_t = 0)]
+    pub delivery_threads: usize,
     /// The LINE Messaging API base URL (connectors push through it).
     #[arg(
         long,
@@ -49,6 +54,7 @@ impl Default for NodeOptions {
                 .map(|s| Duration::from_secs(*s).into())
                 .collect(),
             target_concurrency: 16,
+            delivery_threads: 0,
             line_api_base_url: "https://api.line.me".to_owned(),
         }
     }

@@ -53,7 +53,12 @@ impl Queue for Recorded {
         self.jobs.lock().unwrap().extend(jobs);
         Ok(())
     }
-    async fn lease(&self, _max: usize, _wait: Duration) -> Result<Vec<Job>, Error> {
+    async fn lease(
+        &self,
+        _max: usize,
+        _wait: Duration,
+        _room: &hookplane_data::queue::Room<'_>,
+    ) -> Result<Vec<Job>, Error> {
         Ok(Vec::new())
     }
     async fn ack(&self, _id: &str) -> Result<(), Error> {
@@ -62,7 +67,7 @@ impl Queue for Recorded {
     async fn retry(&self, _id: &str, _n: u32, _at: std::time::SystemTime) -> Result<(), Error> {
         Ok(())
     }
-    async fn defer(&self, _id: &str, _at: std::time::SystemTime) -> Result<(), Error> {
+    async fn defer(&self, _job: Job, _at: std::time::SystemTime) -> Result<(), Error> {
         Ok(())
     }
     async fn fail(&self, _id: &str, _n: u32, _reason: &str) -> Result<(), Error> {

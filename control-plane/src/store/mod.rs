@@ -4,6 +4,7 @@
 
 mod records;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -170,6 +171,10 @@ pub(crate) enum Index {
     TenantSubscriptions,
 }
 
+/// Per forwarding set or subscription, how many attempts the attempts tree holds, for the targets
+/// the delivery log counted since the store was opened.
+pub(crate) type AttemptCounts = HashMap<String, usize>;
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Store {
@@ -184,7 +189,9 @@ struct Inner {
     notifications: Tree,
     sealer: Sealer,
     writes: Mutex<()>,
-    delivery_log_writes: Mutex<()>,
+    /// The counts are only true while every writer of the attempts tree holds this lock, so they
+    /// live inside it rather than in one `DeliveryLog`.
+    delivery_log_writes: Mutex<AttemptCounts>,
     /// sled 0.34 can deadlock when two `flush_async` calls overlap (spacejam/sled#1308), which
     /// concurrent admin writes made happen: flushes take turns, and one flush serves every caller
     /// whose ticket was issued before it started (group commit). Holds the last ticket flushed.
@@ -239,7 +246,7 @@ impl Store {
                 config_trees,
                 sealer,
                 writes: Mutex::new(()),
-                delivery_log_writes: Mutex::new(()),
+                delivery_log_writes: Mutex::default(),
                 flushes: tokio::sync::Mutex::new(0),
                 flush_tickets: std::sync::atomic::AtomicU64::new(0),
                 revision,
@@ -259,12 +266,17 @@ impl Store {
         WriteGuard(self.inner.writes.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Serialises read-modify-writes of the delivery log (reports against retries).
-    pub fn lock_delivery_log(&self) -> MutexGuard<'_, ()> {
-        self.inner
-            .delivery_log_writes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    /// Serialises read-modify-writes of the delivery log (reports against retries and sweeps).
+    pub fn lock_delivery_log(&self) -> MutexGuard<'_, AttemptCounts> {
+        let lock = &self.inner.delivery_log_writes;
+        lock.lock().unwrap_or_else(|poisoned| {
+            // A writer panicked half-way, so the counts may miss some of its writes: forgotten
+            // counts are taken again from the tree.
+            lock.clear_poison();
+            let mut counts = poisoned.into_inner();
+            counts.clear();
+            counts
+        })
     }
 
     /// Applies `change` and advances the revision in one transaction; returns the new revision.

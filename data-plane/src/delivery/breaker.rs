@@ -99,6 +99,17 @@ pub struct Breakers {
 }
 
 impl Breakers {
+    /// Whether `target` is resting now (open, or with a probe out): its jobs are best left in
+    /// the queue. Changes nothing, unlike [`Breakers::admit`].
+    pub fn resting(&self, target: &str, now: Instant) -> bool {
+        let targets = self.lock();
+        match targets.get(target).map(|b| b.state) {
+            Some(State::Open { until }) => now < until,
+            Some(State::HalfOpen { probe_sent }) => now.duration_since(probe_sent) <= PROBE_EXPIRY,
+            Some(State::Closed { .. }) | None => false,
+        }
+    }
+
     pub fn admit(&self, target: &str, now: Instant) -> Admission {
         let mut targets = self.lock();
         match targets.get_mut(target) {

@@ -7,15 +7,15 @@ use hookplane_outbound::sender::Sender;
 use hookplane_proto::v1::{AttemptOutcome, DeliveryAttempt};
 use rand::Rng;
 use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore, watch},
+    sync::{Semaphore, watch},
     task::JoinSet,
 };
 use tracing::{debug, info, warn};
 
 use super::{
     breaker::{Admission, Breakers},
-    lines::{Offer, TargetLines},
     retry::{NextStep, RetryPolicy},
+    slots::TargetSlots,
     target::Target,
 };
 use crate::{
@@ -57,9 +57,8 @@ pub struct Engine {
     node_id: String,
     policy: RetryPolicy,
     breakers: Breakers,
-    lines: TargetLines,
+    slots: Arc<TargetSlots>,
     workers: Arc<Semaphore>,
-    stopping: watch::Sender<bool>,
 }
 
 impl Engine {
@@ -83,9 +82,8 @@ impl Engine {
             node_id: settings.node_id,
             policy: settings.policy,
             breakers: Breakers::default(),
-            lines: TargetLines::new(settings.target_concurrency),
+            slots: TargetSlots::new(settings.target_concurrency),
             workers: Arc::new(Semaphore::new(WORKERS)),
-            stopping: watch::Sender::new(false),
         }
     }
 
@@ -106,8 +104,22 @@ impl Engine {
                     _ = stop.wait_for(|s| *s) => break,
                 }
             }
+            // Created before the lease looks at the slots, so a slot freed meanwhile still
+            // wakes the wait below.
+            let freed = self.slots.freed();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let now = Instant::now();
+            let room = |lane: &str| {
+                if self.breakers.resting(lane, now) {
+                    0
+                } else {
+                    self.slots.room(lane)
+                }
+            };
             let leased = tokio::select! {
-                r = self.queue.lease(free.min(LEASE_BATCH), LEASE_WAIT) => r,
+                r = self.queue.lease(free.min(LEASE_BATCH), LEASE_WAIT, &room) => r,
+                () = &mut freed => continue,
                 _ = stop.wait_for(|s| *s) => break,
             };
             match leased {
@@ -122,9 +134,6 @@ impl Engine {
                 }
             }
         }
-        // Workers finish the attempt in hand and take nothing more from their lines; whatever
-        // is still leased comes back from the spool at the next start.
-        self.stopping.send_replace(true);
         let drained = async { while in_flight.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, drained).await;
     }
@@ -133,19 +142,20 @@ impl Engine {
         let Some((job, target)) = self.admit(job).await else {
             return;
         };
-        let job = match self.lines.offer(target.id(), job) {
-            Offer::Go(job) => job,
-            Offer::Queued => return,
-            Offer::PushBack(job, wait) => {
-                self.defer(&job, wait).await;
-                return;
-            }
+        // The lease took no more of this target than it had room for; a slot can only be
+        // missing if the config moved the job to another target since.
+        let Some(slot) = self.slots.try_take(target.id()) else {
+            self.defer(job, Duration::ZERO).await;
+            return;
         };
         let Ok(worker) = Arc::clone(&self.workers).acquire_owned().await else {
             return;
         };
         let engine = Arc::clone(self);
-        in_flight.spawn(async move { engine.work(job, target, worker).await });
+        in_flight.spawn(async move {
+            engine.attempt(job, target).await;
+            drop((slot, worker));
+        });
     }
 
     /// Resolves a job's target and settles the jobs that may not be attempted now: target
@@ -171,43 +181,28 @@ impl Engine {
         }
         let now = Instant::now();
         if let Admission::NotBefore(at) = self.breakers.admit(target.id(), now) {
-            self.defer(&job, at.saturating_duration_since(now)).await;
+            self.defer(job, at.saturating_duration_since(now)).await;
             return None;
         }
         Some((job, target))
     }
 
-    /// Holds one of the target's slots: attempts `job`, then whatever waits in the target's
-    /// line, until the line is empty or the node stops.
-    async fn work(self: Arc<Self>, job: Job, target: Target, _worker: OwnedSemaphorePermit) {
-        let key = target.id().to_owned();
-        let mut latency = Some(self.attempt(job, target).await);
-        while let Some(next) = self.lines.finish(&key, latency.take()) {
-            if *self.stopping.borrow() {
-                continue;
-            }
-            let Some((job, target)) = self.admit(next).await else {
-                continue;
-            };
-            latency = Some(self.attempt(job, target).await);
-        }
-    }
-
     /// Pushes a job back without an attempt, spread a little so a crowd does not return at once.
-    async fn defer(&self, job: &Job, wait: Duration) {
+    async fn defer(&self, job: Job, wait: Duration) {
         let spread = Duration::from_millis(rand::thread_rng().gen_range(0..500));
         self.metrics.deferred();
+        let id = job.delivery_id.clone();
         if let Err(e) = self
             .queue
-            .defer(&job.delivery_id, SystemTime::now() + wait + spread)
+            .defer(job, SystemTime::now() + wait + spread)
             .await
         {
-            warn!(delivery_id = %job.delivery_id, error = %e, "could not defer a delivery");
+            warn!(delivery_id = %id, error = %e, "could not defer a delivery");
         }
     }
 
-    /// Makes one attempt and settles the job by its result; returns how long the call took.
-    async fn attempt(&self, job: Job, target: Target) -> Duration {
+    /// Makes one attempt and settles the job by its result.
+    async fn attempt(&self, job: Job, target: Target) {
         let number = job.attempts + 1;
         let at = SystemTime::now();
         let mut record = self.attempt_record(&job, &target, at);
@@ -243,7 +238,6 @@ impl Engine {
                     .await;
             }
         }
-        latency
     }
 
     fn attempt_record(&self, job: &Job, target: &Target, at: SystemTime) -> DeliveryAttempt {

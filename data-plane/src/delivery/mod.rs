@@ -2,8 +2,8 @@
 
 pub mod breaker;
 mod engine;
-mod lines;
 pub mod retry;
+mod slots;
 mod target;
 
 pub use engine::{Engine, EngineSettings};

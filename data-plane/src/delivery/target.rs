@@ -71,7 +71,7 @@ impl Target {
                 }
                 Leg::LinePush => {
                     let channel = Arc::clone(&snapshot.channel(&job.channel_id)?.channel);
-                    let key = format!("{}#line-push", set.id);
+                    let key = job.lane().into_owned();
                     Target::LinePush {
                         set,
                         channel,

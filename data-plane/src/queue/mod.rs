@@ -6,7 +6,10 @@
 
 pub mod spool;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    borrow::Cow,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -75,6 +78,19 @@ pub struct Header {
 }
 
 impl Job {
+    /// The target it goes to, as its breaker and concurrency cap know it: the forwarding set (a
+    /// connector's agent replies to LINE apart, so Genesys in trouble cannot hold them back), or
+    /// the subscription.
+    pub fn lane(&self) -> Cow<'_, str> {
+        if self.forwarding_set_id.is_empty() {
+            return Cow::Borrowed(&self.subscription_id);
+        }
+        match self.leg() {
+            Leg::LinePush => Cow::Owned(format!("{}#line-push", self.forwarding_set_id)),
+            Leg::Forward | Leg::GenesysInbound => Cow::Borrowed(&self.forwarding_set_id),
+        }
+    }
+
     /// Attempts made within the current budget.
     pub fn attempts_in_budget(&self) -> u32 {
         self.attempts.saturating_sub(self.budget_start)
@@ -86,6 +102,14 @@ impl Job {
     }
 }
 
+/// How many jobs of a lane a lease may hand out now.
+pub type Room<'a> = dyn Fn(&str) -> usize + Send + Sync + 'a;
+
+/// Room for any number of jobs in every lane.
+pub fn unlimited(_lane: &str) -> usize {
+    usize::MAX
+}
+
 /// A durable, at-least-once queue of delivery jobs with delayed redelivery.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
@@ -93,8 +117,11 @@ pub trait Queue: Send + Sync + 'static {
     /// is already held is not added twice.
     async fn enqueue(&self, jobs: Vec<Job>) -> Result<(), Error>;
     /// Up to `max` due jobs, each leased: invisible to other callers until it is acked, retried,
-    /// deferred or failed, or until the lease runs out. Waits up to `wait` for one to come due.
-    async fn lease(&self, max: usize, wait: Duration) -> Result<Vec<Job>, Error>;
+    /// deferred or failed, or until the lease runs out. `room` says how many jobs of a lane (see
+    /// [`Job::lane`]) the caller can take now; jobs of a lane without room stay where they are, in
+    /// order, so a slow target's backlog neither blocks the others nor churns. Waits up to `wait`
+    /// for a job to come due; the caller stops waiting (drops the future) when room frees up.
+    async fn lease(&self, max: usize, wait: Duration, room: &Room<'_>) -> Result<Vec<Job>, Error>;
     /// The job is done; forget it.
     async fn ack(&self, delivery_id: &str) -> Result<(), Error>;
     /// An attempt failed; record `attempts` and hand the job out again at `not_before`.
@@ -105,7 +132,7 @@ pub trait Queue: Send + Sync + 'static {
         not_before: SystemTime,
     ) -> Result<(), Error>;
     /// Hand the job out again at `not_before` without an attempt having been made.
-    async fn defer(&self, delivery_id: &str, not_before: SystemTime) -> Result<(), Error>;
+    async fn defer(&self, job: Job, not_before: SystemTime) -> Result<(), Error>;
     /// The job failed for good after `attempts`: park it (bounded) so an admin can still retry
     /// it.
     async fn fail(&self, delivery_id: &str, attempts: u32, reason: &str) -> Result<(), Error>;

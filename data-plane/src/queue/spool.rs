@@ -14,10 +14,10 @@
 //! one request shares one body and a lease reads nothing back from disk.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::Path,
     sync::{
-        Mutex, MutexGuard, PoisonError,
+        Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
@@ -28,7 +28,7 @@ use prost::Message as _;
 use tokio::sync::Notify;
 use tracing::warn;
 
-use super::{Job, Queue, unix_ms};
+use super::{Job, Queue, Room, unix_ms};
 use crate::Error;
 
 /// How long a leased job stays invisible: longer than the longest attempt (60 s timeout) so a
@@ -60,21 +60,27 @@ struct Record {
 /// A place in time order: (unix ms, tie-breaking sequence number).
 type Slot = (u64, u64);
 
-/// Where every held job stands. Waiting jobs sit in `due` at their due time, leased ones at
-/// their lease deadline, so a lease that is never settled simply comes due again.
+/// Where every held job stands. Waiting jobs sit in their lane (one per target) in due order;
+/// `heads` orders the lanes by their first job, so a lease visits lanes oldest first and skips
+/// a lane without room in one step. Leased jobs sit in `leased` at their lease deadline, so a
+/// lease that is never settled comes due again.
 #[derive(Default)]
 struct Schedule {
-    due: BTreeMap<Slot, String>,
-    held: HashMap<String, Held>,
-    failed: BTreeMap<Slot, String>,
-    failed_at: HashMap<String, Slot>,
+    lanes: HashMap<Arc<str>, BTreeMap<Slot, Arc<str>>>,
+    heads: BTreeSet<(Slot, Arc<str>)>,
+    leased: BTreeMap<Slot, Arc<str>>,
+    held: HashMap<Arc<str>, Held>,
+    failed: BTreeMap<Slot, Arc<str>>,
+    failed_at: HashMap<Arc<str>, Slot>,
     cached: usize,
     seq: u64,
 }
 
 struct Held {
+    lane: Arc<str>,
     slot: Slot,
-    /// The job as enqueued, until its first lease (see MAX_CACHED).
+    leased: bool,
+    /// The job as enqueued or deferred, until it is leased (see MAX_CACHED).
     job: Option<Job>,
 }
 
@@ -84,45 +90,98 @@ impl Schedule {
         (ms, self.seq)
     }
 
-    fn hold(&mut self, id: String, due_ms: u64, job: Option<Job>) {
-        let slot = self.slot_at(due_ms);
-        let job = job.filter(|_| self.cached < MAX_CACHED);
-        self.cached += usize::from(job.is_some());
-        if let Some(old) = self.held.insert(id.clone(), Held { slot, job: None }) {
-            self.due.remove(&old.slot);
-            self.cached -= usize::from(old.job.is_some());
+    fn lane_insert(&mut self, lane: &Arc<str>, slot: Slot, id: Arc<str>) {
+        let jobs = self.lanes.entry(Arc::clone(lane)).or_default();
+        let old_head = jobs.first_key_value().map(|(s, _)| *s);
+        jobs.insert(slot, id);
+        if old_head.is_none_or(|head| slot < head) {
+            if let Some(head) = old_head {
+                self.heads.remove(&(head, Arc::clone(lane)));
+            }
+            self.heads.insert((slot, Arc::clone(lane)));
         }
-        if let Some(held) = self.held.get_mut(&id) {
-            held.job = job;
-        }
-        self.due.insert(slot, id);
     }
 
-    /// Moves a held job to `due_ms`. False when it is not held.
-    fn reschedule(&mut self, id: &str, due_ms: u64) -> bool {
+    fn lane_remove(&mut self, lane: &Arc<str>, slot: Slot) {
+        let Some(jobs) = self.lanes.get_mut(lane) else {
+            return;
+        };
+        let was_head = jobs.first_key_value().is_some_and(|(s, _)| *s == slot);
+        jobs.remove(&slot);
+        if was_head {
+            self.heads.remove(&(slot, Arc::clone(lane)));
+            match jobs.first_key_value() {
+                Some((next, _)) => {
+                    self.heads.insert((*next, Arc::clone(lane)));
+                }
+                None => {
+                    self.lanes.remove(lane);
+                }
+            }
+        }
+    }
+
+    /// Takes the job out of wherever it waits or is leased; its entry stays in `held`.
+    fn unplace(&mut self, id: &str) -> Option<(Arc<str>, Arc<str>)> {
+        let held = self.held.get(id)?;
+        let (lane, slot, leased) = (Arc::clone(&held.lane), held.slot, held.leased);
+        let (id, _) = self.held.get_key_value(id)?;
+        let id = Arc::clone(id);
+        if leased {
+            self.leased.remove(&slot);
+        } else {
+            self.lane_remove(&lane, slot);
+        }
+        Some((id, lane))
+    }
+
+    /// Puts a job (new, or held already) in its lane, due at `due_ms`.
+    fn hold(&mut self, id: &str, lane: &str, due_ms: u64, job: Option<Job>) {
+        let (id, lane) = match self.unplace(id) {
+            Some(placed) => placed,
+            None => (Arc::from(id), Arc::from(lane)),
+        };
         let slot = self.slot_at(due_ms);
-        let Some(held) = self.held.get_mut(id) else {
+        self.lane_insert(&lane, slot, Arc::clone(&id));
+        let had_job = self.held.get(&id).is_some_and(|h| h.job.is_some());
+        self.cached -= usize::from(had_job);
+        let job = job.filter(|_| self.cached < MAX_CACHED);
+        self.cached += usize::from(job.is_some());
+        self.held.insert(
+            id,
+            Held {
+                lane,
+                slot,
+                leased: false,
+                job,
+            },
+        );
+    }
+
+    /// Moves a held job to `due_ms`, keeping `job` in memory if given. False when it is not
+    /// held.
+    fn reschedule(&mut self, id: &str, due_ms: u64, job: Option<Job>) -> bool {
+        let Some(lane) = self.held.get(id).map(|h| Arc::clone(&h.lane)) else {
             return false;
         };
-        let old = std::mem::replace(&mut held.slot, slot);
-        if let Some(id) = self.due.remove(&old) {
-            self.due.insert(slot, id);
-        }
+        self.hold(id, &lane, due_ms, job);
         true
     }
 
     fn release(&mut self, id: &str) -> bool {
-        let Some(held) = self.held.remove(id) else {
+        if self.unplace(id).is_none() {
             return false;
-        };
-        self.due.remove(&held.slot);
-        self.cached -= usize::from(held.job.is_some());
+        }
+        if let Some(held) = self.held.remove(id) {
+            self.cached -= usize::from(held.job.is_some());
+        }
         true
     }
 
-    fn park(&mut self, id: String, failed_ms: u64) {
+    fn park(&mut self, id: &str, failed_ms: u64) {
         let slot = self.slot_at(failed_ms);
-        self.failed_at.insert(id.clone(), slot);
+        let id: Arc<str> = Arc::from(id);
+        self.failed_at.insert(Arc::clone(&id), slot);
         self.failed.insert(slot, id);
     }
 
@@ -136,40 +195,90 @@ impl Schedule {
         }
     }
 
-    /// Takes up to `max` jobs due at `now_ms`, moving each to `deadline_ms`. Cached jobs come
-    /// back whole, the others by id.
-    fn lease(&mut self, max: usize, now_ms: u64, deadline_ms: u64) -> (Vec<Job>, Vec<String>) {
+    /// Takes up to `max` jobs due at `now_ms`, as many per lane as `room` allows, oldest lanes
+    /// first, and leases each until `deadline_ms`. Cached jobs come back whole, the others by
+    /// id.
+    fn lease(
+        &mut self,
+        max: usize,
+        now_ms: u64,
+        deadline_ms: u64,
+        room: &Room<'_>,
+    ) -> (Vec<Job>, Vec<String>) {
+        self.expire_leases(now_ms);
+        let due_lanes: Vec<Arc<str>> = self
+            .heads
+            .iter()
+            .take_while(|(slot, _)| slot.0 <= now_ms)
+            .map(|(_, lane)| Arc::clone(lane))
+            .collect();
         let mut jobs = Vec::new();
         let mut ids = Vec::new();
-        while jobs.len() + ids.len() < max {
-            let Some(entry) = self.due.first_entry() else {
-                break;
-            };
-            if entry.key().0 > now_ms {
+        for lane in due_lanes {
+            let wanted = max.saturating_sub(jobs.len() + ids.len());
+            if wanted == 0 {
                 break;
             }
-            let id = entry.remove();
-            self.seq += 1;
-            let slot = (deadline_ms, self.seq);
-            let Some(held) = self.held.get_mut(&id) else {
-                continue;
-            };
-            held.slot = slot;
-            let job = held.job.take();
-            self.due.insert(slot, id.clone());
-            match job {
-                Some(job) => {
-                    self.cached -= 1;
-                    jobs.push(job);
+            let take = room(&lane).min(wanted);
+            for _ in 0..take {
+                let Some((&slot, id)) = self.lanes.get(&lane).and_then(|l| l.first_key_value())
+                else {
+                    break;
+                };
+                if slot.0 > now_ms {
+                    break;
                 }
-                None => ids.push(id),
+                let id = Arc::clone(id);
+                self.lane_remove(&lane, slot);
+                let lease_slot = self.slot_at(deadline_ms);
+                self.leased.insert(lease_slot, Arc::clone(&id));
+                let Some(held) = self.held.get_mut(&id) else {
+                    self.leased.remove(&lease_slot);
+                    continue;
+                };
+                held.slot = lease_slot;
+                held.leased = true;
+                match held.job.take() {
+                    Some(job) => {
+                        self.cached -= 1;
+                        jobs.push(job);
+                    }
+                    None => ids.push(id.to_string()),
+                }
             }
         }
         (jobs, ids)
     }
 
-    fn next_due_ms(&self) -> Option<u64> {
-        self.due.first_key_value().map(|(slot, _)| slot.0)
+    /// Leases that ran out: their jobs are due again at once.
+    fn expire_leases(&mut self, now_ms: u64) {
+        while let Some(entry) = self.leased.first_entry() {
+            if entry.key().0 > now_ms {
+                break;
+            }
+            let id = entry.remove();
+            let Some(held) = self.held.get_mut(&id) else {
+                continue;
+            };
+            self.seq += 1;
+            let slot = (now_ms, self.seq);
+            held.leased = false;
+            held.slot = slot;
+            let lane = Arc::clone(&held.lane);
+            self.lane_insert(&lane, slot, id);
+        }
+    }
+
+    /// When something next comes due after `now_ms` (a lane waiting for room does not count:
+    /// the caller learns of room itself).
+    fn next_due_ms(&self, now_ms: u64) -> Option<u64> {
+        let lane = self
+            .heads
+            .range(((now_ms + 1, 0), Arc::from(""))..)
+            .next()
+            .map(|(slot, _)| slot.0);
+        let lease = self.leased.first_key_value().map(|(slot, _)| slot.0);
+        lane.into_iter().chain(lease).min()
     }
 }
 
@@ -204,11 +313,11 @@ impl Spool {
                     continue;
                 }
             };
-            let id = String::from_utf8_lossy(&id).into_owned();
-            if record.failed {
-                schedule.park(id, record.failed_ms);
-            } else {
-                schedule.hold(id, record.not_before_ms, None);
+            let id = String::from_utf8_lossy(&id);
+            match record.job {
+                Some(_) if record.failed => schedule.park(&id, record.failed_ms),
+                Some(job) => schedule.hold(&id, &job.lane(), record.not_before_ms, None),
+                None => {}
             }
         }
         Ok(Self {
@@ -236,10 +345,10 @@ impl Spool {
         }
     }
 
-    fn lease_due(&self, max: usize) -> Result<Vec<Job>, Error> {
+    fn lease_due(&self, max: usize, room: &Room<'_>) -> Result<Vec<Job>, Error> {
         let now = unix_ms(SystemTime::now());
         let deadline = now + u64::try_from(LEASE_TIME.as_millis()).unwrap_or(u64::MAX);
-        let (mut leased, uncached) = self.schedule().lease(max, now, deadline);
+        let (mut leased, uncached) = self.schedule().lease(max, now, deadline, room);
         for id in uncached {
             match self.read(&id)? {
                 Some(Record {
@@ -306,20 +415,22 @@ impl Queue for Spool {
         {
             let mut schedule = self.schedule();
             for job in added {
-                schedule.hold(job.delivery_id.clone(), now, Some(job));
+                let id = job.delivery_id.clone();
+                let lane = job.lane().into_owned();
+                schedule.hold(&id, &lane, now, Some(job));
             }
         }
         self.arrivals.notify_waiters();
         Ok(())
     }
 
-    async fn lease(&self, max: usize, wait: Duration) -> Result<Vec<Job>, Error> {
+    async fn lease(&self, max: usize, wait: Duration, room: &Room<'_>) -> Result<Vec<Job>, Error> {
         let give_up = tokio::time::Instant::now() + wait;
         loop {
             let arrival = self.arrivals.notified();
             tokio::pin!(arrival);
             arrival.as_mut().enable();
-            let leased = self.lease_due(max)?;
+            let leased = self.lease_due(max, room)?;
             if !leased.is_empty() || max == 0 {
                 return Ok(leased);
             }
@@ -328,8 +439,9 @@ impl Queue for Spool {
                 return Ok(Vec::new());
             }
             let mut wake = give_up;
-            if let Some(due_ms) = self.schedule().next_due_ms() {
-                let in_ms = due_ms.saturating_sub(unix_ms(SystemTime::now()));
+            let now_ms = unix_ms(SystemTime::now());
+            if let Some(due_ms) = self.schedule().next_due_ms(now_ms) {
+                let in_ms = due_ms.saturating_sub(now_ms);
                 wake = wake.min(now + Duration::from_millis(in_ms));
             }
             tokio::select! {
@@ -363,14 +475,17 @@ impl Queue for Spool {
         record.not_before_ms = due_ms;
         self.jobs
             .insert(delivery_id.as_bytes(), record.encode_to_vec())?;
-        self.schedule().reschedule(delivery_id, due_ms);
+        self.schedule().reschedule(delivery_id, due_ms, None);
         self.arrivals.notify_waiters();
         Ok(())
     }
 
-    async fn defer(&self, delivery_id: &str, not_before: SystemTime) -> Result<(), Error> {
-        // Memory only: after a restart the job is due at once, which a deferral allows.
-        self.schedule().reschedule(delivery_id, unix_ms(not_before));
+    async fn defer(&self, job: Job, not_before: SystemTime) -> Result<(), Error> {
+        // Memory only: after a restart the job is due at once, which a deferral allows. The job
+        // stays decoded so its next lease reads nothing back.
+        let id = job.delivery_id.clone();
+        self.schedule()
+            .reschedule(&id, unix_ms(not_before), Some(job));
         self.arrivals.notify_waiters();
         Ok(())
     }
@@ -391,7 +506,7 @@ impl Queue for Spool {
             if !schedule.release(delivery_id) {
                 return Ok(());
             }
-            schedule.park(delivery_id.to_owned(), now);
+            schedule.park(delivery_id, now);
         }
         self.jobs
             .insert(delivery_id.as_bytes(), record.encode_to_vec())?;
@@ -418,7 +533,8 @@ impl Queue for Spool {
         }
         self.jobs.insert(delivery_id.as_bytes(), encoded)?;
         self.commit.flush(&self.db).await?;
-        self.schedule().hold(delivery_id.to_owned(), now, Some(job));
+        let lane = job.lane().into_owned();
+        self.schedule().hold(delivery_id, &lane, now, Some(job));
         self.arrivals.notify_waiters();
         Ok(true)
     }
@@ -453,6 +569,7 @@ impl GroupCommit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::unlimited;
 
     fn job(id: &str) -> Job {
         Job {
@@ -476,7 +593,7 @@ mod tests {
         }
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 1);
-        let leased = spool.lease(10, NO_WAIT).await.unwrap();
+        let leased = spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
         assert_eq!(leased, vec![job_with_time("dlv_a", &leased[0])]);
     }
 
@@ -492,8 +609,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-        assert_eq!(spool.lease(10, NO_WAIT).await.unwrap().len(), 1);
-        assert!(spool.lease(10, NO_WAIT).await.unwrap().is_empty());
+        assert_eq!(spool.lease(10, NO_WAIT, &unlimited).await.unwrap().len(), 1);
+        assert!(
+            spool
+                .lease(10, NO_WAIT, &unlimited)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -502,11 +625,11 @@ mod tests {
         {
             let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-            assert_eq!(spool.lease(10, NO_WAIT).await.unwrap().len(), 1);
+            assert_eq!(spool.lease(10, NO_WAIT, &unlimited).await.unwrap().len(), 1);
             spool.db().flush().unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
-        let leased = spool.lease(10, NO_WAIT).await.unwrap();
+        let leased = spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
         assert_eq!(leased.len(), 1);
         assert_eq!(leased[0].delivery_id, "dlv_a");
     }
@@ -516,30 +639,46 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-        spool.lease(10, NO_WAIT).await.unwrap();
+        spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
         spool.ack("dlv_a").await.unwrap();
         assert_eq!(spool.depth().await.unwrap(), 0);
         drop(spool);
         let spool = Spool::open(dir.path()).unwrap();
-        assert!(spool.lease(10, NO_WAIT).await.unwrap().is_empty());
+        assert!(
+            spool
+                .lease(10, NO_WAIT, &unlimited)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
     async fn a_retried_job_keeps_its_wait_and_its_count_across_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let later = SystemTime::now() + Duration::from_secs(600);
+        let later = SystemTime::now() + Duration::from_millis(1_500);
         {
             let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-            spool.lease(1, NO_WAIT).await.unwrap();
+            spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
             spool.retry("dlv_a", 2, later).await.unwrap();
             spool.db().flush().unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 1);
-        assert!(spool.lease(1, NO_WAIT).await.unwrap().is_empty());
-        spool.defer("dlv_a", SystemTime::now()).await.unwrap();
-        assert_eq!(spool.lease(1, NO_WAIT).await.unwrap()[0].attempts, 2);
+        assert!(
+            spool
+                .lease(1, NO_WAIT, &unlimited)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let leased = spool
+            .lease(1, Duration::from_secs(5), &unlimited)
+            .await
+            .unwrap();
+        assert_eq!(leased[0].attempts, 2);
+        assert!(SystemTime::now() + Duration::from_millis(5) >= later);
     }
 
     #[tokio::test]
@@ -548,15 +687,21 @@ mod tests {
         {
             let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-            spool.lease(1, NO_WAIT).await.unwrap();
+            spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
             spool.fail("dlv_a", 1, "404 Not Found").await.unwrap();
             spool.db().flush().unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 0);
-        assert!(spool.lease(1, NO_WAIT).await.unwrap().is_empty());
+        assert!(
+            spool
+                .lease(1, NO_WAIT, &unlimited)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(spool.requeue_failed("dlv_a").await.unwrap());
-        assert_eq!(spool.lease(1, NO_WAIT).await.unwrap().len(), 1);
+        assert_eq!(spool.lease(1, NO_WAIT, &unlimited).await.unwrap().len(), 1);
     }
 
     #[tokio::test]
@@ -586,7 +731,7 @@ mod tests {
         }
         let spool = Spool::open(dir.path()).unwrap();
         assert!(!spool.db().tree_names().iter().any(|n| n.as_ref() == b"due"));
-        let leased = spool.lease(10, NO_WAIT).await.unwrap();
+        let leased = spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
         assert_eq!(leased.len(), 1);
         assert_eq!(leased[0].delivery_id, "dlv_a");
     }
@@ -594,11 +739,14 @@ mod tests {
     #[test]
     fn a_lease_never_settled_comes_due_again_after_the_lease_time() {
         let mut schedule = Schedule::default();
-        schedule.hold("dlv_a".to_owned(), 0, None);
-        let (_, ids) = schedule.lease(10, 1, 1_000);
+        schedule.hold("dlv_a", "fwd_1", 0, None);
+        let (_, ids) = schedule.lease(10, 1, 1_000, &unlimited);
         assert_eq!(ids, vec!["dlv_a".to_owned()]);
-        assert_eq!(schedule.lease(10, 999, 2_000).1.len(), 0);
-        assert_eq!(schedule.lease(10, 1_000, 2_000).1, vec!["dlv_a".to_owned()]);
+        assert_eq!(schedule.lease(10, 999, 2_000, &unlimited).1.len(), 0);
+        assert_eq!(
+            schedule.lease(10, 1_000, 2_000, &unlimited).1,
+            vec!["dlv_a".to_owned()]
+        );
     }
 
     #[tokio::test]
@@ -610,14 +758,82 @@ mod tests {
                 .enqueue(vec![job("dlv_a"), job("dlv_b")])
                 .await
                 .unwrap();
-            spool.lease(10, NO_WAIT).await.unwrap();
+            spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
             spool.ack("dlv_a").await.unwrap();
             spool.db().flush().unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
-        let leased = spool.lease(10, NO_WAIT).await.unwrap();
+        let leased = spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
         let ids: Vec<_> = leased.iter().map(|j| j.delivery_id.as_str()).collect();
         assert_eq!(ids, vec!["dlv_b"]);
+    }
+
+    fn job_for(id: &str, set: &str) -> Job {
+        Job {
+            forwarding_set_id: set.to_owned(),
+            ..job(id)
+        }
+    }
+
+    fn ids(jobs: &[Job]) -> Vec<&str> {
+        jobs.iter().map(|j| j.delivery_id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_lane_without_room_is_passed_over_and_keeps_its_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let jobs = vec![
+            job_for("dlv_a1", "fwd_a"),
+            job_for("dlv_a2", "fwd_a"),
+            job_for("dlv_b1", "fwd_b"),
+        ];
+        spool.enqueue(jobs).await.unwrap();
+        let b_only = |lane: &str| usize::from(lane == "fwd_b");
+        assert_eq!(
+            ids(&spool.lease(10, NO_WAIT, &b_only).await.unwrap()),
+            vec!["dlv_b1"]
+        );
+        let leased = spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
+        assert_eq!(ids(&leased), vec!["dlv_a1", "dlv_a2"]);
+    }
+
+    #[tokio::test]
+    async fn a_lease_takes_no_more_of_a_lane_than_its_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let jobs = (0..5)
+            .map(|i| job_for(&format!("dlv_{i}"), "fwd_a"))
+            .collect();
+        spool.enqueue(jobs).await.unwrap();
+        let two = |_: &str| 2;
+        assert_eq!(spool.lease(10, NO_WAIT, &two).await.unwrap().len(), 2);
+        assert_eq!(spool.lease(10, NO_WAIT, &two).await.unwrap().len(), 2);
+        assert_eq!(spool.lease(10, NO_WAIT, &two).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn waiting_with_no_room_anywhere_returns_empty_after_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        spool.enqueue(vec![job("dlv_a")]).await.unwrap();
+        let none = |_: &str| 0;
+        let leased = spool
+            .lease(10, Duration::from_millis(100), &none)
+            .await
+            .unwrap();
+        assert!(leased.is_empty());
+        assert_eq!(spool.lease(10, NO_WAIT, &unlimited).await.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_agent_reply_to_line_has_a_lane_of_its_own() {
+        let reply = Job {
+            leg: crate::queue::Leg::LinePush as i32,
+            ..job_for("dlv_a", "fwd_a")
+        };
+        assert_eq!(reply.lane(), "fwd_a#line-push");
+        assert_eq!(job_for("dlv_b", "fwd_a").lane(), "fwd_a");
     }
 
     #[tokio::test]
@@ -630,7 +846,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(spool.depth().await.unwrap(), 2);
-        assert_eq!(spool.lease(10, NO_WAIT).await.unwrap().len(), 2);
+        assert_eq!(spool.lease(10, NO_WAIT, &unlimited).await.unwrap().len(), 2);
     }
 
     #[tokio::test]
@@ -638,11 +854,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-        spool.lease(1, NO_WAIT).await.unwrap();
+        spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
         let later = SystemTime::now() + Duration::from_millis(300);
         spool.retry("dlv_a", 1, later).await.unwrap();
-        assert!(spool.lease(1, NO_WAIT).await.unwrap().is_empty());
-        let leased = spool.lease(1, Duration::from_secs(2)).await.unwrap();
+        assert!(
+            spool
+                .lease(1, NO_WAIT, &unlimited)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let leased = spool
+            .lease(1, Duration::from_secs(2), &unlimited)
+            .await
+            .unwrap();
         assert_eq!(leased.len(), 1);
         assert_eq!(leased[0].attempts, 1);
         assert!(SystemTime::now() + Duration::from_millis(5) >= later);
@@ -653,11 +878,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-        spool.lease(1, NO_WAIT).await.unwrap();
+        spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
         spool.retry("dlv_a", 3, SystemTime::now()).await.unwrap();
-        spool.lease(1, NO_WAIT).await.unwrap();
-        spool.defer("dlv_a", SystemTime::now()).await.unwrap();
-        let leased = spool.lease(1, NO_WAIT).await.unwrap();
+        let leased = spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
+        let deferred = leased.into_iter().next().unwrap();
+        spool.defer(deferred, SystemTime::now()).await.unwrap();
+        let leased = spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
         assert_eq!(leased[0].attempts, 3);
     }
 
@@ -667,7 +893,7 @@ mod tests {
         let spool = std::sync::Arc::new(Spool::open(dir.path()).unwrap());
         let waiter = {
             let spool = std::sync::Arc::clone(&spool);
-            tokio::spawn(async move { spool.lease(1, Duration::from_secs(5)).await })
+            tokio::spawn(async move { spool.lease(1, Duration::from_secs(5), &unlimited).await })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         let started = std::time::Instant::now();
@@ -682,15 +908,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-        spool.lease(1, NO_WAIT).await.unwrap();
+        spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
         spool.retry("dlv_a", 5, SystemTime::now()).await.unwrap();
-        spool.lease(1, NO_WAIT).await.unwrap();
+        spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
         spool.fail("dlv_a", 6, "404 Not Found").await.unwrap();
         assert_eq!(spool.depth().await.unwrap(), 0);
-        assert!(spool.lease(1, NO_WAIT).await.unwrap().is_empty());
+        assert!(
+            spool
+                .lease(1, NO_WAIT, &unlimited)
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
         assert!(spool.requeue_failed("dlv_a").await.unwrap());
-        let leased = spool.lease(1, NO_WAIT).await.unwrap();
+        let leased = spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
         assert_eq!(leased[0].attempts, 6);
         assert_eq!(leased[0].attempts_in_budget(), 0);
         assert_eq!(spool.depth().await.unwrap(), 1);

@@ -355,7 +355,7 @@ mod tests {
 
         async fn queued(&self) -> Vec<Job> {
             self.queue
-                .lease(100, Duration::from_millis(10))
+                .lease(100, Duration::from_millis(10), &crate::queue::unlimited)
                 .await
                 .unwrap()
         }
