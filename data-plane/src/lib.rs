@@ -105,9 +105,9 @@ pub async fn run(
             node_id.clone(),
             stop_rx.clone(),
         ),
-        &delivery.handle(),
+        delivery.handle(),
     );
-    tasks.spawn_on(Arc::clone(&engine).run(stop_rx.clone()), &delivery.handle());
+    tasks.spawn_on(Arc::clone(&engine).run(stop_rx.clone()), delivery.handle());
 
     let router = ingress::router(Arc::new(Ingress {
         config: Arc::clone(&store),
@@ -185,9 +185,8 @@ impl DeliveryRuntime {
         })
     }
 
-    fn handle(&self) -> tokio::runtime::Handle {
-        if std::env::var("XSHARE").is_ok() { return tokio::runtime::Handle::current(); }
-        self.handle.clone()
+    fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
     }
 }
 
@@ -196,17 +195,17 @@ impl DeliveryRuntime {
 /// moment. Linux keeps a niceness per thread; elsewhere this is skipped.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(
-        Some(rustix::thread::gettid()),
-        std::env::var("XNICE").ok().and_then(|v| v.parse().ok()).unwrap_or(DELIVERY_NICENESS),
-    ) {
+    if let Err(e) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), DELIVERY_NICENESS)
+    {
         warn!(error = %e, "could not lower the delivery threads' priority");
     }
 }
 
-/// CPU shares go by weight: niceness 5 gives a delivery thread about a third of an ingress
-/// thread's share when both are busy, so deliveries still progress under saturating ingress.
-const DELIVERY_NICENESS: i32 = 5;
+/// CPU shares go by weight: at niceness 10 a delivery thread gets about a tenth of an ingress
+/// thread's share while both want the CPU, and all of it when the ingress is idle. Measured
+/// against 0, 5 and 19 in docs/BENCHMARKS.md.
+const DELIVERY_NICENESS: i32 = 10;
 
 impl Drop for DeliveryRuntime {
     fn drop(&mut self) {

@@ -4,6 +4,7 @@
 //! (NATS JetStream: publish + ack, pull fetch with an ack wait, ack, nak with delay, term) can
 //! stand in for the node-local [`spool::Spool`] without the engine noticing.
 
+mod bodies;
 pub mod spool;
 
 use std::{

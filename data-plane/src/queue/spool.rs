@@ -28,7 +28,11 @@ use prost::Message as _;
 use tokio::sync::Notify;
 use tracing::warn;
 
-use super::{Job, Queue, Room, unix_ms};
+use super::{
+    Job, Queue, Room,
+    bodies::{Bodies, BodyKey},
+    unix_ms,
+};
 use crate::Error;
 
 /// How long a leased job stays invisible: longer than the longest attempt (60 s timeout) so a
@@ -55,6 +59,9 @@ struct Record {
     /// Unix ms before which the job is not handed out (a retry's wait); 0 = at once.
     #[prost(uint64, tag = "5")]
     not_before_ms: u64,
+    /// The job's body and headers in `bodies` (see bodies.rs); empty: they are in the job.
+    #[prost(bytes = "vec", tag = "6")]
+    body_key: Vec<u8>,
 }
 
 /// A place in time order: (unix ms, tie-breaking sequence number).
@@ -286,6 +293,7 @@ impl Schedule {
 pub struct Spool {
     db: sled::Db,
     jobs: sled::Tree,
+    bodies: Bodies,
     schedule: Mutex<Schedule>,
     arrivals: Notify,
     commit: GroupCommit,
@@ -302,6 +310,7 @@ impl Spool {
             db.drop_tree(name)?;
         }
         let jobs = db.open_tree("jobs")?;
+        let bodies = Bodies::open(&db)?;
         let mut schedule = Schedule::default();
         for entry in jobs.iter() {
             let (id, bytes) = entry?;
@@ -314,15 +323,23 @@ impl Spool {
                 }
             };
             let id = String::from_utf8_lossy(&id);
+            if !record.body_key.is_empty() {
+                bodies.count(&record.body_key);
+            }
             match record.job {
                 Some(_) if record.failed => schedule.park(&id, record.failed_ms),
                 Some(job) => schedule.hold(&id, &job.lane(), record.not_before_ms, None),
                 None => {}
             }
         }
+        let orphans = bodies.collect_garbage()?;
+        if orphans > 0 {
+            warn!(orphans, "removed spooled bodies no job named");
+        }
         Ok(Self {
             db,
             jobs,
+            bodies,
             schedule: Mutex::new(schedule),
             arrivals: Notify::new(),
             commit: GroupCommit::default(),
@@ -338,6 +355,7 @@ impl Spool {
         self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The job's record; its job lacks body and headers when they are stored apart.
     fn read(&self, id: &str) -> Result<Option<Record>, Error> {
         match self.jobs.get(id)? {
             Some(bytes) => Ok(Some(Record::decode(bytes.as_ref())?)),
@@ -345,12 +363,105 @@ impl Spool {
         }
     }
 
+    /// The job's record with its body and headers.
+    fn read_whole(&self, id: &str) -> Result<Option<Record>, Error> {
+        let Some(mut record) = self.read(id)? else {
+            return Ok(None);
+        };
+        if let Some(job) = record.job.as_mut()
+            && !record.body_key.is_empty()
+            && !self.bodies.fill(&record.body_key, job)?
+        {
+            warn!(
+                delivery_id = id,
+                "a spooled job's body is missing; the job is dropped"
+            );
+            return Ok(None);
+        }
+        Ok(Some(record))
+    }
+
+    /// Removes a job's record, and its body once no other job names it.
+    fn forget(&self, id: &str) -> Result<(), Error> {
+        if let Some(bytes) = self.jobs.remove(id.as_bytes())? {
+            let record = Record::decode(bytes.as_ref())?;
+            if !record.body_key.is_empty() {
+                self.bodies.release(&record.body_key, 1)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores new jobs (a job whose id is held already is skipped) and returns the ones added.
+    /// Jobs with the same bytes (one request's fan-out) share one stored body.
+    fn insert_new(&self, jobs: Vec<Job>) -> Result<Vec<Job>, Error> {
+        let mut keys: Vec<BodyKey> = Vec::with_capacity(jobs.len());
+        let mut first_use: Vec<(BodyKey, usize)> = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            // A fan-out shares one Bytes: hash it once.
+            let same_as_last = i > 0 && {
+                let last = &jobs[i - 1];
+                last.body.as_ptr() == job.body.as_ptr()
+                    && last.body.len() == job.body.len()
+                    && last.headers == job.headers
+            };
+            let key = match keys.last() {
+                Some(key) if same_as_last => *key,
+                _ => Bodies::key_of(job),
+            };
+            if !first_use.iter().any(|(k, _)| *k == key) {
+                first_use.push((key, i));
+            }
+            keys.push(key);
+        }
+        // Counted before the bodies are written, for every job that may name them; the ones
+        // not added are given back below.
+        let mut unused: HashMap<BodyKey, usize> = HashMap::new();
+        for (key, i) in &first_use {
+            let candidates = keys.iter().filter(|k| *k == key).count();
+            self.bodies.retain(key, &jobs[*i], candidates)?;
+            unused.insert(*key, 0);
+        }
+        let mut added = Vec::with_capacity(jobs.len());
+        for (mut job, key) in jobs.into_iter().zip(keys) {
+            let body = std::mem::take(&mut job.body);
+            let headers = std::mem::take(&mut job.headers);
+            let mut record = Record {
+                job: Some(job),
+                body_key: key.to_vec(),
+                ..Record::default()
+            };
+            let encoded = record.encode_to_vec();
+            let Some(mut job) = record.job.take() else {
+                continue;
+            };
+            job.body = body;
+            job.headers = headers;
+            // Insert only if absent: a delivery id already held (or parked) is not added twice.
+            let swapped = self.jobs.compare_and_swap(
+                job.delivery_id.as_bytes(),
+                None::<&[u8]>,
+                Some(encoded),
+            )?;
+            match swapped {
+                Ok(()) => added.push(job),
+                Err(_) => *unused.entry(key).or_default() += 1,
+            }
+        }
+        for (key, n) in unused {
+            if n > 0 {
+                self.bodies.release(&key, n)?;
+            }
+        }
+        Ok(added)
+    }
+
     fn lease_due(&self, max: usize, room: &Room<'_>) -> Result<Vec<Job>, Error> {
         let now = unix_ms(SystemTime::now());
         let deadline = now + u64::try_from(LEASE_TIME.as_millis()).unwrap_or(u64::MAX);
         let (mut leased, uncached) = self.schedule().lease(max, now, deadline, room);
         for id in uncached {
-            match self.read(&id)? {
+            match self.read_whole(&id)? {
                 Some(Record {
                     job: Some(job),
                     failed: false,
@@ -379,7 +490,7 @@ impl Spool {
                 schedule.failed_at.remove(&id);
                 id
             };
-            self.jobs.remove(oldest.as_bytes())?;
+            self.forget(&oldest)?;
         }
     }
 }
@@ -391,26 +502,7 @@ impl Queue for Spool {
             return Ok(());
         }
         let now = unix_ms(SystemTime::now());
-        let mut added = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let mut record = Record {
-                job: Some(job),
-                ..Record::default()
-            };
-            let encoded = record.encode_to_vec();
-            let Some(job) = record.job.take() else {
-                continue;
-            };
-            // Insert only if absent: a delivery id already held (or parked) is not added twice.
-            let swapped = self.jobs.compare_and_swap(
-                job.delivery_id.as_bytes(),
-                None::<&[u8]>,
-                Some(encoded),
-            )?;
-            if swapped.is_ok() {
-                added.push(job);
-            }
-        }
+        let added = self.insert_new(jobs)?;
         self.commit.flush(&self.db).await?;
         {
             let mut schedule = self.schedule();
@@ -455,8 +547,7 @@ impl Queue for Spool {
         // Out of the schedule first: an enqueue of the same id racing this ack then either sees
         // the record (a duplicate of what was just delivered, skipped) or finds both gone.
         self.schedule().release(delivery_id);
-        self.jobs.remove(delivery_id.as_bytes())?;
-        Ok(())
+        self.forget(delivery_id)
     }
 
     async fn retry(
@@ -523,8 +614,10 @@ impl Queue for Spool {
         let now = unix_ms(SystemTime::now());
         job.budget_start = job.attempts;
         job.first_enqueued_ms = now;
+        let lane = job.lane().into_owned();
         let encoded = Record {
-            job: Some(job.clone()),
+            job: Some(job),
+            body_key: record.body_key,
             ..Record::default()
         }
         .encode_to_vec();
@@ -533,8 +626,7 @@ impl Queue for Spool {
         }
         self.jobs.insert(delivery_id.as_bytes(), encoded)?;
         self.commit.flush(&self.db).await?;
-        let lane = job.lane().into_owned();
-        self.schedule().hold(delivery_id, &lane, now, Some(job));
+        self.schedule().hold(delivery_id, &lane, now, None);
         self.arrivals.notify_waiters();
         Ok(true)
     }
@@ -834,6 +926,100 @@ mod tests {
         };
         assert_eq!(reply.lane(), "fwd_a#line-push");
         assert_eq!(job_for("dlv_b", "fwd_a").lane(), "fwd_a");
+    }
+
+    fn fan_out(ids: &[&str]) -> Vec<Job> {
+        let body = bytes::Bytes::from_static(b"{\"events\":[{\"type\":\"message\"}]}");
+        ids.iter()
+            .map(|id| Job {
+                body: body.clone(),
+                headers: vec![crate::queue::Header {
+                    name: "x-line-signature".to_owned(),
+                    value: "c2ln".to_owned(),
+                }],
+                ..job_for(id, id)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_fan_out_stores_its_body_once_and_every_job_gets_it_back_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = fan_out(&["dlv_a", "dlv_b", "dlv_c"]);
+        {
+            let spool = Spool::open(dir.path()).unwrap();
+            spool.enqueue(jobs.clone()).await.unwrap();
+            assert_eq!(spool.bodies.stored(), 1);
+        }
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut leased = spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
+        leased.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
+        let leased: Vec<_> = leased
+            .into_iter()
+            .map(|j| Job {
+                first_enqueued_ms: 0,
+                ..j
+            })
+            .collect();
+        let expected: Vec<_> = jobs
+            .into_iter()
+            .map(|j| Job {
+                first_enqueued_ms: 0,
+                ..j
+            })
+            .collect();
+        assert_eq!(leased, expected);
+    }
+
+    #[tokio::test]
+    async fn a_body_goes_with_the_last_job_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        spool.enqueue(fan_out(&["dlv_a", "dlv_b"])).await.unwrap();
+        spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
+        spool.ack("dlv_a").await.unwrap();
+        assert_eq!(spool.bodies.stored(), 1);
+        spool.ack("dlv_b").await.unwrap();
+        assert_eq!(spool.bodies.stored(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_enqueue_does_not_keep_a_body_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        spool.enqueue(fan_out(&["dlv_a"])).await.unwrap();
+        spool.enqueue(fan_out(&["dlv_a"])).await.unwrap();
+        spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
+        spool.ack("dlv_a").await.unwrap();
+        assert_eq!(spool.bodies.stored(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_a_crash_left_without_jobs_is_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let spool = Spool::open(dir.path()).unwrap();
+            spool.enqueue(fan_out(&["dlv_a"])).await.unwrap();
+            // What an ack interrupted between the job's removal and its body's leaves.
+            spool.jobs.remove("dlv_a").unwrap();
+            spool.db().flush().unwrap();
+        }
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(spool.bodies.stored(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_requeued_failure_comes_back_with_its_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let jobs = fan_out(&["dlv_a"]);
+        spool.enqueue(jobs.clone()).await.unwrap();
+        spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
+        spool.fail("dlv_a", 1, "404 Not Found").await.unwrap();
+        assert!(spool.requeue_failed("dlv_a").await.unwrap());
+        let leased = spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
+        assert_eq!(leased[0].body, jobs[0].body);
+        assert_eq!(leased[0].headers, jobs[0].headers);
     }
 
     #[tokio::test]
