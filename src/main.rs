@@ -40,7 +40,7 @@ enum Command {
     /// A stateless data-plane node: LINE ingress, event publishing and deliveries.
     Data(DataCommand),
     /// The control plane and one data-plane node in one process.
-    Standalone(StandaloneCommand),
+    Standalone(Box<StandaloneCommand>),
 }
 
 #[derive(Args, Debug)]
@@ -129,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Control(cmd) => run_control(cmd).await,
         Command::Data(cmd) => run_data(cmd).await,
-        Command::Standalone(cmd) => run_standalone(cmd).await,
+        Command::Standalone(cmd) => run_standalone(*cmd).await,
     }
 }
 
