@@ -676,6 +676,10 @@ mod tests {
 
     const NO_WAIT: Duration = Duration::ZERO;
 
+    async fn lease_now(spool: &Spool, max: usize) -> Vec<Job> {
+        spool.lease(max, NO_WAIT, &unlimited).await.unwrap()
+    }
+
     #[tokio::test]
     async fn an_enqueued_job_is_still_there_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
@@ -685,7 +689,7 @@ mod tests {
         }
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 1);
-        let leased = spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
+        let leased = lease_now(&spool, 10).await;
         assert_eq!(leased, vec![job_with_time("dlv_a", &leased[0])]);
     }
 
@@ -701,14 +705,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-        assert_eq!(spool.lease(10, NO_WAIT, &unlimited).await.unwrap().len(), 1);
-        assert!(
-            spool
-                .lease(10, NO_WAIT, &unlimited)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert_eq!(lease_now(&spool, 10).await.len(), 1);
+        assert!(lease_now(&spool, 10).await.is_empty());
     }
 
     #[tokio::test]
@@ -717,11 +715,11 @@ mod tests {
         {
             let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-            assert_eq!(spool.lease(10, NO_WAIT, &unlimited).await.unwrap().len(), 1);
+            assert_eq!(lease_now(&spool, 10).await.len(), 1);
             spool.db().flush().unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
-        let leased = spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
+        let leased = lease_now(&spool, 10).await;
         assert_eq!(leased.len(), 1);
         assert_eq!(leased[0].delivery_id, "dlv_a");
     }
@@ -731,18 +729,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-        spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
+        lease_now(&spool, 10).await;
         spool.ack("dlv_a").await.unwrap();
         assert_eq!(spool.depth().await.unwrap(), 0);
         drop(spool);
         let spool = Spool::open(dir.path()).unwrap();
-        assert!(
-            spool
-                .lease(10, NO_WAIT, &unlimited)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(lease_now(&spool, 10).await.is_empty());
     }
 
     #[tokio::test]
@@ -752,19 +744,13 @@ mod tests {
         {
             let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-            spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
+            lease_now(&spool, 1).await;
             spool.retry("dlv_a", 2, later).await.unwrap();
             spool.db().flush().unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 1);
-        assert!(
-            spool
-                .lease(1, NO_WAIT, &unlimited)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(lease_now(&spool, 1).await.is_empty());
         let leased = spool
             .lease(1, Duration::from_secs(5), &unlimited)
             .await
@@ -779,21 +765,15 @@ mod tests {
         {
             let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-            spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
+            lease_now(&spool, 1).await;
             spool.fail("dlv_a", 1, "404 Not Found").await.unwrap();
             spool.db().flush().unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 0);
-        assert!(
-            spool
-                .lease(1, NO_WAIT, &unlimited)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(lease_now(&spool, 1).await.is_empty());
         assert!(spool.requeue_failed("dlv_a").await.unwrap());
-        assert_eq!(spool.lease(1, NO_WAIT, &unlimited).await.unwrap().len(), 1);
+        assert_eq!(lease_now(&spool, 1).await.len(), 1);
     }
 
     #[tokio::test]
@@ -823,7 +803,7 @@ mod tests {
         }
         let spool = Spool::open(dir.path()).unwrap();
         assert!(!spool.db().tree_names().iter().any(|n| n.as_ref() == b"due"));
-        let leased = spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
+        let leased = lease_now(&spool, 10).await;
         assert_eq!(leased.len(), 1);
         assert_eq!(leased[0].delivery_id, "dlv_a");
     }
@@ -850,12 +830,12 @@ mod tests {
                 .enqueue(vec![job("dlv_a"), job("dlv_b")])
                 .await
                 .unwrap();
-            spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
+            lease_now(&spool, 10).await;
             spool.ack("dlv_a").await.unwrap();
             spool.db().flush().unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
-        let leased = spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
+        let leased = lease_now(&spool, 10).await;
         let ids: Vec<_> = leased.iter().map(|j| j.delivery_id.as_str()).collect();
         assert_eq!(ids, vec!["dlv_b"]);
     }
@@ -886,7 +866,7 @@ mod tests {
             ids(&spool.lease(10, NO_WAIT, &b_only).await.unwrap()),
             vec!["dlv_b1"]
         );
-        let leased = spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
+        let leased = lease_now(&spool, 10).await;
         assert_eq!(ids(&leased), vec!["dlv_a1", "dlv_a2"]);
     }
 
@@ -915,7 +895,7 @@ mod tests {
             .await
             .unwrap();
         assert!(leased.is_empty());
-        assert_eq!(spool.lease(10, NO_WAIT, &unlimited).await.unwrap().len(), 1);
+        assert_eq!(lease_now(&spool, 10).await.len(), 1);
     }
 
     #[test]
@@ -952,7 +932,7 @@ mod tests {
             assert_eq!(spool.bodies.stored(), 1);
         }
         let spool = Spool::open(dir.path()).unwrap();
-        let mut leased = spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
+        let mut leased = lease_now(&spool, 10).await;
         leased.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
         let leased: Vec<_> = leased
             .into_iter()
@@ -976,7 +956,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(fan_out(&["dlv_a", "dlv_b"])).await.unwrap();
-        spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
+        lease_now(&spool, 10).await;
         spool.ack("dlv_a").await.unwrap();
         assert_eq!(spool.bodies.stored(), 1);
         spool.ack("dlv_b").await.unwrap();
@@ -989,7 +969,7 @@ mod tests {
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(fan_out(&["dlv_a"])).await.unwrap();
         spool.enqueue(fan_out(&["dlv_a"])).await.unwrap();
-        spool.lease(10, NO_WAIT, &unlimited).await.unwrap();
+        lease_now(&spool, 10).await;
         spool.ack("dlv_a").await.unwrap();
         assert_eq!(spool.bodies.stored(), 0);
     }
@@ -1014,10 +994,10 @@ mod tests {
         let spool = Spool::open(dir.path()).unwrap();
         let jobs = fan_out(&["dlv_a"]);
         spool.enqueue(jobs.clone()).await.unwrap();
-        spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
+        lease_now(&spool, 1).await;
         spool.fail("dlv_a", 1, "404 Not Found").await.unwrap();
         assert!(spool.requeue_failed("dlv_a").await.unwrap());
-        let leased = spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
+        let leased = lease_now(&spool, 1).await;
         assert_eq!(leased[0].body, jobs[0].body);
         assert_eq!(leased[0].headers, jobs[0].headers);
     }
@@ -1032,7 +1012,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(spool.depth().await.unwrap(), 2);
-        assert_eq!(spool.lease(10, NO_WAIT, &unlimited).await.unwrap().len(), 2);
+        assert_eq!(lease_now(&spool, 10).await.len(), 2);
     }
 
     #[tokio::test]
@@ -1040,16 +1020,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-        spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
+        lease_now(&spool, 1).await;
         let later = SystemTime::now() + Duration::from_millis(300);
         spool.retry("dlv_a", 1, later).await.unwrap();
-        assert!(
-            spool
-                .lease(1, NO_WAIT, &unlimited)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(lease_now(&spool, 1).await.is_empty());
         let leased = spool
             .lease(1, Duration::from_secs(2), &unlimited)
             .await
@@ -1064,12 +1038,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-        spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
+        lease_now(&spool, 1).await;
         spool.retry("dlv_a", 3, SystemTime::now()).await.unwrap();
-        let leased = spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
+        let leased = lease_now(&spool, 1).await;
         let deferred = leased.into_iter().next().unwrap();
         spool.defer(deferred, SystemTime::now()).await.unwrap();
-        let leased = spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
+        let leased = lease_now(&spool, 1).await;
         assert_eq!(leased[0].attempts, 3);
     }
 
@@ -1094,21 +1068,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
-        spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
+        lease_now(&spool, 1).await;
         spool.retry("dlv_a", 5, SystemTime::now()).await.unwrap();
-        spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
+        lease_now(&spool, 1).await;
         spool.fail("dlv_a", 6, "404 Not Found").await.unwrap();
         assert_eq!(spool.depth().await.unwrap(), 0);
-        assert!(
-            spool
-                .lease(1, NO_WAIT, &unlimited)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(lease_now(&spool, 1).await.is_empty());
 
         assert!(spool.requeue_failed("dlv_a").await.unwrap());
-        let leased = spool.lease(1, NO_WAIT, &unlimited).await.unwrap();
+        let leased = lease_now(&spool, 1).await;
         assert_eq!(leased[0].attempts, 6);
         assert_eq!(leased[0].attempts_in_budget(), 0);
         assert_eq!(spool.depth().await.unwrap(), 1);
