@@ -5,7 +5,7 @@
 //! jobs at start), and the body goes when the last of them does.
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     sync::{Mutex, MutexGuard, PoisonError},
 };
 
@@ -30,19 +30,19 @@ pub(super) struct Bodies {
     tree: sled::Tree,
     /// Jobs naming each body. A body is removed under this lock when its count reaches zero,
     /// and a count is raised under it before its body is written, so a body in use is never
-    /// removed.
-    refs: Mutex<HashMap<BodyKey, usize>>,
+    /// removed. A B-tree, so growing with the backlog never stalls the lock for a rehash.
+    refs: Mutex<BTreeMap<BodyKey, usize>>,
 }
 
 impl Bodies {
     pub fn open(db: &sled::Db) -> Result<Self, Error> {
         Ok(Self {
             tree: db.open_tree("bodies")?,
-            refs: Mutex::new(HashMap::new()),
+            refs: Mutex::new(BTreeMap::new()),
         })
     }
 
-    fn refs(&self) -> MutexGuard<'_, HashMap<BodyKey, usize>> {
+    fn refs(&self) -> MutexGuard<'_, BTreeMap<BodyKey, usize>> {
         self.refs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

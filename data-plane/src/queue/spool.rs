@@ -76,9 +76,11 @@ struct Schedule {
     lanes: HashMap<Arc<str>, BTreeMap<Slot, Arc<str>>>,
     heads: BTreeSet<(Slot, Arc<str>)>,
     leased: BTreeMap<Slot, Arc<str>>,
-    held: HashMap<Arc<str>, Held>,
+    /// B-trees, not hash maps, for what grows with the backlog: a hash map doubling at half a
+    /// million jobs stalls every enqueue behind the schedule's lock for tens of milliseconds.
+    held: BTreeMap<Arc<str>, Held>,
     failed: BTreeMap<Slot, Arc<str>>,
-    failed_at: HashMap<Arc<str>, Slot>,
+    failed_at: BTreeMap<Arc<str>, Slot>,
     cached: usize,
     seq: u64,
 }
