@@ -152,11 +152,13 @@ pub async fn run(
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    // Every delivery task is gone before the spool is flushed and released, so a node started
+    // again in the same process finds the spool free.
+    delivery.stop().await;
     outcomes.spill_unsent();
     if let Err(e) = spool.db().flush_async().await {
         warn!(error = %e, "spool flush at shutdown failed");
     }
-    drop(delivery);
     info!("data-plane node stopped");
     served.map(|_| ())
 }
@@ -188,6 +190,19 @@ impl DeliveryRuntime {
     fn handle(&self) -> &tokio::runtime::Handle {
         &self.handle
     }
+
+    /// Drops every task still on the runtime (an attempt in flight is cancelled: its job is
+    /// leased, not settled, and comes back from the spool) and waits until they are dropped.
+    async fn stop(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            let stopped = tokio::task::spawn_blocking(move || {
+                runtime.shutdown_timeout(DELIVERY_SHUTDOWN_WAIT);
+            });
+            if let Err(e) = stopped.await {
+                warn!(error = %e, "stopping the delivery runtime failed");
+            }
+        }
+    }
 }
 
 /// Delivery threads yield to the ingress threads when both want the CPU: an acknowledgement is
@@ -201,6 +216,9 @@ fn lower_priority() {
         warn!(error = %e, "could not lower the delivery threads' priority");
     }
 }
+
+/// How long stopping waits for the delivery runtime's blocking work (a DNS lookup).
+const DELIVERY_SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
 /// CPU shares go by weight: at niceness 10 a delivery thread gets about a tenth of an ingress
 /// thread's share while both want the CPU, and all of it when the ingress is idle. Measured
