@@ -14,13 +14,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_forward_carries_the_identical_bytes_and_signature_with_hookplane_headers() {
-    let receiver = Receiver::start(Answer::Status(200)).await;
-    let control = FakeControl::start(vec![
-        tenant(),
-        channel(),
-        forwarding_set("fwd_a", &receiver.url()),
-    ])
-    .await;
+    let (receiver, control) = one_forward(Answer::Status(200)).await;
     let node = Node::start(&control).await;
     let body = webhook("01HZZZZZZZZZZZZZZZZZZZZZZ1");
     let signature = sign(SECRET, &body);
@@ -65,13 +59,7 @@ async fn every_enabled_forwarding_set_gets_the_event() {
 
 #[tokio::test]
 async fn the_verify_request_gets_200_and_is_not_forwarded() {
-    let receiver = Receiver::start(Answer::Status(200)).await;
-    let control = FakeControl::start(vec![
-        tenant(),
-        channel(),
-        forwarding_set("fwd_a", &receiver.url()),
-    ])
-    .await;
+    let (receiver, control) = one_forward(Answer::Status(200)).await;
     let node = Node::start(&control).await;
     let body = br#"{"destination":"U0123456789abcdef0123456789abcdef","events":[]}"#;
     assert_eq!(node.post(body).await.status(), 200);
@@ -81,13 +69,7 @@ async fn the_verify_request_gets_200_and_is_not_forwarded() {
 
 #[tokio::test]
 async fn a_wrong_or_missing_signature_gets_401_and_nothing_is_forwarded() {
-    let receiver = Receiver::start(Answer::Status(200)).await;
-    let control = FakeControl::start(vec![
-        tenant(),
-        channel(),
-        forwarding_set("fwd_a", &receiver.url()),
-    ])
-    .await;
+    let (receiver, control) = one_forward(Answer::Status(200)).await;
     let node = Node::start(&control).await;
     let body = webhook("01HZZZZZZZZZZZZZZZZZZZZZZ3");
     let wrong = sign("another secret", &body);
@@ -208,13 +190,7 @@ async fn the_answer_does_not_wait_for_hanging_targets_nor_do_other_targets() {
 
 #[tokio::test]
 async fn a_server_error_is_retried_with_the_same_event_id_and_the_next_attempt_number() {
-    let receiver = Receiver::start(Answer::Sequence(vec![503, 200])).await;
-    let control = FakeControl::start(vec![
-        tenant(),
-        channel(),
-        forwarding_set("fwd_a", &receiver.url()),
-    ])
-    .await;
+    let (receiver, control) = one_forward(Answer::Sequence(vec![503, 200])).await;
     let node = Node::start(&control).await;
     node.post(&webhook("01HZZZZZZZZZZZZZZZZZZZZZZ6")).await;
     let got = receiver.wait_for(2, WAIT).await;
@@ -242,13 +218,7 @@ async fn a_server_error_is_retried_with_the_same_event_id_and_the_next_attempt_n
 
 #[tokio::test]
 async fn retry_after_is_honoured() {
-    let receiver = Receiver::start(Answer::RetryAfter(429, 2)).await;
-    let control = FakeControl::start(vec![
-        tenant(),
-        channel(),
-        forwarding_set("fwd_a", &receiver.url()),
-    ])
-    .await;
+    let (receiver, control) = one_forward(Answer::RetryAfter(429, 2)).await;
     let node = Node::start(&control).await;
     node.post(&webhook("01HZZZZZZZZZZZZZZZZZZZZZZ7")).await;
     receiver.wait_for(1, WAIT).await;
@@ -264,13 +234,7 @@ async fn retry_after_is_honoured() {
 
 #[tokio::test]
 async fn a_client_error_fails_for_good_after_one_attempt() {
-    let receiver = Receiver::start(Answer::Status(404)).await;
-    let control = FakeControl::start(vec![
-        tenant(),
-        channel(),
-        forwarding_set("fwd_a", &receiver.url()),
-    ])
-    .await;
+    let (receiver, control) = one_forward(Answer::Status(404)).await;
     let node = Node::start(&control).await;
     node.post(&webhook("01HZZZZZZZZZZZZZZZZZZZZZZ8")).await;
     let failed = control
@@ -298,13 +262,7 @@ async fn a_closed_port_reads_as_a_remote_network_error() {
 
 #[tokio::test]
 async fn a_delivery_out_of_attempts_fails_for_good() {
-    let receiver = Receiver::start(Answer::Status(500)).await;
-    let control = FakeControl::start(vec![
-        tenant(),
-        channel(),
-        forwarding_set("fwd_a", &receiver.url()),
-    ])
-    .await;
+    let (receiver, control) = one_forward(Answer::Status(500)).await;
     let options = hookplane_data::NodeOptions {
         max_attempts: 2,
         retry_schedule: vec![Duration::from_millis(50).into()],
@@ -323,13 +281,7 @@ async fn a_delivery_out_of_attempts_fails_for_good() {
 
 #[tokio::test]
 async fn a_loopback_target_is_refused_unless_its_network_is_allowed() {
-    let receiver = Receiver::start(Answer::Status(200)).await;
-    let control = FakeControl::start(vec![
-        tenant(),
-        channel(),
-        forwarding_set("fwd_a", &receiver.url()),
-    ])
-    .await;
+    let (receiver, control) = one_forward(Answer::Status(200)).await;
     let node = Node::start_guarded(&control).await;
     node.post(&webhook("01HZZZZZZZZZZZZZZZZZZZZZ11")).await;
     let refused = control.wait_attempt(WAIT, |_| true).await;
@@ -422,13 +374,7 @@ async fn the_node_keeps_serving_while_the_control_plane_is_away_and_catches_up_a
 
 #[tokio::test]
 async fn outcomes_reach_the_control_plane_after_it_returns() {
-    let receiver = Receiver::start(Answer::Status(200)).await;
-    let control = FakeControl::start(vec![
-        tenant(),
-        channel(),
-        forwarding_set("fwd_a", &receiver.url()),
-    ])
-    .await;
+    let (receiver, control) = one_forward(Answer::Status(200)).await;
     let node = Node::start(&control).await;
     control.set_down(true);
     node.post(&webhook("01HZZZZZZZZZZZZZZZZZZZZZ17")).await;
@@ -443,13 +389,7 @@ async fn outcomes_reach_the_control_plane_after_it_returns() {
 
 #[tokio::test]
 async fn a_requested_retry_re_enqueues_a_failed_delivery() {
-    let receiver = Receiver::start(Answer::Status(400)).await;
-    let control = FakeControl::start(vec![
-        tenant(),
-        channel(),
-        forwarding_set("fwd_a", &receiver.url()),
-    ])
-    .await;
+    let (receiver, control) = one_forward(Answer::Status(400)).await;
     let node = Node::start(&control).await;
     node.post(&webhook("01HZZZZZZZZZZZZZZZZZZZZZ18")).await;
     let failed = control
@@ -498,13 +438,7 @@ async fn a_delivery_in_flight_when_the_node_stopped_is_made_after_a_restart() {
 
 #[tokio::test]
 async fn a_retry_scheduled_before_a_restart_is_still_held_after_it() {
-    let receiver = Receiver::start(Answer::Status(503)).await;
-    let control = FakeControl::start(vec![
-        tenant(),
-        channel(),
-        forwarding_set("fwd_a", &receiver.url()),
-    ])
-    .await;
+    let (receiver, control) = one_forward(Answer::Status(503)).await;
     let options = hookplane_data::NodeOptions {
         retry_schedule: vec![Duration::from_secs(3600).into()],
         ..test_options()
@@ -534,13 +468,7 @@ async fn a_retry_scheduled_before_a_restart_is_still_held_after_it() {
 
 #[tokio::test]
 async fn metrics_count_requests_and_attempts() {
-    let receiver = Receiver::start(Answer::Status(200)).await;
-    let control = FakeControl::start(vec![
-        tenant(),
-        channel(),
-        forwarding_set("fwd_a", &receiver.url()),
-    ])
-    .await;
+    let (receiver, control) = one_forward(Answer::Status(200)).await;
     let node = Node::start(&control).await;
     node.post(&webhook("01HZZZZZZZZZZZZZZZZZZZZZ20")).await;
     receiver.wait_for(1, WAIT).await;

@@ -82,6 +82,19 @@ pub fn channel() -> ConfigResource {
     }])
 }
 
+/// A receiver answering `answer`, and a control plane with one channel forwarding to it as
+/// `fwd_a`: the setting most node tests start from.
+pub async fn one_forward(answer: Answer) -> (Receiver, FakeControl) {
+    let receiver = Receiver::start(answer).await;
+    let control = FakeControl::start(vec![
+        tenant(),
+        channel(),
+        forwarding_set("fwd_a", &receiver.url()),
+    ])
+    .await;
+    (receiver, control)
+}
+
 pub fn forwarding_set(id: &str, url: &str) -> ConfigResource {
     forwarding_set_with(id, url, Duration::from_secs(10))
 }
