@@ -13,6 +13,11 @@ use hookplane_data::{NodeConfig, NodeOptions};
 use hookplane_outbound::OutboundOptions;
 use tokio::net::TcpListener;
 
+/// sled allocates and frees tree nodes on every write from many threads; glibc's malloc spent
+/// more of the node's CPU on that (arena locks, consolidation) than the deliveries themselves.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "hookplane",

@@ -12,6 +12,7 @@ mod plan;
 mod receivers;
 mod report;
 mod scenarios;
+mod server_latency;
 mod service;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,10 @@ struct Cli {
     /// Short steps and fewer rates: a smoke run in about a minute per scenario.
     #[arg(long, global = true)]
     quick: bool,
+    /// The forwarding-set counts the `ingress` scenario runs (repeatable; default 1 and 10),
+    /// e.g. `--sets 10` to profile the fan-out alone.
+    #[arg(long = "sets", global = true)]
+    sets: Vec<usize>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -55,7 +60,10 @@ enum Scenario {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let plan = Plan::new(cli.quick);
+    let mut plan = Plan::new(cli.quick);
+    if !cli.sets.is_empty() {
+        plan.sets = cli.sets.clone();
+    }
     if !matches!(cli.scenario, Scenario::BaselineForwarder { .. }) {
         eprintln!(
             "hookplane-bench {:?}{}: {} s per step, on {} cores",

@@ -24,6 +24,8 @@ impl fmt::Display for Step {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub quick: bool,
+    /// The forwarding-set counts of the `ingress` scenario.
+    pub sets: Vec<usize>,
     /// The ingress steps, in order.
     pub steps: Vec<Step>,
     /// The publish steps, in order.
@@ -47,6 +49,7 @@ impl Plan {
         if quick {
             Plan {
                 quick,
+                sets: vec![1, 10],
                 steps: vec![
                     Step::Rate(500),
                     Step::Rate(TARGET_RATE),
@@ -61,6 +64,7 @@ impl Plan {
         } else {
             Plan {
                 quick,
+                sets: vec![1, 10],
                 steps: vec![
                     Step::Rate(500),
                     Step::Rate(1_000),

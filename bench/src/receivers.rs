@@ -22,26 +22,40 @@ use tokio::{net::TcpListener, task::JoinSet};
 const HANGING_HOLD: usize = 4_096;
 
 /// Counting receivers, one listener each; dropping them stops the servers.
+///
+/// They run on a runtime of their own: on the load generator's, tens of thousands of deliveries
+/// a second queued ahead of its timers, so a request went out late and the lateness was counted
+/// as the service's acknowledgement latency, more so the more a service delivered.
 pub struct Receivers {
     counts: Arc<Vec<AtomicU64>>,
     addrs: Vec<SocketAddr>,
-    _servers: JoinSet<()>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Receivers {
     pub async fn counting(n: usize) -> anyhow::Result<Receivers> {
         let counts: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
-        let mut servers = JoinSet::new();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("receivers")
+            .enable_all()
+            .build()?;
         let mut addrs = Vec::with_capacity(n);
         for index in 0..n {
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            listener.set_nonblocking(true)?;
             addrs.push(listener.local_addr()?);
-            servers.spawn(serve_counting(listener, Arc::clone(&counts), index));
+            let counts = Arc::clone(&counts);
+            runtime.spawn(async move {
+                if let Ok(listener) = TcpListener::from_std(listener) {
+                    serve_counting(listener, counts, index).await;
+                }
+            });
         }
         Ok(Receivers {
             counts,
             addrs,
-            _servers: servers,
+            runtime: Some(runtime),
         })
     }
 
@@ -103,6 +117,15 @@ impl Receivers {
             } else if since.elapsed() >= quiet {
                 return;
             }
+        }
+    }
+}
+
+impl Drop for Receivers {
+    fn drop(&mut self) {
+        // Dropped from async code, where a runtime may not block to shut down.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }

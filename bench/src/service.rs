@@ -91,6 +91,11 @@ impl Process {
         self.addrs[what]
     }
 
+    /// The listener's address, if the process has one by that name.
+    pub fn find_addr(&self, what: &str) -> Option<SocketAddr> {
+        self.addrs.get(what).copied()
+    }
+
     fn pid(&self) -> Option<u32> {
         self.child.id()
     }

@@ -21,6 +21,7 @@ use crate::{
     load::{self, Fire, Outcome},
     plan::{Plan, Step},
     receivers::Receivers,
+    server_latency,
     service::{self, CpuMeter, Process, Profile},
 };
 
@@ -47,6 +48,9 @@ pub struct Row {
     pub peak_rss_mib: f64,
     /// Cores the process used over the step and its drain.
     pub cpu_cores: f64,
+    /// The node's own acknowledgement p99 (see server_latency.rs), as its histogram's bucket
+    /// bound in ms; `None` for the baseline.
+    pub handler_p99_ms: Option<f64>,
 }
 
 /// Where forwards of a step are counted, and how many each acknowledged request makes.
@@ -72,7 +76,18 @@ pub async fn run_steps(
         let cpu = CpuMeter::start(process);
         let before = sink.as_ref().map_or(0, |s| s.receivers.total());
         let started = Instant::now();
+        let ingress = process.find_addr("ingress");
+        let handled_before = match ingress {
+            Some(addr) => server_latency::snapshot(addr).await,
+            None => None,
+        };
         let outcome = load::run(*step, plan.step_time, fire.clone()).await;
+        let handler_p99_ms = match (ingress, handled_before) {
+            (Some(addr), Some(before)) => server_latency::snapshot(addr)
+                .await
+                .and_then(|after| server_latency::bound_ms(&before, &after, 0.99)),
+            _ => None,
+        };
         let forwarded = match &sink {
             Some(sink) => {
                 let load_end = Instant::now();
@@ -98,6 +113,7 @@ pub async fn run_steps(
             peak_rss_mib: process.peak_rss_mib(),
             outcome,
             forwarded,
+            handler_p99_ms,
         };
         profile.stop();
         eprintln!("  {step}: {:.0} acked/s", row.outcome.acked_per_sec());
