@@ -3,6 +3,8 @@
 //! answers LINE's webhooks, which wait with a timeout. Storing a node's batch is synchronous
 //! sled work of many milliseconds, so it also stays off the async workers.
 
+use std::sync::Arc;
+
 use hookplane_proto::v1::DeliveryAttempt;
 use tokio::sync::{mpsc, oneshot};
 
@@ -23,13 +25,26 @@ struct Batch {
 #[derive(Clone)]
 pub(crate) struct AttemptWriter {
     batches: mpsc::Sender<Batch>,
+    /// Declared after `batches`: the last handle closes the queue, then waits for the thread,
+    /// so the store is closed once the control plane is gone and can be opened again at once.
+    _thread: Arc<Joined>,
+}
+
+struct Joined(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        if let Some(thread) = self.0.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl AttemptWriter {
     /// Starts the writer thread; it ends when the last handle is dropped.
     pub fn start(log: DeliveryLog) -> Result<AttemptWriter, Error> {
         let (batches, mut queued) = mpsc::channel::<Batch>(QUEUED_BATCHES);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("hookplane-attempt-log".to_owned())
             .spawn(move || {
                 lower_priority();
@@ -39,7 +54,10 @@ impl AttemptWriter {
                 }
             })
             .map_err(|e| Error::Unavailable(format!("attempt log writer: {e}")))?;
-        Ok(AttemptWriter { batches })
+        Ok(AttemptWriter {
+            batches,
+            _thread: Arc::new(Joined(Some(thread))),
+        })
     }
 
     /// Stores a node's batch; returns how many attempts were stored.
