@@ -89,27 +89,16 @@ mod tests {
 
     #[test]
     fn every_request_is_signed_with_the_channel_secret() {
-        let signed = LineRequests::new().unwrap().next();
-        assert!(
-            hookplane_verify::line::verify(
-                CHANNEL_SECRET.as_bytes(),
-                &signed.body,
-                &signed.signature
-            )
-            .is_ok()
-        );
+        assert!(signed_by_the_channel(&LineRequests::new().unwrap().next()));
     }
 
     #[test]
     fn the_verify_request_is_signed_too() {
-        let signed = verify_request().unwrap();
-        assert!(
-            hookplane_verify::line::verify(
-                CHANNEL_SECRET.as_bytes(),
-                &signed.body,
-                &signed.signature
-            )
+        assert!(signed_by_the_channel(&verify_request().unwrap()));
+    }
+
+    fn signed_by_the_channel(signed: &Signed) -> bool {
+        hookplane_verify::line::verify(CHANNEL_SECRET.as_bytes(), &signed.body, &signed.signature)
             .is_ok()
-        );
     }
 }

@@ -99,24 +99,10 @@ fn check_standard(c: &Case<'_>) {
     };
     let secrets = [secret.clone()];
     let now = c.timestamp.trim().parse::<i64>().unwrap_or(1_649_367_553);
-    // Whatever the headers, no panic.
-    let _ = standard::verify(&secrets, &c.msg_id, &c.timestamp, &c.header, c.body, now);
-    let _ = standard::verify(
-        &secrets,
-        &c.msg_id,
-        &c.timestamp,
-        &c.header,
-        c.body,
-        i64::MIN,
-    );
-    let _ = standard::verify(
-        &secrets,
-        &c.msg_id,
-        &c.timestamp,
-        &c.header,
-        c.body,
-        i64::MAX,
-    );
+    // Whatever the headers and the clock, no panic.
+    for clock in [now, i64::MIN, i64::MAX] {
+        let _ = standard::verify(&secrets, &c.msg_id, &c.timestamp, &c.header, c.body, clock);
+    }
 
     let own = standard::sign(&secret, &c.msg_id, now, c.body);
     let ts = now.to_string();
