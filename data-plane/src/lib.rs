@@ -156,7 +156,7 @@ pub async fn run(
     // again in the same process finds the spool free.
     delivery.stop().await;
     outcomes.spill_unsent();
-    if let Err(e) = spool.db().flush_async().await {
+    if let Err(e) = spool.flush().await {
         warn!(error = %e, "spool flush at shutdown failed");
     }
     info!("data-plane node stopped");

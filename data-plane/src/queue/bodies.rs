@@ -1,8 +1,10 @@
 //! Request bytes stored once per content. A LINE request fanned out to ten forwarding sets makes
 //! ten jobs with the same body and headers: writing them ten times made the spool's writes (and
-//! sled's copying of its tree nodes) ten times larger than the request. Jobs name their body by
+//! the journal's appends) ten times larger than the request. Jobs name their body by
 //! a SHA-256 of it; the number of jobs naming each body is kept in memory (counted again from the
 //! jobs at start), and the body goes when the last of them does.
+//!
+//! The bodies live in the spool's journal (space `Bodies`); this keeps their reference counts.
 
 use std::{
     collections::BTreeMap,
@@ -13,7 +15,10 @@ use bytes::Bytes;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
-use super::{Header, Job};
+use super::{
+    Header, Job,
+    journal::{Journal, Space},
+};
 use crate::Error;
 
 pub(super) type BodyKey = [u8; 32];
@@ -26,8 +31,8 @@ struct Stored {
     headers: Vec<Header>,
 }
 
+#[derive(Default)]
 pub(super) struct Bodies {
-    tree: sled::Tree,
     /// Jobs naming each body. A body is removed under this lock when its count reaches zero,
     /// and a count is raised under it before its body is written, so a body in use is never
     /// removed. A B-tree, so growing with the backlog never stalls the lock for a rehash.
@@ -35,13 +40,6 @@ pub(super) struct Bodies {
 }
 
 impl Bodies {
-    pub fn open(db: &sled::Db) -> Result<Self, Error> {
-        Ok(Self {
-            tree: db.open_tree("bodies")?,
-            refs: Mutex::new(BTreeMap::new()),
-        })
-    }
-
     fn refs(&self) -> MutexGuard<'_, BTreeMap<BodyKey, usize>> {
         self.refs.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -59,18 +57,26 @@ impl Bodies {
     }
 
     /// Counts `n` more jobs naming `job`'s body and makes sure it is stored.
-    pub fn retain(&self, key: &BodyKey, job: &Job, n: usize) -> Result<(), Error> {
+    pub fn retain(
+        &self,
+        journal: &Journal,
+        key: &BodyKey,
+        job: &Job,
+        n: usize,
+    ) -> Result<(), Error> {
         *self.refs().entry(*key).or_default() += n;
-        let stored = Stored {
-            body: job.body.clone(),
-            headers: job.headers.clone(),
-        };
-        self.tree.insert(key, stored.encode_to_vec())?;
+        if !journal.contains(Space::Bodies, key) {
+            let stored = Stored {
+                body: job.body.clone(),
+                headers: job.headers.clone(),
+            };
+            journal.insert_new(Space::Bodies, key, &stored.encode_to_vec())?;
+        }
         Ok(())
     }
 
     /// `n` jobs naming the body are gone; the body goes with the last of them.
-    pub fn release(&self, key: &[u8], n: usize) -> Result<(), Error> {
+    pub fn release(&self, journal: &Journal, key: &[u8], n: usize) -> Result<(), Error> {
         let Ok(key) = BodyKey::try_from(key) else {
             return Ok(());
         };
@@ -81,15 +87,15 @@ impl Bodies {
         *count = count.saturating_sub(n);
         if *count == 0 {
             refs.remove(&key);
-            self.tree.remove(key)?;
+            journal.remove(Space::Bodies, &key)?;
         }
         Ok(())
     }
 
     /// Puts the stored body and headers back into a job read from disk. False when the body is
     /// missing.
-    pub fn fill(&self, key: &[u8], job: &mut Job) -> Result<bool, Error> {
-        let Some(bytes) = self.tree.get(key)? else {
+    pub fn fill(&self, journal: &Journal, key: &[u8], job: &mut Job) -> Result<bool, Error> {
+        let Some(bytes) = journal.get(Space::Bodies, key)? else {
             return Ok(false);
         };
         let stored = Stored::decode(bytes.as_ref())?;
@@ -107,22 +113,30 @@ impl Bodies {
 
     /// At start, after counting: removes bodies no job names (a crash between a job's removal
     /// and its body's). Returns how many.
-    pub fn collect_garbage(&self) -> Result<usize, Error> {
+    pub fn collect_garbage(&self, journal: &Journal) -> Result<usize, Error> {
         let refs = self.refs();
         let mut removed = 0;
-        for key in self.tree.iter().keys() {
-            let key = key?;
+        for key in journal.keys(Space::Bodies) {
             let named = BodyKey::try_from(key.as_ref()).is_ok_and(|k| refs.contains_key(&k));
             if !named {
-                self.tree.remove(key)?;
+                journal.remove(Space::Bodies, &key)?;
                 removed += 1;
             }
         }
         Ok(removed)
     }
+}
 
-    #[cfg(test)]
-    pub fn stored(&self) -> usize {
-        self.tree.len()
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// A body and headers as they are stored, for tests that write a spool by hand.
+    pub fn stored(job: &Job) -> Vec<u8> {
+        Stored {
+            body: job.body.clone(),
+            headers: job.headers.clone(),
+        }
+        .encode_to_vec()
     }
 }

@@ -5,6 +5,7 @@
 //! stand in for the node-local [`spool::Spool`] without the engine noticing.
 
 mod bodies;
+mod journal;
 pub mod spool;
 
 use std::{

@@ -1,25 +1,25 @@
-//! The embedded queue: job records in a sled database in `--spool-dir`, local to the node, and
-//! the schedule (what is due when, what is leased) in memory.
+//! The embedded queue: job records in an append-only journal in `--spool-dir/journal`, local to
+//! the node (journal.rs), and the schedule (what is due when, what is leased) in memory.
 //!
-//! Only the records are durable: `jobs` maps a delivery id to its job with its attempt count,
-//! the time it is next due and, once it failed for good, why. The schedule is rebuilt from them
-//! at start, where leases are void anyway (whoever held them is gone). So an attempt costs the
-//! disk one write when it settles (an ack removes the record, a retry rewrites it) and nothing
-//! when it is leased or deferred: the earlier on-disk due index cost five writes per attempt and
-//! left the node disk-bound (docs/BENCHMARKS.md). Enqueues are made durable by a group commit:
-//! concurrent callers share one flush. Settling is not flushed: a crash may forget an ack (a
-//! duplicate attempt) or a retry's new count, never a job.
+//! Only the records are durable: a job's record holds its attempt count, the time it is next due
+//! and, once it failed for good, why. The schedule is rebuilt from them at start, where leases
+//! are void anyway (whoever held them is gone). So an attempt costs the disk one append when it
+//! settles (an ack removes the record, a retry rewrites it) and nothing when it is leased or
+//! deferred. Enqueues are made durable by a group commit: concurrent callers share one sync.
+//! Settling is not synced: a crash may forget an ack (a duplicate attempt) or a retry's new
+//! count, never a job.
 //!
 //! Jobs enqueued by this process are kept in memory until leased (bounded), so the fan-out of
 //! one request shares one body and a lease reads nothing back from disk.
+//!
+//! The spool's sled database stays for the node's other local state (outcomes, idempotency
+//! keys); spools written when jobs lived in its `jobs` and `bodies` trees are moved into the
+//! journal when opened.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     path::Path,
-    sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, SystemTime},
 };
 
@@ -31,6 +31,7 @@ use tracing::warn;
 use super::{
     Job, Queue, Room,
     bodies::{Bodies, BodyKey},
+    journal::{Journal, Space},
     unix_ms,
 };
 use crate::Error;
@@ -45,6 +46,9 @@ const MAX_FAILED: usize = 10_000;
 const MAX_CACHED: usize = 100_000;
 /// Trees of the earlier on-disk schedule, dropped when an old spool is opened.
 const LEGACY_TREES: [&str; 3] = ["due", "leases", "failed"];
+/// Trees that held the jobs and bodies before the journal; moved into it when opened.
+const SLED_JOBS: &str = "jobs";
+const SLED_BODIES: &str = "bodies";
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct Record {
@@ -291,19 +295,19 @@ impl Schedule {
     }
 }
 
-/// The sled-backed [`Queue`].
+/// The node-local [`Queue`].
 pub struct Spool {
     db: sled::Db,
-    jobs: sled::Tree,
+    journal: Journal,
     bodies: Bodies,
     schedule: Mutex<Schedule>,
     arrivals: Notify,
-    commit: GroupCommit,
 }
 
 impl Spool {
     /// Opens (or creates) the spool; jobs leased when the node last stopped are due again.
     pub fn open(dir: &Path) -> Result<Self, Error> {
+        // sled locks its directory, which also keeps a second node off this journal.
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
@@ -311,16 +315,19 @@ impl Spool {
         for name in LEGACY_TREES {
             db.drop_tree(name)?;
         }
-        let jobs = db.open_tree("jobs")?;
-        let bodies = Bodies::open(&db)?;
+        let journal = Journal::open(&dir.join("journal"))?;
+        move_out_of_sled(&db, &journal)?;
+        let bodies = Bodies::default();
         let mut schedule = Schedule::default();
-        for entry in jobs.iter() {
-            let (id, bytes) = entry?;
-            let record = match Record::decode(bytes.as_ref()) {
+        for id in journal.keys(Space::Jobs) {
+            let Some(bytes) = journal.get(Space::Jobs, &id)? else {
+                continue;
+            };
+            let record = match Record::decode(bytes.as_slice()) {
                 Ok(record) => record,
                 Err(e) => {
                     warn!(error = %e, "dropping an unreadable spooled job");
-                    jobs.remove(&id)?;
+                    journal.remove(Space::Jobs, &id)?;
                     continue;
                 }
             };
@@ -334,18 +341,24 @@ impl Spool {
                 None => {}
             }
         }
-        let orphans = bodies.collect_garbage()?;
+        let orphans = bodies.collect_garbage(&journal)?;
         if orphans > 0 {
             warn!(orphans, "removed spooled bodies no job named");
         }
         Ok(Self {
             db,
-            jobs,
+            journal,
             bodies,
             schedule: Mutex::new(schedule),
             arrivals: Notify::new(),
-            commit: GroupCommit::default(),
         })
+    }
+
+    /// Makes everything the spool and the node-local state in its database hold durable.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.journal.sync().await?;
+        self.db.flush_async().await?;
+        Ok(())
     }
 
     /// The database, for other node-local state that shares the spool's durability (outcomes).
@@ -359,8 +372,8 @@ impl Spool {
 
     /// The job's record; its job lacks body and headers when they are stored apart.
     fn read(&self, id: &str) -> Result<Option<Record>, Error> {
-        match self.jobs.get(id)? {
-            Some(bytes) => Ok(Some(Record::decode(bytes.as_ref())?)),
+        match self.journal.get(Space::Jobs, id.as_bytes())? {
+            Some(bytes) => Ok(Some(Record::decode(bytes.as_slice())?)),
             None => Ok(None),
         }
     }
@@ -372,7 +385,7 @@ impl Spool {
         };
         if let Some(job) = record.job.as_mut()
             && !record.body_key.is_empty()
-            && !self.bodies.fill(&record.body_key, job)?
+            && !self.bodies.fill(&self.journal, &record.body_key, job)?
         {
             warn!(
                 delivery_id = id,
@@ -385,10 +398,10 @@ impl Spool {
 
     /// Removes a job's record, and its body once no other job names it.
     fn forget(&self, id: &str) -> Result<(), Error> {
-        if let Some(bytes) = self.jobs.remove(id.as_bytes())? {
-            let record = Record::decode(bytes.as_ref())?;
+        if let Some(bytes) = self.journal.remove(Space::Jobs, id.as_bytes())? {
+            let record = Record::decode(bytes.as_slice())?;
             if !record.body_key.is_empty() {
-                self.bodies.release(&record.body_key, 1)?;
+                self.bodies.release(&self.journal, &record.body_key, 1)?;
             }
         }
         Ok(())
@@ -421,7 +434,8 @@ impl Spool {
         let mut unused: HashMap<BodyKey, usize> = HashMap::new();
         for (key, i) in &first_use {
             let candidates = keys.iter().filter(|k| *k == key).count();
-            self.bodies.retain(key, &jobs[*i], candidates)?;
+            self.bodies
+                .retain(&self.journal, key, &jobs[*i], candidates)?;
             unused.insert(*key, 0);
         }
         let mut added = Vec::with_capacity(jobs.len());
@@ -440,19 +454,18 @@ impl Spool {
             job.body = body;
             job.headers = headers;
             // Insert only if absent: a delivery id already held (or parked) is not added twice.
-            let swapped = self.jobs.compare_and_swap(
-                job.delivery_id.as_bytes(),
-                None::<&[u8]>,
-                Some(encoded),
-            )?;
-            match swapped {
-                Ok(()) => added.push(job),
-                Err(_) => *unused.entry(key).or_default() += 1,
+            if self
+                .journal
+                .insert_new(Space::Jobs, job.delivery_id.as_bytes(), &encoded)?
+            {
+                added.push(job);
+            } else {
+                *unused.entry(key).or_default() += 1;
             }
         }
         for (key, n) in unused {
             if n > 0 {
-                self.bodies.release(&key, n)?;
+                self.bodies.release(&self.journal, &key, n)?;
             }
         }
         Ok(added)
@@ -505,7 +518,7 @@ impl Queue for Spool {
         }
         let now = unix_ms(SystemTime::now());
         let added = self.insert_new(jobs)?;
-        self.commit.flush(&self.db).await?;
+        self.journal.sync().await?;
         {
             let mut schedule = self.schedule();
             for job in added {
@@ -566,8 +579,8 @@ impl Queue for Spool {
             job.attempts = attempts;
         }
         record.not_before_ms = due_ms;
-        self.jobs
-            .insert(delivery_id.as_bytes(), record.encode_to_vec())?;
+        self.journal
+            .insert(Space::Jobs, delivery_id.as_bytes(), &record.encode_to_vec())?;
         self.schedule().reschedule(delivery_id, due_ms, None);
         self.arrivals.notify_waiters();
         Ok(())
@@ -601,8 +614,8 @@ impl Queue for Spool {
             }
             schedule.park(delivery_id, now);
         }
-        self.jobs
-            .insert(delivery_id.as_bytes(), record.encode_to_vec())?;
+        self.journal
+            .insert(Space::Jobs, delivery_id.as_bytes(), &record.encode_to_vec())?;
         self.prune_failed()
     }
 
@@ -626,8 +639,9 @@ impl Queue for Spool {
         if !self.schedule().unpark(delivery_id) {
             return Ok(false);
         }
-        self.jobs.insert(delivery_id.as_bytes(), encoded)?;
-        self.commit.flush(&self.db).await?;
+        self.journal
+            .insert(Space::Jobs, delivery_id.as_bytes(), &encoded)?;
+        self.journal.sync().await?;
         self.schedule().hold(delivery_id, &lane, now, None);
         self.arrivals.notify_waiters();
         Ok(true)
@@ -638,26 +652,33 @@ impl Queue for Spool {
     }
 }
 
-/// One flush to disk shared by every write that happened before it started.
-#[derive(Default)]
-struct GroupCommit {
-    written: AtomicU64,
-    flushed: tokio::sync::Mutex<u64>,
-}
-
-impl GroupCommit {
-    async fn flush(&self, db: &sled::Db) -> Result<(), Error> {
-        let mine = self.written.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut flushed = self.flushed.lock().await;
-        if *flushed >= mine {
-            return Ok(());
+/// Moves jobs and bodies a spool kept in sled before the journal into the journal, durably, then
+/// drops their trees.
+fn move_out_of_sled(db: &sled::Db, journal: &Journal) -> Result<(), Error> {
+    let names = db.tree_names();
+    let mut moved = 0usize;
+    for (name, space) in [(SLED_BODIES, Space::Bodies), (SLED_JOBS, Space::Jobs)] {
+        if !names.iter().any(|n| n.as_ref() == name.as_bytes()) {
+            continue;
         }
-        // Everything counted so far is already in sled's memory, so this flush covers it.
-        let covers = self.written.load(Ordering::Acquire);
-        db.flush_async().await?;
-        *flushed = covers;
-        Ok(())
+        for entry in db.open_tree(name)?.iter() {
+            let (key, value) = entry?;
+            journal.insert(space, &key, &value)?;
+            moved += 1;
+        }
     }
+    journal.sync_blocking()?;
+    for name in [SLED_BODIES, SLED_JOBS] {
+        db.drop_tree(name)?;
+    }
+    if moved > 0 {
+        db.flush()?;
+        tracing::info!(
+            records = moved,
+            "moved the spool's jobs from sled into its journal"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -718,7 +739,6 @@ mod tests {
             let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
             assert_eq!(lease_now(&spool, 10).await.len(), 1);
-            spool.db().flush().unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
         let leased = lease_now(&spool, 10).await;
@@ -748,7 +768,6 @@ mod tests {
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
             lease_now(&spool, 1).await;
             spool.retry("dlv_a", 2, later).await.unwrap();
-            spool.db().flush().unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 1);
@@ -769,7 +788,6 @@ mod tests {
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
             lease_now(&spool, 1).await;
             spool.fail("dlv_a", 1, "404 Not Found").await.unwrap();
-            spool.db().flush().unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 0);
@@ -810,6 +828,46 @@ mod tests {
         assert_eq!(leased[0].delivery_id, "dlv_a");
     }
 
+    #[tokio::test]
+    async fn jobs_a_spool_kept_in_sled_are_moved_into_the_journal_and_survive_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = fan_out(&["dlv_a", "dlv_b"]);
+        let body_key = Bodies::key_of(&jobs[0]);
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let stored = crate::queue::bodies::tests::stored(&jobs[0]);
+            db.open_tree(SLED_BODIES)
+                .unwrap()
+                .insert(body_key, stored)
+                .unwrap();
+            for job in &jobs {
+                let record = Record {
+                    job: Some(Job {
+                        body: bytes::Bytes::new(),
+                        headers: Vec::new(),
+                        ..job.clone()
+                    }),
+                    body_key: body_key.to_vec(),
+                    ..Record::default()
+                };
+                db.open_tree(SLED_JOBS)
+                    .unwrap()
+                    .insert(job.delivery_id.as_bytes(), record.encode_to_vec())
+                    .unwrap();
+            }
+            db.flush().unwrap();
+        }
+        drop(Spool::open(dir.path()).unwrap());
+        let spool = Spool::open(dir.path()).unwrap();
+        let names = spool.db().tree_names();
+        assert!(!names.iter().any(|n| n.as_ref() == SLED_JOBS.as_bytes()));
+        let mut leased = lease_now(&spool, 10).await;
+        leased.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
+        assert_eq!(ids(&leased), ["dlv_a", "dlv_b"]);
+        assert_eq!(leased[0].body, jobs[0].body);
+        assert_eq!(leased[1].headers, jobs[1].headers);
+    }
+
     #[test]
     fn a_lease_never_settled_comes_due_again_after_the_lease_time() {
         let mut schedule = Schedule::default();
@@ -834,7 +892,6 @@ mod tests {
                 .unwrap();
             lease_now(&spool, 10).await;
             spool.ack("dlv_a").await.unwrap();
-            spool.db().flush().unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
         let leased = lease_now(&spool, 10).await;
@@ -931,7 +988,7 @@ mod tests {
         {
             let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(jobs.clone()).await.unwrap();
-            assert_eq!(spool.bodies.stored(), 1);
+            assert_eq!(spool.journal.len(Space::Bodies), 1);
         }
         let spool = Spool::open(dir.path()).unwrap();
         let mut leased = lease_now(&spool, 10).await;
@@ -960,9 +1017,9 @@ mod tests {
         spool.enqueue(fan_out(&["dlv_a", "dlv_b"])).await.unwrap();
         lease_now(&spool, 10).await;
         spool.ack("dlv_a").await.unwrap();
-        assert_eq!(spool.bodies.stored(), 1);
+        assert_eq!(spool.journal.len(Space::Bodies), 1);
         spool.ack("dlv_b").await.unwrap();
-        assert_eq!(spool.bodies.stored(), 0);
+        assert_eq!(spool.journal.len(Space::Bodies), 0);
     }
 
     #[tokio::test]
@@ -973,7 +1030,7 @@ mod tests {
         spool.enqueue(fan_out(&["dlv_a"])).await.unwrap();
         lease_now(&spool, 10).await;
         spool.ack("dlv_a").await.unwrap();
-        assert_eq!(spool.bodies.stored(), 0);
+        assert_eq!(spool.journal.len(Space::Bodies), 0);
     }
 
     #[tokio::test]
@@ -983,11 +1040,10 @@ mod tests {
             let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(fan_out(&["dlv_a"])).await.unwrap();
             // What an ack interrupted between the job's removal and its body's leaves.
-            spool.jobs.remove("dlv_a").unwrap();
-            spool.db().flush().unwrap();
+            spool.journal.remove(Space::Jobs, b"dlv_a").unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
-        assert_eq!(spool.bodies.stored(), 0);
+        assert_eq!(spool.journal.len(Space::Bodies), 0);
     }
 
     #[tokio::test]

@@ -1,0 +1,732 @@
+//! The spool's records on disk: an append-only log of segment files in `<spool>/journal/`, and
+//! in memory the place of each key's latest record.
+//!
+//! sled copied a B-tree node on every insert and every removal, and the spool makes both for
+//! every delivery: the copies and the allocations behind them were most of what a delivery cost
+//! the node (docs/BENCHMARKS.md). Here a put or a removal appends one record of its own size.
+//! Appends gather in memory and are written out in a batch; [`Journal::sync`] makes everything
+//! appended before it durable, one `fdatasync` shared by every caller that waits meanwhile.
+//!
+//! Space comes back by segment. Segments are deleted oldest first, once none of their records is
+//! the latest for its key, and only after the active segment is synced, so a record that
+//! superseded them is durable when they go. Deleting only the oldest keeps every removal record
+//! on disk as long as the put it cancels. A segment kept alive by a few long-held jobs among
+//! many settled ones is copied forward: its live records are appended again and it is deleted.
+//!
+//! A record: `len u32 | crc32 u32 | op u8 | space u8 | key_len u16 | key | value`, little-endian,
+//! `len` and the CRC covering everything after the CRC. Replay stops reading a segment at its
+//! first record that is torn or fails its CRC (what a crash in the middle of a write leaves).
+
+use std::{
+    collections::BTreeMap,
+    fs::{File, OpenOptions},
+    io::{self, Read as _},
+    os::unix::fs::FileExt as _,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak, mpsc},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use tracing::warn;
+
+use crate::Error;
+
+/// A segment is closed and a new one begun beyond this size.
+const SEGMENT_BYTES: u64 = 64 << 20;
+/// Appends gathered in memory beyond this are written out at once.
+const WRITE_BEHIND: usize = 256 << 10;
+/// How often gathered appends are written out (without a sync) and segments are reclaimed: a
+/// `kill -9` forgets at most this much of the settling that was never synced.
+const MAINTENANCE_EVERY: Duration = Duration::from_millis(100);
+/// Live records copied forward under one hold of the lock, so enqueues wait little.
+const COPY_CHUNK: usize = 512;
+const HEADER: usize = 12;
+const OP_PUT: u8 = 1;
+const OP_REMOVE: u8 = 2;
+
+/// The key spaces of the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Space {
+    /// Delivery id to the job's record.
+    Jobs = 0,
+    /// Body key to the body and headers many jobs share.
+    Bodies = 1,
+}
+
+impl Space {
+    fn from_byte(b: u8) -> Option<Space> {
+        match b {
+            0 => Some(Space::Jobs),
+            1 => Some(Space::Bodies),
+            _ => None,
+        }
+    }
+}
+
+/// Where a record sits: its segment, its offset there and its whole length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Loc {
+    segment: u64,
+    offset: u64,
+    len: u32,
+}
+
+struct Segment {
+    file: Arc<File>,
+    /// Bytes of records in it (written or gathered).
+    bytes: u64,
+    /// Bytes of its records that are the latest for their key.
+    live: u64,
+}
+
+struct Inner {
+    dir: PathBuf,
+    segments: BTreeMap<u64, Segment>,
+    active: u64,
+    /// Bytes of the active segment already in its file.
+    written: u64,
+    /// Appended to the active segment and not yet written.
+    gathered: Vec<u8>,
+    index: [BTreeMap<Box<[u8]>, Loc>; 2],
+    /// Appends so far, for the group commit.
+    appended: u64,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    /// Appends known to be durable.
+    synced: tokio::sync::Mutex<u64>,
+}
+
+pub(super) struct Journal {
+    shared: Arc<Shared>,
+    stop: Option<mpsc::Sender<()>>,
+    maintenance: Option<JoinHandle<()>>,
+}
+
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:020}.seg"))
+}
+
+fn encode(op: u8, space: Space, key: &[u8], value: &[u8], out: &mut Vec<u8>) -> Result<u32, Error> {
+    let key_len = u16::try_from(key.len())
+        .map_err(|_| Error::InvalidSetting(format!("spool key of {} bytes", key.len())))?;
+    let len = u32::try_from(4 + key.len() + value.len())
+        .map_err(|_| Error::InvalidSetting(format!("spool record of {} bytes", value.len())))?;
+    let start = out.len();
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.push(op);
+    out.push(space as u8);
+    out.extend_from_slice(&key_len.to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    let crc = crc32fast::hash(&out[start + 8..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    Ok(len + 8)
+}
+
+/// One record read back from a segment's bytes.
+struct Decoded<'a> {
+    op: u8,
+    space: Space,
+    key: &'a [u8],
+    value: &'a [u8],
+    len: u32,
+}
+
+/// The record at the start of `bytes`; `None` when it is torn, fails its CRC or is unknown.
+fn decode(bytes: &[u8]) -> Option<Decoded<'_>> {
+    let len = u32::from_le_bytes(bytes.get(0..4)?.try_into().ok()?);
+    let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
+    let body = bytes.get(8..8 + usize::try_from(len).ok()?)?;
+    if len < 4 || crc32fast::hash(body) != crc {
+        return None;
+    }
+    let key_len = usize::from(u16::from_le_bytes([body[2], body[3]]));
+    let key = body.get(4..4 + key_len)?;
+    Some(Decoded {
+        op: body[0],
+        space: Space::from_byte(body[1])?,
+        key,
+        value: &body[4 + key_len..],
+        len: len + 8,
+    })
+}
+
+impl Inner {
+    fn index(&mut self, space: Space) -> &mut BTreeMap<Box<[u8]>, Loc> {
+        &mut self.index[space as usize]
+    }
+
+    /// The record at `loc` is no longer the latest for its key.
+    fn superseded(&mut self, loc: Loc) {
+        if let Some(segment) = self.segments.get_mut(&loc.segment) {
+            segment.live = segment.live.saturating_sub(u64::from(loc.len));
+        }
+    }
+
+    fn append(&mut self, op: u8, space: Space, key: &[u8], value: &[u8]) -> Result<Loc, Error> {
+        let size = (HEADER + key.len() + value.len()) as u64;
+        let end = self.written + self.gathered.len() as u64;
+        if end > 0 && end + size > SEGMENT_BYTES {
+            self.roll()?;
+        }
+        let offset = self.written + self.gathered.len() as u64;
+        let len = encode(op, space, key, value, &mut self.gathered)?;
+        if let Some(segment) = self.segments.get_mut(&self.active) {
+            segment.bytes += u64::from(len);
+        }
+        self.appended += 1;
+        if self.gathered.len() >= WRITE_BEHIND {
+            self.write_out()?;
+        }
+        Ok(Loc {
+            segment: self.active,
+            offset,
+            len,
+        })
+    }
+
+    fn put(&mut self, space: Space, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        let loc = self.append(OP_PUT, space, key, value)?;
+        if let Some(segment) = self.segments.get_mut(&loc.segment) {
+            segment.live += u64::from(loc.len);
+        }
+        if let Some(old) = self.index(space).insert(key.into(), loc) {
+            self.superseded(old);
+        }
+        Ok(())
+    }
+
+    fn file_of(&mut self, loc: Loc) -> Result<Arc<File>, Error> {
+        if loc.segment == self.active && loc.offset + u64::from(loc.len) > self.written {
+            self.write_out()?;
+        }
+        self.segments
+            .get(&loc.segment)
+            .map(|s| Arc::clone(&s.file))
+            .ok_or_else(|| {
+                io::Error::other(format!("journal segment {} is gone", loc.segment)).into()
+            })
+    }
+
+    /// Writes the gathered appends into the active segment's file (no sync).
+    fn write_out(&mut self) -> Result<(), Error> {
+        if self.gathered.is_empty() {
+            return Ok(());
+        }
+        let file = self
+            .segments
+            .get(&self.active)
+            .map(|s| Arc::clone(&s.file))
+            .ok_or_else(|| io::Error::other("the active journal segment is gone"))?;
+        file.write_all_at(&self.gathered, self.written)?;
+        self.written += self.gathered.len() as u64;
+        self.gathered.clear();
+        Ok(())
+    }
+
+    fn active_file(&self) -> Option<Arc<File>> {
+        self.segments.get(&self.active).map(|s| Arc::clone(&s.file))
+    }
+
+    /// Closes the active segment (durable first: syncs cover only the active one) and begins
+    /// the next.
+    fn roll(&mut self) -> Result<(), Error> {
+        self.write_out()?;
+        if let Some(file) = self.active_file() {
+            file.sync_data()?;
+        }
+        let next = self.active + 1;
+        let file = create_segment(&self.dir, next)?;
+        self.segments.insert(
+            next,
+            Segment {
+                file: Arc::new(file),
+                bytes: 0,
+                live: 0,
+            },
+        );
+        self.active = next;
+        self.written = 0;
+        Ok(())
+    }
+
+    /// The oldest segments with nothing live in them, to delete once the active one is synced.
+    fn reclaimable(&self) -> Vec<u64> {
+        self.segments
+            .iter()
+            .take_while(|(n, s)| **n != self.active && s.live == 0)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// The oldest closed segment, when it is worth copying forward: the journal holds more than
+    /// twice its live bytes and a segment besides.
+    fn to_compact(&self) -> Option<(u64, Arc<File>, u64)> {
+        let (total, live) = self
+            .segments
+            .values()
+            .fold((0, 0), |(t, l), s| (t + s.bytes, l + s.live));
+        if total <= 2 * live + SEGMENT_BYTES {
+            return None;
+        }
+        let (n, segment) = self.segments.first_key_value()?;
+        (*n != self.active && segment.live > 0)
+            .then(|| (*n, Arc::clone(&segment.file), segment.bytes))
+    }
+}
+
+fn create_segment(dir: &Path, n: u64) -> Result<File, Error> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(segment_path(dir, n))?;
+    // The new name must survive a crash too, or its records would be lost with it.
+    File::open(dir)?.sync_all()?;
+    Ok(file)
+}
+
+impl Journal {
+    /// Opens the journal in `dir` (created if missing), replaying its segments, and starts a
+    /// fresh segment to append to.
+    pub fn open(dir: &Path) -> Result<Journal, Error> {
+        std::fs::create_dir_all(dir)?;
+        let mut numbers = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(n) = name
+                .strip_suffix(".seg")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                numbers.push(n);
+            }
+        }
+        numbers.sort_unstable();
+        let mut inner = Inner {
+            dir: dir.to_owned(),
+            segments: BTreeMap::new(),
+            active: 0,
+            written: 0,
+            gathered: Vec::new(),
+            index: [BTreeMap::new(), BTreeMap::new()],
+            appended: 0,
+        };
+        for n in &numbers {
+            replay(&mut inner, *n)?;
+        }
+        let next = numbers.last().map_or(1, |n| n + 1);
+        inner.segments.insert(
+            next,
+            Segment {
+                file: Arc::new(create_segment(dir, next)?),
+                bytes: 0,
+                live: 0,
+            },
+        );
+        inner.active = next;
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(inner),
+            synced: tokio::sync::Mutex::new(0),
+        });
+        let (stop, stopped) = mpsc::channel();
+        let weak = Arc::downgrade(&shared);
+        let maintenance = std::thread::Builder::new()
+            .name("hookplane-spool-journal".to_owned())
+            .spawn(move || maintain(&weak, &stopped))?;
+        let journal = Journal {
+            shared,
+            stop: Some(stop),
+            maintenance: Some(maintenance),
+        };
+        // Segments a previous run could not reclaim before it stopped.
+        journal.shared.reclaim()?;
+        Ok(journal)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.shared.lock()
+    }
+
+    /// The latest value of `key`.
+    pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let (file, loc) = {
+            let mut inner = self.lock();
+            let Some(loc) = inner.index(space).get(key).copied() else {
+                return Ok(None);
+            };
+            (inner.file_of(loc)?, loc)
+        };
+        read_value(&file, loc).map(Some)
+    }
+
+    pub fn contains(&self, space: Space, key: &[u8]) -> bool {
+        self.lock().index(space).contains_key(key)
+    }
+
+    pub fn insert(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        self.lock().put(space, key, value)
+    }
+
+    /// Inserts only if `key` holds nothing; true when it inserted.
+    pub fn insert_new(&self, space: Space, key: &[u8], value: &[u8]) -> Result<bool, Error> {
+        let mut inner = self.lock();
+        if inner.index(space).contains_key(key) {
+            return Ok(false);
+        }
+        inner.put(space, key, value)?;
+        Ok(true)
+    }
+
+    /// Removes `key`; returns the value it held.
+    pub fn remove(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let mut inner = self.lock();
+        let Some(loc) = inner.index(space).remove(key) else {
+            return Ok(None);
+        };
+        let file = inner.file_of(loc)?;
+        let value = read_value(&file, loc)?;
+        inner.append(OP_REMOVE, space, key, &[])?;
+        inner.superseded(loc);
+        Ok(Some(value))
+    }
+
+    /// Every key of a space, in order.
+    pub fn keys(&self, space: Space) -> Vec<Box<[u8]>> {
+        self.lock().index(space).keys().cloned().collect()
+    }
+
+    #[cfg(test)]
+    pub fn len(&self, space: Space) -> usize {
+        self.lock().index(space).len()
+    }
+
+    /// Makes everything appended before the call durable. Concurrent callers share a sync.
+    pub async fn sync(&self) -> Result<(), Error> {
+        let mine = self.lock().appended;
+        let mut synced = self.shared.synced.lock().await;
+        if *synced >= mine {
+            return Ok(());
+        }
+        let (file, covers) = {
+            let mut inner = self.lock();
+            inner.write_out()?;
+            (inner.active_file(), inner.appended)
+        };
+        if let Some(file) = file {
+            tokio::task::spawn_blocking(move || file.sync_data())
+                .await
+                .map_err(io::Error::other)??;
+        }
+        *synced = covers;
+        Ok(())
+    }
+
+    /// Writes out and syncs what was appended, blocking.
+    pub fn sync_blocking(&self) -> Result<(), Error> {
+        self.shared.sync_blocking()
+    }
+
+    /// Segment files on disk, for tests of reclaiming.
+    #[cfg(test)]
+    pub fn segments(&self) -> usize {
+        self.lock().segments.len()
+    }
+
+    /// Begins a new segment now, for tests of reclaiming.
+    #[cfg(test)]
+    pub fn roll(&self) -> Result<(), Error> {
+        self.lock().roll()
+    }
+
+    /// One round of the maintenance thread's work, for tests.
+    #[cfg(test)]
+    pub fn maintain_now(&self) -> Result<(), Error> {
+        self.shared.maintain()
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.maintenance.take() {
+            let _ = thread.join();
+        }
+        if let Err(e) = self.shared.sync_blocking() {
+            warn!(error = %e, "could not write the spool journal out at close");
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sync_blocking(&self) -> Result<(), Error> {
+        let file = {
+            let mut inner = self.lock();
+            inner.write_out()?;
+            inner.active_file()
+        };
+        if let Some(file) = file {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest segments with nothing live, after syncing what superseded them.
+    fn reclaim(&self) -> Result<(), Error> {
+        if self.lock().reclaimable().is_empty() {
+            return Ok(());
+        }
+        self.sync_blocking()?;
+        let mut inner = self.lock();
+        for n in inner.reclaimable() {
+            std::fs::remove_file(segment_path(&inner.dir, n))?;
+            inner.segments.remove(&n);
+        }
+        Ok(())
+    }
+
+    /// Copies the live records of the oldest segment forward, a chunk per hold of the lock.
+    fn compact(&self, n: u64, file: &File, bytes: u64) -> Result<(), Error> {
+        let mut content = vec![0; usize::try_from(bytes).map_err(io::Error::other)?];
+        file.read_exact_at(&mut content, 0)?;
+        let mut offset = 0usize;
+        while offset < content.len() {
+            let mut inner = self.lock();
+            let mut copied = 0;
+            while copied < COPY_CHUNK && offset < content.len() {
+                let Some(record) = decode(&content[offset..]) else {
+                    offset = content.len();
+                    break;
+                };
+                let here = Loc {
+                    segment: n,
+                    offset: offset as u64,
+                    len: record.len,
+                };
+                offset += record.len as usize;
+                let current = inner.index(record.space).get(record.key).copied();
+                if record.op == OP_PUT && current == Some(here) {
+                    inner.put(record.space, record.key, record.value)?;
+                    copied += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn maintain(&self) -> Result<(), Error> {
+        self.lock().write_out()?;
+        let compact = self.lock().to_compact();
+        if let Some((n, file, bytes)) = compact {
+            self.compact(n, &file, bytes)?;
+        }
+        self.reclaim()
+    }
+}
+
+fn maintain(shared: &Weak<Shared>, stopped: &mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(MAINTENANCE_EVERY) {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if let Err(e) = shared.maintain() {
+            warn!(error = %e, "spool journal maintenance failed");
+        }
+    }
+}
+
+fn read_value(file: &File, loc: Loc) -> Result<Vec<u8>, Error> {
+    let mut record = vec![0; loc.len as usize];
+    file.read_exact_at(&mut record, loc.offset)?;
+    let decoded = decode(&record).ok_or_else(|| {
+        io::Error::other(format!(
+            "journal segment {} holds a corrupt record at {}",
+            loc.segment, loc.offset
+        ))
+    })?;
+    Ok(decoded.value.to_vec())
+}
+
+/// Reads segment `n` into the index.
+fn replay(inner: &mut Inner, n: u64) -> Result<(), Error> {
+    let path = segment_path(&inner.dir, n);
+    let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+    let mut content = Vec::new();
+    file.read_to_end(&mut content)?;
+    inner.segments.insert(
+        n,
+        Segment {
+            file: Arc::new(file),
+            bytes: 0,
+            live: 0,
+        },
+    );
+    let mut offset = 0usize;
+    while offset < content.len() {
+        let Some(record) = decode(&content[offset..]) else {
+            warn!(
+                segment = %path.display(),
+                offset,
+                ignored = content.len() - offset,
+                "the spool journal ends in a torn or corrupt record; reading stops there"
+            );
+            break;
+        };
+        let loc = Loc {
+            segment: n,
+            offset: offset as u64,
+            len: record.len,
+        };
+        offset += record.len as usize;
+        if let Some(segment) = inner.segments.get_mut(&n) {
+            segment.bytes += u64::from(record.len);
+        }
+        let old = match record.op {
+            OP_PUT => {
+                if let Some(segment) = inner.segments.get_mut(&n) {
+                    segment.live += u64::from(record.len);
+                }
+                inner.index(record.space).insert(record.key.into(), loc)
+            }
+            OP_REMOVE => inner.index(record.space).remove(record.key),
+            _ => None,
+        };
+        if let Some(old) = old {
+            inner.superseded(old);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_put_is_read_back_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let journal = Journal::open(dir.path()).unwrap();
+            journal.insert(Space::Jobs, b"a", b"one").unwrap();
+            journal.insert(Space::Jobs, b"a", b"two").unwrap();
+            journal.insert(Space::Bodies, b"a", b"body").unwrap();
+        }
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.get(Space::Jobs, b"a").unwrap().unwrap(), b"two");
+        assert_eq!(journal.get(Space::Bodies, b"a").unwrap().unwrap(), b"body");
+    }
+
+    #[test]
+    fn a_removed_key_stays_removed_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let journal = Journal::open(dir.path()).unwrap();
+            journal.insert(Space::Jobs, b"a", b"one").unwrap();
+            assert_eq!(journal.remove(Space::Jobs, b"a").unwrap().unwrap(), b"one");
+        }
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.get(Space::Jobs, b"a").unwrap(), None);
+        assert_eq!(journal.len(Space::Jobs), 0);
+    }
+
+    #[test]
+    fn insert_new_leaves_a_held_key_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        assert!(journal.insert_new(Space::Jobs, b"a", b"one").unwrap());
+        assert!(!journal.insert_new(Space::Jobs, b"a", b"two").unwrap());
+        assert_eq!(journal.get(Space::Jobs, b"a").unwrap().unwrap(), b"one");
+    }
+
+    #[test]
+    fn a_torn_last_record_is_ignored_and_the_ones_before_it_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let journal = Journal::open(dir.path()).unwrap();
+            journal.insert(Space::Jobs, b"a", b"kept").unwrap();
+            journal.insert(Space::Jobs, b"b", b"torn").unwrap();
+        }
+        let path = segment_path(dir.path(), 1);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len - 2).unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.get(Space::Jobs, b"a").unwrap().unwrap(), b"kept");
+        assert_eq!(journal.get(Space::Jobs, b"b").unwrap(), None);
+        journal.insert(Space::Jobs, b"c", b"after").unwrap();
+        drop(journal);
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.keys(Space::Jobs).len(), 2);
+    }
+
+    #[test]
+    fn a_segment_whose_records_were_all_superseded_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.insert(Space::Jobs, b"a", b"one").unwrap();
+        journal.roll().unwrap();
+        journal.remove(Space::Jobs, b"a").unwrap();
+        journal.roll().unwrap();
+        assert_eq!(journal.segments(), 3);
+        journal.maintain_now().unwrap();
+        assert_eq!(journal.segments(), 1);
+        drop(journal);
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.get(Space::Jobs, b"a").unwrap(), None);
+    }
+
+    #[test]
+    fn a_segment_still_holding_a_live_record_is_kept_until_it_is_copied_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.insert(Space::Jobs, b"held", b"long").unwrap();
+        journal.roll().unwrap();
+        journal.maintain_now().unwrap();
+        assert_eq!(journal.segments(), 2, "a live record keeps its segment");
+        // Enough settled jobs behind it that copying it forward pays.
+        let value = vec![7u8; 1 << 20];
+        for i in 0..70u32 {
+            let key = i.to_be_bytes();
+            journal.insert(Space::Jobs, &key, &value).unwrap();
+            journal.remove(Space::Jobs, &key).unwrap();
+        }
+        journal.roll().unwrap();
+        journal.maintain_now().unwrap();
+        journal.maintain_now().unwrap();
+        assert_eq!(journal.segments(), 1);
+        drop(journal);
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.get(Space::Jobs, b"held").unwrap().unwrap(), b"long");
+        assert_eq!(journal.len(Space::Jobs), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_syncs_all_return_with_their_records_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Arc::new(Journal::open(dir.path()).unwrap());
+        let tasks: Vec<_> = (0..16u32)
+            .map(|i| {
+                let journal = Arc::clone(&journal);
+                tokio::spawn(async move {
+                    journal.insert(Space::Jobs, &i.to_be_bytes(), b"v").unwrap();
+                    journal.sync().await.unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let on_disk = std::fs::metadata(segment_path(dir.path(), 1))
+            .unwrap()
+            .len();
+        assert_eq!(on_disk, 16 * (HEADER as u64 + 4 + 1));
+    }
+}
