@@ -292,8 +292,18 @@ fn create_segment(dir: &Path, n: u64) -> Result<File, Error> {
 
 impl Journal {
     /// Opens the journal in `dir` (created if missing), replaying its segments, and starts a
-    /// fresh segment to append to.
+    /// fresh segment to append to and the thread that writes out and reclaims.
     pub fn open(dir: &Path) -> Result<Journal, Error> {
+        Self::open_with(dir, true)
+    }
+
+    /// Without the maintenance thread, for tests that run its rounds themselves.
+    #[cfg(test)]
+    pub fn open_unattended(dir: &Path) -> Result<Journal, Error> {
+        Self::open_with(dir, false)
+    }
+
+    fn open_with(dir: &Path, attended: bool) -> Result<Journal, Error> {
         std::fs::create_dir_all(dir)?;
         let mut numbers = Vec::new();
         for entry in std::fs::read_dir(dir)? {
@@ -335,13 +345,17 @@ impl Journal {
         });
         let (stop, stopped) = mpsc::channel();
         let weak = Arc::downgrade(&shared);
-        let maintenance = std::thread::Builder::new()
-            .name("hookplane-spool-journal".to_owned())
-            .spawn(move || maintain(&weak, &stopped))?;
+        let maintenance = attended
+            .then(|| {
+                std::thread::Builder::new()
+                    .name("hookplane-spool-journal".to_owned())
+                    .spawn(move || maintain(&weak, &stopped))
+            })
+            .transpose()?;
         let journal = Journal {
             shared,
             stop: Some(stop),
-            maintenance: Some(maintenance),
+            maintenance,
         };
         // Segments a previous run could not reclaim before it stopped.
         journal.shared.reclaim()?;
@@ -670,7 +684,7 @@ mod tests {
     #[test]
     fn a_segment_whose_records_were_all_superseded_is_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
+        let journal = Journal::open_unattended(dir.path()).unwrap();
         journal.insert(Space::Jobs, b"a", b"one").unwrap();
         journal.roll().unwrap();
         journal.remove(Space::Jobs, b"a").unwrap();
@@ -686,7 +700,7 @@ mod tests {
     #[test]
     fn a_segment_still_holding_a_live_record_is_kept_until_it_is_copied_forward() {
         let dir = tempfile::tempdir().unwrap();
-        let journal = Journal::open(dir.path()).unwrap();
+        let journal = Journal::open_unattended(dir.path()).unwrap();
         journal.insert(Space::Jobs, b"held", b"long").unwrap();
         journal.roll().unwrap();
         journal.maintain_now().unwrap();
