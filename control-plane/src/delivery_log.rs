@@ -129,10 +129,24 @@ struct Fold<'a> {
     record: DeliveryRecord,
     /// The reason of the attempt that decided, copied into the record only when it is written.
     reason: Option<&'a str>,
+    /// Set when the record was taken to be new without reading it (a first attempt): the
+    /// batch's attempts, to fold onto the stored record should there be one after all.
+    unread: Option<Vec<(&'a DeliveryAttempt, Time)>>,
 }
 
 impl<'a> Fold<'a> {
+    fn new(record: DeliveryRecord, unread: bool) -> Fold<'a> {
+        Fold {
+            record,
+            reason: None,
+            unread: unread.then(Vec::new),
+        }
+    }
+
     fn add(&mut self, attempt: &'a DeliveryAttempt, time: Time) {
+        if let Some(unread) = self.unread.as_mut() {
+            unread.push((attempt, time));
+        }
         let record = &mut self.record;
         record.attempts = record.attempts.saturating_add(1);
         // Batches from several nodes may arrive out of order: the latest attempt decides.
@@ -228,14 +242,16 @@ impl DeliveryLog {
                 let fold = match folds.entry(&attempt.delivery_id) {
                     Entry::Occupied(e) => e.into_mut(),
                     Entry::Vacant(e) => {
-                        let record = match self.store.find_delivery(&attempt.delivery_id)? {
-                            Some(record) => record,
-                            None => new_record(attempt, time),
+                        // Most deliveries are first heard of through their first attempt: that
+                        // record is written only if absent, which spares reading it (a lookup in
+                        // a tree of every delivery, keyed by hash) for the common case.
+                        let unread = attempt.attempt_number == 1;
+                        let stored = match unread {
+                            true => None,
+                            false => self.store.find_delivery(&attempt.delivery_id)?,
                         };
-                        e.insert(Fold {
-                            record,
-                            reason: None,
-                        })
+                        let record = stored.unwrap_or_else(|| new_record(attempt, time));
+                        e.insert(Fold::new(record, unread))
                     }
                 };
                 fold.add(attempt, time);
@@ -244,8 +260,19 @@ impl DeliveryLog {
                 fresh.push((attempt, time));
             }
         }
-        for fold in folds.into_values() {
-            self.store.put_delivery(&fold.finish())?;
+        for mut fold in folds.into_values() {
+            let Some(attempts) = fold.unread.take() else {
+                self.store.put_delivery(&fold.finish())?;
+                continue;
+            };
+            if let Some(stored) = self.store.insert_new_delivery(&fold.finish())? {
+                // Recorded before after all: another node's attempts, or an earlier batch.
+                let mut again = Fold::new(stored, false);
+                for (attempt, time) in attempts {
+                    again.add(attempt, time);
+                }
+                self.store.put_delivery(&again.finish())?;
+            }
         }
         if let Some(notifier) = &self.notifier {
             notifier.record_attempts(fresh);

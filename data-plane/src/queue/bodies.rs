@@ -87,7 +87,7 @@ impl Bodies {
         *count = count.saturating_sub(n);
         if *count == 0 {
             refs.remove(&key);
-            journal.remove(Space::Bodies, &key)?;
+            journal.delete(Space::Bodies, &key)?;
         }
         Ok(())
     }
@@ -119,7 +119,7 @@ impl Bodies {
         for key in journal.keys(Space::Bodies) {
             let named = BodyKey::try_from(key.as_ref()).is_ok_and(|k| refs.contains_key(&k));
             if !named {
-                journal.remove(Space::Bodies, &key)?;
+                journal.delete(Space::Bodies, &key)?;
                 removed += 1;
             }
         }

@@ -409,6 +409,17 @@ impl Journal {
         Ok(Some(value))
     }
 
+    /// Removes `key` without reading what it held; true when it held something.
+    pub fn delete(&self, space: Space, key: &[u8]) -> Result<bool, Error> {
+        let mut inner = self.lock();
+        let Some(loc) = inner.index(space).remove(key) else {
+            return Ok(false);
+        };
+        inner.append(OP_REMOVE, space, key, &[])?;
+        inner.superseded(loc);
+        Ok(true)
+    }
+
     /// Every key of a space, in order.
     pub fn keys(&self, space: Space) -> Vec<Box<[u8]>> {
         self.lock().index(space).keys().cloned().collect()

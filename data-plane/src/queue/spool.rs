@@ -95,6 +95,8 @@ struct Held {
     leased: bool,
     /// The job as enqueued or deferred, until it is leased (see MAX_CACHED).
     job: Option<Job>,
+    /// The body its record names, so an ack removes the record without reading it back.
+    body: Option<BodyKey>,
 }
 
 impl Schedule {
@@ -156,7 +158,9 @@ impl Schedule {
         };
         let slot = self.slot_at(due_ms);
         self.lane_insert(&lane, slot, Arc::clone(&id));
-        let had_job = self.held.get(&id).is_some_and(|h| h.job.is_some());
+        let before = self.held.get(&id);
+        let had_job = before.is_some_and(|h| h.job.is_some());
+        let body = before.and_then(|h| h.body);
         self.cached -= usize::from(had_job);
         let job = job.filter(|_| self.cached < MAX_CACHED);
         self.cached += usize::from(job.is_some());
@@ -167,8 +171,16 @@ impl Schedule {
                 slot,
                 leased: false,
                 job,
+                body,
             },
         );
+    }
+
+    /// Records which stored body a held job's record names.
+    fn name_body(&mut self, id: &str, body: &[u8]) {
+        if let (Some(held), Ok(key)) = (self.held.get_mut(id), BodyKey::try_from(body)) {
+            held.body = Some(key);
+        }
     }
 
     /// Moves a held job to `due_ms`, keeping `job` in memory if given. False when it is not
@@ -181,14 +193,12 @@ impl Schedule {
         true
     }
 
-    fn release(&mut self, id: &str) -> bool {
-        if self.unplace(id).is_none() {
-            return false;
-        }
-        if let Some(held) = self.held.remove(id) {
-            self.cached -= usize::from(held.job.is_some());
-        }
-        true
+    /// Forgets a held job; returns what was held, `None` when it was not.
+    fn release(&mut self, id: &str) -> Option<Held> {
+        self.unplace(id)?;
+        let held = self.held.remove(id)?;
+        self.cached -= usize::from(held.job.is_some());
+        Some(held)
     }
 
     fn park(&mut self, id: &str, failed_ms: u64) {
@@ -327,7 +337,7 @@ impl Spool {
                 Ok(record) => record,
                 Err(e) => {
                     warn!(error = %e, "dropping an unreadable spooled job");
-                    journal.remove(Space::Jobs, &id)?;
+                    journal.delete(Space::Jobs, &id)?;
                     continue;
                 }
             };
@@ -337,7 +347,10 @@ impl Spool {
             }
             match record.job {
                 Some(_) if record.failed => schedule.park(&id, record.failed_ms),
-                Some(job) => schedule.hold(&id, &job.lane(), record.not_before_ms, None),
+                Some(job) => {
+                    schedule.hold(&id, &job.lane(), record.not_before_ms, None);
+                    schedule.name_body(&id, &record.body_key);
+                }
                 None => {}
             }
         }
@@ -409,7 +422,7 @@ impl Spool {
 
     /// Stores new jobs (a job whose id is held already is skipped) and returns the ones added.
     /// Jobs with the same bytes (one request's fan-out) share one stored body.
-    fn insert_new(&self, jobs: Vec<Job>) -> Result<Vec<Job>, Error> {
+    fn insert_new(&self, jobs: Vec<Job>) -> Result<Vec<(Job, BodyKey)>, Error> {
         let mut keys: Vec<BodyKey> = Vec::with_capacity(jobs.len());
         let mut first_use: Vec<(BodyKey, usize)> = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
@@ -458,7 +471,7 @@ impl Spool {
                 .journal
                 .insert_new(Space::Jobs, job.delivery_id.as_bytes(), &encoded)?
             {
-                added.push(job);
+                added.push((job, key));
             } else {
                 *unused.entry(key).or_default() += 1;
             }
@@ -521,10 +534,11 @@ impl Queue for Spool {
         self.journal.sync().await?;
         {
             let mut schedule = self.schedule();
-            for job in added {
+            for (job, body) in added {
                 let id = job.delivery_id.clone();
                 let lane = job.lane().into_owned();
                 schedule.hold(&id, &lane, now, Some(job));
+                schedule.name_body(&id, &body);
             }
         }
         self.arrivals.notify_waiters();
@@ -561,8 +575,20 @@ impl Queue for Spool {
     async fn ack(&self, delivery_id: &str) -> Result<(), Error> {
         // Out of the schedule first: an enqueue of the same id racing this ack then either sees
         // the record (a duplicate of what was just delivered, skipped) or finds both gone.
-        self.schedule().release(delivery_id);
-        self.forget(delivery_id)
+        let body = self
+            .schedule()
+            .release(delivery_id)
+            .and_then(|held| held.body);
+        match body {
+            Some(body) => {
+                if self.journal.delete(Space::Jobs, delivery_id.as_bytes())? {
+                    self.bodies.release(&self.journal, &body, 1)?;
+                }
+                Ok(())
+            }
+            // Not held, or its record keeps its body inline: the record says.
+            None => self.forget(delivery_id),
+        }
     }
 
     async fn retry(
@@ -609,7 +635,7 @@ impl Queue for Spool {
         record.reason = reason.to_owned();
         {
             let mut schedule = self.schedule();
-            if !schedule.release(delivery_id) {
+            if schedule.release(delivery_id).is_none() {
                 return Ok(());
             }
             schedule.park(delivery_id, now);
@@ -630,9 +656,10 @@ impl Queue for Spool {
         job.budget_start = job.attempts;
         job.first_enqueued_ms = now;
         let lane = job.lane().into_owned();
+        let body_key = record.body_key;
         let encoded = Record {
             job: Some(job),
-            body_key: record.body_key,
+            body_key: body_key.clone(),
             ..Record::default()
         }
         .encode_to_vec();
@@ -642,7 +669,11 @@ impl Queue for Spool {
         self.journal
             .insert(Space::Jobs, delivery_id.as_bytes(), &encoded)?;
         self.journal.sync().await?;
-        self.schedule().hold(delivery_id, &lane, now, None);
+        {
+            let mut schedule = self.schedule();
+            schedule.hold(delivery_id, &lane, now, None);
+            schedule.name_body(delivery_id, &body_key);
+        }
         self.arrivals.notify_waiters();
         Ok(true)
     }
@@ -1020,6 +1051,22 @@ mod tests {
         assert_eq!(spool.journal.len(Space::Bodies), 1);
         spool.ack("dlv_b").await.unwrap();
         assert_eq!(spool.journal.len(Space::Bodies), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_goes_with_the_last_job_naming_it_after_reopening_too() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let spool = Spool::open(dir.path()).unwrap();
+            spool.enqueue(fan_out(&["dlv_a", "dlv_b"])).await.unwrap();
+        }
+        let spool = Spool::open(dir.path()).unwrap();
+        lease_now(&spool, 10).await;
+        spool.ack("dlv_a").await.unwrap();
+        assert_eq!(spool.journal.len(Space::Bodies), 1);
+        spool.ack("dlv_b").await.unwrap();
+        assert_eq!(spool.journal.len(Space::Bodies), 0);
+        assert_eq!(spool.journal.len(Space::Jobs), 0);
     }
 
     #[tokio::test]
