@@ -155,7 +155,56 @@ fn decode(bytes: &[u8]) -> Option<Decoded<'_>> {
     })
 }
 
+/// The records of segment `segment`'s bytes, each with its place, up to the first that is torn
+/// or corrupt; `offset` then says where reading stopped.
+struct Records<'a> {
+    segment: u64,
+    content: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Records<'a> {
+    fn new(segment: u64, content: &'a [u8]) -> Records<'a> {
+        Records {
+            segment,
+            content,
+            offset: 0,
+        }
+    }
+
+    /// True when reading stopped before the end.
+    fn torn(&self) -> bool {
+        self.offset < self.content.len()
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = (Loc, Decoded<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let record = decode(self.content.get(self.offset..)?)?;
+        let loc = Loc {
+            segment: self.segment,
+            offset: self.offset as u64,
+            len: record.len,
+        };
+        self.offset += record.len as usize;
+        Some((loc, record))
+    }
+}
+
+fn read_segment(file: &File, bytes: u64) -> Result<Vec<u8>, Error> {
+    let mut content = vec![0; usize::try_from(bytes).map_err(io::Error::other)?];
+    file.read_exact_at(&mut content, 0)?;
+    Ok(content)
+}
+
 impl Inner {
+    /// True when the record at `loc` is the latest for its key.
+    fn is_current(&mut self, space: Space, key: &[u8], loc: Loc) -> bool {
+        self.index(space).get(key) == Some(&loc)
+    }
+
     fn index(&mut self, space: Space) -> &mut BTreeMap<Box<[u8]>, Loc> {
         &mut self.index[space as usize]
     }
@@ -420,6 +469,34 @@ impl Journal {
         Ok(true)
     }
 
+    /// Calls `f` with each key of `space` and its latest value, reading every segment once from
+    /// start to end (at start, where a read per key would cost a syscall each).
+    pub fn for_each(
+        &self,
+        space: Space,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let segments: Vec<(u64, Arc<File>, u64)> = {
+            let mut inner = self.lock();
+            inner.write_out()?;
+            inner
+                .segments
+                .iter()
+                .map(|(n, s)| (*n, Arc::clone(&s.file), s.bytes))
+                .collect()
+        };
+        for (n, file, bytes) in segments {
+            let content = read_segment(&file, bytes)?;
+            for (loc, record) in Records::new(n, &content) {
+                let wanted = record.op == OP_PUT && record.space == space;
+                if wanted && self.lock().is_current(space, record.key, loc) {
+                    f(record.key, record.value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every key of a space, in order.
     pub fn keys(&self, space: Space) -> Vec<Box<[u8]>> {
         self.lock().index(space).keys().cloned().collect()
@@ -520,25 +597,16 @@ impl Shared {
 
     /// Copies the live records of the oldest segment forward, a chunk per hold of the lock.
     fn compact(&self, n: u64, file: &File, bytes: u64) -> Result<(), Error> {
-        let mut content = vec![0; usize::try_from(bytes).map_err(io::Error::other)?];
-        file.read_exact_at(&mut content, 0)?;
-        let mut offset = 0usize;
-        while offset < content.len() {
+        let content = read_segment(file, bytes)?;
+        let mut records = Records::new(n, &content).peekable();
+        while records.peek().is_some() {
             let mut inner = self.lock();
             let mut copied = 0;
-            while copied < COPY_CHUNK && offset < content.len() {
-                let Some(record) = decode(&content[offset..]) else {
-                    offset = content.len();
+            while copied < COPY_CHUNK {
+                let Some((loc, record)) = records.next() else {
                     break;
                 };
-                let here = Loc {
-                    segment: n,
-                    offset: offset as u64,
-                    len: record.len,
-                };
-                offset += record.len as usize;
-                let current = inner.index(record.space).get(record.key).copied();
-                if record.op == OP_PUT && current == Some(here) {
+                if record.op == OP_PUT && inner.is_current(record.space, record.key, loc) {
                     inner.put(record.space, record.key, record.value)?;
                     copied += 1;
                 }
@@ -594,23 +662,8 @@ fn replay(inner: &mut Inner, n: u64) -> Result<(), Error> {
             live: 0,
         },
     );
-    let mut offset = 0usize;
-    while offset < content.len() {
-        let Some(record) = decode(&content[offset..]) else {
-            warn!(
-                segment = %path.display(),
-                offset,
-                ignored = content.len() - offset,
-                "the spool journal ends in a torn or corrupt record; reading stops there"
-            );
-            break;
-        };
-        let loc = Loc {
-            segment: n,
-            offset: offset as u64,
-            len: record.len,
-        };
-        offset += record.len as usize;
+    let mut records = Records::new(n, &content);
+    for (loc, record) in records.by_ref() {
         if let Some(segment) = inner.segments.get_mut(&n) {
             segment.bytes += u64::from(record.len);
         }
@@ -627,6 +680,14 @@ fn replay(inner: &mut Inner, n: u64) -> Result<(), Error> {
         if let Some(old) = old {
             inner.superseded(old);
         }
+    }
+    if records.torn() {
+        warn!(
+            segment = %path.display(),
+            offset = records.offset,
+            ignored = content.len() - records.offset,
+            "the spool journal ends in a torn or corrupt record; reading stops there"
+        );
     }
     Ok(())
 }

@@ -329,19 +329,17 @@ impl Spool {
         move_out_of_sled(&db, &journal)?;
         let bodies = Bodies::default();
         let mut schedule = Schedule::default();
-        for id in journal.keys(Space::Jobs) {
-            let Some(bytes) = journal.get(Space::Jobs, &id)? else {
-                continue;
-            };
-            let record = match Record::decode(bytes.as_slice()) {
+        let mut unreadable = Vec::new();
+        journal.for_each(Space::Jobs, |id, bytes| {
+            let record = match Record::decode(bytes) {
                 Ok(record) => record,
                 Err(e) => {
                     warn!(error = %e, "dropping an unreadable spooled job");
-                    journal.delete(Space::Jobs, &id)?;
-                    continue;
+                    unreadable.push(id.to_vec());
+                    return Ok(());
                 }
             };
-            let id = String::from_utf8_lossy(&id);
+            let id = String::from_utf8_lossy(id);
             if !record.body_key.is_empty() {
                 bodies.count(&record.body_key);
             }
@@ -353,6 +351,10 @@ impl Spool {
                 }
                 None => {}
             }
+            Ok(())
+        })?;
+        for id in unreadable {
+            journal.delete(Space::Jobs, &id)?;
         }
         let orphans = bodies.collect_garbage(&journal)?;
         if orphans > 0 {
