@@ -1,5 +1,8 @@
 //! The delivery log: attempts reported by nodes (bounded per target by count and age), the state
-//! of each delivery folded from them, and DeliveryService over both.
+//! of each delivery not yet delivered folded from them (bounded by age), and DeliveryService over
+//! both. A delivered delivery keeps no record: at thousands of deliveries a second, one record
+//! each for the retention age would be the bulk of the store and of its writes, and only a
+//! failed delivery can be retried.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -127,26 +130,14 @@ fn new_record(attempt: &DeliveryAttempt, time: Time) -> DeliveryRecord {
 /// A delivery's record with a batch's new attempts folded in, written once per batch.
 struct Fold<'a> {
     record: DeliveryRecord,
+    /// Whether the store held the record before this batch.
+    stored: bool,
     /// The reason of the attempt that decided, copied into the record only when it is written.
     reason: Option<&'a str>,
-    /// Set when the record was taken to be new without reading it (a first attempt): the
-    /// batch's attempts, to fold onto the stored record should there be one after all.
-    unread: Option<Vec<(&'a DeliveryAttempt, Time)>>,
 }
 
 impl<'a> Fold<'a> {
-    fn new(record: DeliveryRecord, unread: bool) -> Fold<'a> {
-        Fold {
-            record,
-            reason: None,
-            unread: unread.then(Vec::new),
-        }
-    }
-
     fn add(&mut self, attempt: &'a DeliveryAttempt, time: Time) {
-        if let Some(unread) = self.unread.as_mut() {
-            unread.push((attempt, time));
-        }
         let record = &mut self.record;
         record.attempts = record.attempts.saturating_add(1);
         // Batches from several nodes may arrive out of order: the latest attempt decides.
@@ -159,11 +150,19 @@ impl<'a> Fold<'a> {
         }
     }
 
-    fn finish(mut self) -> DeliveryRecord {
+    /// Writes the record, or removes it once the delivery is delivered: only deliveries that may
+    /// still need a retry are kept, so the tree holds the failures, not every delivery made.
+    fn write(mut self, store: &Store) -> Result<(), Error> {
+        if self.record.state == DeliveryState::Delivered as i32 {
+            if self.stored {
+                store.remove_delivery(&self.record.id)?;
+            }
+            return Ok(());
+        }
         if let Some(reason) = self.reason {
             reason.clone_into(&mut self.record.last_reason);
         }
-        self.record
+        store.put_delivery(&self.record)
     }
 }
 
@@ -242,16 +241,14 @@ impl DeliveryLog {
                 let fold = match folds.entry(&attempt.delivery_id) {
                     Entry::Occupied(e) => e.into_mut(),
                     Entry::Vacant(e) => {
-                        // Most deliveries are first heard of through their first attempt: that
-                        // record is written only if absent, which spares reading it (a lookup in
-                        // a tree of every delivery, keyed by hash) for the common case.
-                        let unread = attempt.attempt_number == 1;
-                        let stored = match unread {
-                            true => None,
-                            false => self.store.find_delivery(&attempt.delivery_id)?,
-                        };
-                        let record = stored.unwrap_or_else(|| new_record(attempt, time));
-                        e.insert(Fold::new(record, unread))
+                        // The tree holds only deliveries not yet delivered, so this lookup is
+                        // in a small tree, and finds nothing for most first attempts.
+                        let stored = self.store.find_delivery(&attempt.delivery_id)?;
+                        e.insert(Fold {
+                            stored: stored.is_some(),
+                            record: stored.unwrap_or_else(|| new_record(attempt, time)),
+                            reason: None,
+                        })
                     }
                 };
                 fold.add(attempt, time);
@@ -260,19 +257,8 @@ impl DeliveryLog {
                 fresh.push((attempt, time));
             }
         }
-        for mut fold in folds.into_values() {
-            let Some(attempts) = fold.unread.take() else {
-                self.store.put_delivery(&fold.finish())?;
-                continue;
-            };
-            if let Some(stored) = self.store.insert_new_delivery(&fold.finish())? {
-                // Recorded before after all: another node's attempts, or an earlier batch.
-                let mut again = Fold::new(stored, false);
-                for (attempt, time) in attempts {
-                    again.add(attempt, time);
-                }
-                self.store.put_delivery(&again.finish())?;
-            }
+        for fold in folds.into_values() {
+            fold.write(&self.store)?;
         }
         if let Some(notifier) = &self.notifier {
             notifier.record_attempts(fresh);
@@ -339,7 +325,7 @@ impl DeliveryLog {
     }
 
     /// Applies retention to every target, and forgets deliveries whose last attempt is older than
-    /// the retention age. Returns how many attempts were removed.
+    /// the retention age (and delivered ones). Returns how many attempts were removed.
     pub fn sweep(&self) -> Result<usize, Error> {
         let now = Time::now();
         let cutoff = now.minus(self.retention.age);
@@ -373,7 +359,9 @@ impl DeliveryLog {
         for entry in deliveries.iter() {
             let (key, value) = entry?;
             let record: DeliveryRecord = crate::store::decode("deliveries", &value)?;
-            if record.last_attempt_time < cutoff {
+            // A delivered record is one an earlier version kept.
+            if record.last_attempt_time < cutoff || record.state == DeliveryState::Delivered as i32
+            {
                 deliveries.remove(key)?;
             }
         }
@@ -715,7 +703,7 @@ mod tests {
         s.log
             .record(
                 "n",
-                vec![attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Succeeded)],
+                vec![attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Failed)],
             )
             .unwrap();
         s.log
@@ -725,7 +713,77 @@ mod tests {
             )
             .unwrap();
         let delivery = s.log.store.find_delivery("dlv_1").unwrap().unwrap();
-        assert_eq!(delivery.state, DeliveryState::Delivered as i32);
+        assert_eq!(delivery.state, DeliveryState::DeliveryFailed as i32);
+        assert_eq!(delivery.attempts, 2);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_delivered_at_its_first_attempt_keeps_no_record() {
+        let s = setup(100, DAY).await;
+        s.log
+            .record(
+                "n",
+                vec![attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Succeeded)],
+            )
+            .unwrap();
+        assert!(s.log.store.find_delivery("dlv_1").unwrap().is_none());
+        assert_eq!(list(&s.log, &s.fwd_id).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_delivered_after_failing_forgets_its_record() {
+        let s = setup(100, DAY).await;
+        s.log
+            .record(
+                "n",
+                vec![attempt(&s.fwd_id, "dlv_1", 20, AttemptOutcome::Retrying)],
+            )
+            .unwrap();
+        assert!(s.log.store.find_delivery("dlv_1").unwrap().is_some());
+        s.log
+            .record(
+                "n",
+                vec![attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Succeeded)],
+            )
+            .unwrap();
+        assert!(s.log.store.find_delivery("dlv_1").unwrap().is_none());
+        assert_eq!(list(&s.log, &s.fwd_id).await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn retrying_a_delivered_delivery_is_not_found() {
+        let s = setup(100, DAY).await;
+        s.log
+            .record(
+                "n",
+                vec![attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Succeeded)],
+            )
+            .unwrap();
+        assert_status(
+            retry(&s.log, "dlv_1").await,
+            Code::NotFound,
+            "delivery \"dlv_1\" not found",
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sweep_forgets_delivered_records_an_earlier_version_kept() {
+        let s = setup(100, DAY).await;
+        let mut delivered = new_record(
+            &attempt(&s.fwd_id, "dlv_old", 10, AttemptOutcome::Succeeded),
+            Time::now(),
+        );
+        delivered.state = DeliveryState::Delivered as i32;
+        s.log.store.put_delivery(&delivered).unwrap();
+        s.log
+            .record(
+                "n",
+                vec![attempt(&s.fwd_id, "dlv_failed", 10, AttemptOutcome::Failed)],
+            )
+            .unwrap();
+        s.log.sweep().unwrap();
+        assert!(s.log.store.find_delivery("dlv_old").unwrap().is_none());
+        assert!(s.log.store.find_delivery("dlv_failed").unwrap().is_some());
     }
 
     #[tokio::test]
@@ -783,10 +841,10 @@ mod tests {
                 "n",
                 vec![
                     attempt(&s.fwd_id, "dlv_1", 30, AttemptOutcome::Retrying),
-                    attempt(&s.fwd_id, "dlv_2", 25, AttemptOutcome::Retrying),
-                    attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Succeeded),
-                    attempt(&s.fwd_id, "dlv_1", 20, AttemptOutcome::Failed),
-                    attempt(&s.fwd_id, "dlv_2", 15, AttemptOutcome::Failed),
+                    attempt(&s.fwd_id, "dlv_2", 25, AttemptOutcome::Failed),
+                    attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Failed),
+                    attempt(&s.fwd_id, "dlv_1", 20, AttemptOutcome::Succeeded),
+                    attempt(&s.fwd_id, "dlv_2", 15, AttemptOutcome::Retrying),
                 ],
             )
             .unwrap();
@@ -799,12 +857,11 @@ mod tests {
 
         let first = s.log.store.find_delivery("dlv_1").unwrap().unwrap();
         assert_eq!(first.attempts, 4);
-        assert_eq!(first.state, DeliveryState::Delivered as i32);
-        assert_eq!(first.last_reason, "");
+        assert_eq!(first.state, DeliveryState::DeliveryFailed as i32);
+        assert_eq!(first.last_reason, "502 Bad Gateway");
         let second = s.log.store.find_delivery("dlv_2").unwrap().unwrap();
         assert_eq!(second.attempts, 2);
-        assert_eq!(second.state, DeliveryState::DeliveryFailed as i32);
-        assert_eq!(second.last_reason, "502 Bad Gateway");
+        assert_eq!(second.state, DeliveryState::Pending as i32);
     }
 
     #[tokio::test]
@@ -991,7 +1048,7 @@ mod tests {
         s.log
             .record(
                 "n",
-                vec![attempt(&s.fwd_id, "dlv_1", 60, AttemptOutcome::Succeeded)],
+                vec![attempt(&s.fwd_id, "dlv_1", 60, AttemptOutcome::Retrying)],
             )
             .unwrap();
         let late = attempt(&s.fwd_id, "dlv_1", 7200, AttemptOutcome::Failed);
@@ -999,7 +1056,7 @@ mod tests {
         assert_eq!(stored(&s.log, &s.fwd_id), 1);
         let delivery = s.log.store.find_delivery("dlv_1").unwrap().unwrap();
         assert_eq!(delivery.attempts, 3);
-        assert_eq!(delivery.state, DeliveryState::Delivered as i32);
+        assert_eq!(delivery.state, DeliveryState::Pending as i32);
     }
 
     #[tokio::test]
@@ -1021,15 +1078,14 @@ mod tests {
             .record(
                 "node-b",
                 vec![
-                    first(20, AttemptOutcome::Succeeded),
-                    first(40, AttemptOutcome::Retrying),
+                    first(20, AttemptOutcome::Retrying),
+                    first(40, AttemptOutcome::Failed),
                 ],
             )
             .unwrap();
         let delivery = s.log.store.find_delivery("dlv_1").unwrap().unwrap();
         assert_eq!(delivery.attempts, 3);
-        assert_eq!(delivery.state, DeliveryState::Delivered as i32);
-        assert_eq!(delivery.last_reason, "");
+        assert_eq!(delivery.state, DeliveryState::Pending as i32);
         assert!(delivery.last_attempt_time > recorded.last_attempt_time);
     }
 

@@ -5,6 +5,7 @@
 
 mod error;
 mod options;
+mod parsed_urls;
 
 pub mod envelope;
 pub mod failure;

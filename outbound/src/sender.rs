@@ -12,6 +12,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use crate::{
     Error, OutboundOptions,
     failure::Failure,
+    parsed_urls::ParsedUrls,
     retry_after::parse_retry_after,
     ssrf::{GuardedResolver, TargetGuard},
 };
@@ -39,6 +40,7 @@ pub struct Outgoing<'a> {
 pub struct Sender {
     client: reqwest::Client,
     guard: Arc<TargetGuard>,
+    urls: Arc<ParsedUrls>,
 }
 
 impl Sender {
@@ -54,7 +56,11 @@ impl Sender {
             .tcp_keepalive(Duration::from_secs(30))
             .user_agent(concat!("hookplane/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { client, guard })
+        Ok(Self {
+            client,
+            guard,
+            urls: Arc::default(),
+        })
     }
 
     /// A sender whose guard lets the operator's allowed networks through.
@@ -66,10 +72,7 @@ impl Sender {
 
     /// Sends the request; an answer of any status is `Ok`, only the absence of one is `Err`.
     pub async fn send(&self, out: Outgoing<'_>) -> Result<Answer, Failure> {
-        let url = url::Url::parse(out.url).map_err(|_| Failure::InvalidUrl)?;
-        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(Failure::InvalidUrl);
-        }
+        let url = self.urls.get(out.url).ok_or(Failure::InvalidUrl)?;
         self.guard.check_url(&url).map_err(Failure::Refused)?;
         let mut response = self
             .client

@@ -2,6 +2,7 @@
 //! (is the latest attempt a failure, since when does it fail), and every failure is counted per
 //! tenant, forwarding set and reason, once for the next reminder and once for the periodic sweep.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use hookplane_proto::v1::{AttemptOutcome, DeliveryAttempt};
@@ -99,16 +100,22 @@ pub(crate) fn record(
     let mut health: HashMap<String, Option<Health>> = HashMap::new();
     let mut failures: BTreeMap<Vec<u8>, Option<FailureRecord>> = BTreeMap::new();
     let mut pending: BTreeMap<String, Option<TenantNotices>> = BTreeMap::new();
+    // A batch holds hundreds of attempts of a few sets: each set is read once.
+    let mut sets: HashMap<&str, Option<(String, String, String)>> = HashMap::new();
     for o in outcomes {
+        let set = match sets.entry(&o.forwarding_set_id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(
+                store
+                    .find_forwarding_set(&o.forwarding_set_id)?
+                    .map(|set| (set.tenant_id, set.channel_id, set.url)),
+            ),
+        };
         // The set as configured names the tenant and URL; the attempt's copy serves once it is gone.
-        let (tenant_id, channel_id, url) = match store.find_forwarding_set(&o.forwarding_set_id)? {
-            Some(set) => {
-                let url = if set.url.is_empty() {
-                    o.url.clone()
-                } else {
-                    set.url
-                };
-                (set.tenant_id, set.channel_id, url)
+        let (tenant_id, channel_id, url) = match set {
+            Some((tenant_id, channel_id, url)) => {
+                let url = if url.is_empty() { &o.url } else { &*url };
+                (tenant_id.clone(), channel_id.clone(), url.clone())
             }
             None => (o.tenant_id.clone(), o.channel_id.clone(), o.url.clone()),
         };

@@ -471,20 +471,9 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the record only if the delivery has none; returns the stored one if it has.
-    pub fn insert_new_delivery(&self, r: &DeliveryRecord) -> Result<Option<DeliveryRecord>, Error> {
-        let swapped = self.inner.deliveries.compare_and_swap(
-            r.id.as_bytes(),
-            None::<&[u8]>,
-            Some(encode(r)),
-        )?;
-        match swapped {
-            Ok(()) => Ok(None),
-            Err(e) => match e.current {
-                Some(bytes) => Ok(Some(decode("deliveries", &bytes)?)),
-                None => Ok(None),
-            },
-        }
+    pub fn remove_delivery(&self, id: &str) -> Result<(), Error> {
+        self.inner.deliveries.remove(id.as_bytes())?;
+        Ok(())
     }
 }
 
