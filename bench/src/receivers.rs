@@ -21,6 +21,14 @@ use tokio::{net::TcpListener, task::JoinSet};
 /// Connections a hanging target holds before it starts closing new ones.
 const HANGING_HOLD: usize = 4_096;
 
+/// How a wait for deliveries ended.
+pub struct Waited {
+    /// When the expected total was reached, if it was.
+    pub done: Option<Instant>,
+    /// When the total last grew (within 5 ms): the end of the deliveries that did arrive.
+    pub last_arrival: Instant,
+}
+
 /// Counting receivers, one listener each; dropping them stops the servers.
 ///
 /// They run on a runtime of their own: on the load generator's, tens of thousands of deliveries
@@ -77,27 +85,29 @@ impl Receivers {
     }
 
     /// Waits until the total reaches `expected`; gives up after `limit`, or once nothing arrived
-    /// for `stall`. When it got there, if it did.
-    pub async fn wait_total(
-        &self,
-        expected: u64,
-        limit: Duration,
-        stall: Duration,
-    ) -> Option<Instant> {
+    /// for `stall`.
+    pub async fn wait_total(&self, expected: u64, limit: Duration, stall: Duration) -> Waited {
         let deadline = Instant::now() + limit;
         let mut last = self.total();
         let mut moved = Instant::now();
         loop {
             let now = self.total();
             if now >= expected {
-                return Some(Instant::now());
+                let done = Instant::now();
+                return Waited {
+                    done: Some(done),
+                    last_arrival: done,
+                };
             }
             if now != last {
                 last = now;
                 moved = Instant::now();
             }
             if Instant::now() >= deadline || moved.elapsed() >= stall {
-                return None;
+                return Waited {
+                    done: None,
+                    last_arrival: moved,
+                };
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -92,13 +92,22 @@ fn targets(ours: &[Row], base: &[Row]) {
             .map(|r| {
                 let acked = r.outcome.acked_per_sec();
                 let forwarded = r.forwarded.as_ref().map_or(0.0, |f| f.per_sec);
-                (acked, forwarded)
+                let drained = r.forwarded.as_ref().and_then(|f| f.drain_per_sec);
+                (acked, forwarded, drained)
             })
     };
-    if let (Some((ours_acked, ours_fwd)), Some((base_acked, base_fwd))) =
+    if let (Some((ours_acked, ours_fwd, ours_drain)), Some((base_acked, base_fwd, base_drain))) =
         (saturated(ours), saturated(base))
         && base_acked > 0.0
     {
+        // Once the load stops, each system forwards its backlog with the machine to itself and
+        // its receivers: the cost of a delivery without the ingress's priority over it.
+        if let (Some(ours_drain), Some(base_drain)) = (ours_drain, base_drain) {
+            println!(
+                "info: saturated step's drain, after the load ended: {ours_drain:.0}/s = {:.2}x the baseline's {base_drain:.0}/s",
+                ours_drain / base_drain
+            );
+        }
         // The baseline answers without storing anything and drops forwards it cannot keep up
         // with, so its saturated acknowledgements are not a forwarding rate; the target is
         // judged on what reached the receivers, the acknowledgements are shown beside it.

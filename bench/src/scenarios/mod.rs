@@ -27,6 +27,8 @@ use crate::{
 
 /// How long forwards may stop arriving before a step's drain is called off.
 const DRAIN_STALL: Duration = Duration::from_secs(3);
+/// The shortest drain whose rate is reported.
+const MIN_DRAIN: Duration = Duration::from_millis(500);
 
 /// What the receivers got for one step.
 pub struct Forwarded {
@@ -38,6 +40,10 @@ pub struct Forwarded {
     /// How long after the load ended the last expected delivery arrived; `None` when it did not
     /// within the drain limit.
     pub lag: Option<Duration>,
+    /// Deliveries per second after the load ended, until the last one arrived: the backlog's
+    /// forwarding rate with no ingress to share the machine with; `None` for a drain too short
+    /// to time.
+    pub drain_per_sec: Option<f64>,
 }
 
 /// One step against one system.
@@ -91,18 +97,22 @@ pub async fn run_steps(
         let forwarded = match &sink {
             Some(sink) => {
                 let load_end = Instant::now();
+                let during_load = sink.receivers.total() - before;
                 let expected = outcome.acked * sink.fanout;
-                let done = sink
+                let waited = sink
                     .receivers
                     .wait_total(before + expected, plan.drain_limit, DRAIN_STALL)
                     .await;
                 let delivered = sink.receivers.total() - before;
-                let span = done.unwrap_or_else(Instant::now) - started;
+                let span = waited.done.unwrap_or_else(Instant::now) - started;
+                let drain = waited.last_arrival.saturating_duration_since(load_end);
                 Some(Forwarded {
                     delivered,
                     expected,
                     per_sec: load::per_sec(delivered, span),
-                    lag: done.map(|at| at.saturating_duration_since(load_end)),
+                    lag: waited.done.map(|at| at.saturating_duration_since(load_end)),
+                    drain_per_sec: (drain >= MIN_DRAIN)
+                        .then(|| load::per_sec(delivered - during_load, drain)),
                 })
             }
             None => None,
