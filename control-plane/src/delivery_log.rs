@@ -412,7 +412,8 @@ impl DeliveryLog {
         let mut record = self
             .store
             .find_delivery(id)?
-            .ok_or_else(|| Error::not_found("delivery", id))?;
+            // Delivered deliveries keep no record, so the message names what is kept.
+            .ok_or_else(|| Error::not_found("failed or pending delivery", id))?;
         if record.state != DeliveryState::DeliveryFailed as i32 {
             let state = DeliveryState::try_from(record.state)
                 .map(|s| s.as_str_name())
@@ -474,6 +475,14 @@ mod tests {
         log: DeliveryLog,
         retries: broadcast::Receiver<String>,
         fwd_id: String,
+    }
+
+    impl Setup {
+        /// Reports one attempt of `delivery_id` to the set, from node "n".
+        fn report(&self, delivery_id: &str, seconds_ago: i64, outcome: AttemptOutcome) {
+            let one = attempt(&self.fwd_id, delivery_id, seconds_ago, outcome);
+            self.log.record("n", vec![one]).unwrap();
+        }
     }
 
     async fn setup(count: usize, age: Duration) -> Setup {
@@ -617,12 +626,7 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_applies_retention_to_every_target() {
         let s = setup(100, Duration::from_secs(3600)).await;
-        s.log
-            .record(
-                "n",
-                vec![attempt(&s.fwd_id, "dlv_1", 60, AttemptOutcome::Failed)],
-            )
-            .unwrap();
+        s.report("dlv_1", 60, AttemptOutcome::Failed);
         let old_key = attempt_key(
             &s.fwd_id,
             Time::now().minus(Duration::from_secs(7200)),
@@ -700,18 +704,8 @@ mod tests {
     #[tokio::test]
     async fn an_older_attempt_arriving_late_does_not_override_the_state() {
         let s = setup(100, DAY).await;
-        s.log
-            .record(
-                "n",
-                vec![attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Failed)],
-            )
-            .unwrap();
-        s.log
-            .record(
-                "n",
-                vec![attempt(&s.fwd_id, "dlv_1", 20, AttemptOutcome::Retrying)],
-            )
-            .unwrap();
+        s.report("dlv_1", 10, AttemptOutcome::Failed);
+        s.report("dlv_1", 20, AttemptOutcome::Retrying);
         let delivery = s.log.store.find_delivery("dlv_1").unwrap().unwrap();
         assert_eq!(delivery.state, DeliveryState::DeliveryFailed as i32);
         assert_eq!(delivery.attempts, 2);
@@ -720,12 +714,7 @@ mod tests {
     #[tokio::test]
     async fn a_delivery_delivered_at_its_first_attempt_keeps_no_record() {
         let s = setup(100, DAY).await;
-        s.log
-            .record(
-                "n",
-                vec![attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Succeeded)],
-            )
-            .unwrap();
+        s.report("dlv_1", 10, AttemptOutcome::Succeeded);
         assert!(s.log.store.find_delivery("dlv_1").unwrap().is_none());
         assert_eq!(list(&s.log, &s.fwd_id).await.len(), 1);
     }
@@ -733,19 +722,9 @@ mod tests {
     #[tokio::test]
     async fn a_delivery_delivered_after_failing_forgets_its_record() {
         let s = setup(100, DAY).await;
-        s.log
-            .record(
-                "n",
-                vec![attempt(&s.fwd_id, "dlv_1", 20, AttemptOutcome::Retrying)],
-            )
-            .unwrap();
+        s.report("dlv_1", 20, AttemptOutcome::Retrying);
         assert!(s.log.store.find_delivery("dlv_1").unwrap().is_some());
-        s.log
-            .record(
-                "n",
-                vec![attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Succeeded)],
-            )
-            .unwrap();
+        s.report("dlv_1", 10, AttemptOutcome::Succeeded);
         assert!(s.log.store.find_delivery("dlv_1").unwrap().is_none());
         assert_eq!(list(&s.log, &s.fwd_id).await.len(), 2);
     }
@@ -753,16 +732,11 @@ mod tests {
     #[tokio::test]
     async fn retrying_a_delivered_delivery_is_not_found() {
         let s = setup(100, DAY).await;
-        s.log
-            .record(
-                "n",
-                vec![attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Succeeded)],
-            )
-            .unwrap();
+        s.report("dlv_1", 10, AttemptOutcome::Succeeded);
         assert_status(
             retry(&s.log, "dlv_1").await,
             Code::NotFound,
-            "delivery \"dlv_1\" not found",
+            "failed or pending delivery \"dlv_1\" not found",
         );
     }
 
@@ -775,12 +749,7 @@ mod tests {
         );
         delivered.state = DeliveryState::Delivered as i32;
         s.log.store.put_delivery(&delivered).unwrap();
-        s.log
-            .record(
-                "n",
-                vec![attempt(&s.fwd_id, "dlv_failed", 10, AttemptOutcome::Failed)],
-            )
-            .unwrap();
+        s.report("dlv_failed", 10, AttemptOutcome::Failed);
         s.log.sweep().unwrap();
         assert!(s.log.store.find_delivery("dlv_old").unwrap().is_none());
         assert!(s.log.store.find_delivery("dlv_failed").unwrap().is_some());
@@ -789,12 +758,7 @@ mod tests {
     #[tokio::test]
     async fn retrying_a_failed_delivery_makes_it_pending_and_tells_the_nodes() {
         let mut s = setup(100, DAY).await;
-        s.log
-            .record(
-                "n",
-                vec![attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Failed)],
-            )
-            .unwrap();
+        s.report("dlv_1", 10, AttemptOutcome::Failed);
         let delivery = retry(&s.log, "dlv_1").await.unwrap();
         assert_eq!(delivery.state, DeliveryState::Pending as i32);
         assert_eq!(s.retries.try_recv().unwrap(), "dlv_1");
@@ -803,12 +767,7 @@ mod tests {
     #[tokio::test]
     async fn retrying_a_pending_delivery_is_refused() {
         let s = setup(100, DAY).await;
-        s.log
-            .record(
-                "n",
-                vec![attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Retrying)],
-            )
-            .unwrap();
+        s.report("dlv_1", 10, AttemptOutcome::Retrying);
         assert_status(
             retry(&s.log, "dlv_1").await,
             Code::FailedPrecondition,
@@ -822,19 +781,14 @@ mod tests {
         assert_status(
             retry(&s.log, "dlv_missing").await,
             Code::NotFound,
-            "delivery \"dlv_missing\" not found",
+            "failed or pending delivery \"dlv_missing\" not found",
         );
     }
 
     #[tokio::test]
     async fn a_batch_writes_each_delivery_record_once_and_the_latest_attempt_decides() {
         let s = setup(100, DAY).await;
-        s.log
-            .record(
-                "n",
-                vec![attempt(&s.fwd_id, "dlv_1", 50, AttemptOutcome::Retrying)],
-            )
-            .unwrap();
+        s.report("dlv_1", 50, AttemptOutcome::Retrying);
         let mut writes = s.log.store.deliveries_tree().watch_prefix(b"dlv_");
         s.log
             .record(
@@ -1045,12 +999,7 @@ mod tests {
     #[tokio::test]
     async fn an_attempt_already_past_the_age_is_not_kept_but_counts_for_its_delivery() {
         let s = setup(100, Duration::from_secs(3600)).await;
-        s.log
-            .record(
-                "n",
-                vec![attempt(&s.fwd_id, "dlv_1", 60, AttemptOutcome::Retrying)],
-            )
-            .unwrap();
+        s.report("dlv_1", 60, AttemptOutcome::Retrying);
         let late = attempt(&s.fwd_id, "dlv_1", 7200, AttemptOutcome::Failed);
         assert_eq!(s.log.record("n", vec![late.clone(), late]).unwrap(), 2);
         assert_eq!(stored(&s.log, &s.fwd_id), 1);
