@@ -6,6 +6,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
 use std::time::Duration;
 
 use hookplane_proto::v1::delivery_service_server::DeliveryService;
@@ -48,6 +49,9 @@ pub(crate) struct DeliveryLog {
     /// Told of every new forward attempt, for failure reminders.
     notifier: Option<Notifier>,
 }
+
+/// Delivery records a sweep reads per turn of the lock.
+const SWEEP_CHUNK: usize = 1000;
 
 fn target_prefix(target_id: &str) -> Vec<u8> {
     format!("{target_id}/").into_bytes()
@@ -355,17 +359,40 @@ impl DeliveryLog {
         // Deleted targets, and idle ones whose attempts all aged out, need no count. One first
         // written since the scan above keeps its count, which is right.
         counts.retain(|_, held| *held > 0);
+        drop(counts);
+        self.forget_deliveries(cutoff)?;
+        Ok(removed)
+    }
+
+    /// Removes the records of deliveries last attempted before `cutoff`, and delivered ones (an
+    /// earlier version kept a record of every delivery). The lock is taken per chunk: the first
+    /// sweep after an upgrade may remove millions of records, and reports must not wait for all
+    /// of them.
+    fn forget_deliveries(&self, cutoff: Time) -> Result<(), Error> {
         let deliveries = self.store.deliveries_tree();
-        for entry in deliveries.iter() {
-            let (key, value) = entry?;
-            let record: DeliveryRecord = crate::store::decode("deliveries", &value)?;
-            // A delivered record is one an earlier version kept.
-            if record.last_attempt_time < cutoff || record.state == DeliveryState::Delivered as i32
-            {
-                deliveries.remove(key)?;
+        let mut after: Option<sled::IVec> = None;
+        loop {
+            let _guard = self.store.lock_delivery_log();
+            let chunk = match after.take() {
+                Some(key) => deliveries.range((Bound::Excluded(key), Bound::Unbounded)),
+                None => deliveries.iter(),
+            };
+            let mut read = 0;
+            for entry in chunk.take(SWEEP_CHUNK) {
+                let (key, value) = entry?;
+                let record: DeliveryRecord = crate::store::decode("deliveries", &value)?;
+                if record.last_attempt_time < cutoff
+                    || record.state == DeliveryState::Delivered as i32
+                {
+                    deliveries.remove(&key)?;
+                }
+                after = Some(key);
+                read += 1;
+            }
+            if read < SWEEP_CHUNK {
+                return Ok(());
             }
         }
-        Ok(removed)
     }
 
     fn list(
@@ -753,6 +780,34 @@ mod tests {
         s.log.sweep().unwrap();
         assert!(s.log.store.find_delivery("dlv_old").unwrap().is_none());
         assert!(s.log.store.find_delivery("dlv_failed").unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn the_sweep_reads_every_chunk_of_delivery_records() {
+        let s = setup(100, DAY).await;
+        let count = SWEEP_CHUNK * 2 + 10;
+        for i in 0..count {
+            let mut record = new_record(
+                &attempt(
+                    &s.fwd_id,
+                    &format!("dlv_{i:05}"),
+                    10,
+                    AttemptOutcome::Failed,
+                ),
+                Time::now(),
+            );
+            // Every other one delivered, so removals land in every chunk.
+            if i % 2 == 0 {
+                record.state = DeliveryState::Delivered as i32;
+            }
+            s.log.store.put_delivery(&record).unwrap();
+        }
+        s.log.sweep().unwrap();
+        assert_eq!(s.log.store.deliveries_tree().len(), count / 2);
+        // The last two, in the last chunk: the odd one failed and stays.
+        let last = |i: usize| s.log.store.find_delivery(&format!("dlv_{i:05}")).unwrap();
+        assert!(last(count - 1).is_some());
+        assert!(last(count - 2).is_none());
     }
 
     #[tokio::test]
