@@ -719,6 +719,19 @@ mod tests {
     use super::*;
     use crate::queue::unlimited;
 
+    /// Opens the spool in `dir`, waiting a moment if the one before still holds it: sled's IO
+    /// threads can keep its directory lock for a little while after the last handle is dropped.
+    fn open(dir: &Path) -> Spool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match Spool::open(dir) {
+                Ok(spool) => return spool,
+                Err(e) if std::time::Instant::now() >= deadline => panic!("opening the spool: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
     fn job(id: &str) -> Job {
         Job {
             delivery_id: id.to_owned(),
@@ -740,10 +753,10 @@ mod tests {
     async fn an_enqueued_job_is_still_there_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let spool = Spool::open(dir.path()).unwrap();
+            let spool = open(dir.path());
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         }
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         assert_eq!(spool.depth().await.unwrap(), 1);
         let leased = lease_now(&spool, 10).await;
         assert_eq!(leased, vec![job_with_time("dlv_a", &leased[0])]);
@@ -759,7 +772,7 @@ mod tests {
     #[tokio::test]
     async fn a_leased_job_is_not_handed_out_twice() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         assert_eq!(lease_now(&spool, 10).await.len(), 1);
         assert!(lease_now(&spool, 10).await.is_empty());
@@ -769,11 +782,11 @@ mod tests {
     async fn a_job_leased_when_the_node_stopped_is_due_again_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let spool = Spool::open(dir.path()).unwrap();
+            let spool = open(dir.path());
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
             assert_eq!(lease_now(&spool, 10).await.len(), 1);
         }
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         let leased = lease_now(&spool, 10).await;
         assert_eq!(leased.len(), 1);
         assert_eq!(leased[0].delivery_id, "dlv_a");
@@ -782,13 +795,13 @@ mod tests {
     #[tokio::test]
     async fn an_acked_job_is_gone() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         lease_now(&spool, 10).await;
         spool.ack("dlv_a").await.unwrap();
         assert_eq!(spool.depth().await.unwrap(), 0);
         drop(spool);
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         assert!(lease_now(&spool, 10).await.is_empty());
     }
 
@@ -797,12 +810,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let later = SystemTime::now() + Duration::from_millis(1_500);
         {
-            let spool = Spool::open(dir.path()).unwrap();
+            let spool = open(dir.path());
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
             lease_now(&spool, 1).await;
             spool.retry("dlv_a", 2, later).await.unwrap();
         }
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         assert_eq!(spool.depth().await.unwrap(), 1);
         assert!(lease_now(&spool, 1).await.is_empty());
         let leased = spool
@@ -817,12 +830,12 @@ mod tests {
     async fn a_failed_job_stays_parked_across_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let spool = Spool::open(dir.path()).unwrap();
+            let spool = open(dir.path());
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
             lease_now(&spool, 1).await;
             spool.fail("dlv_a", 1, "404 Not Found").await.unwrap();
         }
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         assert_eq!(spool.depth().await.unwrap(), 0);
         assert!(lease_now(&spool, 1).await.is_empty());
         assert!(spool.requeue_failed("dlv_a").await.unwrap());
@@ -854,7 +867,7 @@ mod tests {
                 .unwrap();
             db.flush().unwrap();
         }
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         assert!(!spool.db().tree_names().iter().any(|n| n.as_ref() == b"due"));
         let leased = lease_now(&spool, 10).await;
         assert_eq!(leased.len(), 1);
@@ -890,8 +903,8 @@ mod tests {
             }
             db.flush().unwrap();
         }
-        drop(Spool::open(dir.path()).unwrap());
-        let spool = Spool::open(dir.path()).unwrap();
+        drop(open(dir.path()));
+        let spool = open(dir.path());
         let names = spool.db().tree_names();
         assert!(!names.iter().any(|n| n.as_ref() == SLED_JOBS.as_bytes()));
         let mut leased = lease_now(&spool, 10).await;
@@ -918,7 +931,7 @@ mod tests {
     async fn an_acked_job_is_not_read_back_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let spool = Spool::open(dir.path()).unwrap();
+            let spool = open(dir.path());
             spool
                 .enqueue(vec![job("dlv_a"), job("dlv_b")])
                 .await
@@ -926,7 +939,7 @@ mod tests {
             lease_now(&spool, 10).await;
             spool.ack("dlv_a").await.unwrap();
         }
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         let leased = lease_now(&spool, 10).await;
         let ids: Vec<_> = leased.iter().map(|j| j.delivery_id.as_str()).collect();
         assert_eq!(ids, vec!["dlv_b"]);
@@ -946,7 +959,7 @@ mod tests {
     #[tokio::test]
     async fn a_lane_without_room_is_passed_over_and_keeps_its_order() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         let jobs = vec![
             job_for("dlv_a1", "fwd_a"),
             job_for("dlv_a2", "fwd_a"),
@@ -965,7 +978,7 @@ mod tests {
     #[tokio::test]
     async fn a_lease_takes_no_more_of_a_lane_than_its_room() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         let jobs = (0..5)
             .map(|i| job_for(&format!("dlv_{i}"), "fwd_a"))
             .collect();
@@ -979,7 +992,7 @@ mod tests {
     #[tokio::test]
     async fn waiting_with_no_room_anywhere_returns_empty_after_the_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         let none = |_: &str| 0;
         let leased = spool
@@ -1019,11 +1032,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let jobs = fan_out(&["dlv_a", "dlv_b", "dlv_c"]);
         {
-            let spool = Spool::open(dir.path()).unwrap();
+            let spool = open(dir.path());
             spool.enqueue(jobs.clone()).await.unwrap();
             assert_eq!(spool.journal.len(Space::Bodies), 1);
         }
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         let mut leased = lease_now(&spool, 10).await;
         leased.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
         let leased: Vec<_> = leased
@@ -1046,7 +1059,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_goes_with_the_last_job_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         spool.enqueue(fan_out(&["dlv_a", "dlv_b"])).await.unwrap();
         ack_both_and_see_the_body_go_with_the_last(&spool).await;
     }
@@ -1064,10 +1077,10 @@ mod tests {
     async fn a_body_goes_with_the_last_job_naming_it_after_reopening_too() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let spool = Spool::open(dir.path()).unwrap();
+            let spool = open(dir.path());
             spool.enqueue(fan_out(&["dlv_a", "dlv_b"])).await.unwrap();
         }
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         ack_both_and_see_the_body_go_with_the_last(&spool).await;
         assert_eq!(spool.journal.len(Space::Jobs), 0);
     }
@@ -1075,7 +1088,7 @@ mod tests {
     #[tokio::test]
     async fn a_duplicate_enqueue_does_not_keep_a_body_alive() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         spool.enqueue(fan_out(&["dlv_a"])).await.unwrap();
         spool.enqueue(fan_out(&["dlv_a"])).await.unwrap();
         lease_now(&spool, 10).await;
@@ -1087,19 +1100,19 @@ mod tests {
     async fn a_body_a_crash_left_without_jobs_is_removed_at_start() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let spool = Spool::open(dir.path()).unwrap();
+            let spool = open(dir.path());
             spool.enqueue(fan_out(&["dlv_a"])).await.unwrap();
             // What an ack interrupted between the job's removal and its body's leaves.
             spool.journal.remove(Space::Jobs, b"dlv_a").unwrap();
         }
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         assert_eq!(spool.journal.len(Space::Bodies), 0);
     }
 
     #[tokio::test]
     async fn a_requeued_failure_comes_back_with_its_body() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         let jobs = fan_out(&["dlv_a"]);
         spool.enqueue(jobs.clone()).await.unwrap();
         lease_now(&spool, 1).await;
@@ -1113,7 +1126,7 @@ mod tests {
     #[tokio::test]
     async fn enqueueing_a_delivery_id_already_held_adds_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         spool
             .enqueue(vec![job("dlv_a"), job("dlv_b")])
@@ -1126,7 +1139,7 @@ mod tests {
     #[tokio::test]
     async fn a_retried_job_waits_until_its_time_and_keeps_its_attempt_count() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         lease_now(&spool, 1).await;
         let later = SystemTime::now() + Duration::from_millis(300);
@@ -1144,7 +1157,7 @@ mod tests {
     #[tokio::test]
     async fn a_deferred_job_keeps_its_attempt_count() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         lease_now(&spool, 1).await;
         spool.retry("dlv_a", 3, SystemTime::now()).await.unwrap();
@@ -1158,7 +1171,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_lease_wakes_when_a_job_arrives() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = std::sync::Arc::new(Spool::open(dir.path()).unwrap());
+        let spool = std::sync::Arc::new(open(dir.path()));
         let waiter = {
             let spool = std::sync::Arc::clone(&spool);
             tokio::spawn(async move { spool.lease(1, Duration::from_secs(5), &unlimited).await })
@@ -1174,7 +1187,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_job_is_parked_and_can_be_requeued_with_a_fresh_budget() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         lease_now(&spool, 1).await;
         spool.retry("dlv_a", 5, SystemTime::now()).await.unwrap();
@@ -1193,7 +1206,7 @@ mod tests {
     #[tokio::test]
     async fn requeueing_an_unknown_or_pending_job_does_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         assert!(!spool.requeue_failed("dlv_a").await.unwrap());
         assert!(!spool.requeue_failed("dlv_zz").await.unwrap());
@@ -1203,7 +1216,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_enqueues_all_land() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = std::sync::Arc::new(Spool::open(dir.path()).unwrap());
+        let spool = std::sync::Arc::new(open(dir.path()));
         let tasks: Vec<_> = (0..32)
             .map(|i| {
                 let spool = std::sync::Arc::clone(&spool);
@@ -1214,7 +1227,7 @@ mod tests {
             t.await.unwrap().unwrap();
         }
         drop(spool);
-        let spool = Spool::open(dir.path()).unwrap();
+        let spool = open(dir.path());
         assert_eq!(spool.depth().await.unwrap(), 32);
     }
 }
