@@ -3,9 +3,9 @@
 /// What can go wrong before a request leaves.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The HTTP client could not be built.
+    /// The HTTP client could not be built (its TLS configuration).
     #[error("http client: {0}")]
-    HttpClient(#[from] reqwest::Error),
+    HttpClient(String),
     /// The SSRF guard turned a target address down (raised inside the client's resolver).
     #[error("{0}")]
     TargetRefused(crate::ssrf::Refusal),

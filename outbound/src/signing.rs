@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use hookplane_proto::v1::{NodeSecret, SignatureScheme};
 use hookplane_verify::{maac, standard};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use crate::Error;
 

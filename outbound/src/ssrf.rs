@@ -5,12 +5,15 @@
 
 use std::{
     fmt,
+    future::Future,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    pin::Pin,
     sync::Arc,
+    task::{Context, Poll},
 };
 
+use hyper_util::client::legacy::connect::dns::Name;
 use ipnet::IpNet;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use crate::Error;
 
@@ -186,8 +189,21 @@ impl GuardedResolver {
     }
 }
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
+type Resolving = Pin<Box<dyn Future<Output = Result<Addrs, ResolveError>> + Send>>;
+type Addrs = std::vec::IntoIter<SocketAddr>;
+type ResolveError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The resolver of the HTTP connector (`HttpConnector::new_with_resolver`).
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = Addrs;
+    type Error = ResolveError;
+    type Future = Resolving;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Resolving {
         let guard = Arc::clone(&self.guard);
         Box::pin(async move {
             let host = name.as_str().to_owned();
@@ -200,7 +216,7 @@ impl Resolve for GuardedResolver {
                     None => format!("no address found for {host}").into(),
                 });
             }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
+            Ok(allowed.into_iter())
         })
     }
 }
@@ -373,8 +389,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_hostname_resolving_to_loopback_is_refused_by_the_resolver() {
-        let resolver = GuardedResolver::new(Arc::new(TargetGuard::default()));
-        let err = match resolver.resolve("localhost".parse().unwrap()).await {
+        use tower_service::Service as _;
+        let mut resolver = GuardedResolver::new(Arc::new(TargetGuard::default()));
+        let err = match resolver.call("localhost".parse().unwrap()).await {
             Ok(_) => panic!("localhost must be refused"),
             Err(e) => e,
         };
