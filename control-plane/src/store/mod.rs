@@ -7,6 +7,7 @@ mod records;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use hookplane_proto::v1::ResourceKind;
 use serde::Serialize;
@@ -215,7 +216,7 @@ impl Store {
     /// Opens (or creates) the store at `path`. Fails when the store was sealed under another
     /// master key, rather than failing later on the first secret read.
     pub fn open(path: &Path, sealer: Sealer) -> Result<Store, Error> {
-        let db = sled::Config::new().path(path).open()?;
+        let db = open_when_free(&sled::Config::new().path(path))?;
         let config_trees = CONFIG_TREE_NAMES
             .iter()
             .map(|name| db.open_tree(name))
@@ -477,6 +478,26 @@ impl Store {
     }
 }
 
+/// How long opening waits for the store's lock: a process that is exiting, or in tests the IO
+/// threads of a handle just dropped, can hold it for a moment.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens the database, waiting up to [`LOCK_WAIT`] while another holder lets go of its lock.
+fn open_when_free(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            opened => return opened,
+        }
+    }
+}
+
 /// The child id of an index key `parent/child`.
 pub(crate) fn child_id_of(key: &[u8], prefix_len: usize) -> String {
     String::from_utf8_lossy(&key[prefix_len.min(key.len())..]).into_owned()
@@ -535,6 +556,20 @@ mod tests {
         assert_eq!(log[0].0, 1);
         let ids: Vec<_> = log[0].1.iter().map(|t| t.id.as_str()).collect();
         assert_eq!(ids, ["tnt_a", "tnt_b"]);
+    }
+
+    #[test]
+    fn opening_waits_for_a_holder_that_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::generate();
+        let path = dir.path().join("store");
+        let held = Store::open(&path, Sealer::new(&key)).unwrap();
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        Store::open(&path, Sealer::new(&key)).unwrap();
+        letting_go.join().unwrap();
     }
 
     #[test]

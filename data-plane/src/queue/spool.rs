@@ -305,6 +305,26 @@ impl Schedule {
     }
 }
 
+/// How long opening waits for the spool's lock: a node that is exiting, or in tests the IO
+/// threads of a handle just dropped, can hold it for a moment.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens the database, waiting up to [`LOCK_WAIT`] while another holder lets go of its lock.
+fn open_when_free(config: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            opened => return opened,
+        }
+    }
+}
+
 /// The node-local [`Queue`].
 pub struct Spool {
     db: sled::Db,
@@ -318,10 +338,11 @@ impl Spool {
     /// Opens (or creates) the spool; jobs leased when the node last stopped are due again.
     pub fn open(dir: &Path) -> Result<Self, Error> {
         // sled locks its directory, which also keeps a second node off this journal.
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = open_when_free(
+            &sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput),
+        )?;
         for name in LEGACY_TREES {
             db.drop_tree(name)?;
         }
@@ -719,19 +740,6 @@ mod tests {
     use super::*;
     use crate::queue::unlimited;
 
-    /// Opens the spool in `dir`, waiting a moment if the one before still holds it: sled's IO
-    /// threads can keep its directory lock for a little while after the last handle is dropped.
-    fn open(dir: &Path) -> Spool {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            match Spool::open(dir) {
-                Ok(spool) => return spool,
-                Err(e) if std::time::Instant::now() >= deadline => panic!("opening the spool: {e}"),
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    }
-
     fn job(id: &str) -> Job {
         Job {
             delivery_id: id.to_owned(),
@@ -753,10 +761,10 @@ mod tests {
     async fn an_enqueued_job_is_still_there_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let spool = open(dir.path());
+            let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         }
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 1);
         let leased = lease_now(&spool, 10).await;
         assert_eq!(leased, vec![job_with_time("dlv_a", &leased[0])]);
@@ -772,21 +780,33 @@ mod tests {
     #[tokio::test]
     async fn a_leased_job_is_not_handed_out_twice() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         assert_eq!(lease_now(&spool, 10).await.len(), 1);
         assert!(lease_now(&spool, 10).await.is_empty());
+    }
+
+    #[test]
+    fn opening_waits_for_a_holder_that_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = Spool::open(dir.path()).unwrap();
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        Spool::open(dir.path()).unwrap();
+        letting_go.join().unwrap();
     }
 
     #[tokio::test]
     async fn a_job_leased_when_the_node_stopped_is_due_again_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let spool = open(dir.path());
+            let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
             assert_eq!(lease_now(&spool, 10).await.len(), 1);
         }
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         let leased = lease_now(&spool, 10).await;
         assert_eq!(leased.len(), 1);
         assert_eq!(leased[0].delivery_id, "dlv_a");
@@ -795,13 +815,13 @@ mod tests {
     #[tokio::test]
     async fn an_acked_job_is_gone() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         lease_now(&spool, 10).await;
         spool.ack("dlv_a").await.unwrap();
         assert_eq!(spool.depth().await.unwrap(), 0);
         drop(spool);
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         assert!(lease_now(&spool, 10).await.is_empty());
     }
 
@@ -810,12 +830,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let later = SystemTime::now() + Duration::from_millis(1_500);
         {
-            let spool = open(dir.path());
+            let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
             lease_now(&spool, 1).await;
             spool.retry("dlv_a", 2, later).await.unwrap();
         }
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 1);
         assert!(lease_now(&spool, 1).await.is_empty());
         let leased = spool
@@ -830,12 +850,12 @@ mod tests {
     async fn a_failed_job_stays_parked_across_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let spool = open(dir.path());
+            let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
             lease_now(&spool, 1).await;
             spool.fail("dlv_a", 1, "404 Not Found").await.unwrap();
         }
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 0);
         assert!(lease_now(&spool, 1).await.is_empty());
         assert!(spool.requeue_failed("dlv_a").await.unwrap());
@@ -867,7 +887,7 @@ mod tests {
                 .unwrap();
             db.flush().unwrap();
         }
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         assert!(!spool.db().tree_names().iter().any(|n| n.as_ref() == b"due"));
         let leased = lease_now(&spool, 10).await;
         assert_eq!(leased.len(), 1);
@@ -903,8 +923,8 @@ mod tests {
             }
             db.flush().unwrap();
         }
-        drop(open(dir.path()));
-        let spool = open(dir.path());
+        drop(Spool::open(dir.path()).unwrap());
+        let spool = Spool::open(dir.path()).unwrap();
         let names = spool.db().tree_names();
         assert!(!names.iter().any(|n| n.as_ref() == SLED_JOBS.as_bytes()));
         let mut leased = lease_now(&spool, 10).await;
@@ -931,7 +951,7 @@ mod tests {
     async fn an_acked_job_is_not_read_back_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let spool = open(dir.path());
+            let spool = Spool::open(dir.path()).unwrap();
             spool
                 .enqueue(vec![job("dlv_a"), job("dlv_b")])
                 .await
@@ -939,7 +959,7 @@ mod tests {
             lease_now(&spool, 10).await;
             spool.ack("dlv_a").await.unwrap();
         }
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         let leased = lease_now(&spool, 10).await;
         let ids: Vec<_> = leased.iter().map(|j| j.delivery_id.as_str()).collect();
         assert_eq!(ids, vec!["dlv_b"]);
@@ -959,7 +979,7 @@ mod tests {
     #[tokio::test]
     async fn a_lane_without_room_is_passed_over_and_keeps_its_order() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         let jobs = vec![
             job_for("dlv_a1", "fwd_a"),
             job_for("dlv_a2", "fwd_a"),
@@ -978,7 +998,7 @@ mod tests {
     #[tokio::test]
     async fn a_lease_takes_no_more_of_a_lane_than_its_room() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         let jobs = (0..5)
             .map(|i| job_for(&format!("dlv_{i}"), "fwd_a"))
             .collect();
@@ -992,7 +1012,7 @@ mod tests {
     #[tokio::test]
     async fn waiting_with_no_room_anywhere_returns_empty_after_the_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         let none = |_: &str| 0;
         let leased = spool
@@ -1032,11 +1052,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let jobs = fan_out(&["dlv_a", "dlv_b", "dlv_c"]);
         {
-            let spool = open(dir.path());
+            let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(jobs.clone()).await.unwrap();
             assert_eq!(spool.journal.len(Space::Bodies), 1);
         }
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         let mut leased = lease_now(&spool, 10).await;
         leased.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
         let leased: Vec<_> = leased
@@ -1059,7 +1079,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_goes_with_the_last_job_naming_it() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(fan_out(&["dlv_a", "dlv_b"])).await.unwrap();
         ack_both_and_see_the_body_go_with_the_last(&spool).await;
     }
@@ -1077,10 +1097,10 @@ mod tests {
     async fn a_body_goes_with_the_last_job_naming_it_after_reopening_too() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let spool = open(dir.path());
+            let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(fan_out(&["dlv_a", "dlv_b"])).await.unwrap();
         }
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         ack_both_and_see_the_body_go_with_the_last(&spool).await;
         assert_eq!(spool.journal.len(Space::Jobs), 0);
     }
@@ -1088,7 +1108,7 @@ mod tests {
     #[tokio::test]
     async fn a_duplicate_enqueue_does_not_keep_a_body_alive() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(fan_out(&["dlv_a"])).await.unwrap();
         spool.enqueue(fan_out(&["dlv_a"])).await.unwrap();
         lease_now(&spool, 10).await;
@@ -1100,19 +1120,19 @@ mod tests {
     async fn a_body_a_crash_left_without_jobs_is_removed_at_start() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let spool = open(dir.path());
+            let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(fan_out(&["dlv_a"])).await.unwrap();
             // What an ack interrupted between the job's removal and its body's leaves.
             spool.journal.remove(Space::Jobs, b"dlv_a").unwrap();
         }
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.journal.len(Space::Bodies), 0);
     }
 
     #[tokio::test]
     async fn a_requeued_failure_comes_back_with_its_body() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         let jobs = fan_out(&["dlv_a"]);
         spool.enqueue(jobs.clone()).await.unwrap();
         lease_now(&spool, 1).await;
@@ -1126,7 +1146,7 @@ mod tests {
     #[tokio::test]
     async fn enqueueing_a_delivery_id_already_held_adds_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         spool
             .enqueue(vec![job("dlv_a"), job("dlv_b")])
@@ -1139,7 +1159,7 @@ mod tests {
     #[tokio::test]
     async fn a_retried_job_waits_until_its_time_and_keeps_its_attempt_count() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         lease_now(&spool, 1).await;
         let later = SystemTime::now() + Duration::from_millis(300);
@@ -1157,7 +1177,7 @@ mod tests {
     #[tokio::test]
     async fn a_deferred_job_keeps_its_attempt_count() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         lease_now(&spool, 1).await;
         spool.retry("dlv_a", 3, SystemTime::now()).await.unwrap();
@@ -1171,7 +1191,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiting_lease_wakes_when_a_job_arrives() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = std::sync::Arc::new(open(dir.path()));
+        let spool = std::sync::Arc::new(Spool::open(dir.path()).unwrap());
         let waiter = {
             let spool = std::sync::Arc::clone(&spool);
             tokio::spawn(async move { spool.lease(1, Duration::from_secs(5), &unlimited).await })
@@ -1187,7 +1207,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_job_is_parked_and_can_be_requeued_with_a_fresh_budget() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         lease_now(&spool, 1).await;
         spool.retry("dlv_a", 5, SystemTime::now()).await.unwrap();
@@ -1206,7 +1226,7 @@ mod tests {
     #[tokio::test]
     async fn requeueing_an_unknown_or_pending_job_does_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         assert!(!spool.requeue_failed("dlv_a").await.unwrap());
         assert!(!spool.requeue_failed("dlv_zz").await.unwrap());
@@ -1216,7 +1236,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_enqueues_all_land() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = std::sync::Arc::new(open(dir.path()));
+        let spool = std::sync::Arc::new(Spool::open(dir.path()).unwrap());
         let tasks: Vec<_> = (0..32)
             .map(|i| {
                 let spool = std::sync::Arc::clone(&spool);
@@ -1227,7 +1247,7 @@ mod tests {
             t.await.unwrap().unwrap();
         }
         drop(spool);
-        let spool = open(dir.path());
+        let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 32);
     }
 }
