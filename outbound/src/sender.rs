@@ -254,14 +254,18 @@ mod tests {
         assert!(matches!(failure, Failure::Refused(_)), "{failure}");
     }
 
+    /// What sending to a loopback port nobody listens on comes to.
+    async fn failure_at_a_closed_port(scheme: &str) -> Failure {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("{scheme}://{}/hook", listener.local_addr().unwrap());
+        drop(listener);
+        loopback_allowed().send(outgoing(&url)).await.unwrap_err()
+    }
+
     #[tokio::test]
     async fn a_refused_connection_is_named() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        drop(listener);
-        let failure = loopback_allowed().send(outgoing(&url)).await.unwrap_err();
         assert_eq!(
-            failure,
+            failure_at_a_closed_port("http").await,
             Failure::Network(Some(NetworkCause::ConnectionRefused))
         );
     }
@@ -286,13 +290,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_https_target_goes_through_the_tls_connector() {
-        // Nothing listens there: the TLS connector is built and reached, the TCP connect fails.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("https://{}/hook", listener.local_addr().unwrap());
-        drop(listener);
-        let failure = loopback_allowed().send(outgoing(&url)).await.unwrap_err();
+        // The TLS connector is built and reached; the TCP connect under it fails.
         assert_eq!(
-            failure,
+            failure_at_a_closed_port("https").await,
             Failure::Network(Some(NetworkCause::ConnectionRefused))
         );
     }
