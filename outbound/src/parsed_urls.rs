@@ -4,10 +4,16 @@
 
 use std::{
     collections::HashMap,
-    sync::{PoisonError, RwLock},
+    sync::{Arc, PoisonError, RwLock},
 };
 
 use url::Url;
+
+/// One target URL, as the guard reads it and as the request carries it.
+pub(crate) struct ParsedUrl {
+    pub url: Url,
+    pub uri: http::Uri,
+}
 
 /// More distinct URLs than any node's configuration holds; past it the cache starts over, so
 /// URLs from configurations long gone cannot make it grow without bound.
@@ -15,12 +21,12 @@ const MAX_URLS: usize = 4096;
 
 #[derive(Default)]
 pub(crate) struct ParsedUrls {
-    urls: RwLock<HashMap<String, Url>>,
+    urls: RwLock<HashMap<String, Arc<ParsedUrl>>>,
 }
 
 impl ParsedUrls {
     /// The parsed `raw`, if it is an http or https URL with a host.
-    pub fn get(&self, raw: &str) -> Option<Url> {
+    pub fn get(&self, raw: &str) -> Option<Arc<ParsedUrl>> {
         let cached = self
             .urls
             .read()
@@ -34,12 +40,14 @@ impl ParsedUrls {
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return None;
         }
+        let uri = url.as_str().parse().ok()?;
+        let parsed = Arc::new(ParsedUrl { url, uri });
         let mut urls = self.urls.write().unwrap_or_else(PoisonError::into_inner);
         if urls.len() >= MAX_URLS {
             urls.clear();
         }
-        urls.insert(raw.to_owned(), url.clone());
-        Some(url)
+        urls.insert(raw.to_owned(), Arc::clone(&parsed));
+        Some(parsed)
     }
 }
 
@@ -51,16 +59,17 @@ mod tests {
     fn a_url_is_parsed_as_url_parses_it() {
         let urls = ParsedUrls::default();
         let raw = "https://Example.COM:8443/a/../hook?x=1";
-        assert_eq!(urls.get(raw), Some(Url::parse(raw).unwrap()));
-        assert_eq!(urls.get(raw), Some(Url::parse(raw).unwrap()));
+        let url = |urls: &ParsedUrls| urls.get(raw).map(|p| p.url.clone());
+        assert_eq!(url(&urls), Some(Url::parse(raw).unwrap()));
+        assert_eq!(url(&urls), Some(Url::parse(raw).unwrap()));
     }
 
     #[test]
     fn only_http_and_https_urls_are_accepted() {
         let urls = ParsedUrls::default();
-        assert_eq!(urls.get("ftp://example.com/hook"), None);
-        assert_eq!(urls.get("file:///etc/passwd"), None);
-        assert_eq!(urls.get("not a url"), None);
+        assert!(urls.get("ftp://example.com/hook").is_none());
+        assert!(urls.get("file:///etc/passwd").is_none());
+        assert!(urls.get("not a url").is_none());
     }
 
     #[test]

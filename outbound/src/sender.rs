@@ -104,9 +104,11 @@ impl Sender {
     /// Sends the request; an answer of any status is `Ok`, only the absence of one is `Err`.
     /// `timeout` bounds the whole exchange, the start of the answer's body included.
     pub async fn send(&self, out: Outgoing<'_>) -> Result<Answer, Failure> {
-        let url = self.urls.get(out.url).ok_or(Failure::InvalidUrl)?;
-        self.guard.check_url(&url).map_err(Failure::Refused)?;
-        let mut request = http::Request::post(url.as_str())
+        let target = self.urls.get(out.url).ok_or(Failure::InvalidUrl)?;
+        self.guard
+            .check_url(&target.url)
+            .map_err(Failure::Refused)?;
+        let mut request = http::Request::post(target.uri.clone())
             .body(Full::new(out.body))
             .map_err(|_| Failure::InvalidUrl)?;
         *request.headers_mut() = out.headers;
