@@ -30,6 +30,7 @@ use std::{
 
 use tracing::warn;
 
+use super::hashed_key::{HashedKey, Probe};
 use crate::Error;
 
 /// A segment is closed and a new one begun beyond this size.
@@ -88,7 +89,8 @@ struct Inner {
     written: u64,
     /// Appended to the active segment and not yet written.
     gathered: Vec<u8>,
-    index: [BTreeMap<Box<[u8]>, Loc>; 2],
+    /// Keyed by hash first: see hashed_key.rs.
+    index: [BTreeMap<HashedKey<Box<[u8]>>, Loc>; 2],
     /// Appends so far, for the group commit.
     appended: u64,
 }
@@ -202,10 +204,10 @@ fn read_segment(file: &File, bytes: u64) -> Result<Vec<u8>, Error> {
 impl Inner {
     /// True when the record at `loc` is the latest for its key.
     fn is_current(&mut self, space: Space, key: &[u8], loc: Loc) -> bool {
-        self.index(space).get(key) == Some(&loc)
+        self.index(space).get(Probe::new(key).lookup()) == Some(&loc)
     }
 
-    fn index(&mut self, space: Space) -> &mut BTreeMap<Box<[u8]>, Loc> {
+    fn index(&mut self, space: Space) -> &mut BTreeMap<HashedKey<Box<[u8]>>, Loc> {
         &mut self.index[space as usize]
     }
 
@@ -243,7 +245,7 @@ impl Inner {
         if let Some(segment) = self.segments.get_mut(&loc.segment) {
             segment.live += u64::from(loc.len);
         }
-        if let Some(old) = self.index(space).insert(key.into(), loc) {
+        if let Some(old) = self.index(space).insert(HashedKey::new(key.into()), loc) {
             self.superseded(old);
         }
         Ok(())
@@ -419,7 +421,7 @@ impl Journal {
     pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let (file, loc) = {
             let mut inner = self.lock();
-            let Some(loc) = inner.index(space).get(key).copied() else {
+            let Some(loc) = inner.index(space).get(Probe::new(key).lookup()).copied() else {
                 return Ok(None);
             };
             (inner.file_of(loc)?, loc)
@@ -428,7 +430,9 @@ impl Journal {
     }
 
     pub fn contains(&self, space: Space, key: &[u8]) -> bool {
-        self.lock().index(space).contains_key(key)
+        self.lock()
+            .index(space)
+            .contains_key(Probe::new(key).lookup())
     }
 
     pub fn insert(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), Error> {
@@ -438,7 +442,7 @@ impl Journal {
     /// Inserts only if `key` holds nothing; true when it inserted.
     pub fn insert_new(&self, space: Space, key: &[u8], value: &[u8]) -> Result<bool, Error> {
         let mut inner = self.lock();
-        if inner.index(space).contains_key(key) {
+        if inner.index(space).contains_key(Probe::new(key).lookup()) {
             return Ok(false);
         }
         inner.put(space, key, value)?;
@@ -448,7 +452,7 @@ impl Journal {
     /// Removes `key`; returns the value it held.
     pub fn remove(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let mut inner = self.lock();
-        let Some(loc) = inner.index(space).remove(key) else {
+        let Some(loc) = inner.index(space).remove(Probe::new(key).lookup()) else {
             return Ok(None);
         };
         let file = inner.file_of(loc)?;
@@ -461,7 +465,7 @@ impl Journal {
     /// Removes `key` without reading what it held; true when it held something.
     pub fn delete(&self, space: Space, key: &[u8]) -> Result<bool, Error> {
         let mut inner = self.lock();
-        let Some(loc) = inner.index(space).remove(key) else {
+        let Some(loc) = inner.index(space).remove(Probe::new(key).lookup()) else {
             return Ok(false);
         };
         inner.append(OP_REMOVE, space, key, &[])?;
@@ -497,9 +501,13 @@ impl Journal {
         Ok(())
     }
 
-    /// Every key of a space, in order.
+    /// Every key of a space.
     pub fn keys(&self, space: Space) -> Vec<Box<[u8]>> {
-        self.lock().index(space).keys().cloned().collect()
+        self.lock()
+            .index(space)
+            .keys()
+            .map(|k| k.key().clone())
+            .collect()
     }
 
     #[cfg(test)]
@@ -672,9 +680,13 @@ fn replay(inner: &mut Inner, n: u64) -> Result<(), Error> {
                 if let Some(segment) = inner.segments.get_mut(&n) {
                     segment.live += u64::from(record.len);
                 }
-                inner.index(record.space).insert(record.key.into(), loc)
+                inner
+                    .index(record.space)
+                    .insert(HashedKey::new(record.key.into()), loc)
             }
-            OP_REMOVE => inner.index(record.space).remove(record.key),
+            OP_REMOVE => inner
+                .index(record.space)
+                .remove(Probe::new(record.key).lookup()),
             _ => None,
         };
         if let Some(old) = old {

@@ -5,6 +5,7 @@
 //! stand in for the node-local [`spool::Spool`] without the engine noticing.
 
 mod bodies;
+mod hashed_key;
 mod journal;
 pub mod spool;
 

@@ -31,6 +31,7 @@ use tracing::warn;
 use super::{
     Job, Queue, Room,
     bodies::{Bodies, BodyKey},
+    hashed_key::{HashedKey, Probe},
     journal::{Journal, Space},
     unix_ms,
 };
@@ -71,18 +72,26 @@ struct Record {
 /// A place in time order: (unix ms, tie-breaking sequence number).
 type Slot = (u64, u64);
 
+/// A held job's delivery id, hashed once when it is first held.
+type Id = HashedKey<Arc<str>>;
+
+fn probe(id: &str) -> Probe<'_> {
+    Probe::new(id.as_bytes())
+}
+
 /// Where every held job stands. Waiting jobs sit in their lane (one per target) in due order;
 /// `heads` orders the lanes by their first job, so a lease visits lanes oldest first and skips
 /// a lane without room in one step. Leased jobs sit in `leased` at their lease deadline, so a
 /// lease that is never settled comes due again.
 #[derive(Default)]
 struct Schedule {
-    lanes: HashMap<Arc<str>, BTreeMap<Slot, Arc<str>>>,
+    lanes: HashMap<Arc<str>, BTreeMap<Slot, Id>>,
     heads: BTreeSet<(Slot, Arc<str>)>,
-    leased: BTreeMap<Slot, Arc<str>>,
+    leased: BTreeMap<Slot, Id>,
     /// B-trees, not hash maps, for what grows with the backlog: a hash map doubling at half a
     /// million jobs stalls every enqueue behind the schedule's lock for tens of milliseconds.
-    held: BTreeMap<Arc<str>, Held>,
+    /// Keyed by hash first (hashed_key.rs), so a search compares in the tree's own nodes.
+    held: BTreeMap<Id, Held>,
     failed: BTreeMap<Slot, Arc<str>>,
     failed_at: BTreeMap<Arc<str>, Slot>,
     cached: usize,
@@ -105,7 +114,7 @@ impl Schedule {
         (ms, self.seq)
     }
 
-    fn lane_insert(&mut self, lane: &Arc<str>, slot: Slot, id: Arc<str>) {
+    fn lane_insert(&mut self, lane: &Arc<str>, slot: Slot, id: Id) {
         let jobs = self.lanes.entry(Arc::clone(lane)).or_default();
         let old_head = jobs.first_key_value().map(|(s, _)| *s);
         jobs.insert(slot, id);
@@ -137,27 +146,29 @@ impl Schedule {
     }
 
     /// Takes the job out of wherever it waits or is leased; its entry stays in `held`.
-    fn unplace(&mut self, id: &str) -> Option<(Arc<str>, Arc<str>)> {
-        let held = self.held.get(id)?;
-        let (lane, slot, leased) = (Arc::clone(&held.lane), held.slot, held.leased);
-        let (id, _) = self.held.get_key_value(id)?;
-        let id = Arc::clone(id);
+    fn unplace(&mut self, id: &str) -> Option<(Id, Arc<str>)> {
+        let (id, held) = self.held.get_key_value(probe(id).lookup())?;
+        let (id, lane, slot, leased) = (id.clone(), Arc::clone(&held.lane), held.slot, held.leased);
+        self.take_out(&lane, slot, leased);
+        Some((id, lane))
+    }
+
+    fn take_out(&mut self, lane: &Arc<str>, slot: Slot, leased: bool) {
         if leased {
             self.leased.remove(&slot);
         } else {
-            self.lane_remove(&lane, slot);
+            self.lane_remove(lane, slot);
         }
-        Some((id, lane))
     }
 
     /// Puts a job (new, or held already) in its lane, due at `due_ms`.
     fn hold(&mut self, id: &str, lane: &str, due_ms: u64, job: Option<Job>) {
         let (id, lane) = match self.unplace(id) {
             Some(placed) => placed,
-            None => (Arc::from(id), Arc::from(lane)),
+            None => (HashedKey::new(Arc::from(id)), Arc::from(lane)),
         };
         let slot = self.slot_at(due_ms);
-        self.lane_insert(&lane, slot, Arc::clone(&id));
+        self.lane_insert(&lane, slot, id.clone());
         let before = self.held.get(&id);
         let had_job = before.is_some_and(|h| h.job.is_some());
         let body = before.and_then(|h| h.body);
@@ -178,7 +189,8 @@ impl Schedule {
 
     /// Records which stored body a held job's record names.
     fn name_body(&mut self, id: &str, body: &[u8]) {
-        if let (Some(held), Ok(key)) = (self.held.get_mut(id), BodyKey::try_from(body)) {
+        let held = self.held.get_mut(probe(id).lookup());
+        if let (Some(held), Ok(key)) = (held, BodyKey::try_from(body)) {
             held.body = Some(key);
         }
     }
@@ -186,7 +198,11 @@ impl Schedule {
     /// Moves a held job to `due_ms`, keeping `job` in memory if given. False when it is not
     /// held.
     fn reschedule(&mut self, id: &str, due_ms: u64, job: Option<Job>) -> bool {
-        let Some(lane) = self.held.get(id).map(|h| Arc::clone(&h.lane)) else {
+        let Some(lane) = self
+            .held
+            .get(probe(id).lookup())
+            .map(|h| Arc::clone(&h.lane))
+        else {
             return false;
         };
         self.hold(id, &lane, due_ms, job);
@@ -195,8 +211,8 @@ impl Schedule {
 
     /// Forgets a held job; returns what was held, `None` when it was not.
     fn release(&mut self, id: &str) -> Option<Held> {
-        self.unplace(id)?;
-        let held = self.held.remove(id)?;
+        let held = self.held.remove(probe(id).lookup())?;
+        self.take_out(&held.lane, held.slot, held.leased);
         self.cached -= usize::from(held.job.is_some());
         Some(held)
     }
@@ -251,10 +267,10 @@ impl Schedule {
                 if slot.0 > now_ms {
                     break;
                 }
-                let id = Arc::clone(id);
+                let id = id.clone();
                 self.lane_remove(&lane, slot);
                 let lease_slot = self.slot_at(deadline_ms);
-                self.leased.insert(lease_slot, Arc::clone(&id));
+                self.leased.insert(lease_slot, id.clone());
                 let Some(held) = self.held.get_mut(&id) else {
                     self.leased.remove(&lease_slot);
                     continue;
@@ -266,7 +282,7 @@ impl Schedule {
                         self.cached -= 1;
                         jobs.push(job);
                     }
-                    None => ids.push(id.to_string()),
+                    None => ids.push(id.key().to_string()),
                 }
             }
         }
