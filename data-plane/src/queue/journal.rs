@@ -30,7 +30,7 @@ use std::{
 
 use tracing::warn;
 
-use super::hashed_key::{HashedKey, Probe};
+use super::hashed_key::{HashedKey, HashedMap, Probe};
 use crate::Error;
 
 /// A segment is closed and a new one begun beyond this size.
@@ -89,8 +89,7 @@ struct Inner {
     written: u64,
     /// Appended to the active segment and not yet written.
     gathered: Vec<u8>,
-    /// Keyed by hash first: see hashed_key.rs.
-    index: [BTreeMap<HashedKey<Box<[u8]>>, Loc>; 2],
+    index: [HashedMap<Box<[u8]>, Loc>; 2],
     /// Appends so far, for the group commit.
     appended: u64,
 }
@@ -207,7 +206,7 @@ impl Inner {
         self.index(space).get(Probe::new(key).lookup()) == Some(&loc)
     }
 
-    fn index(&mut self, space: Space) -> &mut BTreeMap<HashedKey<Box<[u8]>>, Loc> {
+    fn index(&mut self, space: Space) -> &mut HashedMap<Box<[u8]>, Loc> {
         &mut self.index[space as usize]
     }
 
@@ -374,7 +373,7 @@ impl Journal {
             active: 0,
             written: 0,
             gathered: Vec::new(),
-            index: [BTreeMap::new(), BTreeMap::new()],
+            index: [HashedMap::default(), HashedMap::default()],
             appended: 0,
         };
         for n in &numbers {

@@ -31,7 +31,7 @@ use tracing::warn;
 use super::{
     Job, Queue, Room,
     bodies::{Bodies, BodyKey},
-    hashed_key::{HashedKey, Probe},
+    hashed_key::{HashedKey, HashedMap, Probe},
     journal::{Journal, Space},
     unix_ms,
 };
@@ -88,10 +88,9 @@ struct Schedule {
     lanes: HashMap<Arc<str>, BTreeMap<Slot, Id>>,
     heads: BTreeSet<(Slot, Arc<str>)>,
     leased: BTreeMap<Slot, Id>,
-    /// B-trees, not hash maps, for what grows with the backlog: a hash map doubling at half a
-    /// million jobs stalls every enqueue behind the schedule's lock for tens of milliseconds.
-    /// Keyed by hash first (hashed_key.rs), so a search compares in the tree's own nodes.
-    held: BTreeMap<Id, Held>,
+    /// Sharded, so growing with the backlog never stalls the lock for a whole rehash
+    /// (hashed_key.rs).
+    held: HashedMap<Arc<str>, Held>,
     failed: BTreeMap<Slot, Arc<str>>,
     failed_at: BTreeMap<Arc<str>, Slot>,
     cached: usize,
