@@ -65,13 +65,13 @@ impl Bodies {
         n: usize,
     ) -> Result<(), Error> {
         *self.refs().entry(*key).or_default() += n;
-        if !journal.contains(Space::Bodies, key) {
-            let stored = Stored {
-                body: job.body.clone(),
-                headers: job.headers.clone(),
-            };
-            journal.insert_new(Space::Bodies, key, &stored.encode_to_vec())?;
-        }
+        // Encoded even when the body is stored already (a duplicate enqueue, rare): one taking
+        // of the journal's lock instead of two.
+        let stored = Stored {
+            body: job.body.clone(),
+            headers: job.headers.clone(),
+        };
+        journal.insert_new(Space::Bodies, key, &stored.encode_to_vec())?;
         Ok(())
     }
 

@@ -428,12 +428,6 @@ impl Journal {
         read_value(&file, loc).map(Some)
     }
 
-    pub fn contains(&self, space: Space, key: &[u8]) -> bool {
-        self.lock()
-            .index(space)
-            .contains_key(Probe::new(key).lookup())
-    }
-
     pub fn insert(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), Error> {
         self.lock().put(space, key, value)
     }
@@ -446,6 +440,26 @@ impl Journal {
         }
         inner.put(space, key, value)?;
         Ok(true)
+    }
+
+    /// [`Journal::insert_new`] for many entries under one hold of the lock (an enqueue's
+    /// fan-out: each taking of the lock may wait behind a delivery thread); true for each entry
+    /// it inserted.
+    pub fn insert_new_each<'a>(
+        &self,
+        space: Space,
+        entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Result<Vec<bool>, Error> {
+        let mut inner = self.lock();
+        let mut inserted = Vec::new();
+        for (key, value) in entries {
+            let absent = !inner.index(space).contains_key(Probe::new(key).lookup());
+            if absent {
+                inner.put(space, key, value)?;
+            }
+            inserted.push(absent);
+        }
+        Ok(inserted)
     }
 
     /// Removes `key`; returns the value it held.
@@ -741,6 +755,19 @@ mod tests {
         assert!(journal.insert_new(Space::Jobs, b"a", b"one").unwrap());
         assert!(!journal.insert_new(Space::Jobs, b"a", b"two").unwrap());
         assert_eq!(journal.get(Space::Jobs, b"a").unwrap().unwrap(), b"one");
+    }
+
+    #[test]
+    fn insert_new_each_inserts_only_the_keys_that_hold_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.insert(Space::Jobs, b"b", b"held").unwrap();
+        let entries: [(&[u8], &[u8]); 4] = [(b"a", b"1"), (b"b", b"2"), (b"c", b"3"), (b"a", b"4")];
+        let inserted = journal.insert_new_each(Space::Jobs, entries).unwrap();
+        assert_eq!(inserted, [true, false, true, false]);
+        assert_eq!(journal.get(Space::Jobs, b"a").unwrap().unwrap(), b"1");
+        assert_eq!(journal.get(Space::Jobs, b"b").unwrap().unwrap(), b"held");
+        assert_eq!(journal.len(Space::Jobs), 3);
     }
 
     #[test]

@@ -489,7 +489,7 @@ impl Spool {
                 .retain(&self.journal, key, &jobs[*i], candidates)?;
             unused.insert(*key, 0);
         }
-        let mut added = Vec::with_capacity(jobs.len());
+        let mut records = Vec::with_capacity(jobs.len());
         for (mut job, key) in jobs.into_iter().zip(keys) {
             let body = std::mem::take(&mut job.body);
             let headers = std::mem::take(&mut job.headers);
@@ -504,11 +504,18 @@ impl Spool {
             };
             job.body = body;
             job.headers = headers;
-            // Insert only if absent: a delivery id already held (or parked) is not added twice.
-            if self
-                .journal
-                .insert_new(Space::Jobs, job.delivery_id.as_bytes(), &encoded)?
-            {
+            records.push((job, key, encoded));
+        }
+        // Insert only if absent: a delivery id already held (or parked) is not added twice.
+        let inserted = self.journal.insert_new_each(
+            Space::Jobs,
+            records
+                .iter()
+                .map(|(job, _, encoded)| (job.delivery_id.as_bytes(), encoded.as_slice())),
+        )?;
+        let mut added = Vec::with_capacity(records.len());
+        for ((job, key, _), inserted) in records.into_iter().zip(inserted) {
+            if inserted {
                 added.push((job, key));
             } else {
                 *unused.entry(key).or_default() += 1;
