@@ -162,13 +162,14 @@ impl Schedule {
 
     /// Puts a job (new, or held already) in its lane, due at `due_ms`.
     fn hold(&mut self, id: &str, lane: &str, due_ms: u64, job: Option<Job>) {
-        let (id, lane) = match self.unplace(id) {
-            Some(placed) => placed,
-            None => (HashedKey::new(Arc::from(id)), Arc::from(lane)),
+        let (id, lane, was_held) = match self.unplace(id) {
+            Some((id, lane)) => (id, lane, true),
+            None => (HashedKey::new(Arc::from(id)), Arc::from(lane), false),
         };
         let slot = self.slot_at(due_ms);
         self.lane_insert(&lane, slot, id.clone());
-        let before = self.held.get(&id);
+        // A new job (every job of an enqueue) has nothing held to look up.
+        let before = if was_held { self.held.get(&id) } else { None };
         let had_job = before.is_some_and(|h| h.job.is_some());
         let body = before.and_then(|h| h.body);
         self.cached -= usize::from(had_job);
