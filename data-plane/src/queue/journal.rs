@@ -239,6 +239,15 @@ impl Inner {
         })
     }
 
+    /// Puts only if `key` holds nothing; true when it put.
+    fn put_new(&mut self, space: Space, key: &[u8], value: &[u8]) -> Result<bool, Error> {
+        if self.index(space).contains_key(Probe::new(key).lookup()) {
+            return Ok(false);
+        }
+        self.put(space, key, value)?;
+        Ok(true)
+    }
+
     fn put(&mut self, space: Space, key: &[u8], value: &[u8]) -> Result<(), Error> {
         let loc = self.append(OP_PUT, space, key, value)?;
         if let Some(segment) = self.segments.get_mut(&loc.segment) {
@@ -434,12 +443,7 @@ impl Journal {
 
     /// Inserts only if `key` holds nothing; true when it inserted.
     pub fn insert_new(&self, space: Space, key: &[u8], value: &[u8]) -> Result<bool, Error> {
-        let mut inner = self.lock();
-        if inner.index(space).contains_key(Probe::new(key).lookup()) {
-            return Ok(false);
-        }
-        inner.put(space, key, value)?;
-        Ok(true)
+        self.lock().put_new(space, key, value)
     }
 
     /// [`Journal::insert_new`] for many entries under one hold of the lock (an enqueue's
@@ -451,15 +455,10 @@ impl Journal {
         entries: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
     ) -> Result<Vec<bool>, Error> {
         let mut inner = self.lock();
-        let mut inserted = Vec::new();
-        for (key, value) in entries {
-            let absent = !inner.index(space).contains_key(Probe::new(key).lookup());
-            if absent {
-                inner.put(space, key, value)?;
-            }
-            inserted.push(absent);
-        }
-        Ok(inserted)
+        entries
+            .into_iter()
+            .map(|(key, value)| inner.put_new(space, key, value))
+            .collect()
     }
 
     /// Removes `key`; returns the value it held.
