@@ -20,7 +20,7 @@ use crate::auth::TokenCheck;
 use crate::channels::ChannelApi;
 use crate::config_stream::ConfigApi;
 use crate::credentials::Credentials;
-use crate::delivery_log::{DeliveryLog, Retention};
+use crate::delivery_log::{self, DeliveryLog, Retention};
 use crate::error::Error;
 use crate::forwarding::ForwardingApi;
 use crate::notifications::NotificationApi;
@@ -83,6 +83,10 @@ impl ControlPlane {
             revision = store.revision(),
             "control plane store opened"
         );
+        let moved = delivery_log::move_attempts_into_pages(&store)?;
+        if moved > 0 {
+            tracing::info!(moved, "delivery attempts moved into pages");
+        }
         let notifier = Notifier::open(&store, opts)?;
         Ok(ControlPlane {
             store,

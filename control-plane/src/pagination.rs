@@ -56,6 +56,15 @@ impl Page {
         })
     }
 
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The key the token names, for a listing that is not in one tree's key order.
+    pub fn after(&self) -> Option<&[u8]> {
+        self.after.as_deref()
+    }
+
     /// Reads the page from `tree` in key order.
     pub fn read(&self, tree: &sled::Tree) -> Result<Entries, Error> {
         let start = match &self.after {
@@ -76,7 +85,7 @@ impl Page {
             items.push((key, value));
         }
         let next_page_token = match items.last() {
-            Some((key, _)) if more => URL_SAFE_NO_PAD.encode(key),
+            Some((key, _)) if more => token(key),
             _ => String::new(),
         };
         Ok(Entries {
@@ -84,6 +93,11 @@ impl Page {
             next_page_token,
         })
     }
+}
+
+/// The page token naming `key`, the last one of a page.
+pub(crate) fn token(key: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(key)
 }
 
 #[cfg(test)]

@@ -39,11 +39,11 @@ impl ForwardOutcome {
             Ok(AttemptOutcome::Retrying | AttemptOutcome::Failed) => true,
             _ => return None,
         };
-        let reason = attempt.reason.trim();
-        let reason = if reason.is_empty() {
-            "unknown error".to_owned()
-        } else {
-            reason.chars().take(MAX_REASON_CHARS).collect()
+        let reason = match attempt.reason.trim() {
+            // A success has no reason, and most outcomes are successes.
+            _ if !failed => String::new(),
+            "" => "unknown error".to_owned(),
+            reason => reason.chars().take(MAX_REASON_CHARS).collect(),
         };
         Some(ForwardOutcome {
             forwarding_set_id: attempt.forwarding_set_id.clone(),
@@ -97,7 +97,7 @@ pub(crate) fn record(
         return Ok(false);
     }
     let _guard = books.lock();
-    let mut health: HashMap<String, Option<Health>> = HashMap::new();
+    let mut health: HashMap<&str, Option<Health>> = HashMap::new();
     let mut failures: BTreeMap<Vec<u8>, Option<FailureRecord>> = BTreeMap::new();
     let mut pending: BTreeMap<String, Option<TenantNotices>> = BTreeMap::new();
     // A batch holds hundreds of attempts of a few sets: each set is read once.
@@ -112,54 +112,54 @@ pub(crate) fn record(
             ),
         };
         // The set as configured names the tenant and URL; the attempt's copy serves once it is gone.
-        let (tenant_id, channel_id, url) = match set {
+        let (tenant_id, channel_id, url): (&str, &str, &str) = match set {
             Some((tenant_id, channel_id, url)) => {
                 let url = if url.is_empty() { &o.url } else { &*url };
-                (tenant_id.clone(), channel_id.clone(), url.clone())
+                (tenant_id, channel_id, url)
             }
-            None => (o.tenant_id.clone(), o.channel_id.clone(), o.url.clone()),
+            None => (&o.tenant_id, &o.channel_id, &o.url),
         };
         if tenant_id.is_empty() {
             continue;
         }
-        let current = match health.remove(&o.forwarding_set_id) {
+        let current = match health.remove(o.forwarding_set_id.as_str()) {
             Some(h) => h,
             None => books.get(Book::Health, o.forwarding_set_id.as_bytes())?,
         };
         health.insert(
-            o.forwarding_set_id.clone(),
-            Some(next_health(current, &tenant_id, o.failed, o.time)),
+            &o.forwarding_set_id,
+            Some(next_health(current, tenant_id, o.failed, o.time)),
         );
         if !o.failed {
             continue;
         }
-        let key = failure_key(&tenant_id, &o.forwarding_set_id, &o.reason);
+        let key = failure_key(tenant_id, &o.forwarding_set_id, &o.reason);
         let record = match failures.remove(&key) {
             Some(r) => r,
             None => books.get(Book::Failures, &key)?,
         };
         let mut record = record.unwrap_or_else(|| FailureRecord {
-            tenant_id: tenant_id.clone(),
-            channel_id: channel_id.clone(),
+            tenant_id: tenant_id.to_owned(),
+            channel_id: channel_id.to_owned(),
             forwarding_set_id: o.forwarding_set_id.clone(),
-            url: url.clone(),
+            url: url.to_owned(),
             reason: o.reason.clone(),
             since_reminder: None,
             this_period: None,
         });
-        record.url = url;
+        url.clone_into(&mut record.url);
         record.since_reminder = Some(Tally::add(record.since_reminder, o.time));
         record.this_period = Some(Tally::add(record.this_period, o.time));
         failures.insert(key, Some(record));
-        if !pending.contains_key(&tenant_id) {
+        if !pending.contains_key(tenant_id) {
             let notices = books.get(Book::Tenants, tenant_id.as_bytes())?;
-            pending.insert(tenant_id.clone(), notices);
+            pending.insert(tenant_id.to_owned(), notices);
         }
     }
     let mut batch = Batch::default();
     for (id, h) in &health {
         if let Some(h) = h {
-            batch.put(Book::Health, id.clone().into_bytes(), h);
+            batch.put(Book::Health, id.as_bytes().to_vec(), h);
         }
     }
     for (key, record) in &failures {

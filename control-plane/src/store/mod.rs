@@ -4,7 +4,6 @@
 
 mod records;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use tokio::sync::watch;
 
 pub(crate) use records::*;
 
+use crate::delivery_log::{ATTEMPT_PAGES, Shelves};
 use crate::error::Error;
 use crate::sealing::Sealer;
 
@@ -172,10 +172,6 @@ pub(crate) enum Index {
     TenantSubscriptions,
 }
 
-/// Per forwarding set or subscription, how many attempts the attempts tree holds, for the targets
-/// the delivery log counted since the store was opened.
-pub(crate) type AttemptCounts = HashMap<String, usize>;
-
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Store {
@@ -185,14 +181,14 @@ pub(crate) struct Store {
 struct Inner {
     db: sled::Db,
     config_trees: Vec<Tree>,
-    attempts: Tree,
+    attempt_pages: Tree,
     deliveries: Tree,
     notifications: Tree,
     sealer: Sealer,
     writes: Mutex<()>,
-    /// The counts are only true while every writer of the attempts tree holds this lock, so they
-    /// live inside it rather than in one `DeliveryLog`.
-    delivery_log_writes: Mutex<AttemptCounts>,
+    /// The shelves are only true while every writer of the attempt pages holds this lock, so
+    /// they live inside it rather than in one `DeliveryLog`.
+    delivery_log_writes: Mutex<Shelves>,
     /// sled 0.34 can deadlock when two `flush_async` calls overlap (spacejam/sled#1308), which
     /// concurrent admin writes made happen: flushes take turns, and one flush serves every caller
     /// whose ticket was issued before it started (group commit). Holds the last ticket flushed.
@@ -240,7 +236,7 @@ impl Store {
         let (revision, _) = watch::channel(current);
         Ok(Store {
             inner: Arc::new(Inner {
-                attempts: db.open_tree("attempts")?,
+                attempt_pages: db.open_tree(ATTEMPT_PAGES)?,
                 deliveries: db.open_tree("deliveries")?,
                 notifications: db.open_tree("notifications")?,
                 db,
@@ -268,15 +264,14 @@ impl Store {
     }
 
     /// Serialises read-modify-writes of the delivery log (reports against retries and sweeps).
-    pub fn lock_delivery_log(&self) -> MutexGuard<'_, AttemptCounts> {
+    pub fn lock_delivery_log(&self) -> MutexGuard<'_, Shelves> {
         let lock = &self.inner.delivery_log_writes;
         lock.lock().unwrap_or_else(|poisoned| {
-            // A writer panicked half-way, so the counts may miss some of its writes: forgotten
-            // counts are taken again from the tree.
+            // A writer panicked half-way, so the shelves may miss some of its writes.
             lock.clear_poison();
-            let mut counts = poisoned.into_inner();
-            counts.clear();
-            counts
+            let mut shelves = poisoned.into_inner();
+            shelves.forget_targets();
+            shelves
         })
     }
 
@@ -443,8 +438,8 @@ impl Store {
             .collect()
     }
 
-    pub fn attempts_tree(&self) -> &Tree {
-        &self.inner.attempts
+    pub fn attempt_pages_tree(&self) -> &Tree {
+        &self.inner.attempt_pages
     }
 
     pub fn deliveries_tree(&self) -> &Tree {
@@ -458,6 +453,21 @@ impl Store {
     /// A tree outside the configuration that one module owns (the notifier's ledgers).
     pub fn named_tree(&self, name: &str) -> Result<Tree, Error> {
         Ok(self.inner.db.open_tree(name)?)
+    }
+
+    /// Whether the store holds a tree of that name, without creating it.
+    pub fn has_tree(&self, name: &str) -> bool {
+        self.inner
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == name.as_bytes())
+    }
+
+    /// Removes a tree that is no longer used.
+    pub fn drop_tree(&self, name: &str) -> Result<(), Error> {
+        self.inner.db.drop_tree(name)?;
+        Ok(())
     }
 
     pub fn find_delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, Error> {

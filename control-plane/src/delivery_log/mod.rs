@@ -1,20 +1,26 @@
-//! The delivery log: attempts reported by nodes (bounded per target by count and age), the state
-//! of each delivery not yet delivered folded from them (bounded by age), and DeliveryService over
-//! both. A delivered delivery keeps no record: at thousands of deliveries a second, one record
-//! each for the retention age would be the bulk of the store and of its writes, and only a
-//! failed delivery can be retried.
+//! The delivery log: attempts reported by nodes (bounded per target by count and age, stored in
+//! pages: `pages`), the state of each delivery not yet delivered folded from them (bounded by
+//! age), and DeliveryService over both. A delivered delivery keeps no record: at thousands of
+//! deliveries a second, one record each for the retention age would be the bulk of the store and
+//! of its writes, and only a failed delivery can be retried.
+
+mod pages;
+mod recent;
+mod upgrade;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::time::Duration;
 
+pub(crate) use pages::TREE as ATTEMPT_PAGES;
+pub(crate) use upgrade::move_attempts_into_pages;
+
 use hookplane_proto::v1::delivery_service_server::DeliveryService;
 use hookplane_proto::v1::{
     AttemptOutcome, Delivery, DeliveryAttempt, DeliveryState, ListDeliveryAttemptsRequest,
     ListDeliveryAttemptsResponse, RetryDeliveryRequest,
 };
-use prost::Message as _;
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
@@ -22,22 +28,17 @@ use crate::clock::Time;
 use crate::error::Error;
 use crate::ids;
 use crate::notify::Notifier;
-use crate::pagination::Page;
-use crate::store::{AttemptCounts, DeliveryRecord, Store};
+use crate::pagination::{self, Page};
+use crate::store::{DeliveryRecord, Store};
 use crate::validate;
+use pages::{After, Shelf, micros, target_prefix};
+use recent::RecentIds;
 
 /// How many attempts and for how long they are kept per forwarding set or subscription.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Retention {
     pub count: usize,
     pub age: Duration,
-}
-
-/// What a full scan of a target's attempts did.
-#[derive(Debug, Clone, Copy)]
-struct Pruned {
-    kept: usize,
-    removed: usize,
 }
 
 #[derive(Clone)]
@@ -53,25 +54,24 @@ pub(crate) struct DeliveryLog {
 /// Delivery records a sweep reads per turn of the lock.
 const SWEEP_CHUNK: usize = 1000;
 
-fn target_prefix(target_id: &str) -> Vec<u8> {
-    format!("{target_id}/").into_bytes()
+/// How far back a target's stored attempts are remembered by id when its first batch since the
+/// store was opened arrives: a node sends a report again within this, even across a restart.
+const RESENT_WITHIN: Duration = Duration::from_secs(600);
+
+/// What the attempt log keeps in memory while the store is open. It lives behind the store's
+/// delivery-log lock, as it is only true while every writer of the pages holds that lock.
+#[derive(Default)]
+pub(crate) struct Shelves {
+    /// The targets written since the store was opened.
+    targets: HashMap<String, Shelf>,
+    recent: RecentIds,
 }
 
-/// `target/` + big-endian (u64::MAX - time in µs) + `/` + attempt id: newest first per target.
-fn attempt_key(target_id: &str, time: Time, attempt_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(target_id.len() + 10 + attempt_id.len());
-    key.extend_from_slice(target_id.as_bytes());
-    key.push(b'/');
-    key.extend_from_slice(&(u64::MAX - time.unix_micros()).to_be_bytes());
-    key.push(b'/');
-    key.extend_from_slice(attempt_id.as_bytes());
-    key
-}
-
-/// The attempt time encoded in a key, in µs since the epoch.
-fn key_micros(key: &[u8], prefix_len: usize) -> Option<u64> {
-    let bytes: [u8; 8] = key.get(prefix_len..prefix_len + 8)?.try_into().ok()?;
-    Some(u64::MAX - u64::from_be_bytes(bytes))
+impl Shelves {
+    /// After a writer failed half-way: each target is read from the tree again at its next batch.
+    pub fn forget_targets(&mut self) {
+        self.targets.clear();
+    }
 }
 
 /// The forwarding set or subscription an accepted attempt is listed under.
@@ -191,56 +191,56 @@ impl DeliveryLog {
     }
 
     /// Stores a node's batch of attempts; returns how many were stored. Attempts naming neither a
-    /// forwarding set nor a subscription cannot be listed, so they are dropped. Once it returns,
-    /// each target of the batch holds at most its newest `retention.count` attempts, none older
-    /// than the retention age.
+    /// forwarding set nor a subscription cannot be listed, so they are dropped; an attempt stored
+    /// lately (the node sends a report again when it missed the answer) is not stored again. Once
+    /// it returns, each target of the batch holds at most its newest `retention.count` attempts,
+    /// none older than the retention age.
     pub fn record(&self, node_id: &str, attempts: Vec<DeliveryAttempt>) -> Result<u64, Error> {
-        let mut counts = self.store.lock_delivery_log();
-        let recorded = self.record_counted(&mut counts, node_id, attempts);
+        let mut shelves = self.store.lock_delivery_log();
+        let recorded = self.record_shelved(&mut shelves, node_id, attempts);
         if recorded.is_err() {
-            // Keys may have been written or removed that the counts missed; a target without a
-            // count is counted again from the tree at its next batch.
-            counts.clear();
+            shelves.forget_targets();
         }
         recorded
     }
 
-    fn record_counted(
+    fn record_shelved(
         &self,
-        counts: &mut AttemptCounts,
+        shelves: &mut Shelves,
         node_id: &str,
         attempts: Vec<DeliveryAttempt>,
     ) -> Result<u64, Error> {
-        let tree = self.store.attempts_tree();
+        let tree = self.store.attempt_pages_tree();
         let now = Time::now();
         let cutoff = now.minus(self.retention.age).unix_micros();
         let batch: Vec<(DeliveryAttempt, Time)> = attempts
             .into_iter()
             .filter_map(|attempt| accept(node_id, attempt, now))
             .collect();
+        let accepted = batch.len() as u64;
 
-        // Per target of the batch, how many keys it gained.
-        let mut gained: HashMap<&str, usize> = HashMap::new();
+        for (attempt, _) in &batch {
+            let target = target_of(attempt);
+            if !shelves.targets.contains_key(target) {
+                // First written since the store was opened: its recent attempts are remembered
+                // too, so that a report sent again across a restart is still known.
+                let shelf = Shelf::load(tree, target)?;
+                for stored in shelf.read_since(tree, now.minus(RESENT_WITHIN).unix_micros())? {
+                    shelves.recent.insert(&stored.id);
+                }
+                shelves.targets.insert(target.to_owned(), shelf);
+            }
+        }
+
+        let mut in_batch = HashSet::new();
+        let is_new: Vec<bool> = batch
+            .iter()
+            .map(|(a, _)| !shelves.recent.contains(&a.id) && in_batch.insert(a.id.as_str()))
+            .collect();
         let mut folds: HashMap<&str, Fold<'_>> = HashMap::new();
         let mut fresh = Vec::new();
-        let mut past_age = HashSet::new();
-        for (attempt, time) in &batch {
+        for ((attempt, time), _) in batch.iter().zip(&is_new).filter(|(_, new)| **new) {
             let time = *time;
-            let target = target_of(attempt);
-            let key = attempt_key(target, time, &attempt.id);
-            let target_gained = gained.entry(target).or_default();
-            let is_new = if time.unix_micros() < cutoff {
-                // Retention would remove it at once; it still counts for its delivery.
-                !tree.contains_key(&key)? && past_age.insert(key)
-            } else {
-                // An attempt reported again replaces its key: the target holds no more than before.
-                let is_new = tree.insert(key, attempt.encode_to_vec())?.is_none();
-                *target_gained += usize::from(is_new);
-                is_new
-            };
-            if !is_new {
-                continue;
-            }
             if !attempt.delivery_id.is_empty() {
                 let fold = match folds.entry(&attempt.delivery_id) {
                     Entry::Occupied(e) => e.into_mut(),
@@ -268,64 +268,35 @@ impl DeliveryLog {
             notifier.record_attempts(fresh);
         }
 
-        for (target, target_gained) in gained {
-            match counts.get_mut(target) {
-                Some(held) => {
-                    *held += target_gained;
-                    let excess = held.saturating_sub(self.retention.count);
-                    let removed = self.trim_oldest(target, excess, cutoff)?;
-                    *held = held.saturating_sub(removed);
-                }
-                None => {
-                    // Not counted since the store was opened (or the count was dropped): one
-                    // scan of the target counts it.
-                    let pruned = self.prune_target(target, cutoff)?;
-                    counts.insert(target.to_owned(), pruned.kept);
-                }
+        // Retention would remove at once an attempt already past the age; it still counted for
+        // its delivery above.
+        let mut by_target: HashMap<String, Vec<DeliveryAttempt>> = HashMap::new();
+        let mut stored_ids = Vec::new();
+        for ((attempt, time), new) in batch.into_iter().zip(is_new) {
+            if !new {
+                continue;
+            }
+            stored_ids.push(attempt.id.clone());
+            if time.unix_micros() >= cutoff {
+                by_target
+                    .entry(target_of(&attempt).to_owned())
+                    .or_default()
+                    .push(attempt);
             }
         }
-        Ok(batch.len() as u64)
-    }
-
-    /// Removes a target's `excess` oldest attempts and any older than `cutoff` (µs); returns how
-    /// many it removed. Keys sort newest first, so both sit at the end of the target's range,
-    /// where a reverse scan finds them without reading the attempts that stay (but one).
-    fn trim_oldest(&self, target: &str, excess: usize, cutoff: u64) -> Result<usize, Error> {
-        let tree = self.store.attempts_tree();
-        let prefix = target_prefix(target);
-        let mut removed = 0;
-        for key in tree.scan_prefix(&prefix).keys().rev() {
-            let key = key?;
-            let too_old = key_micros(&key, prefix.len()).is_some_and(|t| t < cutoff);
-            if removed >= excess && !too_old {
-                break;
-            }
-            tree.remove(&key)?;
-            removed += 1;
-        }
-        Ok(removed)
-    }
-
-    /// Keeps the newest `count` attempts of a target that are not older than `cutoff` (µs),
-    /// reading every one of them, so that it also counts them.
-    fn prune_target(&self, target: &str, cutoff: u64) -> Result<Pruned, Error> {
-        let tree = self.store.attempts_tree();
-        let prefix = target_prefix(target);
-        let mut pruned = Pruned {
-            kept: 0,
-            removed: 0,
-        };
-        for key in tree.scan_prefix(&prefix).keys() {
-            let key = key?;
-            let too_old = key_micros(&key, prefix.len()).is_some_and(|t| t < cutoff);
-            if pruned.kept >= self.retention.count || too_old {
-                tree.remove(&key)?;
-                pruned.removed += 1;
-            } else {
-                pruned.kept += 1;
+        for (target, attempts) in by_target {
+            if let Some(shelf) = shelves.targets.get_mut(&target)
+                && let Err(e) = shelf.add_and_trim(tree, attempts, self.retention.count, cutoff)
+            {
+                shelves.targets.remove(&target);
+                return Err(e);
             }
         }
-        Ok(pruned)
+        // Only now: a batch that failed half-way is stored in full when the node sends it again.
+        for id in &stored_ids {
+            shelves.recent.insert(id);
+        }
+        Ok(accepted)
     }
 
     /// Applies retention to every target, and forgets deliveries whose last attempt is older than
@@ -333,33 +304,27 @@ impl DeliveryLog {
     pub fn sweep(&self) -> Result<usize, Error> {
         let now = Time::now();
         let cutoff = now.minus(self.retention.age);
+        let tree = self.store.attempt_pages_tree();
         let mut targets = BTreeSet::new();
-        for key in self.store.attempts_tree().iter().keys() {
+        for key in tree.iter().keys() {
             let key = key?;
             if let Some(slash) = key.iter().position(|b| *b == b'/') {
                 targets.insert(String::from_utf8_lossy(&key[..slash]).into_owned());
             }
         }
-        let mut counts = self.store.lock_delivery_log();
+        let mut shelves = self.store.lock_delivery_log();
         let cutoff_micros = cutoff.unix_micros();
         let mut removed = 0;
         for target in targets {
-            let pruned = match self.prune_target(&target, cutoff_micros) {
-                Ok(pruned) => pruned,
-                Err(e) => {
-                    // It may have removed keys before failing.
-                    counts.remove(&target);
-                    return Err(e);
-                }
-            };
-            removed += pruned.removed;
-            // Taken from the tree, so a count that went wrong somehow is right again.
-            counts.insert(target, pruned.kept);
+            // Read from the tree again, so that a shelf that went wrong somehow is right again.
+            shelves.targets.remove(&target);
+            let mut shelf = Shelf::load(tree, &target)?;
+            removed += shelf.trim_now(tree, self.retention.count, cutoff_micros)?;
+            shelves.targets.insert(target, shelf);
         }
-        // Deleted targets, and idle ones whose attempts all aged out, need no count. One first
-        // written since the scan above keeps its count, which is right.
-        counts.retain(|_, held| *held > 0);
-        drop(counts);
+        // Deleted targets, and idle ones whose attempts all aged out, need no shelf.
+        shelves.targets.retain(|_, shelf| shelf.held() > 0);
+        drop(shelves);
         self.forget_deliveries(cutoff)?;
         Ok(removed)
     }
@@ -415,21 +380,30 @@ impl DeliveryLog {
                 ));
             }
         };
-        let page = Page::new(req.page_size, &req.page_token, &target_prefix(target))?
-            .read(self.store.attempts_tree())?;
-        let attempts = page
-            .items
-            .iter()
-            .map(|(_, v)| {
-                DeliveryAttempt::decode(v.as_ref()).map_err(|e| Error::Corrupt {
-                    tree: "attempts",
-                    detail: e.to_string(),
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let prefix = target_prefix(target);
+        let page = Page::new(req.page_size, &req.page_token, &prefix)?;
+        let after = page
+            .after()
+            .map(|key| place(key, prefix.len()))
+            .transpose()?;
+        let (attempts, more) = pages::list(
+            self.store.attempt_pages_tree(),
+            &prefix,
+            page.size(),
+            after.as_ref(),
+        )?;
+        let next_page_token = match attempts.last() {
+            Some(last) if more => {
+                let mut key = prefix;
+                key.extend_from_slice(&(u64::MAX - micros(last)).to_be_bytes());
+                key.extend_from_slice(last.id.as_bytes());
+                pagination::token(&key)
+            }
+            _ => String::new(),
+        };
         Ok(ListDeliveryAttemptsResponse {
             attempts,
-            next_page_token: page.next_page_token,
+            next_page_token,
         })
     }
 
@@ -455,6 +429,18 @@ impl DeliveryLog {
         let _ = self.retries.send(id.to_owned());
         Ok(to_proto(&record))
     }
+}
+
+/// The place in a target's list that a page token's key names: `target/`, big-endian
+/// (MAX - time in µs), attempt id.
+fn place(key: &[u8], prefix_len: usize) -> Result<After, Error> {
+    let malformed = || Error::invalid("page_token", "malformed");
+    let time: [u8; 8] = key
+        .get(prefix_len..prefix_len + 8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(malformed)?;
+    let id = std::str::from_utf8(&key[prefix_len + 8..]).map_err(|_| malformed())?;
+    Ok((u64::MAX - u64::from_be_bytes(time), id.to_owned()))
 }
 
 fn to_proto(r: &DeliveryRecord) -> Delivery {
@@ -572,23 +558,30 @@ mod tests {
 
     /// How many attempts the tree holds for `target`, whatever the page size.
     fn stored(log: &DeliveryLog, target: &str) -> usize {
-        log.store
-            .attempts_tree()
-            .scan_prefix(target_prefix(target))
-            .count()
+        Shelf::load(log.store.attempt_pages_tree(), target)
+            .unwrap()
+            .held()
     }
 
     /// Stores an attempt `seconds_ago` under `target` behind the log's back.
     fn insert_directly(log: &DeliveryLog, target: &str, seconds_ago: u64, id: &str) {
-        let key = attempt_key(
-            target,
-            Time::now().minus(Duration::from_secs(seconds_ago)),
-            id,
+        let attempt = DeliveryAttempt {
+            id: id.to_owned(),
+            time: Some(
+                Time::now()
+                    .minus(Duration::from_secs(seconds_ago))
+                    .to_proto(),
+            ),
+            ..DeliveryAttempt::default()
+        };
+        let mut batch = sled::Batch::default();
+        pages::write_pages(
+            &mut batch,
+            &target_prefix(target),
+            vec![attempt],
+            rand::random,
         );
-        log.store
-            .attempts_tree()
-            .insert(key, DeliveryAttempt::default().encode_to_vec())
-            .unwrap();
+        log.store.attempt_pages_tree().apply_batch(batch).unwrap();
     }
 
     const DAY: Duration = Duration::from_secs(86_400);
@@ -654,16 +647,7 @@ mod tests {
     async fn the_sweep_applies_retention_to_every_target() {
         let s = setup(100, Duration::from_secs(3600)).await;
         s.report("dlv_1", 60, AttemptOutcome::Failed);
-        let old_key = attempt_key(
-            &s.fwd_id,
-            Time::now().minus(Duration::from_secs(7200)),
-            "att_old",
-        );
-        s.log
-            .store
-            .attempts_tree()
-            .insert(old_key, DeliveryAttempt::default().encode_to_vec())
-            .unwrap();
+        insert_directly(&s.log, &s.fwd_id, 7200, "att_old");
         assert_eq!(s.log.sweep().unwrap(), 1);
         assert_eq!(list(&s.log, &s.fwd_id).await.len(), 1);
     }
@@ -913,15 +897,11 @@ mod tests {
         );
     }
 
-    /// The times of the attempts the tree holds for `target`, in key order (newest first).
+    /// The times of the attempts the tree holds for `target`, newest first.
     fn kept_times(log: &DeliveryLog, target: &str) -> Vec<i64> {
-        log.store
-            .attempts_tree()
-            .scan_prefix(target_prefix(target))
-            .values()
-            .map(|v| DeliveryAttempt::decode(v.unwrap().as_ref()).unwrap())
-            .map(|a| a.time.unwrap().seconds)
-            .collect()
+        let tree = log.store.attempt_pages_tree();
+        let (all, _) = pages::list(tree, &target_prefix(target), 1_000_000, None).unwrap();
+        all.iter().map(|a| a.time.unwrap().seconds).collect()
     }
 
     #[tokio::test]
@@ -1091,6 +1071,38 @@ mod tests {
         assert_eq!(delivery.attempts, 3);
         assert_eq!(delivery.state, DeliveryState::Pending as i32);
         assert!(delivery.last_attempt_time > recorded.last_attempt_time);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_reported_again_after_a_restart_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::generate();
+        let path = dir.path().join("store");
+        let open = || {
+            DeliveryLog::new(
+                Store::open(&path, Sealer::new(&key)).unwrap(),
+                Retention {
+                    count: 100,
+                    age: DAY,
+                },
+                broadcast::channel(16).0,
+            )
+        };
+        let report = || {
+            let mut one = attempt("fwd_x", "dlv_1", 5, AttemptOutcome::Failed);
+            one.id = "att_1".into();
+            vec![one]
+        };
+        let log = open();
+        log.record("n", report()).unwrap();
+        drop(log);
+
+        // The node missed the answer, and sends the report again to the restarted control plane.
+        let restarted = open();
+        restarted.record("n", report()).unwrap();
+        assert_eq!(stored(&restarted, "fwd_x"), 1);
+        let delivery = restarted.store.find_delivery("dlv_1").unwrap().unwrap();
+        assert_eq!(delivery.attempts, 1);
     }
 
     #[tokio::test]
