@@ -21,6 +21,9 @@ use crate::error::Error;
 
 /// The most attempts one page holds: trimming a page short rewrites it whole.
 pub(super) const PAGE_MAX: usize = 128;
+/// A batch this small joins the target's last page while that page is this small too: a target
+/// that gets an attempt or two a batch would otherwise hold a page, and a key in memory, for each.
+const SMALL: usize = PAGE_MAX / 4;
 const ID_LEN: usize = 16;
 const KEY_LEN: usize = 8 + 8 + 4 + ID_LEN;
 pub(crate) const TREE: &str = "attempt_pages";
@@ -203,6 +206,8 @@ pub(crate) struct Shelf {
     prefix: Vec<u8>,
     pages: BTreeSet<PageKey>,
     held: usize,
+    /// The page the last batch made or joined, as it was stored.
+    last_written: Option<PageKey>,
 }
 
 impl Shelf {
@@ -221,6 +226,7 @@ impl Shelf {
             prefix,
             pages,
             held,
+            last_written: None,
         })
     }
 
@@ -250,9 +256,38 @@ impl Shelf {
         cutoff: u64,
     ) -> Result<usize, Error> {
         let mut loose = HashMap::new();
+        let mut attempts = attempts;
+        let joinable = self.last_written.filter(|last| {
+            (1..SMALL).contains(&attempts.len()) && last.len() < SMALL && self.pages.contains(last)
+        });
+        if let Some(last) = joinable
+            && let Some(value) = tree.get(last.full(&self.prefix))?
+        {
+            let mut joined = decode(&value)?;
+            joined.append(&mut attempts);
+            joined.sort_by(newest_first);
+            self.pages.remove(&last);
+            let key = PageKey::of(&joined, last.id());
+            self.pages.insert(key);
+            self.held += joined.len() - last.len();
+            self.last_written = Some(key);
+            let stored_as = Some(last);
+            let attempts = joined;
+            loose.insert(
+                key.id(),
+                Loose {
+                    stored_as,
+                    attempts,
+                },
+            );
+        }
         for (key, attempts) in paginate(attempts, rand::random) {
             self.pages.insert(key);
             self.held += attempts.len();
+            // Pages come newest first: the first is the one a next small batch may join.
+            if loose.is_empty() {
+                self.last_written = Some(key);
+            }
             let stored_as = None;
             loose.insert(
                 key.id(),
@@ -439,6 +474,18 @@ mod tests {
             .collect()
     }
 
+    /// Stores `attempts` as a page of their own, as a batch too large to join the last page is.
+    fn apart(
+        shelf: &mut Shelf,
+        tree: &Tree,
+        attempts: Vec<DeliveryAttempt>,
+        count: usize,
+        cutoff: u64,
+    ) -> Result<usize, Error> {
+        shelf.last_written = None;
+        shelf.add_and_trim(tree, attempts, count, cutoff)
+    }
+
     fn ids(attempts: &[DeliveryAttempt]) -> Vec<&str> {
         attempts.iter().map(|a| a.id.as_str()).collect()
     }
@@ -498,7 +545,7 @@ mod tests {
         let mut shelf = Shelf::load(&tree, "fwd_1").unwrap();
         // Three batches whose times interleave, as from three nodes.
         for seconds in [[10, 40, 70, 100], [20, 50, 80, 110], [30, 60, 90, 5]] {
-            shelf.add_and_trim(&tree, batch(&seconds), 100, 0).unwrap();
+            apart(&mut shelf, &tree, batch(&seconds), 100, 0).unwrap();
         }
         let mut expected = [10, 40, 70, 100, 20, 50, 80, 110, 30, 60, 90, 5];
         expected.sort_by(|a, b| b.cmp(a));
@@ -523,11 +570,9 @@ mod tests {
     fn trimming_removes_the_oldest_attempts_whichever_pages_hold_them() {
         let tree = tree();
         let mut shelf = Shelf::load(&tree, "fwd_1").unwrap();
-        shelf
-            .add_and_trim(&tree, batch(&[1, 50, 90]), 4, 0)
-            .unwrap();
-        shelf.add_and_trim(&tree, batch(&[2, 3, 60]), 4, 0).unwrap();
-        let removed = shelf.add_and_trim(&tree, batch(&[70, 4]), 4, 0).unwrap();
+        apart(&mut shelf, &tree, batch(&[1, 50, 90]), 4, 0).unwrap();
+        apart(&mut shelf, &tree, batch(&[2, 3, 60]), 4, 0).unwrap();
+        let removed = apart(&mut shelf, &tree, batch(&[70, 4]), 4, 0).unwrap();
         assert_eq!(removed, 2);
         assert_eq!(shelf.held(), 4);
         assert_eq!(
@@ -544,10 +589,8 @@ mod tests {
     fn trimming_removes_attempts_older_than_the_cutoff_however_few_are_held() {
         let tree = tree();
         let mut shelf = Shelf::load(&tree, "fwd_1").unwrap();
-        shelf
-            .add_and_trim(&tree, batch(&[1, 2, 30]), 100, 0)
-            .unwrap();
-        shelf.add_and_trim(&tree, batch(&[3, 40]), 100, 0).unwrap();
+        apart(&mut shelf, &tree, batch(&[1, 2, 30]), 100, 0).unwrap();
+        apart(&mut shelf, &tree, batch(&[3, 40]), 100, 0).unwrap();
         let removed = shelf.trim_now(&tree, 100, 10 * 1_000_000).unwrap();
         assert_eq!(removed, 3);
         assert_eq!(listed(&tree, 10), ["att_0040", "att_0030"]);
@@ -557,9 +600,9 @@ mod tests {
     fn a_page_wholly_past_the_count_is_removed_and_the_next_cut_short() {
         let tree = tree();
         let mut shelf = Shelf::load(&tree, "fwd_1").unwrap();
-        shelf.add_and_trim(&tree, batch(&[1, 2]), 3, 0).unwrap();
-        shelf.add_and_trim(&tree, batch(&[3, 4, 5]), 3, 0).unwrap();
-        shelf.add_and_trim(&tree, batch(&[6, 7]), 3, 0).unwrap();
+        apart(&mut shelf, &tree, batch(&[1, 2]), 3, 0).unwrap();
+        apart(&mut shelf, &tree, batch(&[3, 4, 5]), 3, 0).unwrap();
+        apart(&mut shelf, &tree, batch(&[6, 7]), 3, 0).unwrap();
         assert_eq!(tree.len(), 2);
         assert_eq!(
             ids(&list(&tree, b"fwd_1/", 10, None).unwrap().0),
@@ -568,13 +611,29 @@ mod tests {
     }
 
     #[test]
+    fn batches_of_a_few_attempts_fill_one_page_rather_than_one_page_each() {
+        let tree = tree();
+        let mut shelf = Shelf::load(&tree, "fwd_1").unwrap();
+        let batches = SMALL as u64 + 8;
+        for second in 1..=batches {
+            shelf
+                .add_and_trim(&tree, batch(&[second]), 1000, 0)
+                .unwrap();
+        }
+        assert_eq!(tree.len(), 2);
+        assert_eq!(shelf.held(), batches as usize);
+        let expected: Vec<String> = (1..=batches).rev().map(|s| format!("att_{s:04}")).collect();
+        assert_eq!(listed(&tree, 7), expected);
+        let reloaded = Shelf::load(&tree, "fwd_1").unwrap();
+        assert_eq!(reloaded.pages, shelf.pages);
+    }
+
+    #[test]
     fn a_place_in_the_list_skips_pages_wholly_before_it() {
         let tree = tree();
         let mut shelf = Shelf::load(&tree, "fwd_1").unwrap();
-        shelf
-            .add_and_trim(&tree, batch(&[100, 110]), 100, 0)
-            .unwrap();
-        shelf.add_and_trim(&tree, batch(&[10, 20]), 100, 0).unwrap();
+        apart(&mut shelf, &tree, batch(&[100, 110]), 100, 0).unwrap();
+        apart(&mut shelf, &tree, batch(&[10, 20]), 100, 0).unwrap();
         let after = (20 * 1_000_000 + 1, "att_z".to_owned());
         let (page, more) = list(&tree, b"fwd_1/", 10, Some(&after)).unwrap();
         assert_eq!(ids(&page), ["att_0020", "att_0010"]);
