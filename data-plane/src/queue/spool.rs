@@ -341,12 +341,20 @@ fn open_when_free(config: &sled::Config) -> sled::Result<sled::Db> {
     }
 }
 
+/// An enqueue's jobs with their bodies' keys, stored and synced, and the time they arrived (ms).
+type Arrival = (u64, Vec<(Job, BodyKey)>);
+
 /// The node-local [`Queue`].
 pub struct Spool {
     db: sled::Db,
     journal: Journal,
     bodies: Bodies,
     schedule: Mutex<Schedule>,
+    /// Jobs stored and synced by an enqueue, with the time they arrived, for the schedule to take
+    /// in the next time anyone takes its lock. The ingress waits for nobody's lock but this one,
+    /// held only to push or to swap: the schedule's is held by the delivery threads, at a lower
+    /// priority, for whole leases, and a holder preempted there kept acknowledgements waiting.
+    inbox: Mutex<Vec<Arrival>>,
     arrivals: Notify,
 }
 
@@ -402,6 +410,7 @@ impl Spool {
             journal,
             bodies,
             schedule: Mutex::new(schedule),
+            inbox: Mutex::default(),
             arrivals: Notify::new(),
         })
     }
@@ -418,8 +427,20 @@ impl Spool {
         &self.db
     }
 
+    /// The schedule, with every job enqueued so far in it.
     fn schedule(&self) -> MutexGuard<'_, Schedule> {
-        self.schedule.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut schedule = self.schedule.lock().unwrap_or_else(PoisonError::into_inner);
+        let arrived =
+            std::mem::take(&mut *self.inbox.lock().unwrap_or_else(PoisonError::into_inner));
+        for (now, added) in arrived {
+            for (job, body) in added {
+                let id = job.delivery_id.clone();
+                let lane = job.lane().into_owned();
+                schedule.hold(&id, &lane, now, Some(job));
+                schedule.name_body(&id, &body);
+            }
+        }
+        schedule
     }
 
     /// The job's record; its job lacks body and headers when they are stored apart.
@@ -578,15 +599,10 @@ impl Queue for Spool {
         let now = unix_ms(SystemTime::now());
         let added = self.insert_new(jobs)?;
         self.journal.sync().await?;
-        {
-            let mut schedule = self.schedule();
-            for (job, body) in added {
-                let id = job.delivery_id.clone();
-                let lane = job.lane().into_owned();
-                schedule.hold(&id, &lane, now, Some(job));
-                schedule.name_body(&id, &body);
-            }
-        }
+        self.inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((now, added));
         self.arrivals.notify_waiters();
         Ok(())
     }
@@ -997,6 +1013,36 @@ mod tests {
 
     fn ids(jobs: &[Job]) -> Vec<&str> {
         jobs.iter().map(|j| j.delivery_id.as_str()).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_enqueue_completes_while_a_delivery_thread_holds_the_schedule() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(Spool::open(dir.path()).unwrap());
+        let (locked, is_locked) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn({
+            let spool = Arc::clone(&spool);
+            move || {
+                let _schedule = spool.schedule.lock().unwrap();
+                locked.send(()).unwrap();
+                // Bounded, so that an enqueue that waits for this lock fails the test, not hangs it.
+                let _ = released.recv_timeout(Duration::from_secs(60));
+            }
+        });
+        is_locked.recv().unwrap();
+        let enqueuing = tokio::spawn({
+            let spool = Arc::clone(&spool);
+            async move { spool.enqueue(vec![job("dlv_a")]).await }
+        });
+        let enqueued = tokio::time::timeout(Duration::from_secs(30), enqueuing).await;
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        enqueued
+            .expect("the enqueue waited for the schedule's lock")
+            .unwrap()
+            .unwrap();
+        assert_eq!(ids(&lease_now(&spool, 10).await), ["dlv_a"]);
     }
 
     #[tokio::test]
