@@ -9,7 +9,7 @@ mod recent;
 mod upgrade;
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ use crate::notify::Notifier;
 use crate::pagination::{self, Page};
 use crate::store::{DeliveryRecord, Store};
 use crate::validate;
-use pages::{After, Shelf, micros, target_prefix};
+use pages::{Shelf, place, place_key, target_prefix};
 use recent::RecentIds;
 
 /// How many attempts and for how long they are kept per forwarding set or subscription.
@@ -305,25 +305,18 @@ impl DeliveryLog {
         let now = Time::now();
         let cutoff = now.minus(self.retention.age);
         let tree = self.store.attempt_pages_tree();
-        let mut targets = BTreeSet::new();
-        for key in tree.iter().keys() {
-            let key = key?;
-            if let Some(slash) = key.iter().position(|b| *b == b'/') {
-                targets.insert(String::from_utf8_lossy(&key[..slash]).into_owned());
-            }
-        }
         let mut shelves = self.store.lock_delivery_log();
+        // Every shelf read from the tree again, so that one that went wrong somehow is right again.
+        shelves.forget_targets();
         let cutoff_micros = cutoff.unix_micros();
         let mut removed = 0;
-        for target in targets {
-            // Read from the tree again, so that a shelf that went wrong somehow is right again.
-            shelves.targets.remove(&target);
-            let mut shelf = Shelf::load(tree, &target)?;
+        for (target, mut shelf) in Shelf::load_all(tree)? {
             removed += shelf.trim_now(tree, self.retention.count, cutoff_micros)?;
-            shelves.targets.insert(target, shelf);
+            // Idle targets whose attempts all aged out need no shelf.
+            if shelf.held() > 0 {
+                shelves.targets.insert(target, shelf);
+            }
         }
-        // Deleted targets, and idle ones whose attempts all aged out, need no shelf.
-        shelves.targets.retain(|_, shelf| shelf.held() > 0);
         drop(shelves);
         self.forget_deliveries(cutoff)?;
         Ok(removed)
@@ -393,12 +386,7 @@ impl DeliveryLog {
             after.as_ref(),
         )?;
         let next_page_token = match attempts.last() {
-            Some(last) if more => {
-                let mut key = prefix;
-                key.extend_from_slice(&(u64::MAX - micros(last)).to_be_bytes());
-                key.extend_from_slice(last.id.as_bytes());
-                pagination::token(&key)
-            }
+            Some(last) if more => pagination::token(&place_key(&prefix, last)),
             _ => String::new(),
         };
         Ok(ListDeliveryAttemptsResponse {
@@ -429,18 +417,6 @@ impl DeliveryLog {
         let _ = self.retries.send(id.to_owned());
         Ok(to_proto(&record))
     }
-}
-
-/// The place in a target's list that a page token's key names: `target/`, big-endian
-/// (MAX - time in µs), attempt id.
-fn place(key: &[u8], prefix_len: usize) -> Result<After, Error> {
-    let malformed = || Error::invalid("page_token", "malformed");
-    let time: [u8; 8] = key
-        .get(prefix_len..prefix_len + 8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(malformed)?;
-    let id = std::str::from_utf8(&key[prefix_len + 8..]).map_err(|_| malformed())?;
-    Ok((u64::MAX - u64::from_be_bytes(time), id.to_owned()))
 }
 
 fn to_proto(r: &DeliveryRecord) -> Delivery {

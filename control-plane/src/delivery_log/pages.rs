@@ -211,23 +211,54 @@ pub(crate) struct Shelf {
 }
 
 impl Shelf {
+    fn empty(prefix: Vec<u8>) -> Shelf {
+        Shelf {
+            prefix,
+            pages: BTreeSet::new(),
+            held: 0,
+            last_written: None,
+        }
+    }
+
+    /// Takes in a page read from the tree; a key of another shape is passed over.
+    fn shelve(&mut self, key: &[u8]) {
+        if let Some(page) = PageKey::parse(key, self.prefix.len()) {
+            self.held += page.len();
+            self.pages.insert(page);
+        }
+    }
+
     /// Reads the keys of `target`'s pages.
     pub fn load(tree: &Tree, target: &str) -> Result<Shelf, Error> {
-        let prefix = target_prefix(target);
-        let mut pages = BTreeSet::new();
-        let mut held = 0;
-        for key in tree.scan_prefix(&prefix).keys() {
-            if let Some(page) = PageKey::parse(&key?, prefix.len()) {
-                held += page.len();
-                pages.insert(page);
+        let mut shelf = Shelf::empty(target_prefix(target));
+        for key in tree.scan_prefix(&shelf.prefix).keys() {
+            shelf.shelve(&key?);
+        }
+        Ok(shelf)
+    }
+
+    /// Every target's shelf, each key of the tree read once (the sweep).
+    pub fn load_all(tree: &Tree) -> Result<Vec<(String, Shelf)>, Error> {
+        let mut shelves: Vec<(String, Shelf)> = Vec::new();
+        for key in tree.iter().keys() {
+            let key = key?;
+            let Some(slash) = key.iter().position(|b| *b == b'/') else {
+                continue;
+            };
+            // Keys come in order, so the keys under one `target/` prefix come together.
+            let prefix = &key[..=slash];
+            if shelves
+                .last()
+                .is_none_or(|(_, shelf)| shelf.prefix != prefix)
+            {
+                let target = String::from_utf8_lossy(&key[..slash]).into_owned();
+                shelves.push((target, Shelf::empty(prefix.to_vec())));
+            }
+            if let Some((_, shelf)) = shelves.last_mut() {
+                shelf.shelve(&key);
             }
         }
-        Ok(Shelf {
-            prefix,
-            pages,
-            held,
-            last_written: None,
-        })
+        Ok(shelves)
     }
 
     pub fn held(&self) -> usize {
@@ -271,15 +302,11 @@ impl Shelf {
             self.pages.insert(key);
             self.held += joined.len() - last.len();
             self.last_written = Some(key);
-            let stored_as = Some(last);
-            let attempts = joined;
-            loose.insert(
-                key.id(),
-                Loose {
-                    stored_as,
-                    attempts,
-                },
-            );
+            let page = Loose {
+                stored_as: Some(last),
+                attempts: joined,
+            };
+            loose.insert(key.id(), page);
         }
         for (key, attempts) in paginate(attempts, rand::random) {
             self.pages.insert(key);
@@ -288,14 +315,11 @@ impl Shelf {
             if loose.is_empty() {
                 self.last_written = Some(key);
             }
-            let stored_as = None;
-            loose.insert(
-                key.id(),
-                Loose {
-                    stored_as,
-                    attempts,
-                },
-            );
+            let page = Loose {
+                stored_as: None,
+                attempts,
+            };
+            loose.insert(key.id(), page);
         }
         let stored = self
             .trim(tree, &mut loose, count, cutoff)
@@ -362,9 +386,8 @@ impl Shelf {
                             }
                         }
                     };
-                    let stored_as = Some(page);
                     e.insert(Loose {
-                        stored_as,
+                        stored_as: Some(page),
                         attempts,
                     })
                 }
@@ -407,6 +430,26 @@ impl Shelf {
 
 /// A place in a target's list: the rank of the last attempt listed.
 pub(super) type After = (u64, String);
+
+/// The key a page token names when `last` ends the page: the target's prefix, big-endian
+/// (MAX - time in µs), attempt id. The next page starts below it.
+pub(super) fn place_key(prefix: &[u8], last: &DeliveryAttempt) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&(u64::MAX - micros(last)).to_be_bytes());
+    key.extend_from_slice(last.id.as_bytes());
+    key
+}
+
+/// The place a page token's key names (see [`place_key`]).
+pub(super) fn place(key: &[u8], prefix_len: usize) -> Result<After, Error> {
+    let malformed = || Error::invalid("page_token", "malformed");
+    let time: [u8; 8] = key
+        .get(prefix_len..prefix_len + 8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(malformed)?;
+    let id = std::str::from_utf8(&key[prefix_len + 8..]).map_err(|_| malformed())?;
+    Ok((u64::MAX - u64::from_be_bytes(time), id.to_owned()))
+}
 
 /// Up to `size` of the target's attempts that rank below `after`, newest first, and whether more
 /// follow. Pages are read newest first and the reading stops once no page left can hold an
