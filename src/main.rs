@@ -41,9 +41,9 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// The control plane: admin gRPC API, config stream, delivery log, on a sled store.
-    Control(ControlCommand),
+    Control(Box<ControlCommand>),
     /// A stateless data-plane node: LINE ingress, event publishing and deliveries.
-    Data(DataCommand),
+    Data(Box<DataCommand>),
     /// The control plane and one data-plane node in one process.
     Standalone(Box<StandaloneCommand>),
 }
@@ -132,8 +132,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match cli.command {
-        Command::Control(cmd) => run_control(cmd).await,
-        Command::Data(cmd) => run_data(cmd).await,
+        Command::Control(cmd) => run_control(*cmd).await,
+        Command::Data(cmd) => run_data(*cmd).await,
         Command::Standalone(cmd) => run_standalone(*cmd).await,
     }
 }

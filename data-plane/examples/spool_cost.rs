@@ -76,8 +76,8 @@ async fn main() -> Result<()> {
         if leased.is_empty() {
             break;
         }
-        for job in leased {
-            spool.ack(&job.delivery_id).await?;
+        for lease in leased {
+            spool.ack(lease).await?;
             settled += 1;
         }
     }

@@ -11,6 +11,9 @@ pub enum Error {
     /// The spool (sled) failed to read or write.
     #[error("spool: {0}")]
     Spool(#[from] sled::Error),
+    /// The shared queue (NATS JetStream) did not answer or refused a request.
+    #[error("queue: {0}")]
+    Queue(String),
     /// A spooled record could not be decoded (a corrupt or foreign spool).
     #[error("spool record is corrupt: {0}")]
     CorruptRecord(#[from] prost::DecodeError),
@@ -60,7 +63,9 @@ impl From<Error> for tonic::Status {
             Error::NotFound { .. } => tonic::Status::not_found(message),
             Error::Unauthenticated { .. } => tonic::Status::unauthenticated(message),
             // The caller may try again: another node, or this one once it has config or disk.
-            Error::NotReady | Error::Spool(_) | Error::Io(_) => tonic::Status::unavailable(message),
+            Error::NotReady | Error::Spool(_) | Error::Io(_) | Error::Queue(_) => {
+                tonic::Status::unavailable(message)
+            }
             Error::CorruptRecord(_)
             | Error::InvalidSetting(_)
             | Error::Outbound(_)

@@ -14,6 +14,7 @@ mod error;
 mod grpc;
 pub mod ingress;
 pub mod metrics;
+pub mod nats;
 mod options;
 pub mod outcomes;
 pub mod publish;
@@ -25,7 +26,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tracing::{info, warn};
 
 pub use error::Error;
-pub use options::{NodeConfig, NodeOptions};
+pub use options::{NodeConfig, NodeOptions, QueueChoice};
 
 use crate::{
     config::ConfigStore,
@@ -34,10 +35,46 @@ use crate::{
     delivery::{Engine, EngineSettings, retry::RetryPolicy},
     ingress::Ingress,
     metrics::Metrics,
-    outcomes::OutcomeLog,
-    publish::{IdempotencyBook, Publisher},
-    queue::{Queue, spool::Spool},
+    nats::Nats,
+    outcomes::{OutcomeLog, Outcomes, jetstream::SharedOutcomes},
+    publish::{IdempotencyBook, IdempotencyKeys, Publisher, SharedIdempotencyKeys},
+    queue::{Queue, jetstream::JetStreamQueue, spool::Spool},
 };
+
+/// What a node keeps its work in, as `--queue` chose: the one place a backend is picked.
+struct Backend {
+    queue: Arc<dyn Queue>,
+    outcomes: Arc<dyn Outcomes>,
+    idempotency: Arc<dyn IdempotencyKeys>,
+    /// Flushed at shutdown (the spool backend only).
+    spool: Option<Arc<Spool>>,
+}
+
+impl Backend {
+    async fn open(cfg: &NodeConfig, node_id: &str) -> Result<Self, Error> {
+        match &cfg.options.queue {
+            QueueChoice::Spool => {
+                std::fs::create_dir_all(&cfg.spool_dir)?;
+                let spool = Arc::new(Spool::open(&cfg.spool_dir)?);
+                Ok(Self {
+                    outcomes: Arc::new(OutcomeLog::open(spool.db())?),
+                    idempotency: Arc::new(IdempotencyBook::open(spool.db())?),
+                    queue: Arc::clone(&spool) as _,
+                    spool: Some(spool),
+                })
+            }
+            QueueChoice::Nats(servers) => {
+                let nats = Nats::connect(servers, &cfg.options.nats, node_id).await?;
+                Ok(Self {
+                    queue: Arc::new(JetStreamQueue::new(nats.clone())),
+                    outcomes: Arc::new(SharedOutcomes::new(nats.clone())),
+                    idempotency: Arc::new(SharedIdempotencyKeys::new(nats.idempotency.clone())),
+                    spool: None,
+                })
+            }
+        }
+    }
+}
 
 /// Runs a node until `shutdown` resolves: HTTP ingress (+ /healthz /readyz /metrics) on
 /// `ingress`, gRPC (EventService, health, reflection) on `grpc`.
@@ -47,15 +84,17 @@ pub async fn run(
     grpc: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let options = cfg.options;
+    let options = cfg.options.clone();
     let node_id = options
         .node_id
         .clone()
         .unwrap_or_else(|| format!("node_{}", ulid::Ulid::new().to_string().to_lowercase()));
-    std::fs::create_dir_all(&cfg.spool_dir)?;
-    let spool = Arc::new(Spool::open(&cfg.spool_dir)?);
-    let outcomes = Arc::new(OutcomeLog::open(spool.db())?);
-    let queue: Arc<dyn Queue> = Arc::clone(&spool) as _;
+    let Backend {
+        queue,
+        outcomes,
+        idempotency,
+        spool,
+    } = Backend::open(&cfg, &node_id).await?;
     let metrics = Arc::new(Metrics::default());
     let store = Arc::new(ConfigStore::default());
     let control = ControlPlane::new(&cfg.control_url, &cfg.node_token)?;
@@ -80,7 +119,7 @@ pub async fn run(
     let publisher = Publisher {
         config: Arc::clone(&store),
         queue: Arc::clone(&queue),
-        book: IdempotencyBook::open(spool.db())?,
+        book: idempotency,
     };
     let delivery = DeliveryRuntime::start(options.delivery_threads)?;
 
@@ -98,8 +137,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     tasks.spawn_on(
-        outcomes::report_outcomes(
-            Arc::clone(&outcomes),
+        Arc::clone(&outcomes).report(
             control,
             Arc::clone(&metrics),
             node_id.clone(),
@@ -156,7 +194,9 @@ pub async fn run(
     // again in the same process finds the spool free.
     delivery.stop().await;
     outcomes.spill_unsent();
-    if let Err(e) = spool.flush().await {
+    if let Some(spool) = spool
+        && let Err(e) = spool.flush().await
+    {
         warn!(error = %e, "spool flush at shutdown failed");
     }
     info!("data-plane node stopped");

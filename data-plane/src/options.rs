@@ -2,6 +2,37 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use crate::nats::NatsOptions;
+
+/// Where deliveries in flight live (`--queue`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueChoice {
+    /// The node-local spool under `--spool-dir`: one node, durable across its restarts.
+    Spool,
+    /// NATS JetStream at these servers: any number of nodes sharing one queue.
+    Nats(Vec<String>),
+}
+
+impl std::str::FromStr for QueueChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "spool" {
+            return Ok(Self::Spool);
+        }
+        let servers: Vec<String> = s.split(',').map(|u| u.trim().to_owned()).collect();
+        for server in &servers {
+            let scheme_ok = ["nats://", "tls://"].iter().any(|p| server.starts_with(p));
+            if !scheme_ok || server.len() <= "nats://".len() {
+                return Err(format!(
+                    "{server:?}: expected `spool` or nats://HOST:PORT[,nats://HOST:PORT...]"
+                ));
+            }
+        }
+        Ok(Self::Nats(servers))
+    }
+}
+
 /// Tuning of a data-plane node, flattened into `hookplane data` and `hookplane standalone`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct NodeOptions {
@@ -33,6 +64,13 @@ pub struct NodeOptions {
     /// queueing them behind a delivery backlog.
     #[arg(long, env = "HOOKPLANE_DELIVERY_THREADS", default_value_t = 0)]
     pub delivery_threads: usize,
+    /// Where deliveries in flight live: `spool` (node-local, under the spool dir) or
+    /// `nats://HOST:PORT[,nats://HOST:PORT...]` (NATS JetStream shared by every node, so nodes
+    /// can be added and removed at will).
+    #[arg(long, env = "HOOKPLANE_QUEUE", default_value = "spool")]
+    pub queue: QueueChoice,
+    #[command(flatten)]
+    pub nats: NatsOptions,
     /// The LINE Messaging API base URL (connectors push through it).
     #[arg(
         long,
@@ -55,6 +93,8 @@ impl Default for NodeOptions {
                 .collect(),
             target_concurrency: 16,
             delivery_threads: 0,
+            queue: QueueChoice::Spool,
+            nats: NatsOptions::default(),
             line_api_base_url: "https://api.line.me".to_owned(),
         }
     }
@@ -106,6 +146,30 @@ mod tests {
         assert_eq!(parsed.retry_schedule, default.retry_schedule);
         assert_eq!(parsed.target_concurrency, default.target_concurrency);
         assert_eq!(parsed.line_api_base_url, default.line_api_base_url);
+        assert_eq!(parsed.queue, default.queue);
+        assert_eq!(
+            parsed.nats.nats_stream_replicas,
+            default.nats.nats_stream_replicas
+        );
+        assert_eq!(parsed.nats.nats_prefix, default.nats.nats_prefix);
+        assert_eq!(
+            *parsed.nats.nats_dedupe_window,
+            *default.nats.nats_dedupe_window
+        );
+    }
+
+    #[test]
+    fn the_queue_is_the_spool_or_a_list_of_nats_servers() {
+        assert_eq!(parse(&["--queue", "spool"]).queue, QueueChoice::Spool);
+        assert_eq!(
+            parse(&["--queue", "nats://a:4222,nats://b:4222"]).queue,
+            QueueChoice::Nats(vec!["nats://a:4222".into(), "nats://b:4222".into()])
+        );
+        let err = Cli::try_parse_from(["hookplane", "--queue", "redis://x"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("nats://HOST:PORT"), "{err}");
     }
 
     #[test]

@@ -25,9 +25,8 @@ use crate::{
         transport::{AttemptFailure, AttemptResult},
     },
     metrics::Metrics,
-    outcomes::OutcomeLog,
-    queue::Job,
-    queue::Queue,
+    outcomes::Outcomes,
+    queue::{Job, Leased, Queue},
 };
 
 /// Attempts in flight on the whole node. Attempts are cheap tasks; the per-target cap is what
@@ -52,7 +51,7 @@ pub struct Engine {
     config: Arc<ConfigStore>,
     sender: Sender,
     connectors: Connectors,
-    outcomes: Arc<OutcomeLog>,
+    outcomes: Arc<dyn Outcomes>,
     metrics: Arc<Metrics>,
     node_id: String,
     policy: RetryPolicy,
@@ -67,7 +66,7 @@ impl Engine {
         queue: Arc<dyn Queue>,
         config: Arc<ConfigStore>,
         sender: Sender,
-        outcomes: Arc<OutcomeLog>,
+        outcomes: Arc<dyn Outcomes>,
         metrics: Arc<Metrics>,
     ) -> Self {
         // Connectors call Genesys and LINE through the same guarded sender as any brand URL.
@@ -123,9 +122,9 @@ impl Engine {
                 _ = stop.wait_for(|s| *s) => break,
             };
             match leased {
-                Ok(jobs) => {
-                    for job in jobs {
-                        self.dispatch(job, &mut in_flight).await;
+                Ok(leases) => {
+                    for leased in leases {
+                        self.dispatch(leased, &mut in_flight).await;
                     }
                 }
                 Err(e) => {
@@ -138,14 +137,14 @@ impl Engine {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, drained).await;
     }
 
-    async fn dispatch(self: &Arc<Self>, job: Job, in_flight: &mut JoinSet<()>) {
-        let Some((job, target)) = self.admit(job).await else {
+    async fn dispatch(self: &Arc<Self>, leased: Leased, in_flight: &mut JoinSet<()>) {
+        let Some((leased, target)) = self.admit(leased).await else {
             return;
         };
         // The lease took no more of this target than it had room for; a slot can only be
         // missing if the config moved the job to another target since.
         let Some(slot) = self.slots.try_take(target.id()) else {
-            self.defer(job, Duration::ZERO).await;
+            self.defer(leased, Duration::ZERO).await;
             return;
         };
         let Ok(worker) = Arc::clone(&self.workers).acquire_owned().await else {
@@ -153,48 +152,48 @@ impl Engine {
         };
         let engine = Arc::clone(self);
         in_flight.spawn(async move {
-            engine.attempt(job, target).await;
+            engine.attempt(leased, target).await;
             drop((slot, worker));
         });
     }
 
     /// Resolves a job's target and settles the jobs that may not be attempted now: target
     /// deleted, switched off, or resting behind its breaker.
-    async fn admit(&self, job: Job) -> Option<(Job, Target)> {
+    async fn admit(&self, leased: Leased) -> Option<(Leased, Target)> {
         let snapshot = self.config.load();
-        let Some(target) = Target::resolve(&snapshot, &job, &self.connectors) else {
+        let Some(target) = Target::resolve(&snapshot, &leased.job, &self.connectors) else {
             // Deleted since it was queued (a forwarding set, a subscription): nobody is left to
             // deliver to, and nobody to report the attempt to either.
-            info!(delivery_id = %job.delivery_id, "target no longer configured; delivery dropped");
-            self.settle(&job, Settle::Ack).await;
+            info!(delivery_id = %leased.job.delivery_id, "target no longer configured; delivery dropped");
+            self.settle(leased, Settle::Ack).await;
             return None;
         };
         if let Some(why) = target.switched_off() {
-            let attempt = self.attempt_record(&job, &target, SystemTime::now());
+            let attempt = self.attempt_record(&leased.job, &target, SystemTime::now());
             let failure = AttemptFailure {
                 reason: why.to_owned(),
                 retryable: false,
             };
-            self.conclude_failure(job, attempt, failure, None, Duration::ZERO)
+            self.conclude_failure(leased, attempt, failure, None, Duration::ZERO)
                 .await;
             return None;
         }
         let now = Instant::now();
         if let Admission::NotBefore(at) = self.breakers.admit(target.id(), now) {
-            self.defer(job, at.saturating_duration_since(now)).await;
+            self.defer(leased, at.saturating_duration_since(now)).await;
             return None;
         }
-        Some((job, target))
+        Some((leased, target))
     }
 
     /// Pushes a job back without an attempt, spread a little so a crowd does not return at once.
-    async fn defer(&self, job: Job, wait: Duration) {
+    async fn defer(&self, leased: Leased, wait: Duration) {
         let spread = Duration::from_millis(rand::thread_rng().gen_range(0..500));
         self.metrics.deferred();
-        let id = job.delivery_id.clone();
+        let id = leased.job.delivery_id.clone();
         if let Err(e) = self
             .queue
-            .defer(job, SystemTime::now() + wait + spread)
+            .defer(leased, SystemTime::now() + wait + spread)
             .await
         {
             warn!(delivery_id = %id, error = %e, "could not defer a delivery");
@@ -202,13 +201,13 @@ impl Engine {
     }
 
     /// Makes one attempt and settles the job by its result.
-    async fn attempt(&self, job: Job, target: Target) {
-        let number = job.attempts + 1;
+    async fn attempt(&self, leased: Leased, target: Target) {
+        let number = leased.job.attempts + 1;
         let at = SystemTime::now();
-        let mut record = self.attempt_record(&job, &target, at);
+        let mut record = self.attempt_record(&leased.job, &target, at);
         let started = Instant::now();
         let result = target
-            .attempt(&job, number, at, &self.sender, &self.connectors)
+            .attempt(&leased.job, number, at, &self.sender, &self.connectors)
             .await;
         let latency = started.elapsed();
         if let Some(unwell) = result.target_is_unwell() {
@@ -225,7 +224,7 @@ impl Engine {
         match failure {
             None => {
                 self.finish(
-                    &job,
+                    leased,
                     record,
                     AttemptOutcome::Succeeded,
                     Settle::Ack,
@@ -234,7 +233,7 @@ impl Engine {
                 .await;
             }
             Some(failure) => {
-                self.conclude_failure(job, record, failure, retry_after, latency)
+                self.conclude_failure(leased, record, failure, retry_after, latency)
                     .await;
             }
         }
@@ -259,17 +258,18 @@ impl Engine {
 
     async fn conclude_failure(
         &self,
-        job: Job,
+        leased: Leased,
         mut record: DeliveryAttempt,
         failure: AttemptFailure,
         retry_after: Option<Duration>,
         latency: Duration,
     ) {
+        let job = &leased.job;
         let number = job.attempts + 1;
         let step = if failure.retryable {
             let unit = rand::thread_rng().gen_range(0.0..=1.0);
             self.policy
-                .next_step(&job, number, retry_after, SystemTime::now(), unit)
+                .next_step(job, number, retry_after, SystemTime::now(), unit)
         } else {
             NextStep::GiveUp
         };
@@ -290,12 +290,15 @@ impl Engine {
             outcome = outcome.as_str_name(),
             "delivery attempt failed"
         );
-        self.finish(&job, record, outcome, settle, latency).await;
+        self.finish(leased, record, outcome, settle, latency).await;
     }
 
+    /// Keeps the attempt's record for the control plane, then settles the job: with a shared
+    /// queue, the record is stored before the job is, so a node lost in between leaves the job to
+    /// be attempted again rather than an attempt nobody hears of.
     async fn finish(
         &self,
-        job: &Job,
+        leased: Leased,
         mut record: DeliveryAttempt,
         outcome: AttemptOutcome,
         settle: Settle,
@@ -303,17 +306,17 @@ impl Engine {
     ) {
         record.outcome = outcome.into();
         record.latency = prost_types::Duration::try_from(latency).ok();
-        self.settle(job, settle).await;
-        self.outcomes.record(&record);
+        self.outcomes.record(record).await;
+        self.settle(leased, settle).await;
         self.metrics.attempt(outcome_label(outcome), latency);
     }
 
-    async fn settle(&self, job: &Job, settle: Settle) {
-        let id = job.delivery_id.as_str();
+    async fn settle(&self, leased: Leased, settle: Settle) {
+        let id = leased.job.delivery_id.clone();
         let result = match settle {
-            Settle::Ack => self.queue.ack(id).await,
-            Settle::Retry(attempts, at) => self.queue.retry(id, attempts, at).await,
-            Settle::Fail(attempts, reason) => self.queue.fail(id, attempts, &reason).await,
+            Settle::Ack => self.queue.ack(leased).await,
+            Settle::Retry(attempts, at) => self.queue.retry(leased, attempts, at).await,
+            Settle::Fail(attempts, reason) => self.queue.fail(leased, attempts, &reason).await,
         };
         if let Err(e) = result {
             // The lease runs out and the job comes back: a duplicate at worst.

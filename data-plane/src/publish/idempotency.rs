@@ -2,17 +2,39 @@
 //! event id and enqueues nothing new.
 //!
 //! The event id of a keyed publish derives from (tenant, key) alone, so every node behind a load
-//! balancer hands out the same id for a repeat; what each node remembers in its spool
-//! (`idempotency` tree, pruned after the TTL) keeps a repeat reaching the same node from being
-//! delivered twice. A repeat reaching another node is delivered again with the same event id,
-//! which receivers dedupe on (`CrescLab-Idempotency-Key`, `webhook-id`).
+//! balancer hands out the same id for a repeat. Where the keys are remembered follows the queue
+//! backend:
+//! - [`IdempotencyBook`] (spool): the node's spool (`idempotency` tree, pruned after the TTL)
+//!   keeps a repeat reaching the same node from being delivered twice. A repeat reaching another
+//!   node is delivered again with the same event id, which receivers dedupe on
+//!   (`CrescLab-Idempotency-Key`, `webhook-id`).
+//! - [`SharedIdempotencyKeys`] (JetStream): a key-value bucket every node reads, whose entries
+//!   expire after the TTL, so a repeat on any node within 24 h enqueues nothing. Two repeats
+//!   racing on two nodes both enqueue, with the same delivery ids, which the jobs stream stores
+//!   once (its duplicate window).
 
 use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 use crate::{Error, queue::unix_ms};
+
+/// Where a node remembers the idempotency keys of PublishEvent.
+#[async_trait]
+pub trait IdempotencyKeys: Send + Sync + 'static {
+    /// The publish of `key` by `tenant_id` within the TTL before `now`, if any.
+    async fn find(
+        &self,
+        tenant_id: &str,
+        key: &str,
+        now: SystemTime,
+    ) -> Result<Option<Prior>, Error>;
+    /// Remembers a publish; an earlier record of the same key is replaced.
+    async fn remember(&self, tenant_id: &str, key: &str, prior: &Prior) -> Result<(), Error>;
+}
 
 /// How long a key is remembered.
 pub const TTL: Duration = Duration::from_secs(24 * 3600);
@@ -111,6 +133,63 @@ impl IdempotencyBook {
             pruned += 1;
         }
         Ok(pruned)
+    }
+}
+
+#[async_trait]
+impl IdempotencyKeys for IdempotencyBook {
+    async fn find(
+        &self,
+        tenant_id: &str,
+        key: &str,
+        now: SystemTime,
+    ) -> Result<Option<Prior>, Error> {
+        IdempotencyBook::find(self, tenant_id, key, now)
+    }
+
+    async fn remember(&self, tenant_id: &str, key: &str, prior: &Prior) -> Result<(), Error> {
+        IdempotencyBook::remember(self, tenant_id, key, prior)
+    }
+}
+
+/// The keys in JetStream's `<prefix>_idempotency` bucket (its entries expire after [`TTL`]),
+/// keyed by the event id the key derives, which is a valid bucket key whatever the key holds.
+pub struct SharedIdempotencyKeys {
+    bucket: async_nats::jetstream::kv::Store,
+}
+
+impl SharedIdempotencyKeys {
+    pub fn new(bucket: async_nats::jetstream::kv::Store) -> Self {
+        Self { bucket }
+    }
+}
+
+#[async_trait]
+impl IdempotencyKeys for SharedIdempotencyKeys {
+    async fn find(
+        &self,
+        tenant_id: &str,
+        key: &str,
+        now: SystemTime,
+    ) -> Result<Option<Prior>, Error> {
+        let found = self
+            .bucket
+            .get(event_id(tenant_id, key))
+            .await
+            .map_err(|e| Error::Queue(format!("reading an idempotency key: {e}")))?;
+        let Some(bytes) = found else {
+            return Ok(None);
+        };
+        let prior = Prior::decode(bytes.as_ref())?;
+        Ok((prior.published_ms > cutoff_ms(now)).then_some(prior))
+    }
+
+    async fn remember(&self, tenant_id: &str, key: &str, prior: &Prior) -> Result<(), Error> {
+        self.bucket
+            .put(event_id(tenant_id, key), Bytes::from(prior.encode_to_vec()))
+            .await
+            .map_err(|e| Error::Queue(format!("keeping an idempotency key: {e}")))?;
+        Ok(())
     }
 }
 

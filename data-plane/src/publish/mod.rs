@@ -3,7 +3,7 @@
 //! on every attempt.
 
 mod auth;
-mod idempotency;
+pub mod idempotency;
 mod json;
 mod matching;
 
@@ -18,7 +18,7 @@ use prost_types::value::Kind;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{debug, error};
 
-pub use idempotency::IdempotencyBook;
+pub use idempotency::{IdempotencyBook, IdempotencyKeys, SharedIdempotencyKeys};
 
 use crate::{
     Error,
@@ -32,7 +32,7 @@ const MAX_IDEMPOTENCY_KEY_CHARS: usize = 256;
 pub struct Publisher {
     pub config: Arc<ConfigStore>,
     pub queue: Arc<dyn Queue>,
-    pub book: IdempotencyBook,
+    pub book: Arc<dyn IdempotencyKeys>,
 }
 
 impl Publisher {
@@ -77,7 +77,12 @@ impl Publisher {
             })?;
         let now = SystemTime::now();
         let keyed = !req.idempotency_key.is_empty();
-        if keyed && let Some(prior) = self.book.find(&tenant.id, &req.idempotency_key, now)? {
+        if keyed
+            && let Some(prior) = self
+                .book
+                .find(&tenant.id, &req.idempotency_key, now)
+                .await?
+        {
             debug!(event_id = %prior.event_id, "repeated idempotency key; nothing enqueued");
             return Ok(PublishEventResponse {
                 event_id: prior.event_id,
@@ -112,15 +117,17 @@ impl Publisher {
         // Remembered only once queued: a crash in between lets the producer's retry enqueue again,
         // and the stable delivery ids keep that from doubling a job still in the spool.
         if keyed {
-            self.book.remember(
-                &tenant.id,
-                &req.idempotency_key,
-                &idempotency::Prior {
-                    event_id: event_id.clone(),
-                    matched,
-                    published_ms: enqueued_ms,
-                },
-            )?;
+            self.book
+                .remember(
+                    &tenant.id,
+                    &req.idempotency_key,
+                    &idempotency::Prior {
+                        event_id: event_id.clone(),
+                        matched,
+                        published_ms: enqueued_ms,
+                    },
+                )
+                .await?;
         }
         debug!(event_id, topic = req.topic, matched, "event published");
         Ok(PublishEventResponse {

@@ -5,11 +5,15 @@
 //! stand in for the node-local [`spool::Spool`] without the engine noticing.
 
 mod bodies;
+#[cfg(test)]
+mod contract;
 mod hashed_key;
+pub mod jetstream;
 mod journal;
 pub mod spool;
 
 use std::{
+    any::Any,
     borrow::Cow,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -106,6 +110,13 @@ impl Job {
 }
 
 /// How many jobs of a lane a lease may hand out now.
+///
+/// What a backend promises about it: a lease hands out at most `room(lane)` jobs of a lane,
+/// asks at most once per lane per call, and leaves the rest of that lane where it was, in order,
+/// without counting it as an attempt. Whether "where it was" costs anything depends on the
+/// backend: the spool skips such a lane in one step; JetStream hands a fetched job of it back
+/// with a delay (`queue/jetstream`), so a lane that stays full costs a redelivery per job per
+/// delay, never a lease of another lane.
 pub type Room<'a> = dyn Fn(&str) -> usize + Send + Sync + 'a;
 
 /// Room for any number of jobs in every lane.
@@ -113,32 +124,74 @@ pub fn unlimited(_lane: &str) -> usize {
     usize::MAX
 }
 
-/// A durable, at-least-once queue of delivery jobs with delayed redelivery.
+/// What a backend needs to settle a job it handed out: the spool's delivery id, JetStream's
+/// message (its acknowledgement subject). Opaque to everyone else, and handed back by value so
+/// no backend has to remember its leases by id.
+pub struct Receipt(Box<dyn Any + Send + Sync>);
+
+impl Receipt {
+    pub(crate) fn new<T: Any + Send + Sync>(inner: T) -> Self {
+        Self(Box::new(inner))
+    }
+
+    /// The backend's own receipt; a receipt of another backend is a programming error, reported
+    /// rather than panicking a delivery thread.
+    pub(crate) fn open<T: Any + Send + Sync>(self) -> Result<T, Error> {
+        self.0.downcast::<T>().map(|b| *b).map_err(|_| {
+            Error::InvalidSetting("a lease receipt was settled on another queue backend".into())
+        })
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Receipt(..)")
+    }
+}
+
+/// A job handed out by [`Queue::lease`], with what settles it.
+#[derive(Debug)]
+pub struct Leased {
+    pub job: Job,
+    pub receipt: Receipt,
+}
+
+/// A durable, at-least-once queue of delivery jobs with delayed redelivery. Two backends: the
+/// node-local [`spool::Spool`] and the shared [`jetstream::JetStreamQueue`]; the composition root
+/// (`lib.rs`) picks one. `queue/contract.rs` states what the engine relies on and runs against
+/// both.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
-    /// Stores the jobs durably (on disk, or replicated) before returning. A job whose delivery id
-    /// is already held is not added twice.
+    /// Stores the jobs durably (synced to disk, or acknowledged by the replicated stream) before
+    /// returning; an error means some may not be stored and the caller must not acknowledge them.
+    /// A job whose delivery id is already held (spool) or was enqueued within the dedupe window
+    /// (JetStream) is not added twice.
     async fn enqueue(&self, jobs: Vec<Job>) -> Result<(), Error>;
-    /// Up to `max` due jobs, each leased: invisible to other callers until it is acked, retried,
-    /// deferred or failed, or until the lease runs out. `room` says how many jobs of a lane (see
-    /// [`Job::lane`]) the caller can take now; jobs of a lane without room stay where they are, in
-    /// order, so a slow target's backlog neither blocks the others nor churns. Waits up to `wait`
-    /// for a job to come due; the caller stops waiting (drops the future) when room frees up.
-    async fn lease(&self, max: usize, wait: Duration, room: &Room<'_>) -> Result<Vec<Job>, Error>;
+    /// Up to `max` due jobs, each leased: invisible to other callers until it is settled (ack,
+    /// retry, defer, fail) or until the lease runs out, when it is handed out again. `room` says
+    /// how many jobs of a lane (see [`Job::lane`]) the caller can take now (see [`Room`]). Waits
+    /// up to `wait` for a job to come due; the caller stops waiting (drops the future) when room
+    /// frees up.
+    async fn lease(
+        &self,
+        max: usize,
+        wait: Duration,
+        room: &Room<'_>,
+    ) -> Result<Vec<Leased>, Error>;
     /// The job is done; forget it.
-    async fn ack(&self, delivery_id: &str) -> Result<(), Error>;
+    async fn ack(&self, leased: Leased) -> Result<(), Error>;
     /// An attempt failed; record `attempts` and hand the job out again at `not_before`.
     async fn retry(
         &self,
-        delivery_id: &str,
+        leased: Leased,
         attempts: u32,
         not_before: SystemTime,
     ) -> Result<(), Error>;
     /// Hand the job out again at `not_before` without an attempt having been made.
-    async fn defer(&self, job: Job, not_before: SystemTime) -> Result<(), Error>;
+    async fn defer(&self, leased: Leased, not_before: SystemTime) -> Result<(), Error>;
     /// The job failed for good after `attempts`: park it (bounded) so an admin can still retry
-    /// it.
-    async fn fail(&self, delivery_id: &str, attempts: u32, reason: &str) -> Result<(), Error>;
+    /// it, from any node.
+    async fn fail(&self, leased: Leased, attempts: u32, reason: &str) -> Result<(), Error>;
     /// Makes a parked job due now with a fresh budget. False when no such failed job is held.
     async fn requeue_failed(&self, delivery_id: &str) -> Result<bool, Error>;
     /// Jobs waiting or in flight (parked failures not counted).

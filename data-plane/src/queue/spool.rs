@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use super::{
-    Job, Queue, Room,
+    Job, Leased, Queue, Receipt, Room,
     bodies::{Bodies, BodyKey},
     hashed_key::{HashedKey, HashedMap, Probe},
     journal::{Journal, Space},
@@ -356,6 +356,7 @@ pub struct Spool {
     /// priority, for whole leases, and a holder preempted there kept acknowledgements waiting.
     inbox: Mutex<Vec<Arrival>>,
     arrivals: Notify,
+    lease_time: Duration,
 }
 
 impl Spool {
@@ -412,7 +413,15 @@ impl Spool {
             schedule: Mutex::new(schedule),
             inbox: Mutex::default(),
             arrivals: Notify::new(),
+            lease_time: LEASE_TIME,
         })
+    }
+
+    /// How long a leased job stays invisible (default [`LEASE_TIME`]); shorter in tests of
+    /// lease expiry.
+    pub fn with_lease_time(mut self, lease_time: Duration) -> Self {
+        self.lease_time = lease_time;
+        self
     }
 
     /// Makes everything the spool and the node-local state in its database hold durable.
@@ -553,7 +562,7 @@ impl Spool {
 
     fn lease_due(&self, max: usize, room: &Room<'_>) -> Result<Vec<Job>, Error> {
         let now = unix_ms(SystemTime::now());
-        let deadline = now + u64::try_from(LEASE_TIME.as_millis()).unwrap_or(u64::MAX);
+        let deadline = now + u64::try_from(self.lease_time.as_millis()).unwrap_or(u64::MAX);
         let (mut leased, uncached) = self.schedule().lease(max, now, deadline, room);
         for id in uncached {
             match self.read_whole(&id)? {
@@ -590,6 +599,9 @@ impl Spool {
     }
 }
 
+/// The spool's lease receipt: the delivery id its records and schedule are keyed by.
+struct SpoolReceipt(String);
+
 #[async_trait]
 impl Queue for Spool {
     async fn enqueue(&self, jobs: Vec<Job>) -> Result<(), Error> {
@@ -607,7 +619,12 @@ impl Queue for Spool {
         Ok(())
     }
 
-    async fn lease(&self, max: usize, wait: Duration, room: &Room<'_>) -> Result<Vec<Job>, Error> {
+    async fn lease(
+        &self,
+        max: usize,
+        wait: Duration,
+        room: &Room<'_>,
+    ) -> Result<Vec<Leased>, Error> {
         let give_up = tokio::time::Instant::now() + wait;
         loop {
             let arrival = self.arrivals.notified();
@@ -615,7 +632,13 @@ impl Queue for Spool {
             arrival.as_mut().enable();
             let leased = self.lease_due(max, room)?;
             if !leased.is_empty() || max == 0 {
-                return Ok(leased);
+                return Ok(leased
+                    .into_iter()
+                    .map(|job| Leased {
+                        receipt: Receipt::new(SpoolReceipt(job.delivery_id.clone())),
+                        job,
+                    })
+                    .collect());
             }
             let now = tokio::time::Instant::now();
             if now >= give_up {
@@ -634,7 +657,9 @@ impl Queue for Spool {
         }
     }
 
-    async fn ack(&self, delivery_id: &str) -> Result<(), Error> {
+    async fn ack(&self, leased: Leased) -> Result<(), Error> {
+        let SpoolReceipt(delivery_id) = leased.receipt.open()?;
+        let delivery_id = delivery_id.as_str();
         // Out of the schedule first: an enqueue of the same id racing this ack then either sees
         // the record (a duplicate of what was just delivered, skipped) or finds both gone.
         let body = self
@@ -655,10 +680,12 @@ impl Queue for Spool {
 
     async fn retry(
         &self,
-        delivery_id: &str,
+        leased: Leased,
         attempts: u32,
         not_before: SystemTime,
     ) -> Result<(), Error> {
+        let SpoolReceipt(delivery_id) = leased.receipt.open()?;
+        let delivery_id = delivery_id.as_str();
         let Some(mut record) = self.read(delivery_id)? else {
             return Ok(());
         };
@@ -674,7 +701,8 @@ impl Queue for Spool {
         Ok(())
     }
 
-    async fn defer(&self, job: Job, not_before: SystemTime) -> Result<(), Error> {
+    async fn defer(&self, leased: Leased, not_before: SystemTime) -> Result<(), Error> {
+        let job = leased.job;
         // Memory only: after a restart the job is due at once, which a deferral allows. The job
         // stays decoded so its next lease reads nothing back.
         let id = job.delivery_id.clone();
@@ -684,7 +712,9 @@ impl Queue for Spool {
         Ok(())
     }
 
-    async fn fail(&self, delivery_id: &str, attempts: u32, reason: &str) -> Result<(), Error> {
+    async fn fail(&self, leased: Leased, attempts: u32, reason: &str) -> Result<(), Error> {
+        let SpoolReceipt(delivery_id) = leased.receipt.open()?;
+        let delivery_id = delivery_id.as_str();
         let Some(mut record) = self.read(delivery_id)? else {
             return Ok(());
         };
@@ -793,7 +823,26 @@ mod tests {
     const NO_WAIT: Duration = Duration::ZERO;
 
     async fn lease_now(spool: &Spool, max: usize) -> Vec<Job> {
-        spool.lease(max, NO_WAIT, &unlimited).await.unwrap()
+        leased_jobs(spool.lease(max, NO_WAIT, &unlimited).await.unwrap())
+    }
+
+    fn leased_jobs(leased: Vec<Leased>) -> Vec<Job> {
+        leased.into_iter().map(|l| l.job).collect()
+    }
+
+    /// A lease of `id` as the engine would hand it back (the spool needs only the id).
+    fn by_id(id: &str) -> Leased {
+        by_job(Job {
+            delivery_id: id.to_owned(),
+            ..Job::default()
+        })
+    }
+
+    fn by_job(job: Job) -> Leased {
+        Leased {
+            receipt: Receipt::new(SpoolReceipt(job.delivery_id.clone())),
+            job,
+        }
     }
 
     #[tokio::test]
@@ -857,7 +906,7 @@ mod tests {
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         lease_now(&spool, 10).await;
-        spool.ack("dlv_a").await.unwrap();
+        spool.ack(by_id("dlv_a")).await.unwrap();
         assert_eq!(spool.depth().await.unwrap(), 0);
         drop(spool);
         let spool = Spool::open(dir.path()).unwrap();
@@ -872,15 +921,17 @@ mod tests {
             let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
             lease_now(&spool, 1).await;
-            spool.retry("dlv_a", 2, later).await.unwrap();
+            spool.retry(by_id("dlv_a"), 2, later).await.unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 1);
         assert!(lease_now(&spool, 1).await.is_empty());
-        let leased = spool
-            .lease(1, Duration::from_secs(5), &unlimited)
-            .await
-            .unwrap();
+        let leased = leased_jobs(
+            spool
+                .lease(1, Duration::from_secs(5), &unlimited)
+                .await
+                .unwrap(),
+        );
         assert_eq!(leased[0].attempts, 2);
         assert!(SystemTime::now() + Duration::from_millis(5) >= later);
     }
@@ -892,7 +943,10 @@ mod tests {
             let spool = Spool::open(dir.path()).unwrap();
             spool.enqueue(vec![job("dlv_a")]).await.unwrap();
             lease_now(&spool, 1).await;
-            spool.fail("dlv_a", 1, "404 Not Found").await.unwrap();
+            spool
+                .fail(by_id("dlv_a"), 1, "404 Not Found")
+                .await
+                .unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 0);
@@ -996,7 +1050,7 @@ mod tests {
                 .await
                 .unwrap();
             lease_now(&spool, 10).await;
-            spool.ack("dlv_a").await.unwrap();
+            spool.ack(by_id("dlv_a")).await.unwrap();
         }
         let spool = Spool::open(dir.path()).unwrap();
         let leased = lease_now(&spool, 10).await;
@@ -1057,7 +1111,9 @@ mod tests {
         spool.enqueue(jobs).await.unwrap();
         let b_only = |lane: &str| usize::from(lane == "fwd_b");
         assert_eq!(
-            ids(&spool.lease(10, NO_WAIT, &b_only).await.unwrap()),
+            ids(&leased_jobs(
+                spool.lease(10, NO_WAIT, &b_only).await.unwrap()
+            )),
             vec!["dlv_b1"]
         );
         let leased = lease_now(&spool, 10).await;
@@ -1073,9 +1129,18 @@ mod tests {
             .collect();
         spool.enqueue(jobs).await.unwrap();
         let two = |_: &str| 2;
-        assert_eq!(spool.lease(10, NO_WAIT, &two).await.unwrap().len(), 2);
-        assert_eq!(spool.lease(10, NO_WAIT, &two).await.unwrap().len(), 2);
-        assert_eq!(spool.lease(10, NO_WAIT, &two).await.unwrap().len(), 1);
+        assert_eq!(
+            leased_jobs(spool.lease(10, NO_WAIT, &two).await.unwrap()).len(),
+            2
+        );
+        assert_eq!(
+            leased_jobs(spool.lease(10, NO_WAIT, &two).await.unwrap()).len(),
+            2
+        );
+        assert_eq!(
+            leased_jobs(spool.lease(10, NO_WAIT, &two).await.unwrap()).len(),
+            1
+        );
     }
 
     #[tokio::test]
@@ -1084,10 +1149,12 @@ mod tests {
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         let none = |_: &str| 0;
-        let leased = spool
-            .lease(10, Duration::from_millis(100), &none)
-            .await
-            .unwrap();
+        let leased = leased_jobs(
+            spool
+                .lease(10, Duration::from_millis(100), &none)
+                .await
+                .unwrap(),
+        );
         assert!(leased.is_empty());
         assert_eq!(lease_now(&spool, 10).await.len(), 1);
     }
@@ -1156,9 +1223,9 @@ mod tests {
     /// Leases and acks the fan-out `dlv_a`, `dlv_b`: its body outlives the first ack only.
     async fn ack_both_and_see_the_body_go_with_the_last(spool: &Spool) {
         lease_now(spool, 10).await;
-        spool.ack("dlv_a").await.unwrap();
+        spool.ack(by_id("dlv_a")).await.unwrap();
         assert_eq!(spool.journal.len(Space::Bodies), 1);
-        spool.ack("dlv_b").await.unwrap();
+        spool.ack(by_id("dlv_b")).await.unwrap();
         assert_eq!(spool.journal.len(Space::Bodies), 0);
     }
 
@@ -1181,7 +1248,7 @@ mod tests {
         spool.enqueue(fan_out(&["dlv_a"])).await.unwrap();
         spool.enqueue(fan_out(&["dlv_a"])).await.unwrap();
         lease_now(&spool, 10).await;
-        spool.ack("dlv_a").await.unwrap();
+        spool.ack(by_id("dlv_a")).await.unwrap();
         assert_eq!(spool.journal.len(Space::Bodies), 0);
     }
 
@@ -1205,7 +1272,10 @@ mod tests {
         let jobs = fan_out(&["dlv_a"]);
         spool.enqueue(jobs.clone()).await.unwrap();
         lease_now(&spool, 1).await;
-        spool.fail("dlv_a", 1, "404 Not Found").await.unwrap();
+        spool
+            .fail(by_id("dlv_a"), 1, "404 Not Found")
+            .await
+            .unwrap();
         assert!(spool.requeue_failed("dlv_a").await.unwrap());
         let leased = lease_now(&spool, 1).await;
         assert_eq!(leased[0].body, jobs[0].body);
@@ -1232,12 +1302,14 @@ mod tests {
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         lease_now(&spool, 1).await;
         let later = SystemTime::now() + Duration::from_millis(300);
-        spool.retry("dlv_a", 1, later).await.unwrap();
+        spool.retry(by_id("dlv_a"), 1, later).await.unwrap();
         assert!(lease_now(&spool, 1).await.is_empty());
-        let leased = spool
-            .lease(1, Duration::from_secs(2), &unlimited)
-            .await
-            .unwrap();
+        let leased = leased_jobs(
+            spool
+                .lease(1, Duration::from_secs(2), &unlimited)
+                .await
+                .unwrap(),
+        );
         assert_eq!(leased.len(), 1);
         assert_eq!(leased[0].attempts, 1);
         assert!(SystemTime::now() + Duration::from_millis(5) >= later);
@@ -1249,10 +1321,16 @@ mod tests {
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         lease_now(&spool, 1).await;
-        spool.retry("dlv_a", 3, SystemTime::now()).await.unwrap();
+        spool
+            .retry(by_id("dlv_a"), 3, SystemTime::now())
+            .await
+            .unwrap();
         let leased = lease_now(&spool, 1).await;
         let deferred = leased.into_iter().next().unwrap();
-        spool.defer(deferred, SystemTime::now()).await.unwrap();
+        spool
+            .defer(by_job(deferred), SystemTime::now())
+            .await
+            .unwrap();
         let leased = lease_now(&spool, 1).await;
         assert_eq!(leased[0].attempts, 3);
     }
@@ -1279,9 +1357,15 @@ mod tests {
         let spool = Spool::open(dir.path()).unwrap();
         spool.enqueue(vec![job("dlv_a")]).await.unwrap();
         lease_now(&spool, 1).await;
-        spool.retry("dlv_a", 5, SystemTime::now()).await.unwrap();
+        spool
+            .retry(by_id("dlv_a"), 5, SystemTime::now())
+            .await
+            .unwrap();
         lease_now(&spool, 1).await;
-        spool.fail("dlv_a", 6, "404 Not Found").await.unwrap();
+        spool
+            .fail(by_id("dlv_a"), 6, "404 Not Found")
+            .await
+            .unwrap();
         assert_eq!(spool.depth().await.unwrap(), 0);
         assert!(lease_now(&spool, 1).await.is_empty());
 

@@ -358,6 +358,9 @@ mod tests {
                 .lease(100, Duration::from_millis(10), &crate::queue::unlimited)
                 .await
                 .unwrap()
+                .into_iter()
+                .map(|l| l.job)
+                .collect()
         }
     }
 

@@ -1,10 +1,10 @@
-//! Delivery outcomes on their way to the control plane. Attempts gather in memory and are
-//! reported in batches over ReportDeliveries; a batch the control plane does not accept is
-//! written to the spool's `outcomes` tree and sent from there, oldest first, once it is back, as
-//! is whatever is unsent when the node stops. Writing every attempt to disk first cost more than
-//! the attempt's own settling (docs/BENCHMARKS.md); the price is that a `kill -9` forgets the
-//! attempts of the last moments (a batch gathers for 200 ms) from the attempt log. The
-//! deliveries themselves are the queue's business and are not affected.
+//! Delivery outcomes kept on the node until reported (the spool backend). Attempts gather in
+//! memory and are reported in batches over ReportDeliveries; a batch the control plane does not
+//! accept is written to the spool's `outcomes` tree and sent from there, oldest first, once it is
+//! back, as is whatever is unsent when the node stops. Writing every attempt to disk first cost
+//! more than the attempt's own settling (docs/BENCHMARKS.md); the price is that a `kill -9`
+//! forgets the attempts of the last moments (a batch gathers for 200 ms) from the attempt log.
+//! The deliveries themselves are the queue's business and are not affected.
 
 use std::{
     collections::VecDeque,
@@ -12,23 +12,20 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
-use hookplane_proto::v1::{DeliveryAttempt, DeliveryReport};
+use async_trait::async_trait;
+use hookplane_proto::v1::DeliveryAttempt;
 use prost::Message as _;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, warn};
 
+use super::{BATCH, GATHER, Outcomes, send_report};
 use crate::{Error, backoff::Backoff, control::ControlPlane, metrics::Metrics};
 
-const BATCH: usize = 500;
-/// How long a first outcome waits for company before it is sent.
-const GATHER: Duration = Duration::from_millis(200);
 /// Unsent outcomes kept while the control plane is away, in memory and on disk each; the oldest
 /// go first.
 const MAX_UNSENT: u64 = 200_000;
-const SEND_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct OutcomeLog {
     /// Spilled outcomes, oldest first.
@@ -147,8 +144,29 @@ impl Batch {
     }
 }
 
+#[async_trait]
+impl Outcomes for OutcomeLog {
+    async fn record(&self, attempt: DeliveryAttempt) {
+        OutcomeLog::record(self, &attempt);
+    }
+
+    async fn report(
+        self: Arc<Self>,
+        control: ControlPlane,
+        metrics: Arc<Metrics>,
+        node_id: String,
+        stop: watch::Receiver<bool>,
+    ) {
+        report_outcomes(self, control, metrics, node_id, stop).await;
+    }
+
+    fn spill_unsent(&self) {
+        OutcomeLog::spill_unsent(self);
+    }
+}
+
 /// Sends outcomes until `stop` turns true.
-pub async fn report_outcomes(
+async fn report_outcomes(
     log: Arc<OutcomeLog>,
     control: ControlPlane,
     metrics: Arc<Metrics>,
@@ -189,20 +207,13 @@ async fn send_batch(log: &OutcomeLog, control: &ControlPlane, node_id: &str) -> 
         return Ok(());
     }
     let sent = batch.attempts.len();
-    let report = DeliveryReport {
-        node_id: node_id.to_owned(),
-        attempts: batch.attempts.clone(),
-    };
-    let mut client = control.config();
-    let call = client.report_deliveries(tokio_stream::once(report));
-    let failed = match tokio::time::timeout(SEND_TIMEOUT, call).await {
-        Ok(Ok(_)) => {
+    let failed = match send_report(control, node_id, batch.attempts.clone()).await {
+        Ok(()) => {
             log.forget(&batch.keys).map_err(|e| e.to_string())?;
             debug!(sent, "delivery outcomes reported");
             return Ok(());
         }
-        Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
-        Err(_) => "the control plane did not answer in time".to_owned(),
+        Err(reason) => reason,
     };
     // Kept on disk from now on: the control plane may be away for long, and the node may stop.
     log.spill(batch.fresh());

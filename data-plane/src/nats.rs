@@ -1,0 +1,491 @@
+//! The NATS JetStream side of a node in `--queue nats://...` mode: how it connects (servers,
+//! credentials, TLS), what its streams and buckets are called under `--nats-prefix`, and how
+//! they are created at start or checked when they exist. The queue (`queue/jetstream.rs`), the
+//! attempt records (`outcomes/jetstream.rs`) and the idempotency keys (`publish/idempotency.rs`)
+//! each use what is set up here; nothing a node needs to keep lives on the node itself.
+
+use std::{path::PathBuf, time::Duration};
+
+use async_nats::jetstream::{
+    self, Context,
+    consumer::{AckPolicy, DeliverPolicy, pull},
+    kv,
+    stream::{self, RetentionPolicy, StorageType},
+};
+use tracing::info;
+
+use crate::Error;
+
+/// How a node reaches NATS, flattened into `hookplane data` and `hookplane standalone`. Only
+/// read when `--queue` names NATS servers.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NatsOptions {
+    /// Replicas of every stream and bucket the node creates: 1 for one NATS server, 3 for a
+    /// cluster of three (what a production deployment runs).
+    #[arg(long, env = "HOOKPLANE_NATS_STREAM_REPLICAS", default_value_t = 1)]
+    pub nats_stream_replicas: usize,
+    /// First part of every stream, bucket, consumer and subject name, so several deployments can
+    /// share one NATS cluster.
+    #[arg(long, env = "HOOKPLANE_NATS_PREFIX", default_value = "hookplane")]
+    pub nats_prefix: String,
+    /// How long a job's delivery id is remembered by the stream: the same delivery enqueued
+    /// again within it (a LINE redelivery of the same webhookEventId, on any node) is stored
+    /// once. The NATS servers keep every id of the window in memory (about 100 bytes each).
+    #[arg(long, env = "HOOKPLANE_NATS_DEDUPE_WINDOW", default_value = "1h")]
+    pub nats_dedupe_window: humantime::Duration,
+    /// How long a job handed to a node stays invisible to the others: longer than the longest
+    /// attempt (60 s), so a live node never sees its job handed out twice; a node that is gone
+    /// returns its jobs to the others after this.
+    #[arg(long, env = "HOOKPLANE_NATS_ACK_WAIT", default_value = "2m")]
+    pub nats_ack_wait: humantime::Duration,
+    /// A NATS credentials file (JWT and NKey seed), as `nsc` writes it.
+    #[arg(long, env = "HOOKPLANE_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// A user name for NATS (with `--nats-password`).
+    #[arg(long, env = "HOOKPLANE_NATS_USER")]
+    pub nats_user: Option<String>,
+    #[arg(long, env = "HOOKPLANE_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// A token for NATS's token authentication.
+    #[arg(long, env = "HOOKPLANE_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// PEM file of the CAs that sign the NATS servers' certificates; implies TLS.
+    #[arg(long, env = "HOOKPLANE_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// The node's client certificate for NATS (PEM, with `--nats-tls-key`); implies TLS.
+    #[arg(long, env = "HOOKPLANE_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "HOOKPLANE_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Require TLS even without a CA or client certificate given (the system's roots).
+    #[arg(long, env = "HOOKPLANE_NATS_TLS", default_value_t = false)]
+    pub nats_tls: bool,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        Self {
+            nats_stream_replicas: 1,
+            nats_prefix: "hookplane".to_owned(),
+            nats_dedupe_window: Duration::from_secs(3600).into(),
+            nats_ack_wait: Duration::from_secs(120).into(),
+            nats_creds: None,
+            nats_user: None,
+            nats_password: None,
+            nats_token: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
+            nats_tls: false,
+        }
+    }
+}
+
+/// How long a publish waits for JetStream's acknowledgement. The ingress answers LINE within its
+/// 2 s, so a NATS that does not answer in time means 503 (and LINE's redelivery), not a late 200.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long a parked (failed for good) job is kept for RetryDelivery.
+pub const PARKED_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long an unreported attempt record is kept while no control plane takes it.
+pub const OUTCOME_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a PublishEvent idempotency key is remembered (the same as the spool's).
+pub const IDEMPOTENCY_AGE: Duration = crate::publish::idempotency::TTL;
+
+/// Names of everything the node keeps in NATS, all under one prefix.
+#[derive(Clone, Debug)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Result<Self, Error> {
+        let valid = !prefix.is_empty()
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid {
+            return Err(Error::invalid(
+                "nats_prefix",
+                format!("{prefix:?} must be letters, digits, '_' or '-'"),
+            ));
+        }
+        Ok(Self {
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    pub fn jobs_stream(&self) -> String {
+        format!("{}_jobs", self.prefix)
+    }
+
+    /// The subject a job of `lane` is published on; the lane is readable in `nats` tooling.
+    pub fn job_subject(&self, lane: &str) -> String {
+        let token: String = lane
+            .chars()
+            .map(|c| match c {
+                '.' | '*' | '>' | ' ' | '\t' | '\r' | '\n' => '_',
+                c => c,
+            })
+            .collect();
+        format!("{}.jobs.{token}", self.prefix)
+    }
+
+    fn jobs_subjects(&self) -> String {
+        format!("{}.jobs.>", self.prefix)
+    }
+
+    pub fn deliver_consumer(&self) -> String {
+        format!("{}_deliver", self.prefix)
+    }
+
+    pub fn outcomes_stream(&self) -> String {
+        format!("{}_outcomes", self.prefix)
+    }
+
+    pub fn outcome_subject(&self) -> String {
+        format!("{}.outcomes", self.prefix)
+    }
+
+    pub fn report_consumer(&self) -> String {
+        format!("{}_report", self.prefix)
+    }
+
+    pub fn parked_bucket(&self) -> String {
+        format!("{}_parked", self.prefix)
+    }
+
+    pub fn idempotency_bucket(&self) -> String {
+        format!("{}_idempotency", self.prefix)
+    }
+}
+
+/// A connection to NATS with everything the node uses set up.
+#[derive(Clone)]
+pub struct Nats {
+    pub client: async_nats::Client,
+    pub js: Context,
+    pub names: Names,
+    pub deliver: jetstream::consumer::Consumer<pull::Config>,
+    pub report: jetstream::consumer::Consumer<pull::Config>,
+    pub parked: kv::Store,
+    pub idempotency: kv::Store,
+    pub jobs: stream::Stream,
+    /// The deliver consumer's ack wait: how long a job handed to this node is its own.
+    pub ack_wait: Duration,
+}
+
+impl Nats {
+    /// Connects to `servers` and creates (or checks) the streams, consumers and buckets.
+    pub async fn connect(
+        servers: &[String],
+        options: &NatsOptions,
+        node_id: &str,
+    ) -> Result<Self, Error> {
+        let names = Names::new(&options.nats_prefix)?;
+        let addrs = servers
+            .iter()
+            .map(|s| {
+                s.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| Error::invalid("queue", format!("{s}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let client = connect_options(options, node_id)
+            .await?
+            .connect(addrs)
+            .await
+            .map_err(|e| {
+                Error::Queue(format!("cannot reach NATS at {}: {e}", servers.join(",")))
+            })?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(PUBLISH_TIMEOUT)
+            .build(client.clone());
+        let setup = Setup {
+            js: &js,
+            names: &names,
+            replicas: options.nats_stream_replicas,
+        };
+        let jobs = setup
+            .stream(stream::Config {
+                name: names.jobs_stream(),
+                subjects: vec![names.jobs_subjects()],
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                num_replicas: options.nats_stream_replicas,
+                duplicate_window: *options.nats_dedupe_window,
+                description: Some("hookplane deliveries waiting or in flight".to_owned()),
+                ..stream::Config::default()
+            })
+            .await?;
+        let deliver = setup
+            .consumer(
+                &jobs,
+                pull::Config {
+                    durable_name: Some(names.deliver_consumer()),
+                    description: Some("hookplane nodes take deliveries from here".to_owned()),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: *options.nats_ack_wait,
+                    // A job is handed out as often as the engine defers it; attempts are
+                    // counted in the job itself.
+                    max_deliver: -1,
+                    // Jobs waiting for room (NAKed with a delay) stay pending; a bound here
+                    // would let one dead target's backlog stop every other lane.
+                    max_ack_pending: -1,
+                    ..pull::Config::default()
+                },
+            )
+            .await?;
+        let outcomes = setup
+            .stream(stream::Config {
+                name: names.outcomes_stream(),
+                subjects: vec![names.outcome_subject()],
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                num_replicas: options.nats_stream_replicas,
+                max_age: OUTCOME_AGE,
+                description: Some("hookplane delivery attempts not yet reported".to_owned()),
+                ..stream::Config::default()
+            })
+            .await?;
+        let report = setup
+            .consumer(
+                &outcomes,
+                pull::Config {
+                    durable_name: Some(names.report_consumer()),
+                    description: Some("hookplane nodes report attempts from here".to_owned()),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(60),
+                    max_deliver: -1,
+                    max_ack_pending: -1,
+                    ..pull::Config::default()
+                },
+            )
+            .await?;
+        let parked = setup
+            .bucket(&names.parked_bucket(), PARKED_AGE, "failed deliveries")
+            .await?;
+        let idempotency = setup
+            .bucket(
+                &names.idempotency_bucket(),
+                IDEMPOTENCY_AGE,
+                "PublishEvent idempotency keys",
+            )
+            .await?;
+        info!(
+            servers = servers.join(","),
+            prefix = options.nats_prefix,
+            replicas = options.nats_stream_replicas,
+            "queue on NATS JetStream"
+        );
+        Ok(Self {
+            client,
+            js,
+            names,
+            deliver,
+            report,
+            parked,
+            idempotency,
+            jobs,
+            ack_wait: *options.nats_ack_wait,
+        })
+    }
+}
+
+async fn connect_options(
+    options: &NatsOptions,
+    node_id: &str,
+) -> Result<async_nats::ConnectOptions, Error> {
+    let mut connect = async_nats::ConnectOptions::new()
+        .name(format!("hookplane {node_id}"))
+        .connection_timeout(Duration::from_secs(5))
+        // A node keeps trying for as long as it runs; while NATS is away its ingress answers
+        // 503 (the publishes time out) and it serves again once NATS is back.
+        .max_reconnects(None);
+    if let Some(path) = &options.nats_creds {
+        connect = connect
+            .credentials_file(path)
+            .await
+            .map_err(|e| Error::invalid("nats_creds", format!("{}: {e}", path.display())))?;
+    }
+    match (&options.nats_user, &options.nats_password) {
+        (Some(user), Some(pass)) => {
+            connect = connect.user_and_password(user.clone(), pass.clone());
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::invalid(
+                "nats_user",
+                "--nats-user and --nats-password go together",
+            ));
+        }
+    }
+    if let Some(token) = &options.nats_token {
+        connect = connect.token(token.clone());
+    }
+    if let Some(ca) = &options.nats_tls_ca {
+        connect = connect.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    match (&options.nats_tls_cert, &options.nats_tls_key) {
+        (Some(cert), Some(key)) => {
+            connect = connect
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::invalid(
+                "nats_tls_cert",
+                "--nats-tls-cert and --nats-tls-key go together",
+            ));
+        }
+    }
+    if options.nats_tls {
+        connect = connect.require_tls(true);
+    }
+    Ok(connect)
+}
+
+/// Creates what is missing; checks what exists against what the node relies on.
+struct Setup<'a> {
+    js: &'a Context,
+    names: &'a Names,
+    replicas: usize,
+}
+
+impl Setup<'_> {
+    async fn stream(&self, want: stream::Config) -> Result<stream::Stream, Error> {
+        let name = want.name.clone();
+        let mut existing = match self.js.get_stream(&name).await {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(j)
+                        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                return self
+                    .js
+                    .create_stream(want)
+                    .await
+                    .map_err(|e| Error::Queue(format!("creating stream {name}: {e}")));
+            }
+            Err(e) => return Err(Error::Queue(format!("looking up stream {name}: {e}"))),
+        };
+        let have = existing
+            .info()
+            .await
+            .map_err(|e| Error::Queue(format!("reading stream {name}: {e}")))?
+            .config
+            .clone();
+        let mut wrong = Vec::new();
+        if have.subjects != want.subjects {
+            wrong.push(format!(
+                "subjects {:?} (needs {:?})",
+                have.subjects, want.subjects
+            ));
+        }
+        if have.retention != want.retention {
+            wrong.push(format!(
+                "retention {:?} (needs {:?})",
+                have.retention, want.retention
+            ));
+        }
+        if have.num_replicas != want.num_replicas {
+            wrong.push(format!(
+                "{} replicas (--nats-stream-replicas is {})",
+                have.num_replicas, self.replicas
+            ));
+        }
+        if have.duplicate_window < want.duplicate_window && !want.duplicate_window.is_zero() {
+            wrong.push(format!(
+                "a duplicate window of {:?} (--nats-dedupe-window is {:?})",
+                have.duplicate_window, want.duplicate_window
+            ));
+        }
+        if !wrong.is_empty() {
+            return Err(Error::InvalidSetting(format!(
+                "NATS stream {name} exists but does not fit this node: {}; update or delete it, \
+                 or choose another --nats-prefix than {:?}",
+                wrong.join(", "),
+                self.names.prefix
+            )));
+        }
+        Ok(existing)
+    }
+
+    async fn consumer(
+        &self,
+        stream: &stream::Stream,
+        want: pull::Config,
+    ) -> Result<jetstream::consumer::Consumer<pull::Config>, Error> {
+        let name = want.durable_name.clone().unwrap_or_default();
+        match stream.get_consumer::<pull::Config>(&name).await {
+            Ok(mut consumer) => {
+                let have = consumer
+                    .info()
+                    .await
+                    .map_err(|e| Error::Queue(format!("reading consumer {name}: {e}")))?
+                    .config
+                    .clone();
+                let mut wrong = Vec::new();
+                if have.ack_policy != want.ack_policy {
+                    wrong.push(format!("ack policy {:?} (needs Explicit)", have.ack_policy));
+                }
+                if have.max_deliver > 0 {
+                    wrong.push(format!(
+                        "max_deliver {} (needs unlimited)",
+                        have.max_deliver
+                    ));
+                }
+                if have.max_ack_pending > 0 {
+                    wrong.push(format!(
+                        "max_ack_pending {} (needs unlimited)",
+                        have.max_ack_pending
+                    ));
+                }
+                if !have.filter_subject.is_empty() {
+                    wrong.push(format!("filter subject {:?}", have.filter_subject));
+                }
+                if !wrong.is_empty() {
+                    return Err(Error::InvalidSetting(format!(
+                        "NATS consumer {name} exists but does not fit this node: {}; delete it \
+                         and start the node again",
+                        wrong.join(", ")
+                    )));
+                }
+                Ok(consumer)
+            }
+            Err(_) => stream
+                .create_consumer(want)
+                .await
+                .map_err(|e| Error::Queue(format!("creating consumer {name}: {e}"))),
+        }
+    }
+
+    /// A key-value bucket, created as the stream KV buckets are made of. async-nats's own
+    /// `create_key_value` first asks for the account's info, whose reply from the NATS 2.9
+    /// servers Debian ships it cannot parse; the stream it would create is this one.
+    async fn bucket(&self, name: &str, age: Duration, what: &str) -> Result<kv::Store, Error> {
+        self.stream(stream::Config {
+            name: format!("KV_{name}"),
+            description: Some(format!("hookplane {what}")),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            max_age: age,
+            storage: StorageType::File,
+            num_replicas: self.replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..stream::Config::default()
+        })
+        .await?;
+        self.js
+            .get_key_value(name)
+            .await
+            .map_err(|e| Error::Queue(format!("opening bucket {name}: {e}")))
+    }
+}

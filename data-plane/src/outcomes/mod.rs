@@ -1,0 +1,62 @@
+//! Delivery outcomes on their way to the control plane, behind the same backend choice as the
+//! queue: [`local::OutcomeLog`] keeps unsent attempts on the node (memory, then the spool's sled
+//! database), [`jetstream::SharedOutcomes`] keeps them in a JetStream stream that every node
+//! reports from, so a node lost for good takes no attempt record with it.
+
+pub mod jetstream;
+pub mod local;
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use hookplane_proto::v1::{DeliveryAttempt, DeliveryReport};
+use tokio::sync::watch;
+
+use crate::{control::ControlPlane, metrics::Metrics};
+
+pub use local::OutcomeLog;
+
+/// Attempts per ReportDeliveries message.
+const BATCH: usize = 500;
+/// How long a first outcome waits for company before it is sent.
+const GATHER: Duration = Duration::from_millis(200);
+const SEND_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where attempt records wait until the control plane has them.
+#[async_trait]
+pub trait Outcomes: Send + Sync + 'static {
+    /// Keeps an attempt until it is reported. Returns once it is as safe as the backend makes
+    /// it (memory for the spool, the stream's acknowledgement for JetStream); a failure to keep
+    /// it is logged, never passed on: losing an attempt record must not fail a delivery.
+    async fn record(&self, attempt: DeliveryAttempt);
+    /// Reports kept attempts to the control plane until `stop` turns true.
+    async fn report(
+        self: Arc<Self>,
+        control: ControlPlane,
+        metrics: Arc<Metrics>,
+        node_id: String,
+        stop: watch::Receiver<bool>,
+    );
+    /// The node is stopping: whatever is only in memory goes where it outlives the process.
+    fn spill_unsent(&self);
+}
+
+/// Sends one batch over ReportDeliveries; the reason it was not accepted, if it was not. The
+/// control plane drops an attempt id it already holds, so a batch sent twice is harmless.
+async fn send_report(
+    control: &ControlPlane,
+    node_id: &str,
+    attempts: Vec<DeliveryAttempt>,
+) -> Result<(), String> {
+    let report = DeliveryReport {
+        node_id: node_id.to_owned(),
+        attempts,
+    };
+    let mut client = control.config();
+    let call = client.report_deliveries(tokio_stream::once(report));
+    match tokio::time::timeout(SEND_TIMEOUT, call).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+        Err(_) => Err("the control plane did not answer in time".to_owned()),
+    }
+}
