@@ -81,9 +81,16 @@ impl Default for NatsOptions {
     }
 }
 
-/// How long a publish waits for JetStream's acknowledgement. The ingress answers LINE within its
-/// 2 s, so a NATS that does not answer in time means 503 (and LINE's redelivery), not a late 200.
+/// How long an enqueue waits, all tries together, for JetStream's acknowledgements. The ingress
+/// answers LINE within its 2 s, so a NATS that does not store the jobs in time means 503 (and
+/// LINE's redelivery), never a late or unfounded 200.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long attempt records taken by a node's reporter stay its own.
+const REPORT_ACK_WAIT: Duration = Duration::from_secs(10);
+/// How long a request that sets up a stream, consumer or bucket may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one publish waits for its acknowledgement before it is sent again.
+const ACK_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a parked (failed for good) job is kept for RetryDelivery.
 pub const PARKED_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long an unreported attempt record is kept while no control plane takes it.
@@ -196,11 +203,19 @@ impl Nats {
             .map_err(|e| {
                 Error::Queue(format!("cannot reach NATS at {}: {e}", servers.join(",")))
             })?;
+        // Setting up may wait for a cluster to place R3 streams; the hot path may not wait long.
+        let setup_js = jetstream::ContextBuilder::new()
+            .timeout(SETUP_TIMEOUT)
+            .build(client.clone());
         let js = jetstream::ContextBuilder::new()
+            .timeout(ACK_TIMEOUT)
+            .build(client.clone());
+        let kv_js = jetstream::ContextBuilder::new()
             .timeout(PUBLISH_TIMEOUT)
             .build(client.clone());
         let setup = Setup {
-            js: &js,
+            js: &setup_js,
+            kv_js: &kv_js,
             names: &names,
             replicas: options.nats_stream_replicas,
         };
@@ -255,7 +270,9 @@ impl Nats {
                     description: Some("hookplane nodes report attempts from here".to_owned()),
                     deliver_policy: DeliverPolicy::All,
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(60),
+                    // A batch a node took and could not report (it died) goes to another node
+                    // after this; one reported twice is harmless (attempt ids are kept once).
+                    ack_wait: REPORT_ACK_WAIT,
                     max_deliver: -1,
                     max_ack_pending: -1,
                     ..pull::Config::default()
@@ -349,6 +366,8 @@ async fn connect_options(
 /// Creates what is missing; checks what exists against what the node relies on.
 struct Setup<'a> {
     js: &'a Context,
+    /// Where the buckets' handles come from: their reads and writes sit on request paths.
+    kv_js: &'a Context,
     names: &'a Names,
     replicas: usize,
 }
@@ -483,7 +502,7 @@ impl Setup<'_> {
             ..stream::Config::default()
         })
         .await?;
-        self.js
+        self.kv_js
             .get_key_value(name)
             .await
             .map_err(|e| Error::Queue(format!("opening bucket {name}: {e}")))

@@ -11,6 +11,7 @@ pub mod fake_genesys;
 pub mod fake_line;
 pub mod fixtures;
 pub mod ingress;
+pub mod nats;
 pub mod process;
 pub mod python;
 pub mod receiver;

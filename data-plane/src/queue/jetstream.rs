@@ -37,7 +37,13 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::{Job, Leased, Queue, Receipt, Room, unix_ms};
-use crate::{Error, nats::Nats};
+use crate::{
+    Error,
+    nats::{Nats, PUBLISH_TIMEOUT},
+};
+
+/// The pause before a publish that was not acknowledged is sent again.
+const PUBLISH_PAUSE: Duration = Duration::from_millis(50);
 
 /// Header of a message whose job is not to be attempted before this unix ms.
 const NOT_BEFORE: &str = "Hookplane-Not-Before";
@@ -92,30 +98,58 @@ impl JetStreamQueue {
         }
     }
 
-    /// Publishes `job` due at `not_before_ms` (0: at once) with `msg_id`, and waits for the
-    /// stream's acknowledgement.
+    /// Publishes each job with its message id, due at its unix ms (0: at once), and waits for
+    /// the stream to acknowledge every one. A publish not acknowledged (a stream leader being
+    /// elected after a server loss answers nothing for a moment) is sent again with the same
+    /// message id, which the stream stores once, until [`PUBLISH_TIMEOUT`] has passed.
     async fn publish(&self, jobs: Vec<(Job, String, u64)>) -> Result<(), Error> {
-        let mut acks = Vec::with_capacity(jobs.len());
-        for (job, msg_id, not_before_ms) in jobs {
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", msg_id.as_str());
-            if not_before_ms > 0 {
-                headers.insert(NOT_BEFORE, not_before_ms.to_string().as_str());
+        let deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
+        let mut pending: Vec<(String, HeaderMap, Bytes)> = jobs
+            .into_iter()
+            .map(|(job, msg_id, not_before_ms)| {
+                let mut headers = HeaderMap::new();
+                headers.insert("Nats-Msg-Id", msg_id.as_str());
+                if not_before_ms > 0 {
+                    headers.insert(NOT_BEFORE, not_before_ms.to_string().as_str());
+                }
+                let subject = self.nats.names.job_subject(&job.lane());
+                (subject, headers, Bytes::from(job.encode_to_vec()))
+            })
+            .collect();
+        loop {
+            let mut acks = Vec::with_capacity(pending.len());
+            for (subject, headers, payload) in &pending {
+                acks.push(
+                    self.nats
+                        .js
+                        .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                        .await,
+                );
             }
-            let subject = self.nats.names.job_subject(&job.lane());
-            let ack = self
-                .nats
-                .js
-                .publish_with_headers(subject, headers, Bytes::from(job.encode_to_vec()))
-                .await
-                .map_err(|e| Error::Queue(format!("publishing a job: {e}")))?;
-            acks.push(ack);
+            let mut unstored = Vec::new();
+            let mut why = String::new();
+            for (outgoing, ack) in pending.into_iter().zip(acks) {
+                let stored = match ack {
+                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = stored {
+                    why = e;
+                    unstored.push(outgoing);
+                }
+            }
+            if unstored.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() + PUBLISH_PAUSE >= deadline {
+                return Err(Error::Queue(format!(
+                    "the jobs stream did not store {} job(s): {why}",
+                    unstored.len()
+                )));
+            }
+            tokio::time::sleep(PUBLISH_PAUSE).await;
+            pending = unstored;
         }
-        for ack in acks {
-            ack.await
-                .map_err(|e| Error::Queue(format!("the jobs stream did not store a job: {e}")))?;
-        }
-        Ok(())
     }
 
     /// Hands jobs back to the stream with their delays, on a task of their own: a lease dropped
