@@ -87,6 +87,8 @@ impl Default for NatsOptions {
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long attempt records taken by a node's reporter stay its own.
 const REPORT_ACK_WAIT: Duration = Duration::from_secs(10);
+/// How long a starting node waits for JetStream to be able to set up its streams.
+const SETUP_PATIENCE: Duration = Duration::from_secs(45);
 /// How long a request that sets up a stream, consumer or bucket may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one publish waits for its acknowledgement before it is sent again.
@@ -219,76 +221,27 @@ impl Nats {
             names: &names,
             replicas: options.nats_stream_replicas,
         };
-        let jobs = setup
-            .stream(stream::Config {
-                name: names.jobs_stream(),
-                subjects: vec![names.jobs_subjects()],
-                retention: RetentionPolicy::WorkQueue,
-                storage: StorageType::File,
-                num_replicas: options.nats_stream_replicas,
-                duplicate_window: *options.nats_dedupe_window,
-                description: Some("hookplane deliveries waiting or in flight".to_owned()),
-                ..stream::Config::default()
-            })
-            .await?;
-        let deliver = setup
-            .consumer(
-                &jobs,
-                pull::Config {
-                    durable_name: Some(names.deliver_consumer()),
-                    description: Some("hookplane nodes take deliveries from here".to_owned()),
-                    deliver_policy: DeliverPolicy::All,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: *options.nats_ack_wait,
-                    // A job is handed out as often as the engine defers it; attempts are
-                    // counted in the job itself.
-                    max_deliver: -1,
-                    // Jobs waiting for room (NAKed with a delay) stay pending; a bound here
-                    // would let one dead target's backlog stop every other lane.
-                    max_ack_pending: -1,
-                    ..pull::Config::default()
-                },
-            )
-            .await?;
-        let outcomes = setup
-            .stream(stream::Config {
-                name: names.outcomes_stream(),
-                subjects: vec![names.outcome_subject()],
-                retention: RetentionPolicy::WorkQueue,
-                storage: StorageType::File,
-                num_replicas: options.nats_stream_replicas,
-                max_age: OUTCOME_AGE,
-                description: Some("hookplane delivery attempts not yet reported".to_owned()),
-                ..stream::Config::default()
-            })
-            .await?;
-        let report = setup
-            .consumer(
-                &outcomes,
-                pull::Config {
-                    durable_name: Some(names.report_consumer()),
-                    description: Some("hookplane nodes report attempts from here".to_owned()),
-                    deliver_policy: DeliverPolicy::All,
-                    ack_policy: AckPolicy::Explicit,
-                    // A batch a node took and could not report (it died) goes to another node
-                    // after this; one reported twice is harmless (attempt ids are kept once).
-                    ack_wait: REPORT_ACK_WAIT,
-                    max_deliver: -1,
-                    max_ack_pending: -1,
-                    ..pull::Config::default()
-                },
-            )
-            .await?;
-        let parked = setup
-            .bucket(&names.parked_bucket(), PARKED_AGE, "failed deliveries")
-            .await?;
-        let idempotency = setup
-            .bucket(
-                &names.idempotency_bucket(),
-                IDEMPOTENCY_AGE,
-                "PublishEvent idempotency keys",
-            )
-            .await?;
+        // A cluster that is still electing its JetStream leader answers "temporarily
+        // unavailable": a node started with it waits, as it would for any dependency coming up.
+        let give_up = tokio::time::Instant::now() + SETUP_PATIENCE;
+        let mut backoff = crate::backoff::Backoff::default();
+        let made = loop {
+            match setup.everything(options).await {
+                Ok(made) => break made,
+                Err(Error::Queue(why)) if tokio::time::Instant::now() < give_up => {
+                    tracing::warn!(%why, "NATS JetStream not ready yet; trying again");
+                    tokio::time::sleep(backoff.next_wait()).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let Made {
+            jobs,
+            deliver,
+            report,
+            parked,
+            idempotency,
+        } = made;
         info!(
             servers = servers.join(","),
             prefix = options.nats_prefix,
@@ -372,7 +325,98 @@ struct Setup<'a> {
     replicas: usize,
 }
 
+/// What [`Setup::everything`] made or found.
+struct Made {
+    jobs: stream::Stream,
+    deliver: jetstream::consumer::Consumer<pull::Config>,
+    report: jetstream::consumer::Consumer<pull::Config>,
+    parked: kv::Store,
+    idempotency: kv::Store,
+}
+
 impl Setup<'_> {
+    /// Every stream, consumer and bucket the node uses.
+    async fn everything(&self, options: &NatsOptions) -> Result<Made, Error> {
+        let (setup, names) = (self, self.names);
+        let jobs = setup
+            .stream(stream::Config {
+                name: names.jobs_stream(),
+                subjects: vec![names.jobs_subjects()],
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                num_replicas: options.nats_stream_replicas,
+                duplicate_window: *options.nats_dedupe_window,
+                description: Some("hookplane deliveries waiting or in flight".to_owned()),
+                ..stream::Config::default()
+            })
+            .await?;
+        let deliver = setup
+            .consumer(
+                &jobs,
+                pull::Config {
+                    durable_name: Some(names.deliver_consumer()),
+                    description: Some("hookplane nodes take deliveries from here".to_owned()),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: *options.nats_ack_wait,
+                    // A job is handed out as often as the engine defers it; attempts are
+                    // counted in the job itself.
+                    max_deliver: -1,
+                    // Jobs waiting for room (NAKed with a delay) stay pending; a bound here
+                    // would let one dead target's backlog stop every other lane.
+                    max_ack_pending: -1,
+                    ..pull::Config::default()
+                },
+            )
+            .await?;
+        let outcomes = setup
+            .stream(stream::Config {
+                name: names.outcomes_stream(),
+                subjects: vec![names.outcome_subject()],
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                num_replicas: options.nats_stream_replicas,
+                max_age: OUTCOME_AGE,
+                description: Some("hookplane delivery attempts not yet reported".to_owned()),
+                ..stream::Config::default()
+            })
+            .await?;
+        let report = setup
+            .consumer(
+                &outcomes,
+                pull::Config {
+                    durable_name: Some(names.report_consumer()),
+                    description: Some("hookplane nodes report attempts from here".to_owned()),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    // A batch a node took and could not report (it died) goes to another node
+                    // after this; one reported twice is harmless (attempt ids are kept once).
+                    ack_wait: REPORT_ACK_WAIT,
+                    max_deliver: -1,
+                    max_ack_pending: -1,
+                    ..pull::Config::default()
+                },
+            )
+            .await?;
+        let parked = setup
+            .bucket(&names.parked_bucket(), PARKED_AGE, "failed deliveries")
+            .await?;
+        let idempotency = setup
+            .bucket(
+                &names.idempotency_bucket(),
+                IDEMPOTENCY_AGE,
+                "PublishEvent idempotency keys",
+            )
+            .await?;
+        Ok(Made {
+            jobs,
+            deliver,
+            report,
+            parked,
+            idempotency,
+        })
+    }
+
     async fn stream(&self, want: stream::Config) -> Result<stream::Stream, Error> {
         let name = want.name.clone();
         let mut existing = match self.js.get_stream(&name).await {

@@ -394,8 +394,7 @@ impl Queue for JetStreamQueue {
         let Some(mut job) = Parked::decode(entry.value.as_ref())?.job else {
             return Ok(false);
         };
-        job.budget_start = job.attempts;
-        job.first_enqueued_ms = unix_ms(SystemTime::now());
+        job.grant_fresh_budget(unix_ms(SystemTime::now()));
         // Every node is asked to requeue; they publish the same message id, which the stream
         // stores once.
         let msg_id = format!("{delivery_id}.requeue.{}", entry.revision);

@@ -103,6 +103,13 @@ impl Job {
         self.attempts.saturating_sub(self.budget_start)
     }
 
+    /// A manual retry: the attempts from now on count against a fresh budget that begins at
+    /// `now_ms`, while attempt numbers keep counting up.
+    pub fn grant_fresh_budget(&mut self, now_ms: u64) {
+        self.budget_start = self.attempts;
+        self.first_enqueued_ms = now_ms;
+    }
+
     /// When the current budget began.
     pub fn budget_began(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.first_enqueued_ms)

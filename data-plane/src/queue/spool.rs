@@ -745,8 +745,7 @@ impl Queue for Spool {
             return Ok(false);
         };
         let now = unix_ms(SystemTime::now());
-        job.budget_start = job.attempts;
-        job.first_enqueued_ms = now;
+        job.grant_fresh_budget(now);
         let lane = job.lane().into_owned();
         let body_key = record.body_key;
         let encoded = Record {
