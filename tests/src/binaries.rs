@@ -44,6 +44,11 @@ pub fn hookctl() -> PathBuf {
 }
 
 /// Where the repository's files are (fixtures, receivers).
+/// A path inside the workspace's target directory (where the tests keep what they make).
+pub fn target_path(relative: &str) -> PathBuf {
+    target_dir().join(relative)
+}
+
 pub fn repo_path(relative: &str) -> PathBuf {
     workspace_root().join(relative)
 }

@@ -1,7 +1,7 @@
 //! Receivers written with the official libraries (`tests/receivers/*.py`, packages from
 //! `tests/requirements.txt`), run as real processes: they check our wire format, not our reading of it.
 
-use std::{process::Stdio, sync::OnceLock, time::Duration};
+use std::{path::PathBuf, process::Stdio, sync::OnceLock, time::Duration};
 
 use anyhow::Context;
 use tokio::{
@@ -82,15 +82,34 @@ impl PyReceiver {
     }
 }
 
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned())
+/// The interpreter the receivers run on: the tests' own virtual environment under
+/// `target/test-venv`, made from `$PYTHON` (default `python3`) on first use, so a system Python
+/// that refuses `pip install` (PEP 668) never matters and nothing is installed system-wide.
+fn python() -> PathBuf {
+    crate::binaries::target_path("test-venv")
+        .join("bin")
+        .join("python")
 }
 
-/// Installs `tests/requirements.txt` once per test process when its packages are missing, so
-/// `cargo test` alone works on a fresh machine.
+/// Makes the virtual environment and installs `tests/requirements.txt` into it once per test
+/// process when its packages are missing, so `cargo test` alone works on a fresh machine.
 fn ensure_requirements() {
     static READY: OnceLock<()> = OnceLock::new();
     READY.get_or_init(|| {
+        let venv = crate::binaries::target_path("test-venv");
+        if !python().exists() {
+            let base = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+            let status = std::process::Command::new(&base)
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .expect("running python -m venv");
+            assert!(
+                status.success(),
+                "{base} -m venv {} failed (Debian: apt-get install python3-venv)",
+                venv.display()
+            );
+        }
         let present = std::process::Command::new(python())
             .args(["-c", "import linebot.v3, standardwebhooks, aiosmtpd"])
             .stderr(Stdio::null())
@@ -99,13 +118,21 @@ fn ensure_requirements() {
         if !present {
             let requirements = crate::binaries::repo_path("tests/requirements.txt");
             let status = std::process::Command::new(python())
-                .args(["-m", "pip", "install", "--quiet", "-r"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
                 .arg(requirements)
                 .status()
                 .expect("running pip");
             assert!(
                 status.success(),
-                "pip install -r tests/requirements.txt failed"
+                "pip install -r tests/requirements.txt into {} failed",
+                venv.display()
             );
         }
     });
