@@ -13,6 +13,7 @@ pub mod delivery;
 mod error;
 mod grpc;
 pub mod ingress;
+pub mod line_event;
 pub mod metrics;
 pub mod nats;
 mod options;

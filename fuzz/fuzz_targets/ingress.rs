@@ -20,7 +20,7 @@ use hookplane_data::{
     config::{ConfigStore, Snapshot},
     ingress::{self, Ingress},
     metrics::Metrics,
-    queue::{Job, Queue},
+    queue::{Job, Leased, Queue},
 };
 use hookplane_proto::v1::{
     ConfigResource, ConfigUpdate, NodeChannel, NodeForwardingSet, NodeSecret,
@@ -58,19 +58,24 @@ impl Queue for Recorded {
         _max: usize,
         _wait: Duration,
         _room: &hookplane_data::queue::Room<'_>,
-    ) -> Result<Vec<Job>, Error> {
+    ) -> Result<Vec<Leased>, Error> {
         Ok(Vec::new())
     }
-    async fn ack(&self, _id: &str) -> Result<(), Error> {
+    async fn ack(&self, _leased: Leased) -> Result<(), Error> {
         Ok(())
     }
-    async fn retry(&self, _id: &str, _n: u32, _at: std::time::SystemTime) -> Result<(), Error> {
+    async fn retry(
+        &self,
+        _leased: Leased,
+        _n: u32,
+        _at: std::time::SystemTime,
+    ) -> Result<(), Error> {
         Ok(())
     }
-    async fn defer(&self, _job: Job, _at: std::time::SystemTime) -> Result<(), Error> {
+    async fn defer(&self, _leased: Leased, _at: std::time::SystemTime) -> Result<(), Error> {
         Ok(())
     }
-    async fn fail(&self, _id: &str, _n: u32, _reason: &str) -> Result<(), Error> {
+    async fn fail(&self, _leased: Leased, _n: u32, _reason: &str) -> Result<(), Error> {
         Ok(())
     }
     async fn requeue_failed(&self, _id: &str) -> Result<bool, Error> {

@@ -4,7 +4,6 @@
 //! each LINE message, are durably queued; everything slow happens later in the delivery engine,
 //! so the answer stays far inside LINE's 2 seconds.
 
-mod event_id;
 mod probes;
 mod signature;
 
@@ -24,13 +23,12 @@ use axum::{
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::{debug, error};
 
-pub use event_id::{WebhookHead, delivery_id, single_event_id};
-
 use crate::{
     config::{ChannelEntry, ConfigStore},
     connectors::genesys::inbound_jobs::inbound_jobs,
+    line_event::WebhookHead,
     metrics::Metrics,
-    queue::{Header, Job, Leg, Queue, unix_ms},
+    queue::{ForwardingSetRef, Header, Job, Queue, unix_ms},
 };
 
 /// What the ingress needs from the rest of the node.
@@ -212,19 +210,13 @@ fn jobs_for(
     channel
         .targets
         .iter()
-        .map(|target| Job {
-            delivery_id: delivery_id(&event_id, &target.id),
-            event_id: event_id.clone(),
-            forwarding_set_id: target.id.clone(),
-            subscription_id: String::new(),
-            channel_id: channel.channel.id.clone(),
-            tenant_id: channel.channel.tenant_id.clone(),
-            body: body.clone(),
-            headers: replayed.clone(),
-            attempts: 0,
-            first_enqueued_ms: now,
-            budget_start: 0,
-            leg: Leg::Forward.into(),
+        .map(|target| {
+            let set = ForwardingSetRef {
+                id: &target.id,
+                channel_id: &channel.channel.id,
+                tenant_id: &channel.channel.tenant_id,
+            };
+            Job::forward(&event_id, set, body.clone(), replayed.clone(), now)
         })
         .collect()
 }

@@ -23,7 +23,6 @@ pub use idempotency::{IdempotencyBook, IdempotencyKeys, SharedIdempotencyKeys};
 use crate::{
     Error,
     config::ConfigStore,
-    ingress::delivery_id,
     queue::{Job, Queue, unix_ms},
 };
 
@@ -99,15 +98,7 @@ impl Publisher {
         let enqueued_ms = unix_ms(now);
         let jobs: Vec<Job> = subscriptions
             .iter()
-            .map(|sub| Job {
-                delivery_id: delivery_id(&event_id, &sub.id),
-                event_id: event_id.clone(),
-                subscription_id: sub.id.clone(),
-                tenant_id: tenant.id.clone(),
-                body: body.clone(),
-                first_enqueued_ms: enqueued_ms,
-                ..Job::default()
-            })
+            .map(|sub| Job::event(&event_id, &sub.id, &tenant.id, body.clone(), enqueued_ms))
             .collect();
         let matched = u32::try_from(jobs.len()).unwrap_or(u32::MAX);
         if let Err(e) = self.queue.enqueue(jobs).await {

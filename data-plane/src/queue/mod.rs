@@ -9,112 +9,20 @@ mod bodies;
 mod contract;
 mod hashed_key;
 pub mod jetstream;
+mod job;
 mod journal;
 pub mod spool;
 
 use std::{
     any::Any,
-    borrow::Cow,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use async_trait::async_trait;
-use bytes::Bytes;
+
+pub use job::{ForwardingSetRef, Header, Job, Leg, delivery_id};
 
 use crate::Error;
-
-/// One delivery of one event to one target, as it waits in the queue.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Job {
-    /// `dlv_...`, stable per (event, target) so a duplicate after a crash shares it.
-    #[prost(string, tag = "1")]
-    pub delivery_id: String,
-    /// `evt_...`, sent as x-hookplane-event-id.
-    #[prost(string, tag = "2")]
-    pub event_id: String,
-    /// Set for a LINE forward.
-    #[prost(string, tag = "3")]
-    pub forwarding_set_id: String,
-    /// Set for an outgoing event webhook.
-    #[prost(string, tag = "4")]
-    pub subscription_id: String,
-    #[prost(string, tag = "5")]
-    pub channel_id: String,
-    #[prost(string, tag = "6")]
-    pub tenant_id: String,
-    /// The exact bytes to send.
-    #[prost(bytes = "bytes", tag = "7")]
-    pub body: Bytes,
-    /// Headers replayed verbatim (x-line-signature, content-type).
-    #[prost(message, repeated, tag = "8")]
-    pub headers: Vec<Header>,
-    /// Attempts made so far.
-    #[prost(uint32, tag = "9")]
-    pub attempts: u32,
-    /// Unix milliseconds when the current attempt budget began (first enqueue, or a manual retry).
-    #[prost(uint64, tag = "10")]
-    pub first_enqueued_ms: u64,
-    /// `attempts` when the current budget began: a manual retry grants a fresh budget while the
-    /// attempt numbers keep counting up.
-    #[prost(uint32, tag = "11")]
-    pub budget_start: u32,
-    /// Which call a forwarding set's job makes: the raw forward, or one of a connector's.
-    #[prost(enumeration = "Leg", tag = "12")]
-    pub leg: i32,
-}
-
-/// The calls a forwarding set's jobs make. Jobs spooled before connectors existed decode as
-/// `Forward`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-#[repr(i32)]
-pub enum Leg {
-    /// The identical LINE request to the set's URL.
-    Forward = 0,
-    /// One LINE message, translated, to Genesys Open Messaging (`body` is the inbound message).
-    GenesysInbound = 1,
-    /// One agent message to the LINE push API (`body` is the push request).
-    LinePush = 2,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Header {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub value: String,
-}
-
-impl Job {
-    /// The target it goes to, as its breaker and concurrency cap know it: the forwarding set (a
-    /// connector's agent replies to LINE apart, so Genesys in trouble cannot hold them back), or
-    /// the subscription.
-    pub fn lane(&self) -> Cow<'_, str> {
-        if self.forwarding_set_id.is_empty() {
-            return Cow::Borrowed(&self.subscription_id);
-        }
-        match self.leg() {
-            Leg::LinePush => Cow::Owned(format!("{}#line-push", self.forwarding_set_id)),
-            Leg::Forward | Leg::GenesysInbound => Cow::Borrowed(&self.forwarding_set_id),
-        }
-    }
-
-    /// Attempts made within the current budget.
-    pub fn attempts_in_budget(&self) -> u32 {
-        self.attempts.saturating_sub(self.budget_start)
-    }
-
-    /// A manual retry: the attempts from now on count against a fresh budget that begins at
-    /// `now_ms`, while attempt numbers keep counting up.
-    pub fn grant_fresh_budget(&mut self, now_ms: u64) {
-        self.budget_start = self.attempts;
-        self.first_enqueued_ms = now_ms;
-    }
-
-    /// When the current budget began.
-    pub fn budget_began(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.first_enqueued_ms)
-    }
-}
 
 /// How many jobs of a lane a lease may hand out now.
 ///

@@ -9,8 +9,8 @@ use tracing::warn;
 use super::mapping;
 use crate::{
     config::ChannelEntry,
-    ingress::{delivery_id, single_event_id},
-    queue::{Job, Leg, unix_ms},
+    line_event::single_event_id,
+    queue::{ForwardingSetRef, Job, unix_ms},
 };
 
 /// The jobs for every enabled Genesys set of `channel`, and how many events were not messages
@@ -44,17 +44,12 @@ pub fn inbound_jobs(channel: &ChannelEntry, webhook: &[u8], now: SystemTime) -> 
         }
         jobs.extend(translation.messages.into_iter().map(|message| {
             let event_id = single_event_id(&message.webhook_event_id, &message.line_message_id);
-            Job {
-                delivery_id: delivery_id(&event_id, &set.id),
-                event_id,
-                forwarding_set_id: set.id.clone(),
-                channel_id: channel.channel.id.clone(),
-                tenant_id: channel.channel.tenant_id.clone(),
-                body: message.body,
-                first_enqueued_ms: unix_ms(now),
-                leg: Leg::GenesysInbound.into(),
-                ..Job::default()
-            }
+            let to = ForwardingSetRef {
+                id: &set.id,
+                channel_id: &channel.channel.id,
+                tenant_id: &channel.channel.tenant_id,
+            };
+            Job::genesys_inbound(&event_id, to, message.body, unix_ms(now))
         }));
     }
     (jobs, skipped)
@@ -121,7 +116,7 @@ mod tests {
         let (jobs, skipped) = inbound_jobs(&entry, &webhook(), SystemTime::now());
         assert_eq!(jobs.len(), 4);
         assert_eq!(skipped, 1);
-        assert!(jobs.iter().all(|j| j.leg() == Leg::GenesysInbound));
+        assert!(jobs.iter().all(|j| j.leg() == crate::queue::Leg::GenesysInbound));
         assert!(
             jobs.iter()
                 .all(|j| j.channel_id == "ch_1" && j.tenant_id == "tnt_1")

@@ -26,9 +26,8 @@ use super::{
 use crate::{
     config::ConfigStore,
     connectors::line_push,
-    ingress::delivery_id,
     metrics::Metrics,
-    queue::{Header, Job, Leg, Queue, unix_ms},
+    queue::{ForwardingSetRef, Header, Job, Queue, unix_ms},
 };
 
 pub const OUTBOUND_ROUTE: &str = "/api/connector/genesys/{forwarding_set_id}/outbound";
@@ -205,29 +204,28 @@ pub fn push_job(
     now: SystemTime,
 ) -> Job {
     let event_id = outbound_event_id(&set.id, message_id);
-    Job {
-        delivery_id: delivery_id(&event_id, &set.id),
-        event_id,
-        forwarding_set_id: set.id.clone(),
-        subscription_id: String::new(),
-        channel_id: set.channel_id.clone(),
-        tenant_id: set.tenant_id.clone(),
-        body: line_push::push_body(to, messages),
-        headers: vec![
-            Header {
-                name: "content-type".to_owned(),
-                value: "application/json".to_owned(),
-            },
-            Header {
-                name: line_push::RETRY_KEY_HEADER.to_owned(),
-                value: line_push::retry_key(&set.id, message_id),
-            },
-        ],
-        attempts: 0,
-        first_enqueued_ms: unix_ms(now),
-        budget_start: 0,
-        leg: Leg::LinePush.into(),
-    }
+    let target = ForwardingSetRef {
+        id: &set.id,
+        channel_id: &set.channel_id,
+        tenant_id: &set.tenant_id,
+    };
+    let headers = vec![
+        Header {
+            name: "content-type".to_owned(),
+            value: "application/json".to_owned(),
+        },
+        Header {
+            name: line_push::RETRY_KEY_HEADER.to_owned(),
+            value: line_push::retry_key(&set.id, message_id),
+        },
+    ];
+    Job::line_push(
+        &event_id,
+        target,
+        line_push::push_body(to, messages),
+        headers,
+        unix_ms(now),
+    )
 }
 
 #[cfg(test)]
@@ -376,7 +374,7 @@ mod tests {
             json!({"to": "U4af", "messages": [{"type": "text", "text": "Your order ships today."}]})
         );
         assert_eq!(jobs[0].forwarding_set_id, "fwd_g");
-        assert_eq!(jobs[0].leg(), Leg::LinePush);
+        assert_eq!(jobs[0].leg(), crate::queue::Leg::LinePush);
         assert_eq!(jobs[0].channel_id, "ch_1");
         let key = jobs[0]
             .headers

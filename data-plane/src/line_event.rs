@@ -1,6 +1,7 @@
-//! Stable identities: the event id a webhook request gets and the delivery id of each forward.
-//! Both derive from content, never from arrival, so a LINE redelivery and a crash duplicate carry
-//! the same ids and receivers can dedupe on them.
+//! Stable identities of LINE events: the event id a webhook request gets, and the one a single
+//! LINE event gets. Both derive from content, never from arrival, so a LINE redelivery and a
+//! crash duplicate carry the same ids (and so the same delivery ids, `queue::delivery_id`) and
+//! receivers can dedupe on them.
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -66,15 +67,6 @@ pub fn single_event_id(webhook_event_id: &str, line_message_id: &str) -> String 
     format!("evt_{}", hex::encode(&hash.finalize()[..16]))
 }
 
-/// `dlv_` + a hash of (event, target).
-pub fn delivery_id(event_id: &str, target_id: &str) -> String {
-    let mut hash = Sha256::new();
-    hash.update(event_id.as_bytes());
-    hash.update(b"\n");
-    hash.update(target_id.as_bytes());
-    format!("dlv_{}", hex::encode(&hash.finalize()[..16]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,14 +124,6 @@ mod tests {
     fn without_a_webhook_event_id_the_message_id_decides() {
         assert_eq!(single_event_id("", "m1"), single_event_id("", "m1"));
         assert_ne!(single_event_id("", "m1"), single_event_id("", "m2"));
-    }
-
-    #[test]
-    fn the_delivery_id_is_stable_per_event_and_target() {
-        assert_eq!(delivery_id("evt_1", "fwd_a"), delivery_id("evt_1", "fwd_a"));
-        assert_ne!(delivery_id("evt_1", "fwd_a"), delivery_id("evt_1", "fwd_b"));
-        assert_ne!(delivery_id("evt_1", "fwd_a"), delivery_id("evt_2", "fwd_a"));
-        assert!(delivery_id("evt_1", "fwd_a").starts_with("dlv_"));
     }
 
     #[test]
