@@ -5,6 +5,7 @@
 //! `hookplane-outbound`, signing at attempt time, retries through the queue, per-target caps and
 //! breakers), the config stream from the control plane, and the outcome reports back to it.
 
+mod attempt;
 mod backoff;
 pub mod config;
 pub mod connectors;

@@ -15,7 +15,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::transport::{Post, Reply, Transport, Unanswered};
+use super::transport::{Post, Transport};
+use crate::attempt::{Reply, Unanswered};
 
 /// One request as the fake server received it.
 #[derive(Debug, Clone)]

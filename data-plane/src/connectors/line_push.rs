@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::transport::{AttemptResult, Post, Transport, status_is_retryable};
+use super::transport::{Post, Transport};
+use crate::attempt::{AttemptResult, status_is_retryable};
 
 pub const PUSH_PATH: &str = "/v2/bot/message/push";
 pub const RETRY_KEY_HEADER: &str = "x-line-retry-key";

@@ -18,7 +18,9 @@ use hookplane_proto::v1::{NodeChannel, NodeForwardingSet};
 
 use crate::queue::Job;
 use genesys::oauth::TokenCache;
-use transport::{AttemptResult, Transport};
+use transport::Transport;
+
+use crate::attempt::AttemptResult;
 
 /// What connector attempts share on a node: the guarded transport, the Genesys tokens, and where
 /// the LINE API is.

@@ -19,11 +19,9 @@ use super::{
     target::Target,
 };
 use crate::{
+    attempt::{AttemptFailure, AttemptResult},
     config::ConfigStore,
-    connectors::{
-        Connectors,
-        transport::{AttemptFailure, AttemptResult},
-    },
+    connectors::Connectors,
     metrics::Metrics,
     outcomes::Outcomes,
     queue::{Job, Leased, Queue},

@@ -19,8 +19,9 @@ use hookplane_proto::v1::{
 use reqwest::header::HeaderMap;
 
 use crate::{
+    attempt::AttemptResult,
     config::Snapshot,
-    connectors::{Connectors, genesys::inbound::inbound_url, transport::AttemptResult},
+    connectors::{Connectors, genesys::inbound::inbound_url},
     queue::{Job, Leg},
 };
 

@@ -8,7 +8,10 @@ use hookplane_proto::v1::GenesysSettings;
 use http::{HeaderMap, HeaderValue, header};
 
 use super::oauth::{Credentials, TokenCache};
-use crate::connectors::transport::{AttemptResult, Post, Reply, Transport, status_is_retryable};
+use crate::{
+    attempt::{AttemptResult, Reply, status_is_retryable},
+    connectors::transport::{Post, Transport},
+};
 
 /// `{api}/api/v2/conversations/messages/{integrationId}/inbound/open/message`, the integration id
 /// escaped as one path segment.
@@ -72,7 +75,7 @@ async fn post(
     token: &str,
     body: Bytes,
     timeout: Duration,
-) -> Result<Reply, crate::connectors::transport::Unanswered> {
+) -> Result<Reply, crate::attempt::Unanswered> {
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,

@@ -116,7 +116,10 @@ mod tests {
         let (jobs, skipped) = inbound_jobs(&entry, &webhook(), SystemTime::now());
         assert_eq!(jobs.len(), 4);
         assert_eq!(skipped, 1);
-        assert!(jobs.iter().all(|j| j.leg() == crate::queue::Leg::GenesysInbound));
+        assert!(
+            jobs.iter()
+                .all(|j| j.leg() == crate::queue::Leg::GenesysInbound)
+        );
         assert!(
             jobs.iter()
                 .all(|j| j.channel_id == "ch_1" && j.tenant_id == "tnt_1")

@@ -14,7 +14,10 @@ use http::{HeaderMap, HeaderValue, header};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::connectors::transport::{AttemptResult, Post, Transport, status_is_retryable};
+use crate::{
+    attempt::{AttemptResult, status_is_retryable},
+    connectors::transport::{Post, Transport},
+};
 
 pub const TOKEN_PATH: &str = "/oauth/token";
 /// Said after a failure of the login call, so the attempt log tells it from the message call.
