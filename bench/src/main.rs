@@ -9,6 +9,7 @@ mod http_client;
 mod line_requests;
 mod load;
 mod plan;
+mod queue_mode;
 mod receivers;
 mod report;
 mod scenarios;

@@ -71,9 +71,14 @@ fn ratio_line(ours: &Row, base: &Row) {
 
 /// Each step: hookplane, the baseline, and the ratio.
 pub fn steps(ours: &[Row], base: &[Row]) {
+    steps_of("hookplane", ours, base);
+}
+
+/// Each step: `system` (hookplane in one of its modes), the baseline, and the ratio.
+pub fn steps_of(system: &str, ours: &[Row], base: &[Row]) {
     println!("{HEADER}");
     for (o, b) in ours.iter().zip(base) {
-        line("hookplane", o);
+        line(system, o);
         line("baseline", b);
         ratio_line(o, b);
     }

@@ -250,8 +250,13 @@ pub struct Standalone {
 
 impl Standalone {
     pub async fn start(binary: &Path) -> anyhow::Result<Standalone> {
+        Standalone::start_with(binary, &[]).await
+    }
+
+    /// With `extra` flags, e.g. `--queue nats://...`.
+    pub async fn start_with(binary: &Path, extra: &[&str]) -> anyhow::Result<Standalone> {
         let dir = tempfile::tempdir()?;
-        let args = strings(&[
+        let mut args = strings(&[
             "standalone",
             "--data-dir",
             path_str(dir.path())?,
@@ -264,6 +269,7 @@ impl Standalone {
             "--data-grpc-listen",
             "127.0.0.1:0",
         ]);
+        args.extend(strings(extra));
         let process = Process::spawn(
             binary,
             &args,

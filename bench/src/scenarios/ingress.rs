@@ -7,6 +7,7 @@ use crate::{
     binary, http_client,
     line_requests::LineRequests,
     plan::{Plan, Step, TARGET_RATE},
+    queue_mode::QueueMode,
     receivers::Receivers,
     report,
     service::Standalone,
@@ -18,11 +19,22 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
     let binary = binary::hookplane_release()?;
     let line = LineRequests::new()?;
     for &sets in &plan.sets {
-        eprintln!("ingress with {sets} forwarding set(s): hookplane");
         let receivers = Receivers::counting(sets).await?;
         let fanout = sets as u64;
-        let ours = {
-            let mut standalone = Standalone::start(&binary).await?;
+        let sink = || {
+            Some(Sink {
+                receivers: &receivers,
+                fanout,
+            })
+        };
+        let mut ours = Vec::new();
+        for mode in QueueMode::BOTH {
+            eprintln!(
+                "ingress with {sets} forwarding set(s): {} ({mode:?} queue)",
+                mode.label()
+            );
+            let backend = mode.start()?;
+            let mut standalone = Standalone::start_with(&binary, &backend.flags()).await?;
             let admin = standalone.admin().await?;
             let channel = configure_channel(&admin, standalone.ingress, &receivers.urls()).await?;
             let fire = line_fire(
@@ -30,25 +42,19 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
                 webhook_uri(standalone.ingress, &channel)?,
                 line.clone(),
             );
-            let sink = || {
-                Some(Sink {
-                    receivers: &receivers,
-                    fanout,
-                })
-            };
             warm_up(&fire, sink()).await?;
             let rows = run_steps(
                 plan,
                 &plan.steps,
                 &standalone.process,
-                &format!("ingress-{sets}sets-hookplane"),
+                &format!("ingress-{sets}sets-{}", mode.label()),
                 &fire,
                 sink(),
             )
             .await;
             standalone.process.stop().await;
-            rows
-        };
+            ours.push((mode, rows));
+        }
         eprintln!("ingress with {sets} forwarding set(s): baseline");
         let base = {
             let mut baseline = Baseline::start(&receivers.urls()).await?;
@@ -57,12 +63,6 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
                 webhook_uri(baseline.addr, "baseline")?,
                 line.clone(),
             );
-            let sink = || {
-                Some(Sink {
-                    receivers: &receivers,
-                    fanout,
-                })
-            };
             warm_up(&fire, sink()).await?;
             let rows = run_steps(
                 plan,
@@ -76,11 +76,17 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
             baseline.process.stop().await;
             rows
         };
+        let (spool, nats) = (&ours[0].1, &ours[1].1);
         report::title(&format!(
             "ingress: {sets} forwarding set(s), standalone vs baseline forwarder"
         ));
-        report::steps(&ours, &base);
-        targets(&ours, &base);
+        report::steps(spool, &base);
+        targets(spool, &base);
+        report::title(&format!(
+            "ingress: {sets} forwarding set(s), standalone with --queue nats (one local nats-server) vs baseline forwarder"
+        ));
+        report::steps_of(QueueMode::Nats.label(), nats, &base);
+        super::nats_target(nats, spool);
     }
     Ok(())
 }

@@ -262,3 +262,31 @@ pub async fn warm_up(fire: &Fire, sink: Option<Sink<'_>>) -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+/// NATS mode against the spool, at the saturated step: what reached the receivers.
+pub fn nats_target(nats: &[Row], spool: &[Row]) {
+    let forwarded = |rows: &[Row]| {
+        rows.iter()
+            .find(|r| matches!(r.step, Step::Saturate(_)))
+            .and_then(|r| r.forwarded.as_ref())
+            .map(|f| (f.per_sec, f.drain_per_sec))
+    };
+    if let (Some((nats_fwd, nats_drain)), Some((spool_fwd, spool_drain))) =
+        (forwarded(nats), forwarded(spool))
+        && spool_fwd > 0.0
+    {
+        if let (Some(n), Some(s)) = (nats_drain, spool_drain) {
+            println!(
+                "info: saturated step's drain with NATS {n:.0}/s = {:.2}x the spool's {s:.0}/s",
+                n / s
+            );
+        }
+        let ratio = nats_fwd / spool_fwd;
+        crate::report::target(
+            ratio >= 0.5,
+            &format!(
+                "saturated forwarding with --queue nats {nats_fwd:.0}/s = {ratio:.2}x the spool's {spool_fwd:.0}/s (>= 0.5x)"
+            ),
+        );
+    }
+}

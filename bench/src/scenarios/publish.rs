@@ -20,6 +20,7 @@ use crate::{
     binary, http_client,
     load::{self, Fire},
     plan::Plan,
+    queue_mode::QueueMode,
     receivers::Receivers,
     report,
     service::{self, Standalone},
@@ -39,50 +40,41 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
             fanout: SUBSCRIPTIONS as u64,
         })
     };
-    eprintln!("publish: hookplane");
-    let mut standalone = Standalone::start(&binary).await?;
-    let admin = standalone.admin().await?;
-    let tenant = subscribe(&admin, standalone.ingress, &receivers.urls()).await?;
-    let publisher = Client::connect(
-        &format!("http://{}", standalone.grpc),
-        &standalone.token("publisher.token")?,
-    )
-    .await?;
-    match publisher
-        .events()
-        .publish_event(request(&tenant, "bench-probe"))
-        .await
-    {
-        Ok(answer) => {
-            let matched = answer.into_inner().matched_subscriptions;
-            if matched as usize != SUBSCRIPTIONS {
-                bail!("a published event matched {matched} subscriptions, not {SUBSCRIPTIONS}");
-            }
+    let mut ours = Vec::new();
+    for mode in QueueMode::BOTH {
+        eprintln!("publish: {} ({mode:?} queue)", mode.label());
+        let backend = mode.start()?;
+        let mut standalone = Standalone::start_with(&binary, &backend.flags()).await?;
+        let admin = standalone.admin().await?;
+        let tenant = subscribe(&admin, standalone.ingress, &receivers.urls()).await?;
+        let publisher = Client::connect(
+            &format!("http://{}", standalone.grpc),
+            &standalone.token("publisher.token")?,
+        )
+        .await?;
+        let answer = publisher
+            .events()
+            .publish_event(request(&tenant, &format!("bench-probe-{}", mode.label())))
+            .await
+            .context("publishing a probe event")?;
+        let matched = answer.into_inner().matched_subscriptions;
+        if matched as usize != SUBSCRIPTIONS {
+            bail!("a published event matched {matched} subscriptions, not {SUBSCRIPTIONS}");
         }
-        Err(status) if status.code() == tonic::Code::Unimplemented => {
-            standalone.process.stop().await;
-            report::title("publish");
-            println!(
-                "skipped: this build's data-plane nodes do not serve EventService.PublishEvent \
-                 yet ({})",
-                status.message()
-            );
-            return Ok(());
-        }
-        Err(status) => return Err(status).context("publishing a probe event"),
+        let fire = publish_fire(publisher, tenant);
+        warm_up(&fire, sink()).await?;
+        let rows = run_steps(
+            plan,
+            &plan.publish_steps,
+            &standalone.process,
+            &format!("publish-{}", mode.label()),
+            &fire,
+            sink(),
+        )
+        .await;
+        standalone.process.stop().await;
+        ours.push(rows);
     }
-    let fire = publish_fire(publisher, tenant);
-    warm_up(&fire, sink()).await?;
-    let ours = run_steps(
-        plan,
-        &plan.publish_steps,
-        &standalone.process,
-        "publish-hookplane",
-        &fire,
-        sink(),
-    )
-    .await;
-    standalone.process.stop().await;
 
     eprintln!("publish: baseline");
     let mut baseline = Baseline::start(&receivers.urls()).await?;
@@ -102,7 +94,12 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
     report::title(&format!(
         "publish: PublishEvent to {SUBSCRIPTIONS} subscriptions (events acked/s, signed deliveries fwd/s) vs baseline forwarder"
     ));
-    report::steps(&ours, &base);
+    report::steps(&ours[0], &base);
+    report::title(&format!(
+        "publish with --queue nats (one local nats-server): PublishEvent to {SUBSCRIPTIONS} subscriptions vs baseline forwarder"
+    ));
+    report::steps_of(QueueMode::Nats.label(), &ours[1], &base);
+    super::nats_target(&ours[1], &ours[0]);
     Ok(())
 }
 

@@ -4,37 +4,68 @@
 //! plane took its batch. A node killed for good leaves its records for the others to report;
 //! a batch reported twice (a node lost between report and ack) is harmless, as the control plane
 //! keeps an attempt id once.
+//!
+//! Records are published in groups, as the spool's enqueues are synced: whatever attempts end
+//! while one group is being stored go together in the next message (a `DeliveryReport`), and
+//! each waits for its group's acknowledgement. One message per attempt cost the stream a publish,
+//! a delivery and an ack per attempt, and held NATS mode to a fraction of the spool's rate
+//! (docs/BENCHMARKS.md).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_nats::jetstream::{AckKind, message::Acker};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt as _;
-use hookplane_proto::v1::DeliveryAttempt;
+use hookplane_proto::v1::{DeliveryAttempt, DeliveryReport};
 use prost::Message as _;
-use tokio::sync::watch;
+use tokio::sync::{Notify, oneshot, watch};
 use tracing::{debug, warn};
 
 use super::{BATCH, GATHER, Outcomes, send_report};
 use crate::{backoff::Backoff, control::ControlPlane, metrics::Metrics, nats::Nats};
 
+/// Groups of records the reporter takes at once (each up to [`BATCH`] attempts).
+const GROUPS_PER_REPORT: usize = 4;
+
 pub struct SharedOutcomes {
     nats: Nats,
+    waiting: Arc<Waiting>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+/// Records not yet in the stream, each with who waits for it to be stored.
+#[derive(Default)]
+struct Waiting {
+    records: Mutex<Vec<(DeliveryAttempt, oneshot::Sender<()>)>>,
+    arrived: Notify,
+}
+
+impl Drop for SharedOutcomes {
+    fn drop(&mut self) {
+        self.writer.abort();
+    }
 }
 
 impl SharedOutcomes {
+    /// Starts the group writer (on the current runtime).
     pub fn new(nats: Nats) -> Self {
-        Self { nats }
+        let waiting = Arc::new(Waiting::default());
+        let writer = tokio::spawn(write_groups(nats.clone(), Arc::clone(&waiting)));
+        Self {
+            nats,
+            waiting,
+            writer,
+        }
     }
 
-    /// Up to [`BATCH`] records, waiting up to [`GATHER`] for the first.
-    async fn next_batch(&self) -> Result<Vec<(DeliveryAttempt, Acker)>, String> {
+    /// Up to [`GROUPS_PER_REPORT`] groups of records, waiting up to [`GATHER`] for the first.
+    async fn next_batch(&self) -> Result<Vec<(Vec<DeliveryAttempt>, Acker)>, String> {
         let mut messages = self
             .nats
             .report
             .batch()
-            .max_messages(BATCH)
+            .max_messages(GROUPS_PER_REPORT)
             .expires(GATHER)
             .messages()
             .await
@@ -42,10 +73,10 @@ impl SharedOutcomes {
         let mut batch = Vec::new();
         while let Some(message) = messages.next().await {
             let (message, acker) = message.map_err(|e| e.to_string())?.split();
-            match DeliveryAttempt::decode(message.payload.as_ref()) {
-                Ok(attempt) => batch.push((attempt, acker)),
+            match DeliveryReport::decode(message.payload.as_ref()) {
+                Ok(group) => batch.push((group.attempts, acker)),
                 Err(e) => {
-                    warn!(error = %e, "dropping an unreadable delivery outcome");
+                    warn!(error = %e, "dropping an unreadable group of delivery outcomes");
                     let _ = acker.ack_with(AckKind::Term).await;
                 }
             }
@@ -54,22 +85,59 @@ impl SharedOutcomes {
     }
 }
 
+/// Publishes whatever records wait, up to [`BATCH`] in a message, and tells their waiters once
+/// the stream has them (or could not take them: losing a record must not hold a delivery).
+async fn write_groups(nats: Nats, waiting: Arc<Waiting>) {
+    let subject = nats.names.outcome_subject();
+    loop {
+        waiting.arrived.notified().await;
+        loop {
+            let group: Vec<_> = {
+                let mut records = waiting
+                    .records
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let take = records.len().min(BATCH);
+                records.drain(..take).collect()
+            };
+            if group.is_empty() {
+                break;
+            }
+            let (attempts, waiters): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+            let count = attempts.len();
+            let message = DeliveryReport {
+                node_id: String::new(),
+                attempts,
+            };
+            let stored = match nats
+                .js
+                .publish(subject.clone(), Bytes::from(message.encode_to_vec()))
+                .await
+            {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = stored {
+                warn!(records = count, error = %e, "could not keep delivery outcomes");
+            }
+            for waiter in waiters {
+                let _ = waiter.send(());
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Outcomes for SharedOutcomes {
     async fn record(&self, attempt: DeliveryAttempt) {
-        let subject = self.nats.names.outcome_subject();
-        let stored = match self
-            .nats
-            .js
-            .publish(subject, Bytes::from(attempt.encode_to_vec()))
-            .await
-        {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = stored {
-            warn!(attempt_id = %attempt.id, error = %e, "could not keep a delivery outcome");
-        }
+        let (stored, wait) = oneshot::channel();
+        self.waiting
+            .records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((attempt, stored));
+        self.waiting.arrived.notify_one();
+        let _ = wait.await;
     }
 
     async fn report(
@@ -100,7 +168,8 @@ impl Outcomes for SharedOutcomes {
                     continue;
                 }
             };
-            let (attempts, ackers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let (groups, ackers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let attempts: Vec<DeliveryAttempt> = groups.into_iter().flatten().collect();
             let sent = attempts.len();
             metrics.set_outcomes_unsent(sent as u64);
             match send_report(&control, &node_id, attempts).await {

@@ -20,7 +20,7 @@
 //! The receipt is the message's acknowledgement handle: nothing is kept per lease.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     time::{Duration, SystemTime},
 };
 
@@ -65,8 +65,7 @@ struct Parked {
 
 pub struct JetStreamQueue {
     nats: Nats,
-    /// Messages the pump has taken from the consumer, waiting for a lease.
-    incoming: tokio::sync::Mutex<mpsc::Receiver<Arrived>>,
+    holding: tokio::sync::Mutex<Holding>,
     pump: tokio::task::JoinHandle<()>,
 }
 
@@ -74,8 +73,27 @@ pub struct JetStreamQueue {
 /// leases' worth, so a lease finds jobs at once without the node hoarding them from the others.
 const PREFETCH: usize = 256;
 
+/// Jobs held for a lane without room, at most per lane and in all: a lane that stays full (a
+/// hanging target) holds a few, the rest of its jobs wait in the stream.
+const HOLD_PER_LANE: usize = 64;
+const HOLD_MAX: usize = 1024;
+
 /// JetStream's receipt: the message's acknowledgement handle.
 struct JetStreamReceipt(Acker);
+
+/// What the node holds between leases: the messages the pump took, and jobs that came while
+/// their lane had no room, per lane in arrival order.
+struct Holding {
+    incoming: mpsc::Receiver<Arrived>,
+    lanes: HashMap<String, VecDeque<Held>>,
+    held: usize,
+}
+
+struct Held {
+    job: Job,
+    acker: Acker,
+    arrived: tokio::time::Instant,
+}
 
 /// A message as the pump took it, with when: its ack wait started then.
 type Arrived = (tokio::time::Instant, async_nats::jetstream::Message);
@@ -93,7 +111,11 @@ impl JetStreamQueue {
         let pump = tokio::spawn(pump(nats.deliver.clone(), tx));
         Self {
             nats,
-            incoming: tokio::sync::Mutex::new(rx),
+            holding: tokio::sync::Mutex::new(Holding {
+                incoming: rx,
+                lanes: HashMap::new(),
+                held: 0,
+            }),
             pump,
         }
     }
@@ -252,20 +274,48 @@ impl Queue for JetStreamQueue {
             return Ok(Vec::new());
         }
         let give_up = tokio::time::Instant::now() + wait;
-        let mut incoming = self.incoming.lock().await;
+        let mut guard = self.holding.lock().await;
+        let holding = &mut *guard;
         let mut left: HashMap<String, usize> = HashMap::new();
         let mut leased = Vec::new();
         let mut naks = Vec::new();
+        let stale = self.nats.ack_wait / 2;
+        // Jobs held for want of room first, oldest of each lane first.
+        let lanes: Vec<String> = holding.lanes.keys().cloned().collect();
+        for lane in lanes {
+            let free = left.entry(lane.clone()).or_insert_with_key(|l| room(l));
+            let Some(queue) = holding.lanes.get_mut(&lane) else {
+                continue;
+            };
+            while *free > 0 && leased.len() < max {
+                let Some(held) = queue.pop_front() else {
+                    break;
+                };
+                holding.held -= 1;
+                if held.arrived.elapsed() > stale {
+                    naks.push((held.acker, Duration::ZERO));
+                    continue;
+                }
+                *free -= 1;
+                leased.push(Leased {
+                    job: held.job,
+                    receipt: Receipt::new(JetStreamReceipt(held.acker)),
+                });
+            }
+            if queue.is_empty() {
+                holding.lanes.remove(&lane);
+            }
+        }
         while leased.len() < max {
             // Waits only while nothing is leased yet; then takes what is already here.
             let message = if leased.is_empty() && naks.is_empty() {
-                match tokio::time::timeout_at(give_up, incoming.recv()).await {
+                match tokio::time::timeout_at(give_up, holding.incoming.recv()).await {
                     Ok(Some(m)) => m,
                     Ok(None) => return Err(Error::Queue("the job pump stopped".into())),
                     Err(_) => break,
                 }
             } else {
-                match incoming.try_recv() {
+                match holding.incoming.try_recv() {
                     Ok(m) => m,
                     Err(_) if leased.is_empty() => {
                         // Everything taken so far went back; wait again for the rest.
@@ -276,7 +326,7 @@ impl Queue for JetStreamQueue {
                 }
             };
             let (arrived, message) = message;
-            if arrived.elapsed() > self.nats.ack_wait / 2 {
+            if arrived.elapsed() > stale {
                 // Waited here for most of its ack wait (every worker busy): handed out now it
                 // could still be running when the stream gives it to another node. Back it goes.
                 naks.push((message.split().1, Duration::ZERO));
@@ -305,16 +355,30 @@ impl Queue for JetStreamQueue {
                     .entry(lane.into_owned())
                     .or_insert_with_key(|l| room(l)),
             };
-            if *free == 0 {
-                let unit = rand::thread_rng().gen_range(0.0..=1.0);
-                naks.push((acker, room_wait(delivered, unit)));
+            if *free > 0 {
+                *free -= 1;
+                leased.push(Leased {
+                    job,
+                    receipt: Receipt::new(JetStreamReceipt(acker)),
+                });
                 continue;
             }
-            *free -= 1;
-            leased.push(Leased {
-                job,
-                receipt: Receipt::new(JetStreamReceipt(acker)),
-            });
+            // No room in its lane now: kept here for the next lease while there is space
+            // (a slow lane's jobs go out as its attempts end, with no trip to the stream), else
+            // handed back with a delay that grows with each time it found no room.
+            let lane = job.lane().into_owned();
+            let queue = holding.lanes.entry(lane).or_default();
+            if queue.len() < HOLD_PER_LANE && holding.held < HOLD_MAX {
+                queue.push_back(Held {
+                    job,
+                    acker,
+                    arrived,
+                });
+                holding.held += 1;
+            } else {
+                let unit = rand::thread_rng().gen_range(0.0..=1.0);
+                naks.push((acker, room_wait(delivered, unit)));
+            }
         }
         Self::nak_all(naks);
         Ok(leased)
