@@ -47,7 +47,13 @@ enum Scenario {
     Publish,
     /// A control plane, 2 data nodes, 10,000 channels: time from an admin write to applied.
     Propagation,
-    /// Every scenario above, in that order.
+    /// 10 dead forwarding sets take webhooks until `--deliveries` are queued, with the spool
+    /// and with --queue nats: the node's memory with the backlog held (not part of `all`).
+    Backlog {
+        #[arg(long, default_value_t = 1_000_000)]
+        deliveries: u64,
+    },
+    /// Every scenario above but `backlog`, in that order.
     All,
     /// The baseline forwarder itself (started by the scenarios, not by hand).
     #[command(hide = true)]
@@ -79,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Ingress => scenarios::ingress::run(&plan).await,
         Scenario::IngressDeadTargets => scenarios::dead_targets::run(&plan).await,
         Scenario::Publish => scenarios::publish::run(&plan).await,
+        Scenario::Backlog { deliveries } => scenarios::backlog::run(deliveries).await,
         Scenario::Propagation => scenarios::propagation::run(&plan).await,
         Scenario::All => {
             scenarios::ingress::run(&plan).await?;

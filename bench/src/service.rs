@@ -127,6 +127,20 @@ impl Process {
             .map_or(0.0, |kib| kib / 1024.0)
     }
 
+    /// VmRSS: the resident set now, in MiB.
+    pub fn rss_mib(&self) -> f64 {
+        let Some(pid) = self.pid() else { return 0.0 };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                status.lines().find_map(|line| {
+                    let kib = line.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?;
+                    kib.trim().parse::<f64>().ok()
+                })
+            })
+            .map_or(0.0, |kib| kib / 1024.0)
+    }
+
     /// User + system CPU time of all its threads so far.
     pub fn cpu_time(&self) -> Duration {
         let Some(pid) = self.pid() else {
@@ -219,12 +233,22 @@ pub async fn wait_ready(ingress: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// The `hookplane_config_revision` a node reports on /metrics.
+/// The node's `hookplane_queue_depth`, from its `/metrics`.
+pub async fn queue_depth(ingress: SocketAddr) -> anyhow::Result<u64> {
+    metric(ingress, "hookplane_queue_depth").await
+}
+
 pub async fn config_revision(ingress: SocketAddr) -> anyhow::Result<u64> {
+    metric(ingress, "hookplane_config_revision").await
+}
+
+/// One gauge or counter of the node's `/metrics`.
+async fn metric(ingress: SocketAddr, name: &str) -> anyhow::Result<u64> {
     let (_, text) = http_client::get_text(format!("http://{ingress}/metrics").parse()?).await?;
     text.lines()
-        .find_map(|line| line.strip_prefix("hookplane_config_revision "))
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
-        .context("no hookplane_config_revision on /metrics")
+        .with_context(|| format!("no {name} on /metrics"))
 }
 
 /// Waits until the node serves revision `at_least` or later.

@@ -1,6 +1,7 @@
 //! The scenarios, and what they share: running a list of steps against one process under test
 //! while counting what its receivers get.
 
+pub mod backlog;
 pub mod dead_targets;
 pub mod ingress;
 pub mod propagation;

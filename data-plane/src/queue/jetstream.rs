@@ -13,9 +13,12 @@
 //! - retry: the job with its new attempt count is published again, carrying the time it is due
 //!   in a header, then the old message is acknowledged. A message handed out before its time is
 //!   NAKed with the delay left: the wait is JetStream's redelivery timer, never a sleeping task.
-//! - defer, and a lane without room: NAK with a delay. A lane that stays full costs one
-//!   redelivery per job per delay (growing with how often the job found no room, up to
-//!   [`MAX_ROOM_WAIT`]), never a wait for the other lanes.
+//! - defer: NAK with a delay.
+//! - a lane without room: its job is held on the node (up to [`HOLD_PER_LANE`] a lane,
+//!   [`HOLD_MAX`] in all) and handed out by the next lease that finds room, as the spool's lanes
+//!   wait; beyond that it goes back with a NAK delay that grows with each time it found no room,
+//!   up to [`MAX_ROOM_WAIT`]. A lane that stays full costs one redelivery per job per delay,
+//!   never a wait for the other lanes.
 //!
 //! The receipt is the message's acknowledgement handle: nothing is kept per lease.
 
@@ -47,8 +50,10 @@ const PUBLISH_PAUSE: Duration = Duration::from_millis(50);
 
 /// Header of a message whose job is not to be attempted before this unix ms.
 const NOT_BEFORE: &str = "Hookplane-Not-Before";
-/// The longest a job of a lane without room waits before it is offered again.
-const MAX_ROOM_WAIT: Duration = Duration::from_secs(30);
+/// The longest a job of a lane without room waits before it is offered again: a lane that
+/// stays full (a dead target behind its breaker) costs one redelivery per job per this, so a
+/// backlog of a million costs a few thousand a second, not the stream's whole capacity.
+const MAX_ROOM_WAIT: Duration = Duration::from_secs(300);
 /// The first wait of a job of a lane without room; it doubles with each time it found none.
 const FIRST_ROOM_WAIT: Duration = Duration::from_millis(250);
 
@@ -494,6 +499,7 @@ mod tests {
         assert_eq!(room_wait(1, 1.0), FIRST_ROOM_WAIT);
         assert_eq!(room_wait(2, 1.0), FIRST_ROOM_WAIT * 2);
         assert_eq!(room_wait(100, 1.0), MAX_ROOM_WAIT);
+        assert!(room_wait(8, 1.0) < MAX_ROOM_WAIT);
         assert_eq!(room_wait(1, 0.0), FIRST_ROOM_WAIT / 2);
     }
 
