@@ -91,6 +91,23 @@ struct Brand {
     set: String,
 }
 
+impl Brand {
+    /// The attempt log of the brand's forwarding set, newest first; `None` while unreachable.
+    async fn attempts(&self) -> Option<Vec<v1::DeliveryAttempt>> {
+        let page = self
+            .admin
+            .deliveries()
+            .list_delivery_attempts(v1::ListDeliveryAttemptsRequest {
+                forwarding_set_id: self.set.clone(),
+                page_size: 500,
+                ..Default::default()
+            })
+            .await
+            .ok()?;
+        Some(page.into_inner().attempts)
+    }
+}
+
 async fn brand(receiver: &Receiver) -> Brand {
     let control = ControlProcess::start().await.unwrap();
     let admin = control.admin().await.unwrap();
@@ -193,18 +210,7 @@ async fn events_node_a_took_while_the_receiver_was_down_are_delivered_by_node_b_
         WAIT,
         "node A's failed attempts in the attempt log",
         || async {
-            let attempts = brand
-                .admin
-                .deliveries()
-                .list_delivery_attempts(v1::ListDeliveryAttemptsRequest {
-                    forwarding_set_id: brand.set.clone(),
-                    page_size: 500,
-                    ..Default::default()
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .attempts;
+            let attempts = brand.attempts().await?;
             let by_a = attempts
                 .iter()
                 .filter(|a| a.node_id == "node_a" && a.http_status == 503)
@@ -381,17 +387,8 @@ async fn retry_delivery_works_whichever_node_parked_the_failure() {
     assert_eq!(post(&a, &brand.channel, &fixture("text.json")).await, 200);
     let failed = eventually(WAIT, "the delivery failed for good", || async {
         brand
-            .admin
-            .deliveries()
-            .list_delivery_attempts(v1::ListDeliveryAttemptsRequest {
-                forwarding_set_id: brand.set.clone(),
-                page_size: 10,
-                ..Default::default()
-            })
-            .await
-            .ok()?
-            .into_inner()
-            .attempts
+            .attempts()
+            .await?
             .into_iter()
             .find(|a| a.outcome == v1::AttemptOutcome::Failed as i32)
     })

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::{
     breaker::{Admission, Breakers},
     retry::{NextStep, RetryPolicy},
-    slots::TargetSlots,
+    slots::{Slot, TargetSlots},
     target::Target,
 };
 use crate::{
@@ -150,8 +150,8 @@ impl Engine {
         };
         let engine = Arc::clone(self);
         in_flight.spawn(async move {
-            engine.attempt(leased, target).await;
-            drop((slot, worker));
+            engine.attempt(leased, target, slot).await;
+            drop(worker);
         });
     }
 
@@ -198,8 +198,11 @@ impl Engine {
         }
     }
 
-    /// Makes one attempt and settles the job by its result.
-    async fn attempt(&self, leased: Leased, target: Target) {
+    /// Makes one attempt and settles the job by its result. The target's slot goes back as soon
+    /// as its request is answered: the cap is on requests at the target, and keeping the attempt
+    /// record and settling the job (a round trip to the stream with JetStream) need not hold the
+    /// next request back.
+    async fn attempt(&self, leased: Leased, target: Target, slot: Slot) {
         let number = leased.job.attempts + 1;
         let at = SystemTime::now();
         let mut record = self.attempt_record(&leased.job, &target, at);
@@ -207,6 +210,7 @@ impl Engine {
         let result = target
             .attempt(&leased.job, number, at, &self.sender, &self.connectors)
             .await;
+        drop(slot);
         let latency = started.elapsed();
         if let Some(unwell) = result.target_is_unwell() {
             self.breakers.record(target.id(), !unwell, Instant::now());

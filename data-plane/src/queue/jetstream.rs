@@ -78,10 +78,14 @@ pub struct JetStreamQueue {
 /// leases' worth, so a lease finds jobs at once without the node hoarding them from the others.
 const PREFETCH: usize = 256;
 
-/// Jobs held for a lane without room, at most per lane and in all: a lane that stays full (a
-/// hanging target) holds a few, the rest of its jobs wait in the stream.
+/// Jobs held for a lane without room: past this many a lease stops taking from the pump, so a
+/// busy lane's backlog waits in the stream rather than churning through the node.
 const HOLD_PER_LANE: usize = 64;
-const HOLD_MAX: usize = 1024;
+/// Jobs held in all; past it a job without room goes back to the stream.
+const HOLD_MAX: usize = 2048;
+/// A lane whose oldest held job has waited this long is not draining (its target is dead,
+/// hanging or resting behind its breaker): its further jobs go back to the stream.
+const STUCK_AFTER: Duration = Duration::from_secs(2);
 
 /// JetStream's receipt: the message's acknowledgement handle.
 struct JetStreamReceipt(Acker);
@@ -97,7 +101,10 @@ struct Holding {
 struct Held {
     job: Job,
     acker: Acker,
+    /// When the pump took it (its ack wait runs from about then).
     arrived: tokio::time::Instant,
+    /// When it was first held for want of room.
+    held_at: tokio::time::Instant,
 }
 
 /// A message as the pump took it, with when: its ack wait started then.
@@ -368,21 +375,32 @@ impl Queue for JetStreamQueue {
                 });
                 continue;
             }
-            // No room in its lane now: kept here for the next lease while there is space
-            // (a slow lane's jobs go out as its attempts end, with no trip to the stream), else
-            // handed back with a delay that grows with each time it found no room.
+            // No room in its lane now. Its attempts are ending (the oldest job held for it has
+            // not waited long): it waits here, and once the lane holds its share this lease
+            // takes no more from the pump, which leaves the rest in the stream for whoever has
+            // room. The lane is stuck (a dead or hanging target): back to the stream with a
+            // delay that grows with each time the job found no room, so it never holds back
+            // the lanes behind it.
             let lane = job.lane().into_owned();
             let queue = holding.lanes.entry(lane).or_default();
-            if queue.len() < HOLD_PER_LANE && holding.held < HOLD_MAX {
-                queue.push_back(Held {
-                    job,
-                    acker,
-                    arrived,
-                });
-                holding.held += 1;
-            } else {
+            let stuck = queue
+                .front()
+                .is_some_and(|oldest| oldest.held_at.elapsed() > STUCK_AFTER);
+            if stuck || holding.held >= HOLD_MAX {
                 let unit = rand::thread_rng().gen_range(0.0..=1.0);
                 naks.push((acker, room_wait(delivered, unit)));
+                continue;
+            }
+            let full = queue.len() >= HOLD_PER_LANE;
+            queue.push_back(Held {
+                job,
+                acker,
+                arrived,
+                held_at: tokio::time::Instant::now(),
+            });
+            holding.held += 1;
+            if full {
+                break;
             }
         }
         Self::nak_all(naks);
