@@ -115,26 +115,22 @@ impl Process {
 
     /// VmHWM: the largest resident set since start or the last reset, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
-        let Some(pid) = self.pid() else { return 0.0 };
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|status| {
-                status.lines().find_map(|line| {
-                    let kib = line.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?;
-                    kib.trim().parse::<f64>().ok()
-                })
-            })
-            .map_or(0.0, |kib| kib / 1024.0)
+        self.status_mib("VmHWM:")
     }
 
     /// VmRSS: the resident set now, in MiB.
     pub fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    /// A `kB` field of `/proc/PID/status`, in MiB (0 when the process is gone).
+    fn status_mib(&self, field: &str) -> f64 {
         let Some(pid) = self.pid() else { return 0.0 };
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
             .and_then(|status| {
                 status.lines().find_map(|line| {
-                    let kib = line.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?;
+                    let kib = line.strip_prefix(field)?.trim().strip_suffix("kB")?;
                     kib.trim().parse::<f64>().ok()
                 })
             })

@@ -7,16 +7,11 @@
 use std::time::{Duration, Instant};
 
 use crate::{
-    binary, http_client,
-    line_requests::LineRequests,
-    load,
-    plan::Step,
-    queue_mode::QueueMode,
-    receivers, report,
-    service::{self, Standalone},
+    binary, line_requests::LineRequests, load, plan::Step, queue_mode::QueueMode, receivers,
+    report, service,
 };
 
-use super::{configure_channel, line_fire, webhook_uri};
+use super::standalone_forwarding;
 
 const SETS: usize = 10;
 /// Requests in flight while the backlog is built.
@@ -37,14 +32,7 @@ pub async fn run(deliveries: u64) -> anyhow::Result<()> {
             mode.label()
         );
         let backend = mode.start()?;
-        let mut standalone = Standalone::start_with(&binary, &backend.flags()).await?;
-        let admin = standalone.admin().await?;
-        let channel = configure_channel(&admin, standalone.ingress, &dead).await?;
-        let fire = line_fire(
-            http_client::client(),
-            webhook_uri(standalone.ingress, &channel)?,
-            line.clone(),
-        );
+        let (mut standalone, fire) = standalone_forwarding(&binary, &backend, &dead, &line).await?;
         let started = Instant::now();
         let mut acked = 0u64;
         while acked * (SETS as u64) < deliveries && started.elapsed() < BUILD_LIMIT {

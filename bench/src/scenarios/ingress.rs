@@ -10,10 +10,9 @@ use crate::{
     queue_mode::QueueMode,
     receivers::Receivers,
     report,
-    service::Standalone,
 };
 
-use super::{Row, Sink, configure_channel, line_fire, run_steps, warm_up, webhook_uri};
+use super::{Row, Sink, line_fire, run_steps, standalone_forwarding, warm_up, webhook_uri};
 
 pub async fn run(plan: &Plan) -> anyhow::Result<()> {
     let binary = binary::hookplane_release()?;
@@ -34,14 +33,8 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
                 mode.label()
             );
             let backend = mode.start()?;
-            let mut standalone = Standalone::start_with(&binary, &backend.flags()).await?;
-            let admin = standalone.admin().await?;
-            let channel = configure_channel(&admin, standalone.ingress, &receivers.urls()).await?;
-            let fire = line_fire(
-                http_client::client(),
-                webhook_uri(standalone.ingress, &channel)?,
-                line.clone(),
-            );
+            let (mut standalone, fire) =
+                standalone_forwarding(&binary, &backend, &receivers.urls(), &line).await?;
             warm_up(&fire, sink()).await?;
             let rows = run_steps(
                 plan,

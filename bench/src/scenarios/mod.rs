@@ -291,3 +291,22 @@ pub fn nats_target(nats: &[Row], spool: &[Row]) {
         );
     }
 }
+
+/// A standalone on `backend` whose one channel forwards to each of `urls`, and what sends it
+/// signed LINE webhooks.
+pub async fn standalone_forwarding(
+    binary: &std::path::Path,
+    backend: &crate::queue_mode::QueueBackend,
+    urls: &[String],
+    line: &LineRequests,
+) -> anyhow::Result<(service::Standalone, Fire)> {
+    let standalone = service::Standalone::start_with(binary, &backend.flags()).await?;
+    let admin = standalone.admin().await?;
+    let channel = configure_channel(&admin, standalone.ingress, urls).await?;
+    let fire = line_fire(
+        http_client::client(),
+        webhook_uri(standalone.ingress, &channel)?,
+        line.clone(),
+    );
+    Ok((standalone, fire))
+}
