@@ -127,19 +127,13 @@ impl Names {
         format!("{}_jobs", self.prefix)
     }
 
-    /// The subject a job of `lane` is published on; the lane is readable in `nats` tooling.
-    pub fn job_subject(&self, lane: &str) -> String {
-        let token: String = lane
-            .chars()
-            .map(|c| match c {
-                '.' | '*' | '>' | ' ' | '\t' | '\r' | '\n' => '_',
-                c => c,
-            })
-            .collect();
-        format!("{}.jobs.{token}", self.prefix)
+    /// The subject a message carrying `jobs` jobs is published on: the stream's per-subject
+    /// counts then tell how many jobs it holds (`Queue::depth`), and `nats` tooling shows them.
+    pub fn job_subject(&self, jobs: usize) -> String {
+        format!("{}.jobs.{jobs}", self.prefix)
     }
 
-    fn jobs_subjects(&self) -> String {
+    pub fn jobs_subjects(&self) -> String {
         format!("{}.jobs.>", self.prefix)
     }
 

@@ -25,8 +25,10 @@ use tracing::{debug, warn};
 use super::{BATCH, GATHER, Outcomes, send_report};
 use crate::{backoff::Backoff, control::ControlPlane, metrics::Metrics, nats::Nats};
 
-/// Groups of records the reporter takes at once (each up to [`BATCH`] attempts).
-const GROUPS_PER_REPORT: usize = 4;
+/// Groups of records one pull of the reporter asks for.
+const GROUPS_PER_PULL: usize = 16;
+/// The shortest pull worth asking NATS for.
+const MIN_PULL: std::time::Duration = std::time::Duration::from_millis(10);
 
 pub struct SharedOutcomes {
     nats: Nats,
@@ -59,26 +61,54 @@ impl SharedOutcomes {
         }
     }
 
-    /// Up to [`GROUPS_PER_REPORT`] groups of records, waiting up to [`GATHER`] for the first.
+    /// Groups of records to report together: what comes within [`GATHER`] of the first, until
+    /// they hold [`BATCH`] attempts (a pull's groups are all taken: a message left unread would
+    /// only come back after the consumer's ack wait). Groups are small when attempts are few; one report per group cost the control
+    /// plane a write of its delivery log for every handful of attempts.
     async fn next_batch(&self) -> Result<Vec<(Vec<DeliveryAttempt>, Acker)>, String> {
-        let mut messages = self
-            .nats
-            .report
-            .batch()
-            .max_messages(GROUPS_PER_REPORT)
-            .expires(GATHER)
-            .messages()
-            .await
-            .map_err(|e| e.to_string())?;
         let mut batch = Vec::new();
-        while let Some(message) = messages.next().await {
-            let (message, acker) = message.map_err(|e| e.to_string())?.split();
-            match DeliveryReport::decode(message.payload.as_ref()) {
-                Ok(group) => batch.push((group.attempts, acker)),
-                Err(e) => {
-                    warn!(error = %e, "dropping an unreadable group of delivery outcomes");
-                    let _ = acker.ack_with(AckKind::Term).await;
+        let mut attempts = 0;
+        let mut give_up = None;
+        while attempts < BATCH {
+            let wait = match give_up {
+                None => GATHER,
+                Some(at) => {
+                    let left = tokio::time::Instant::saturating_duration_since(
+                        &at,
+                        tokio::time::Instant::now(),
+                    );
+                    if left < MIN_PULL {
+                        break;
+                    }
+                    left
                 }
+            };
+            let mut messages = self
+                .nats
+                .report
+                .batch()
+                .max_messages(GROUPS_PER_PULL)
+                .expires(wait)
+                .messages()
+                .await
+                .map_err(|e| e.to_string())?;
+            while let Some(message) = messages.next().await {
+                let (message, acker) = message.map_err(|e| e.to_string())?.split();
+                match DeliveryReport::decode(message.payload.as_ref()) {
+                    Ok(group) => {
+                        give_up.get_or_insert_with(|| tokio::time::Instant::now() + GATHER);
+                        attempts += group.attempts.len();
+                        batch.push((group.attempts, acker));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "dropping an unreadable group of delivery outcomes");
+                        let _ = acker.ack_with(AckKind::Term).await;
+                    }
+                }
+            }
+            if give_up.is_none() {
+                // Nothing came within a whole GATHER: report nothing, and ask again.
+                break;
             }
         }
         Ok(batch)

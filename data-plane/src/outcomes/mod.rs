@@ -48,12 +48,17 @@ async fn send_report(
     node_id: &str,
     attempts: Vec<DeliveryAttempt>,
 ) -> Result<(), String> {
-    let report = DeliveryReport {
-        node_id: node_id.to_owned(),
-        attempts,
-    };
+    // Up to BATCH attempts a message, all in one call.
+    let mut attempts = attempts.into_iter().peekable();
+    let mut reports = Vec::new();
+    while attempts.peek().is_some() {
+        reports.push(DeliveryReport {
+            node_id: node_id.to_owned(),
+            attempts: attempts.by_ref().take(BATCH).collect(),
+        });
+    }
     let mut client = control.config();
-    let call = client.report_deliveries(tokio_stream::once(report));
+    let call = client.report_deliveries(tokio_stream::iter(reports));
     match tokio::time::timeout(SEND_TIMEOUT, call).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),

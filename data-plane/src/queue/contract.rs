@@ -143,6 +143,40 @@ async fn a_lane_without_room_does_not_hold_back_another(q: &dyn Queue) {
     );
 }
 
+/// A fan-out to a hanging target and a healthy one: every job of the healthy lane comes while
+/// the other lane has no room at all, far more of them than a node holds for a lane, and the
+/// hanging lane's jobs are all still there once it has room.
+async fn a_lane_that_stays_full_does_not_hold_back_the_jobs_enqueued_with_it(q: &dyn Queue) {
+    const EVENTS: usize = 300;
+    for i in 0..EVENTS {
+        q.enqueue(vec![
+            job(&format!("dlv_hang_{i}"), "fwd_hanging"),
+            job(&format!("dlv_ok_{i}"), "fwd_healthy"),
+        ])
+        .await
+        .unwrap();
+    }
+    let healthy_only = |lane: &str| if lane == "fwd_hanging" { 0 } else { usize::MAX };
+    let healthy = lease_until(q, EVENTS, &healthy_only).await;
+    assert_eq!(healthy.len(), EVENTS);
+    assert!(
+        healthy
+            .iter()
+            .all(|l| l.job.forwarding_set_id == "fwd_healthy")
+    );
+    for leased in healthy {
+        q.ack(leased).await.unwrap();
+    }
+    let hanging = lease_until(q, EVENTS, &all).await;
+    let distinct: HashSet<_> = hanging.iter().map(|l| l.job.delivery_id.clone()).collect();
+    assert_eq!(distinct.len(), EVENTS);
+    assert!(
+        hanging
+            .iter()
+            .all(|l| l.job.forwarding_set_id == "fwd_hanging")
+    );
+}
+
 async fn a_lease_takes_no_more_of_a_lane_than_its_room(q: &dyn Queue) {
     let jobs: Vec<Job> = (0..5).map(|i| job(&format!("dlv_a{i}"), "fwd_1")).collect();
     q.enqueue(jobs).await.unwrap();
@@ -163,14 +197,55 @@ async fn a_lease_takes_no_more_of_a_lane_than_its_room(q: &dyn Queue) {
     assert_eq!(seen.len(), 5);
 }
 
-async fn a_delivery_id_enqueued_twice_is_delivered_once(q: &dyn Queue) {
-    q.enqueue(vec![job("dlv_a", "fwd_1")]).await.unwrap();
-    q.enqueue(vec![job("dlv_a", "fwd_1"), job("dlv_b", "fwd_1")])
-        .await
-        .unwrap();
-    let got = lease_until(q, 2, &all).await;
-    assert_eq!(ids(&got), ["dlv_a", "dlv_b"]);
+/// What a LINE redelivery of the same webhook, or the same request retried, does: the same
+/// jobs enqueued again. (The spool also drops one delivery id that comes again among others;
+/// JetStream, which stores the jobs enqueued together as one message, drops the same message
+/// again, so a redelivery after the channel's forwarding sets changed reaches every set again.)
+async fn the_same_jobs_enqueued_twice_are_delivered_once(q: &dyn Queue) {
+    let jobs = || vec![job("dlv_a", "fwd_1"), job("dlv_b", "fwd_2")];
+    q.enqueue(jobs()).await.unwrap();
+    q.enqueue(vec![job("dlv_c", "fwd_1")]).await.unwrap();
+    q.enqueue(jobs()).await.unwrap();
+    q.enqueue(vec![job("dlv_c", "fwd_1")]).await.unwrap();
+    let mut got = lease_until(q, 3, &all).await;
+    got.sort_by(|a, b| a.job.delivery_id.cmp(&b.job.delivery_id));
+    assert_eq!(ids(&got), ["dlv_a", "dlv_b", "dlv_c"]);
     assert!(nothing_due(q).await);
+}
+
+/// A body shared by the jobs enqueued together reaches each of them, and each is settled on
+/// its own: one acknowledged, one failed, one retried, one deferred; only the last two come
+/// again, each with its own attempt count.
+async fn jobs_enqueued_together_are_settled_each_on_its_own(q: &dyn Queue) {
+    let body = Bytes::from_static(b"{\"destination\":\"U1\",\"events\":[]}");
+    let jobs: Vec<Job> = (0..4)
+        .map(|i| Job {
+            body: body.clone(),
+            ..job(&format!("dlv_{i}"), &format!("fwd_{i}"))
+        })
+        .collect();
+    q.enqueue(jobs.clone()).await.unwrap();
+    let mut got = lease_until(q, 4, &all).await;
+    got.sort_by(|a, b| a.job.delivery_id.cmp(&b.job.delivery_id));
+    let handed: Vec<Job> = got.iter().map(|l| l.job.clone()).collect();
+    assert_eq!(handed, jobs);
+    let mut got = got.into_iter();
+    q.ack(got.next().unwrap()).await.unwrap();
+    q.fail(got.next().unwrap(), 1, "410 Gone").await.unwrap();
+    let due = SystemTime::now() + Duration::from_millis(300);
+    q.retry(got.next().unwrap(), 1, due).await.unwrap();
+    q.defer(got.next().unwrap(), due).await.unwrap();
+    let mut again = lease_until(q, 2, &all).await;
+    again.sort_by(|a, b| a.job.delivery_id.cmp(&b.job.delivery_id));
+    assert_eq!(ids(&again), ["dlv_2", "dlv_3"]);
+    assert!(again.iter().all(|l| l.job.body == body));
+    assert_eq!(again[0].job.attempts, 1);
+    assert_eq!(again[1].job.attempts, 0);
+    for leased in again {
+        q.ack(leased).await.unwrap();
+    }
+    assert!(nothing_due(q).await);
+    assert!(q.requeue_failed("dlv_1").await.unwrap());
 }
 
 async fn a_failed_job_is_parked_and_a_requeue_brings_it_back_with_a_fresh_budget(q: &dyn Queue) {
@@ -324,8 +399,10 @@ contract!(
     a_retried_job_comes_back_at_its_time_with_its_attempt_count,
     a_deferred_job_comes_back_at_its_time_and_keeps_its_attempt_count,
     a_lane_without_room_does_not_hold_back_another,
+    a_lane_that_stays_full_does_not_hold_back_the_jobs_enqueued_with_it,
     a_lease_takes_no_more_of_a_lane_than_its_room,
-    a_delivery_id_enqueued_twice_is_delivered_once,
+    the_same_jobs_enqueued_twice_are_delivered_once,
+    jobs_enqueued_together_are_settled_each_on_its_own,
     a_failed_job_is_parked_and_a_requeue_brings_it_back_with_a_fresh_budget,
     requeueing_an_unknown_job_does_nothing,
 );

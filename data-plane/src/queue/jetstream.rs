@@ -1,29 +1,47 @@
 //! The shared queue: jobs in a replicated NATS JetStream stream that every node publishes to and
 //! takes from, so any node delivers any job and a node lost for good loses nothing.
 //!
+//! Jobs enqueued together (one LINE request's jobs for every forwarding set, one event's for
+//! every subscription) travel as one message, a [`Bundle`] carrying their shared body once: the
+//! stream stores, hands out and deletes one message per request instead of one per target. One
+//! message per job cost the NATS server and the node a publish, an acknowledgement, a delivery
+//! and an ack per delivery, and held NATS mode to a third of the spool's rate with 10 sets
+//! (docs/BENCHMARKS.md). A job that leaves its bundle's course (retried, deferred, or sent back
+//! for want of room) is published alone, and the bundle is acknowledged once every job it
+//! carried is settled.
+//!
 //! How each promise of [`Queue`] maps onto JetStream (names in `nats.rs`):
-//! - enqueue: one publish per job on `<prefix>.jobs.<lane>` with the delivery id as
-//!   `Nats-Msg-Id`; returns once the stream has acknowledged every one. The stream drops a
-//!   delivery id it saw within its duplicate window, whichever node publishes it.
+//! - enqueue: one publish per call (up to [`BUNDLE_MAX`] jobs a message) on
+//!   `<prefix>.jobs.<n>` (`n` jobs in it, which is how [`Queue::depth`] counts jobs), with a
+//!   message id made of the jobs' delivery ids; returns once the stream has acknowledged it.
+//!   The stream drops a message id it saw within its duplicate window, whichever node
+//!   publishes it: the same jobs enqueued again (a LINE redelivery of the same webhook, on any
+//!   node) are stored once.
 //! - lease: a fetch from one durable pull consumer shared by all nodes; the lease is the
-//!   consumer's ack wait, and a job not settled in it is handed out again (to any node).
-//! - ack / fail: the message is acknowledged (the stream is a work queue: it is gone). A failed
-//!   job is first written to the `<prefix>_parked` bucket, keyed by its delivery id, so
-//!   RetryDelivery works on whichever node the request reaches.
-//! - retry: the job with its new attempt count is published again, carrying the time it is due
-//!   in a header, then the old message is acknowledged. A message handed out before its time is
-//!   NAKed with the delay left: the wait is JetStream's redelivery timer, never a sleeping task.
-//! - defer: NAK with a delay.
+//!   consumer's ack wait, and a message not settled in it is handed out again (to any node),
+//!   with every job it carries.
+//! - ack / fail: the job is settled; its message is acknowledged (the stream is a work queue:
+//!   it is gone) once all its jobs are. A failed job is first written to the `<prefix>_parked`
+//!   bucket, keyed by its delivery id, so RetryDelivery works on whichever node the request
+//!   reaches.
+//! - retry: the job with its new attempt count is published alone, carrying the time it is due
+//!   in a header, then settled. A message handed out before its time is NAKed with the delay
+//!   left: the wait is JetStream's redelivery timer, never a sleeping task.
+//! - defer: NAK with a delay (a job alone in its message), or published alone, due then.
 //! - a lane without room: its job is held on the node (up to [`HOLD_PER_LANE`] a lane,
 //!   [`HOLD_MAX`] in all) and handed out by the next lease that finds room, as the spool's lanes
-//!   wait; beyond that it goes back with a NAK delay that grows with each time it found no room,
-//!   up to [`MAX_ROOM_WAIT`]. A lane that stays full costs one redelivery per job per delay,
-//!   never a wait for the other lanes.
+//!   wait; beyond that it goes back to the stream with a delay that grows with each time it
+//!   found no room, up to [`MAX_ROOM_WAIT`]. A lane that stays full costs one redelivery per job
+//!   per delay, never a wait for the other lanes.
 //!
-//! The receipt is the message's acknowledgement handle: nothing is kept per lease.
+//! The receipt is the job's share of its message's acknowledgement: nothing is kept per lease.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -36,6 +54,7 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use prost::Message as _;
 use rand::Rng as _;
+use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -48,7 +67,7 @@ use crate::{
 /// The pause before a publish that was not acknowledged is sent again.
 const PUBLISH_PAUSE: Duration = Duration::from_millis(50);
 
-/// Header of a message whose job is not to be attempted before this unix ms.
+/// Header of a message whose jobs are not to be attempted before this unix ms.
 const NOT_BEFORE: &str = "Hookplane-Not-Before";
 /// The longest a job of a lane without room waits before it is offered again: a lane that
 /// stays full (a dead target behind its breaker) costs one redelivery per job per this, so a
@@ -56,6 +75,61 @@ const NOT_BEFORE: &str = "Hookplane-Not-Before";
 const MAX_ROOM_WAIT: Duration = Duration::from_secs(300);
 /// The first wait of a job of a lane without room; it doubles with each time it found none.
 const FIRST_ROOM_WAIT: Duration = Duration::from_millis(250);
+/// Most jobs one message carries: an event for more subscriptions than this is enqueued as
+/// several messages, each well under NATS's default 1 MiB payload limit for a body shared once.
+pub const BUNDLE_MAX: usize = 64;
+
+/// Jobs enqueued together, as one message of the jobs stream carries them: a body that every
+/// job shares (the same LINE request to each forwarding set) is stored once, in `body`, and left
+/// empty in the jobs.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Bundle {
+    #[prost(bytes = "bytes", tag = "1")]
+    body: Bytes,
+    #[prost(message, repeated, tag = "2")]
+    jobs: Vec<Job>,
+}
+
+impl Bundle {
+    fn pack(mut jobs: Vec<Job>) -> Self {
+        let body = jobs.first().map(|j| j.body.clone()).unwrap_or_default();
+        let shared = !body.is_empty() && jobs.iter().all(|j| j.body == body);
+        if !shared {
+            return Self {
+                body: Bytes::new(),
+                jobs,
+            };
+        }
+        for job in &mut jobs {
+            job.body = Bytes::new();
+        }
+        Self { body, jobs }
+    }
+
+    fn unpack(self) -> Vec<Job> {
+        let Self { body, mut jobs } = self;
+        if !body.is_empty() {
+            for job in &mut jobs {
+                job.body = body.clone();
+            }
+        }
+        jobs
+    }
+}
+
+/// The message id of jobs enqueued together: the delivery id of a job alone, or a digest of all
+/// of them in order, so the same jobs enqueued again on any node make the same id.
+fn bundle_msg_id(jobs: &[Job]) -> String {
+    if let [job] = jobs {
+        return job.delivery_id.clone();
+    }
+    let mut digest = Sha256::new();
+    for job in jobs {
+        digest.update(job.delivery_id.as_bytes());
+        digest.update(b"\n");
+    }
+    format!("bundle.{}", &hex::encode(digest.finalize())[..32])
+}
 
 /// A failed job as the parked bucket keeps it.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -76,7 +150,7 @@ pub struct JetStreamQueue {
 
 /// Messages a node holds in memory before any lease asks for them (their ack wait runs): a few
 /// leases' worth, so a lease finds jobs at once without the node hoarding them from the others.
-const PREFETCH: usize = 256;
+const PREFETCH: usize = 128;
 
 /// Jobs held for a lane without room: past this many a lease stops taking from the pump, so a
 /// busy lane's backlog waits in the stream rather than churning through the node.
@@ -87,28 +161,120 @@ const HOLD_MAX: usize = 2048;
 /// hanging or resting behind its breaker): its further jobs go back to the stream.
 const STUCK_AFTER: Duration = Duration::from_secs(2);
 
-/// JetStream's receipt: the message's acknowledgement handle.
-struct JetStreamReceipt(Acker);
+/// One message of the jobs stream as the node holds it: its acknowledgement handle (an
+/// [`Acker`]; any handle in tests), sent once every job it carries is settled.
+struct Carrier<A = Acker> {
+    acker: Mutex<Option<A>>,
+    /// Jobs it carries.
+    jobs: usize,
+    /// Jobs not yet settled.
+    unsettled: AtomicUsize,
+}
+
+impl<A> Carrier<A> {
+    fn new(acker: A, jobs: usize) -> Arc<Self> {
+        Arc::new(Self {
+            acker: Mutex::new(Some(acker)),
+            jobs,
+            unsettled: AtomicUsize::new(jobs),
+        })
+    }
+
+    /// The message's handle, when the job settled now was its last.
+    fn settle_one(&self) -> Option<A> {
+        if self.unsettled.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return None;
+        }
+        self.acker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// The handle of a message that carries one job, taken to NAK it (the job goes back whole,
+    /// keeping its delivery count); `None` for a message carrying others too.
+    fn alone(&self) -> Option<A> {
+        if self.jobs != 1 {
+            return None;
+        }
+        self.settle_one()
+    }
+}
+
+impl Carrier {
+    /// One of its jobs is settled; the message is acknowledged after the last.
+    async fn settle(&self) -> Result<(), Error> {
+        match self.settle_one() {
+            Some(acker) => acker
+                .ack()
+                .await
+                .map_err(|e| Error::Queue(format!("acknowledging a job: {e}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// JetStream's receipt: the job's share of the message that carries it.
+struct JetStreamReceipt(Arc<Carrier>);
 
 /// What the node holds between leases: the messages the pump took, and jobs that came while
-/// their lane had no room, per lane in arrival order.
+/// their lane had no room (or after the lease that took their message was full), per lane in
+/// arrival order.
 struct Holding {
     incoming: mpsc::Receiver<Arrived>,
     lanes: HashMap<String, VecDeque<Held>>,
     held: usize,
+    /// Lanes found stuck (no room, their oldest job held past [`STUCK_AFTER`]) and not seen
+    /// with room since: their jobs go straight back to the stream.
+    stuck: HashSet<String>,
+}
+
+impl Holding {
+    /// Holds a job for a later lease; how many its lane holds now.
+    fn hold(
+        &mut self,
+        job: Job,
+        carrier: Arc<Carrier>,
+        arrived: tokio::time::Instant,
+        delivered: i64,
+    ) -> usize {
+        let lane = job.lane().into_owned();
+        let queue = self.lanes.entry(lane).or_default();
+        queue.push_back(Held {
+            job,
+            carrier,
+            arrived,
+            held_at: tokio::time::Instant::now(),
+            delivered,
+        });
+        self.held += 1;
+        queue.len()
+    }
 }
 
 struct Held {
     job: Job,
-    acker: Acker,
-    /// When the pump took it (its ack wait runs from about then).
+    carrier: Arc<Carrier>,
+    /// When the pump took its message (its ack wait runs from about then).
     arrived: tokio::time::Instant,
-    /// When it was first held for want of room.
+    /// When it was first held.
     held_at: tokio::time::Instant,
+    /// How many times the stream has handed out its message.
+    delivered: i64,
 }
 
 /// A message as the pump took it, with when: its ack wait started then.
 type Arrived = (tokio::time::Instant, async_nats::jetstream::Message);
+
+/// A message to publish: its jobs, its message id, and when they are due (unix ms, 0: at once).
+struct Outgoing {
+    jobs: Vec<Job>,
+    msg_id: String,
+    not_before_ms: u64,
+}
+
+/// A job on its way back to the stream, due after a wait.
+type SendBack = (Job, Arc<Carrier>, Duration);
 
 impl Drop for JetStreamQueue {
     fn drop(&mut self) {
@@ -127,79 +293,115 @@ impl JetStreamQueue {
                 incoming: rx,
                 lanes: HashMap::new(),
                 held: 0,
+                stuck: HashSet::new(),
             }),
             pump,
         }
     }
 
-    /// Publishes each job with its message id, due at its unix ms (0: at once), and waits for
-    /// the stream to acknowledge every one. A publish not acknowledged (a stream leader being
-    /// elected after a server loss answers nothing for a moment) is sent again with the same
-    /// message id, which the stream stores once, until [`PUBLISH_TIMEOUT`] has passed.
-    async fn publish(&self, jobs: Vec<(Job, String, u64)>) -> Result<(), Error> {
-        let deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
-        let mut pending: Vec<(String, HeaderMap, Bytes)> = jobs
-            .into_iter()
-            .map(|(job, msg_id, not_before_ms)| {
-                let mut headers = HeaderMap::new();
-                headers.insert("Nats-Msg-Id", msg_id.as_str());
-                if not_before_ms > 0 {
-                    headers.insert(NOT_BEFORE, not_before_ms.to_string().as_str());
-                }
-                let subject = self.nats.names.job_subject(&job.lane());
-                (subject, headers, Bytes::from(job.encode_to_vec()))
-            })
-            .collect();
-        loop {
-            let mut acks = Vec::with_capacity(pending.len());
-            for (subject, headers, payload) in &pending {
-                acks.push(
-                    self.nats
-                        .js
-                        .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
-                        .await,
-                );
-            }
-            let mut unstored = Vec::new();
-            let mut why = String::new();
-            for (outgoing, ack) in pending.into_iter().zip(acks) {
-                let stored = match ack {
-                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                if let Err(e) = stored {
-                    why = e;
-                    unstored.push(outgoing);
-                }
-            }
-            if unstored.is_empty() {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() + PUBLISH_PAUSE >= deadline {
-                return Err(Error::Queue(format!(
-                    "the jobs stream did not store {} job(s): {why}",
-                    unstored.len()
-                )));
-            }
-            tokio::time::sleep(PUBLISH_PAUSE).await;
-            pending = unstored;
-        }
+    /// Publishes each message and waits for the stream to acknowledge every one. A publish not
+    /// acknowledged (a stream leader being elected after a server loss answers nothing for a
+    /// moment) is sent again with the same message id, which the stream stores once, until
+    /// [`PUBLISH_TIMEOUT`] has passed.
+    async fn publish(&self, messages: Vec<Outgoing>) -> Result<(), Error> {
+        publish(&self.nats, messages).await
     }
 
     /// Hands jobs back to the stream with their delays, on a task of their own: a lease dropped
-    /// halfway (the engine stops waiting when room frees up) must not lose a job's handle.
-    fn nak_all(naks: Vec<(Acker, Duration)>) {
-        if naks.is_empty() {
+    /// halfway (the engine stops waiting when room frees up) must not lose a job's handle. A job
+    /// alone in its message goes back with a NAK; one that shares its message is published alone,
+    /// due after its wait, and its share of the message settled.
+    fn send_back(&self, jobs: Vec<SendBack>) {
+        if jobs.is_empty() {
             return;
         }
+        let nats = self.nats.clone();
         tokio::spawn(async move {
-            for (acker, wait) in naks {
-                if let Err(e) = acker.ack_with(AckKind::Nak(Some(wait))).await {
-                    // The ack wait runs out and the job comes back all the same.
-                    warn!(error = %e, "could not hand a job back to the stream");
+            let now_ms = unix_ms(SystemTime::now());
+            let mut split = Vec::new();
+            for (job, carrier, wait) in jobs {
+                if let Some(acker) = carrier.alone() {
+                    if let Err(e) = acker.ack_with(AckKind::Nak(Some(wait))).await {
+                        // The ack wait runs out and the job comes back all the same.
+                        warn!(error = %e, "could not hand a job back to the stream");
+                    }
+                    continue;
+                }
+                let due = now_ms + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                let msg_id = format!("{}.{}.back.{now_ms}", job.delivery_id, job.attempts);
+                split.push((
+                    Outgoing {
+                        jobs: vec![job],
+                        msg_id,
+                        not_before_ms: due.max(1),
+                    },
+                    carrier,
+                ));
+            }
+            for (outgoing, carrier) in split {
+                // Unsettled, the job's message comes back after its ack wait with every job it
+                // carries: nothing is lost, some are attempted again.
+                match publish(&nats, vec![outgoing]).await {
+                    Ok(()) => {
+                        if let Err(e) = carrier.settle().await {
+                            warn!(error = %e, "could not settle a job sent back to the stream");
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "could not send a job back to the stream"),
                 }
             }
         });
+    }
+}
+
+/// See [`JetStreamQueue::publish`].
+async fn publish(nats: &Nats, messages: Vec<Outgoing>) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
+    let mut pending: Vec<(String, HeaderMap, Bytes)> = messages
+        .into_iter()
+        .map(|outgoing| {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", outgoing.msg_id.as_str());
+            if outgoing.not_before_ms > 0 {
+                headers.insert(NOT_BEFORE, outgoing.not_before_ms.to_string().as_str());
+            }
+            let subject = nats.names.job_subject(outgoing.jobs.len());
+            let payload = Bytes::from(Bundle::pack(outgoing.jobs).encode_to_vec());
+            (subject, headers, payload)
+        })
+        .collect();
+    loop {
+        let mut acks = Vec::with_capacity(pending.len());
+        for (subject, headers, payload) in &pending {
+            acks.push(
+                nats.js
+                    .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                    .await,
+            );
+        }
+        let mut unstored = Vec::new();
+        let mut why = String::new();
+        for (outgoing, ack) in pending.into_iter().zip(acks) {
+            let stored = match ack {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = stored {
+                why = e;
+                unstored.push(outgoing);
+            }
+        }
+        if unstored.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() + PUBLISH_PAUSE >= deadline {
+            return Err(Error::Queue(format!(
+                "the jobs stream did not store {} message(s): {why}",
+                unstored.len()
+            )));
+        }
+        tokio::time::sleep(PUBLISH_PAUSE).await;
+        pending = unstored;
     }
 }
 
@@ -245,7 +447,7 @@ async fn pump(consumer: async_nats::jetstream::consumer::PullConsumer, tx: mpsc:
     }
 }
 
-/// When the message's job is due, from its header (0: at once).
+/// When the message's jobs are due, from its header (0: at once).
 fn not_before_ms(headers: Option<&HeaderMap>) -> u64 {
     headers
         .and_then(|h| h.get(NOT_BEFORE))
@@ -266,14 +468,17 @@ fn room_wait(delivered: i64, unit: f64) -> Duration {
 #[async_trait]
 impl Queue for JetStreamQueue {
     async fn enqueue(&self, jobs: Vec<Job>) -> Result<(), Error> {
-        let jobs = jobs
-            .into_iter()
-            .map(|job| {
-                let id = job.delivery_id.clone();
-                (job, id, 0)
-            })
-            .collect();
-        self.publish(jobs).await
+        let mut messages = Vec::with_capacity(jobs.len().div_ceil(BUNDLE_MAX));
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let bundle: Vec<Job> = jobs.by_ref().take(BUNDLE_MAX).collect();
+            messages.push(Outgoing {
+                msg_id: bundle_msg_id(&bundle),
+                jobs: bundle,
+                not_before_ms: 0,
+            });
+        }
+        self.publish(messages).await
     }
 
     async fn lease(
@@ -291,36 +496,68 @@ impl Queue for JetStreamQueue {
         let mut left: HashMap<String, usize> = HashMap::new();
         let mut leased = Vec::new();
         let mut naks = Vec::new();
+        let mut back: Vec<SendBack> = Vec::new();
         let stale = self.nats.ack_wait / 2;
-        // Jobs held for want of room first, oldest of each lane first.
-        let lanes: Vec<String> = holding.lanes.keys().cloned().collect();
-        for lane in lanes {
+        let unit = rand::thread_rng().gen_range(0.0..=1.0);
+        // Jobs held first, oldest of each lane first, and the lane that has waited longest
+        // first: in a fixed order the lanes late in it would wait behind the others' share of
+        // every lease until they looked stuck.
+        let mut lanes: Vec<(tokio::time::Instant, String)> = holding
+            .lanes
+            .iter()
+            .filter_map(|(lane, q)| q.front().map(|h| (h.held_at, lane.clone())))
+            .collect();
+        lanes.sort_unstable();
+        for (_, lane) in lanes {
             let free = left.entry(lane.clone()).or_insert_with_key(|l| room(l));
             let Some(queue) = holding.lanes.get_mut(&lane) else {
                 continue;
             };
+            if *free > 0 {
+                holding.stuck.remove(&lane);
+            }
             while *free > 0 && leased.len() < max {
                 let Some(held) = queue.pop_front() else {
                     break;
                 };
                 holding.held -= 1;
                 if held.arrived.elapsed() > stale {
-                    naks.push((held.acker, Duration::ZERO));
+                    back.push((held.job, held.carrier, Duration::ZERO));
                     continue;
                 }
                 *free -= 1;
                 leased.push(Leased {
                     job: held.job,
-                    receipt: Receipt::new(JetStreamReceipt(held.acker)),
+                    receipt: Receipt::new(JetStreamReceipt(held.carrier)),
                 });
+            }
+            // No room, and its oldest job has waited past STUCK_AFTER: the lane is not
+            // draining (a dead or hanging target). Its jobs go back to the stream, and so do
+            // those that come for it until it has room again: held, they would only stop this
+            // node from taking the other lanes' jobs.
+            if *free == 0
+                && queue
+                    .front()
+                    .is_some_and(|h| h.held_at.elapsed() > STUCK_AFTER)
+            {
+                holding.held -= queue.len();
+                back.extend(
+                    queue
+                        .drain(..)
+                        .map(|h| (h.job, h.carrier, room_wait(h.delivered, unit))),
+                );
+                holding.stuck.insert(lane.clone());
             }
             if queue.is_empty() {
                 holding.lanes.remove(&lane);
             }
         }
-        while leased.len() < max {
+        // A draining lane that holds its share: the node has more of its jobs than it can
+        // start, and the rest wait in the stream for whoever has room.
+        let mut enough = holding.lanes.values().any(|q| q.len() >= HOLD_PER_LANE);
+        while leased.len() < max && !enough {
             // Waits only while nothing is leased yet; then takes what is already here.
-            let message = if leased.is_empty() && naks.is_empty() {
+            let message = if leased.is_empty() && naks.is_empty() && back.is_empty() {
                 match tokio::time::timeout_at(give_up, holding.incoming.recv()).await {
                     Ok(Some(m)) => m,
                     Ok(None) => return Err(Error::Queue("the job pump stopped".into())),
@@ -331,88 +568,91 @@ impl Queue for JetStreamQueue {
                     Ok(m) => m,
                     Err(_) if leased.is_empty() => {
                         // Everything taken so far went back; wait again for the rest.
-                        Self::nak_all(std::mem::take(&mut naks));
+                        nak_all(std::mem::take(&mut naks));
+                        self.send_back(std::mem::take(&mut back));
                         continue;
                     }
                     Err(_) => break,
                 }
             };
             let (arrived, message) = message;
-            if arrived.elapsed() > stale {
-                // Waited here for most of its ack wait (every worker busy): handed out now it
-                // could still be running when the stream gives it to another node. Back it goes.
-                naks.push((message.split().1, Duration::ZERO));
-                continue;
-            }
-            let now_ms = unix_ms(SystemTime::now());
             let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
             let due = not_before_ms(message.headers.as_ref());
             let (message, acker) = message.split();
+            if arrived.elapsed() > stale {
+                // Waited here for most of its ack wait (every worker busy): handed out now it
+                // could still be running when the stream gives it to another node. Back it goes.
+                naks.push((acker, Duration::ZERO));
+                continue;
+            }
+            let now_ms = unix_ms(SystemTime::now());
             if due > now_ms {
                 naks.push((acker, Duration::from_millis(due - now_ms)));
                 continue;
             }
-            let job = match Job::decode(message.payload.as_ref()) {
-                Ok(job) => job,
-                Err(e) => {
-                    warn!(subject = %message.subject, error = %e, "dropping an unreadable job");
+            let jobs = match Bundle::decode(message.payload.as_ref()) {
+                Ok(bundle) if !bundle.jobs.is_empty() => bundle.unpack(),
+                outcome => {
+                    let error = outcome.err().map(|e| e.to_string()).unwrap_or_default();
+                    warn!(subject = %message.subject, error, "dropping an unreadable message of jobs");
                     tokio::spawn(async move { acker.ack_with(AckKind::Term).await });
                     continue;
                 }
             };
-            let lane = job.lane();
-            let free = match left.get_mut(lane.as_ref()) {
-                Some(n) => n,
-                None => left
-                    .entry(lane.into_owned())
-                    .or_insert_with_key(|l| room(l)),
-            };
-            if *free > 0 {
-                *free -= 1;
-                leased.push(Leased {
-                    job,
-                    receipt: Receipt::new(JetStreamReceipt(acker)),
-                });
-                continue;
-            }
-            // No room in its lane now. Its attempts are ending (the oldest job held for it has
-            // not waited long): it waits here, and once the lane holds its share this lease
-            // takes no more from the pump, which leaves the rest in the stream for whoever has
-            // room. The lane is stuck (a dead or hanging target): back to the stream with a
-            // delay that grows with each time the job found no room, so it never holds back
-            // the lanes behind it.
-            let lane = job.lane().into_owned();
-            let queue = holding.lanes.entry(lane).or_default();
-            let stuck = queue
-                .front()
-                .is_some_and(|oldest| oldest.held_at.elapsed() > STUCK_AFTER);
-            if stuck || holding.held >= HOLD_MAX {
-                let unit = rand::thread_rng().gen_range(0.0..=1.0);
-                naks.push((acker, room_wait(delivered, unit)));
-                continue;
-            }
-            let full = queue.len() >= HOLD_PER_LANE;
-            queue.push_back(Held {
-                job,
-                acker,
-                arrived,
-                held_at: tokio::time::Instant::now(),
-            });
-            holding.held += 1;
-            if full {
-                break;
+            let carrier = Carrier::new(acker, jobs.len());
+            for job in jobs {
+                let lane = job.lane();
+                let free = match left.get_mut(lane.as_ref()) {
+                    Some(n) => n,
+                    None => left
+                        .entry(lane.into_owned())
+                        .or_insert_with_key(|l| room(l)),
+                };
+                let carrier = Arc::clone(&carrier);
+                if *free > 0 {
+                    *free -= 1;
+                    if leased.len() < max {
+                        leased.push(Leased {
+                            job,
+                            receipt: Receipt::new(JetStreamReceipt(carrier)),
+                        });
+                    } else {
+                        // This lease is full; the next one hands it out.
+                        holding.hold(job, carrier, arrived, delivered);
+                        enough = true;
+                    }
+                    continue;
+                }
+                // No room in its lane now: it waits here while the lane drains, goes back to
+                // the stream while the lane is stuck.
+                let lane = job.lane();
+                let stuck = holding.stuck.contains(lane.as_ref())
+                    || holding
+                        .lanes
+                        .get(lane.as_ref())
+                        .and_then(|q| q.front())
+                        .is_some_and(|oldest| oldest.held_at.elapsed() > STUCK_AFTER);
+                if stuck || holding.held >= HOLD_MAX {
+                    back.push((job, carrier, room_wait(delivered, unit)));
+                    continue;
+                }
+                let held = holding.hold(job, carrier, arrived, delivered);
+                enough |= held >= HOLD_PER_LANE;
             }
         }
-        Self::nak_all(naks);
+        nak_all(naks);
+        self.send_back(back);
+        if leased.is_empty() && enough {
+            // Nothing can start until a slot frees up, which ends this wait early (the caller
+            // drops the lease); returning at once would only be asked again at once.
+            tokio::time::sleep_until(give_up).await;
+        }
         Ok(leased)
     }
 
     async fn ack(&self, leased: Leased) -> Result<(), Error> {
-        let JetStreamReceipt(acker) = leased.receipt.open()?;
-        acker
-            .ack()
-            .await
-            .map_err(|e| Error::Queue(format!("acknowledging a job: {e}")))
+        let JetStreamReceipt(carrier) = leased.receipt.open()?;
+        carrier.settle().await
     }
 
     async fn retry(
@@ -421,32 +661,49 @@ impl Queue for JetStreamQueue {
         attempts: u32,
         not_before: SystemTime,
     ) -> Result<(), Error> {
-        let JetStreamReceipt(acker) = leased.receipt.open()?;
+        let JetStreamReceipt(carrier) = leased.receipt.open()?;
         let mut job = leased.job;
         job.attempts = attempts;
         // The same retry published twice (a node lost between publish and ack) is stored once.
         let msg_id = format!("{}.{attempts}", job.delivery_id);
-        self.publish(vec![(job, msg_id, unix_ms(not_before).max(1))])
-            .await?;
-        acker
-            .ack()
-            .await
-            .map_err(|e| Error::Queue(format!("acknowledging a retried job: {e}")))
+        self.publish(vec![Outgoing {
+            jobs: vec![job],
+            msg_id,
+            not_before_ms: unix_ms(not_before).max(1),
+        }])
+        .await?;
+        carrier.settle().await
     }
 
     async fn defer(&self, leased: Leased, not_before: SystemTime) -> Result<(), Error> {
-        let JetStreamReceipt(acker) = leased.receipt.open()?;
-        let wait = not_before
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        acker
-            .ack_with(AckKind::Nak(Some(wait)))
-            .await
-            .map_err(|e| Error::Queue(format!("deferring a job: {e}")))
+        let JetStreamReceipt(carrier) = leased.receipt.open()?;
+        if let Some(acker) = carrier.alone() {
+            let wait = not_before
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            return acker
+                .ack_with(AckKind::Nak(Some(wait)))
+                .await
+                .map_err(|e| Error::Queue(format!("deferring a job: {e}")));
+        }
+        let job = leased.job;
+        let msg_id = format!(
+            "{}.{}.defer.{}",
+            job.delivery_id,
+            job.attempts,
+            unix_ms(SystemTime::now())
+        );
+        self.publish(vec![Outgoing {
+            jobs: vec![job],
+            msg_id,
+            not_before_ms: unix_ms(not_before).max(1),
+        }])
+        .await?;
+        carrier.settle().await
     }
 
     async fn fail(&self, leased: Leased, attempts: u32, reason: &str) -> Result<(), Error> {
-        let JetStreamReceipt(acker) = leased.receipt.open()?;
+        let JetStreamReceipt(carrier) = leased.receipt.open()?;
         let mut job = leased.job;
         job.attempts = attempts;
         let id = job.delivery_id.clone();
@@ -460,10 +717,7 @@ impl Queue for JetStreamQueue {
             .put(&id, Bytes::from(parked.encode_to_vec()))
             .await
             .map_err(|e| Error::Queue(format!("parking a failed job: {e}")))?;
-        acker
-            .ack()
-            .await
-            .map_err(|e| Error::Queue(format!("acknowledging a failed job: {e}")))
+        carrier.settle().await
     }
 
     async fn requeue_failed(&self, delivery_id: &str) -> Result<bool, Error> {
@@ -485,7 +739,12 @@ impl Queue for JetStreamQueue {
         // Every node is asked to requeue; they publish the same message id, which the stream
         // stores once.
         let msg_id = format!("{delivery_id}.requeue.{}", entry.revision);
-        self.publish(vec![(job, msg_id, 0)]).await?;
+        self.publish(vec![Outgoing {
+            jobs: vec![job],
+            msg_id,
+            not_before_ms: 0,
+        }])
+        .await?;
         if let Err(e) = self
             .nats
             .parked
@@ -498,14 +757,42 @@ impl Queue for JetStreamQueue {
         Ok(true)
     }
 
+    /// Jobs in the stream's messages, counted by the subjects they were published on (a job
+    /// settled while others of its message are not yet is still counted).
     async fn depth(&self) -> Result<u64, Error> {
-        let mut jobs = self.nats.jobs.clone();
-        let info = jobs
-            .info()
+        let jobs = self.nats.jobs.clone();
+        let mut subjects = jobs
+            .info_with_subjects(self.nats.names.jobs_subjects())
             .await
             .map_err(|e| Error::Queue(format!("reading the jobs stream: {e}")))?;
-        Ok(info.state.messages)
+        let mut depth = 0u64;
+        while let Some(subject) = subjects.next().await {
+            let (subject, messages) =
+                subject.map_err(|e| Error::Queue(format!("reading the jobs stream: {e}")))?;
+            let per_message = subject
+                .rsplit('.')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(1);
+            depth += per_message * u64::try_from(messages).unwrap_or(u64::MAX);
+        }
+        Ok(depth)
     }
+}
+
+/// NAKs messages with their delays, on a task of their own (see [`JetStreamQueue::send_back`]).
+fn nak_all(naks: Vec<(Acker, Duration)>) {
+    if naks.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        for (acker, wait) in naks {
+            if let Err(e) = acker.ack_with(AckKind::Nak(Some(wait))).await {
+                // The ack wait runs out and the job comes back all the same.
+                warn!(error = %e, "could not hand a job back to the stream");
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -527,5 +814,62 @@ mod tests {
         headers.insert(NOT_BEFORE, "1234");
         assert_eq!(not_before_ms(Some(&headers)), 1234);
         assert_eq!(not_before_ms(None), 0);
+    }
+
+    fn job(id: &str, body: &'static [u8]) -> Job {
+        Job {
+            delivery_id: id.into(),
+            body: Bytes::from_static(body),
+            ..Job::default()
+        }
+    }
+
+    #[test]
+    fn a_body_every_job_shares_is_stored_once_and_given_back_to_each() {
+        let jobs = vec![
+            job("dlv_a", b"{\"events\":[]}"),
+            job("dlv_b", b"{\"events\":[]}"),
+        ];
+        let bundle = Bundle::pack(jobs.clone());
+        assert_eq!(bundle.body, Bytes::from_static(b"{\"events\":[]}"));
+        assert!(bundle.jobs.iter().all(|j| j.body.is_empty()));
+        let decoded = Bundle::decode(bundle.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded.unpack(), jobs);
+    }
+
+    #[test]
+    fn jobs_with_bodies_of_their_own_keep_them() {
+        for jobs in [
+            vec![job("dlv_a", b"one"), job("dlv_b", b"two")],
+            vec![job("dlv_a", b""), job("dlv_b", b"")],
+            vec![job("dlv_a", b"one"), job("dlv_b", b"")],
+        ] {
+            let bundle = Bundle::pack(jobs.clone());
+            let decoded = Bundle::decode(bundle.encode_to_vec().as_slice()).unwrap();
+            assert_eq!(decoded.unpack(), jobs);
+        }
+    }
+
+    #[test]
+    fn the_same_jobs_make_the_same_message_id_and_a_job_alone_keeps_its_delivery_id() {
+        let ab = [job("dlv_a", b""), job("dlv_b", b"")];
+        assert_eq!(bundle_msg_id(&ab), bundle_msg_id(&ab.clone()));
+        assert_ne!(bundle_msg_id(&ab), bundle_msg_id(&ab[..1]));
+        assert_eq!(bundle_msg_id(&ab[..1]), "dlv_a");
+    }
+
+    #[test]
+    fn a_message_is_acknowledged_once_its_last_job_is_settled_and_only_then() {
+        let carrier = Carrier::new("ack", 3);
+        assert_eq!(carrier.alone(), None, "three jobs share it");
+        assert_eq!(carrier.settle_one(), None);
+        assert_eq!(carrier.settle_one(), None);
+        assert_eq!(carrier.settle_one(), Some("ack"));
+    }
+
+    #[test]
+    fn a_job_alone_in_its_message_takes_the_whole_message_back() {
+        let carrier = Carrier::new("nak", 1);
+        assert_eq!(carrier.alone(), Some("nak"));
     }
 }
