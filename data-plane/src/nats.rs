@@ -24,6 +24,14 @@ pub struct NatsOptions {
     /// cluster of three (what a production deployment runs).
     #[arg(long, env = "HOOKPLANE_NATS_STREAM_REPLICAS", default_value_t = 1)]
     pub nats_stream_replicas: usize,
+    /// How many streams the jobs are spread over. Each stream has its own leader, which the
+    /// node spreads over the cluster's servers at start: when a server is lost, the streams it
+    /// led elect new leaders (seconds, longer than LINE waits for its answer) while enqueues go
+    /// to the others, so the ingress keeps answering 200. With one server, more streams only
+    /// let it work on them in parallel.
+    #[arg(long, env = "HOOKPLANE_NATS_JOB_STREAMS", default_value_t = 3,
+          value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub nats_job_streams: u16,
     /// First part of every stream, bucket, consumer and subject name, so several deployments can
     /// share one NATS cluster.
     #[arg(long, env = "HOOKPLANE_NATS_PREFIX", default_value = "hookplane")]
@@ -66,6 +74,7 @@ impl Default for NatsOptions {
     fn default() -> Self {
         Self {
             nats_stream_replicas: 1,
+            nats_job_streams: 3,
             nats_prefix: "hookplane".to_owned(),
             nats_dedupe_window: Duration::from_secs(3600).into(),
             nats_ack_wait: Duration::from_secs(120).into(),
@@ -123,18 +132,20 @@ impl Names {
         })
     }
 
-    pub fn jobs_stream(&self) -> String {
-        format!("{}_jobs", self.prefix)
+    /// The `shard`th of the streams the jobs are spread over.
+    pub fn jobs_stream(&self, shard: usize) -> String {
+        format!("{}_jobs_{shard}", self.prefix)
     }
 
-    /// The subject a message carrying `jobs` jobs is published on: the stream's per-subject
-    /// counts then tell how many jobs it holds (`Queue::depth`), and `nats` tooling shows them.
-    pub fn job_subject(&self, jobs: usize) -> String {
-        format!("{}.jobs.{jobs}", self.prefix)
+    /// The subject a message carrying `jobs` jobs is published on in the `shard`th jobs
+    /// stream: the stream's per-subject counts then tell how many jobs it holds
+    /// (`Queue::depth`), and `nats` tooling shows them.
+    pub fn job_subject(&self, shard: usize, jobs: usize) -> String {
+        format!("{}.jobs.{shard}.{jobs}", self.prefix)
     }
 
-    pub fn jobs_subjects(&self) -> String {
-        format!("{}.jobs.>", self.prefix)
+    pub fn jobs_subjects(&self, shard: usize) -> String {
+        format!("{}.jobs.{shard}.>", self.prefix)
     }
 
     pub fn deliver_consumer(&self) -> String {
@@ -162,17 +173,24 @@ impl Names {
     }
 }
 
+/// One of the streams the jobs are spread over, with the consumer every node takes them from.
+#[derive(Clone)]
+pub struct JobStream {
+    pub stream: stream::Stream,
+    pub deliver: jetstream::consumer::Consumer<pull::Config>,
+}
+
 /// A connection to NATS with everything the node uses set up.
 #[derive(Clone)]
 pub struct Nats {
     pub client: async_nats::Client,
     pub js: Context,
     pub names: Names,
-    pub deliver: jetstream::consumer::Consumer<pull::Config>,
+    /// At least one.
+    pub jobs: Vec<JobStream>,
     pub report: jetstream::consumer::Consumer<pull::Config>,
     pub parked: kv::Store,
     pub idempotency: kv::Store,
-    pub jobs: stream::Stream,
     /// The deliver consumer's ack wait: how long a job handed to this node is its own.
     pub ack_wait: Duration,
 }
@@ -231,11 +249,13 @@ impl Nats {
         };
         let Made {
             jobs,
-            deliver,
             report,
             parked,
             idempotency,
         } = made;
+        if options.nats_stream_replicas > 1 && jobs.len() > 1 {
+            setup.spread_leaders(&jobs).await;
+        }
         info!(
             servers = servers.join(","),
             prefix = options.nats_prefix,
@@ -246,11 +266,10 @@ impl Nats {
             client,
             js,
             names,
-            deliver,
+            jobs,
             report,
             parked,
             idempotency,
-            jobs,
             ack_wait: *options.nats_ack_wait,
         })
     }
@@ -321,8 +340,7 @@ struct Setup<'a> {
 
 /// What [`Setup::everything`] made or found.
 struct Made {
-    jobs: stream::Stream,
-    deliver: jetstream::consumer::Consumer<pull::Config>,
+    jobs: Vec<JobStream>,
     report: jetstream::consumer::Consumer<pull::Config>,
     parked: kv::Store,
     idempotency: kv::Store,
@@ -332,37 +350,41 @@ impl Setup<'_> {
     /// Every stream, consumer and bucket the node uses.
     async fn everything(&self, options: &NatsOptions) -> Result<Made, Error> {
         let (setup, names) = (self, self.names);
-        let jobs = setup
-            .stream(stream::Config {
-                name: names.jobs_stream(),
-                subjects: vec![names.jobs_subjects()],
-                retention: RetentionPolicy::WorkQueue,
-                storage: StorageType::File,
-                num_replicas: options.nats_stream_replicas,
-                duplicate_window: *options.nats_dedupe_window,
-                description: Some("hookplane deliveries waiting or in flight".to_owned()),
-                ..stream::Config::default()
-            })
-            .await?;
-        let deliver = setup
-            .consumer(
-                &jobs,
-                pull::Config {
-                    durable_name: Some(names.deliver_consumer()),
-                    description: Some("hookplane nodes take deliveries from here".to_owned()),
-                    deliver_policy: DeliverPolicy::All,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: *options.nats_ack_wait,
-                    // A job is handed out as often as the engine defers it; attempts are
-                    // counted in the job itself.
-                    max_deliver: -1,
-                    // Jobs waiting for room (NAKed with a delay) stay pending; a bound here
-                    // would let one dead target's backlog stop every other lane.
-                    max_ack_pending: -1,
-                    ..pull::Config::default()
-                },
-            )
-            .await?;
+        let mut jobs = Vec::new();
+        for shard in 0..usize::from(options.nats_job_streams.max(1)) {
+            let stream = setup
+                .stream(stream::Config {
+                    name: names.jobs_stream(shard),
+                    subjects: vec![names.jobs_subjects(shard)],
+                    retention: RetentionPolicy::WorkQueue,
+                    storage: StorageType::File,
+                    num_replicas: options.nats_stream_replicas,
+                    duplicate_window: *options.nats_dedupe_window,
+                    description: Some("hookplane deliveries waiting or in flight".to_owned()),
+                    ..stream::Config::default()
+                })
+                .await?;
+            let deliver = setup
+                .consumer(
+                    &stream,
+                    pull::Config {
+                        durable_name: Some(names.deliver_consumer()),
+                        description: Some("hookplane nodes take deliveries from here".to_owned()),
+                        deliver_policy: DeliverPolicy::All,
+                        ack_policy: AckPolicy::Explicit,
+                        ack_wait: *options.nats_ack_wait,
+                        // A job is handed out as often as the engine defers it; attempts are
+                        // counted in the job itself.
+                        max_deliver: -1,
+                        // Jobs waiting for room (NAKed with a delay) stay pending; a bound here
+                        // would let one dead target's backlog stop every other lane.
+                        max_ack_pending: -1,
+                        ..pull::Config::default()
+                    },
+                )
+                .await?;
+            jobs.push(JobStream { stream, deliver });
+        }
         let outcomes = setup
             .stream(stream::Config {
                 name: names.outcomes_stream(),
@@ -404,7 +426,6 @@ impl Setup<'_> {
             .await?;
         Ok(Made {
             jobs,
-            deliver,
             report,
             parked,
             idempotency,
@@ -519,6 +540,63 @@ impl Setup<'_> {
                 .await
                 .map_err(|e| Error::Queue(format!("creating consumer {name}: {e}"))),
         }
+    }
+
+    /// Asks a jobs stream that shares its leader with another to step down, until every server
+    /// of the cluster leads at most one more than any other (a few tries; best effort, as
+    /// another node starting at the same time may be doing the same). JetStream places a
+    /// stream's leader where it likes, and one server leading them all would leave none to
+    /// enqueue to while its loss is being repaired.
+    async fn spread_leaders(&self, jobs: &[JobStream]) {
+        const TRIES: usize = 8;
+        for _ in 0..TRIES {
+            let mut leaders = Vec::new();
+            let mut servers = std::collections::BTreeSet::new();
+            for job in jobs {
+                let mut stream = job.stream.clone();
+                let Ok(info) = stream.info().await else {
+                    return;
+                };
+                let Some(cluster) = info.cluster.clone() else {
+                    return;
+                };
+                servers.extend(cluster.replicas.iter().map(|p| p.name.clone()));
+                servers.extend(cluster.leader.clone());
+                leaders.push((info.config.name.clone(), cluster.leader));
+            }
+            let mut led: std::collections::BTreeMap<&str, Vec<&str>> =
+                servers.iter().map(|s| (s.as_str(), Vec::new())).collect();
+            for (stream, leader) in &leaders {
+                if let Some(leader) = leader {
+                    led.entry(leader.as_str()).or_default().push(stream);
+                }
+            }
+            let most = led.values().map(Vec::len).max().unwrap_or(0);
+            let least = led.values().map(Vec::len).min().unwrap_or(0);
+            if most <= least + 1 {
+                info!(leaders = ?leaders, "jobs streams' leaders spread over the cluster");
+                return;
+            }
+            let Some(crowded) = led
+                .values()
+                .find(|s| s.len() == most)
+                .and_then(|s| s.last())
+            else {
+                return;
+            };
+            let asked: Result<serde_json::Value, _> = self
+                .js
+                .request(format!("STREAM.LEADER.STEPDOWN.{crowded}"), &())
+                .await;
+            if let Err(e) = asked {
+                tracing::debug!(stream = crowded, error = %e, "a leader step-down was refused");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tracing::warn!(
+            "the jobs streams' leaders could not be spread over the cluster; losing the server \
+             that leads them all stops enqueues until new leaders are elected"
+        );
     }
 
     /// A key-value bucket, created as the stream KV buckets are made of. async-nats's own

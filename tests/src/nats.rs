@@ -154,6 +154,27 @@ impl NatsCluster {
             .join(",")
     }
 
+    /// The index of the server that leads `stream` now (its raft leader: the one whose loss
+    /// makes the others elect a new one).
+    pub async fn leader_of(&self, stream: &str) -> anyhow::Result<usize> {
+        let client =
+            async_nats::connect(self.queue_flag().split(',').next().unwrap_or_default()).await?;
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream(stream).await?;
+        let info = stream.info().await?;
+        let leader = info
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .ok_or_else(|| {
+                anyhow::anyhow!("stream {stream:?} has no leader", stream = info.config.name)
+            })?;
+        self.servers
+            .iter()
+            .position(|s| s.name == leader)
+            .ok_or_else(|| anyhow::anyhow!("no server named {leader}"))
+    }
+
     pub fn logs(&self) -> String {
         self.servers
             .iter()

@@ -116,7 +116,7 @@ impl SharedOutcomes {
 }
 
 /// Publishes whatever records wait, up to [`BATCH`] in a message, and tells their waiters once
-/// the stream has them (or could not take them: losing a record must not hold a delivery).
+/// the stream has them.
 async fn write_groups(nats: Nats, waiting: Arc<Waiting>) {
     let subject = nats.names.outcome_subject();
     loop {
@@ -139,16 +139,23 @@ async fn write_groups(nats: Nats, waiting: Arc<Waiting>) {
                 node_id: String::new(),
                 attempts,
             };
-            let stored = match nats
-                .js
-                .publish(subject.clone(), Bytes::from(message.encode_to_vec()))
-                .await
-            {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = stored {
-                warn!(records = count, error = %e, "could not keep delivery outcomes");
+            let payload = Bytes::from(message.encode_to_vec());
+            // Sent until the stream has it: while NATS is away (or the stream elects a new
+            // leader) the attempts' jobs wait unsettled rather than lose their records. The
+            // control plane keeps an attempt id once, so a group stored twice is harmless.
+            let mut backoff = Backoff::default();
+            loop {
+                let stored = match nats.js.publish(subject.clone(), payload.clone()).await {
+                    Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match stored {
+                    Ok(()) => break,
+                    Err(e) => {
+                        warn!(records = count, error = %e, "delivery outcomes not kept yet; trying again");
+                        tokio::time::sleep(backoff.next_wait()).await;
+                    }
+                }
             }
             for waiter in waiters {
                 let _ = waiter.send(());

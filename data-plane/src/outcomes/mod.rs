@@ -26,8 +26,9 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(15);
 #[async_trait]
 pub trait Outcomes: Send + Sync + 'static {
     /// Keeps an attempt until it is reported. Returns once it is as safe as the backend makes
-    /// it (memory for the spool, the stream's acknowledgement for JetStream); a failure to keep
-    /// it is logged, never passed on: losing an attempt record must not fail a delivery.
+    /// it: memory for the spool (a failure to keep it further is logged, never passed on:
+    /// losing an attempt record must not fail a delivery), the stream's acknowledgement for
+    /// JetStream (waited for while NATS is away: the job stays unsettled meanwhile).
     async fn record(&self, attempt: DeliveryAttempt);
     /// Reports kept attempts to the control plane until `stop` turns true.
     async fn report(

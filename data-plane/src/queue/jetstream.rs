@@ -145,7 +145,8 @@ struct Parked {
 pub struct JetStreamQueue {
     nats: Nats,
     holding: tokio::sync::Mutex<Holding>,
-    pump: tokio::task::JoinHandle<()>,
+    /// One per jobs stream.
+    pumps: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Messages a node holds in memory before any lease asks for them (their ack wait runs): a few
@@ -278,7 +279,9 @@ type SendBack = (Job, Arc<Carrier>, Duration);
 
 impl Drop for JetStreamQueue {
     fn drop(&mut self) {
-        self.pump.abort();
+        for pump in &self.pumps {
+            pump.abort();
+        }
     }
 }
 
@@ -286,7 +289,11 @@ impl JetStreamQueue {
     /// Starts taking jobs from the shared consumer (on the current runtime).
     pub fn new(nats: Nats) -> Self {
         let (tx, rx) = mpsc::channel(PREFETCH);
-        let pump = tokio::spawn(pump(nats.deliver.clone(), tx));
+        let pumps = nats
+            .jobs
+            .iter()
+            .map(|jobs| tokio::spawn(pump(jobs.deliver.clone(), tx.clone())))
+            .collect();
         Self {
             nats,
             holding: tokio::sync::Mutex::new(Holding {
@@ -295,7 +302,7 @@ impl JetStreamQueue {
                 held: 0,
                 stuck: HashSet::new(),
             }),
-            pump,
+            pumps,
         }
     }
 
@@ -354,10 +361,21 @@ impl JetStreamQueue {
     }
 }
 
-/// See [`JetStreamQueue::publish`].
+/// The jobs stream a message goes to first: the same message id always to the same stream, so
+/// the stream's duplicate window sees it again.
+fn first_stream(msg_id: &str, streams: usize) -> usize {
+    usize::from(Sha256::digest(msg_id.as_bytes())[0]) % streams.max(1)
+}
+
+/// See [`JetStreamQueue::publish`]. A message not stored in time by its stream (whose leader is
+/// being elected after a server loss) is sent to the next one; stored twice that way (the first
+/// stream had it after all, its acknowledgement lost) it is delivered twice, as at-least-once
+/// allows.
 async fn publish(nats: &Nats, messages: Vec<Outgoing>) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
-    let mut pending: Vec<(String, HeaderMap, Bytes)> = messages
+    let streams = nats.jobs.len();
+    // (stream, jobs in it, headers, payload)
+    let mut pending: Vec<(usize, usize, HeaderMap, Bytes)> = messages
         .into_iter()
         .map(|outgoing| {
             let mut headers = HeaderMap::new();
@@ -365,17 +383,22 @@ async fn publish(nats: &Nats, messages: Vec<Outgoing>) -> Result<(), Error> {
             if outgoing.not_before_ms > 0 {
                 headers.insert(NOT_BEFORE, outgoing.not_before_ms.to_string().as_str());
             }
-            let subject = nats.names.job_subject(outgoing.jobs.len());
+            let stream = first_stream(&outgoing.msg_id, streams);
+            let count = outgoing.jobs.len();
             let payload = Bytes::from(Bundle::pack(outgoing.jobs).encode_to_vec());
-            (subject, headers, payload)
+            (stream, count, headers, payload)
         })
         .collect();
     loop {
         let mut acks = Vec::with_capacity(pending.len());
-        for (subject, headers, payload) in &pending {
+        for (stream, count, headers, payload) in &pending {
             acks.push(
                 nats.js
-                    .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                    .publish_with_headers(
+                        nats.names.job_subject(*stream, *count),
+                        headers.clone(),
+                        payload.clone(),
+                    )
                     .await,
             );
         }
@@ -388,7 +411,8 @@ async fn publish(nats: &Nats, messages: Vec<Outgoing>) -> Result<(), Error> {
             };
             if let Err(e) = stored {
                 why = e;
-                unstored.push(outgoing);
+                let (stream, count, headers, payload) = outgoing;
+                unstored.push(((stream + 1) % streams.max(1), count, headers, payload));
             }
         }
         if unstored.is_empty() {
@@ -396,7 +420,7 @@ async fn publish(nats: &Nats, messages: Vec<Outgoing>) -> Result<(), Error> {
         }
         if tokio::time::Instant::now() + PUBLISH_PAUSE >= deadline {
             return Err(Error::Queue(format!(
-                "the jobs stream did not store {} message(s): {why}",
+                "the jobs streams did not store {} message(s): {why}",
                 unstored.len()
             )));
         }
@@ -757,24 +781,26 @@ impl Queue for JetStreamQueue {
         Ok(true)
     }
 
-    /// Jobs in the stream's messages, counted by the subjects they were published on (a job
+    /// Jobs in the streams' messages, counted by the subjects they were published on (a job
     /// settled while others of its message are not yet is still counted).
     async fn depth(&self) -> Result<u64, Error> {
-        let jobs = self.nats.jobs.clone();
-        let mut subjects = jobs
-            .info_with_subjects(self.nats.names.jobs_subjects())
-            .await
-            .map_err(|e| Error::Queue(format!("reading the jobs stream: {e}")))?;
         let mut depth = 0u64;
-        while let Some(subject) = subjects.next().await {
-            let (subject, messages) =
-                subject.map_err(|e| Error::Queue(format!("reading the jobs stream: {e}")))?;
-            let per_message = subject
-                .rsplit('.')
-                .next()
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(1);
-            depth += per_message * u64::try_from(messages).unwrap_or(u64::MAX);
+        for (shard, jobs) in self.nats.jobs.iter().enumerate() {
+            let mut subjects = jobs
+                .stream
+                .info_with_subjects(self.nats.names.jobs_subjects(shard))
+                .await
+                .map_err(|e| Error::Queue(format!("reading the jobs streams: {e}")))?;
+            while let Some(subject) = subjects.next().await {
+                let (subject, messages) =
+                    subject.map_err(|e| Error::Queue(format!("reading the jobs streams: {e}")))?;
+                let per_message = subject
+                    .rsplit('.')
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(1);
+                depth += per_message * u64::try_from(messages).unwrap_or(u64::MAX);
+            }
         }
         Ok(depth)
     }
