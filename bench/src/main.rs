@@ -43,6 +43,9 @@ enum Scenario {
     Ingress,
     /// The same with every target refusing connections or hanging, beside a healthy run.
     IngressDeadTargets,
+    /// 10 forwarding sets, one hanging, beside all 10 healthy, spool and --queue nats: the 9
+    /// healthy targets' deliveries/s either way.
+    OneHanging,
     /// PublishEvent to 3 subscriptions: events/s and signed deliveries/s.
     Publish,
     /// A control plane, 2 data nodes, 10,000 channels: time from an admin write to applied.
@@ -84,12 +87,14 @@ async fn main() -> anyhow::Result<()> {
         Scenario::BaselineForwarder { targets } => baseline::serve(targets).await,
         Scenario::Ingress => scenarios::ingress::run(&plan).await,
         Scenario::IngressDeadTargets => scenarios::dead_targets::run(&plan).await,
+        Scenario::OneHanging => scenarios::one_hanging::run(&plan).await,
         Scenario::Publish => scenarios::publish::run(&plan).await,
         Scenario::Backlog { deliveries } => scenarios::backlog::run(deliveries).await,
         Scenario::Propagation => scenarios::propagation::run(&plan).await,
         Scenario::All => {
             scenarios::ingress::run(&plan).await?;
             scenarios::dead_targets::run(&plan).await?;
+            scenarios::one_hanging::run(&plan).await?;
             scenarios::publish::run(&plan).await?;
             scenarios::propagation::run(&plan).await
         }

@@ -1,6 +1,7 @@
 //! Which queue the node under test keeps its deliveries in: its own spool (the default), or
-//! NATS JetStream on a `nats-server` the bench starts for the run (the tests' harness: free
-//! ports, a temporary store, never the machine's own NATS on 4222).
+//! NATS JetStream on `nats-server`s the bench starts for the run (the tests' harness: free
+//! ports, a temporary store, never the machine's own NATS on 4222): one server, or a cluster of
+//! three with every stream replicated three times, as production runs it.
 
 use hookplane_tests::nats::NatsCluster;
 
@@ -8,6 +9,8 @@ use hookplane_tests::nats::NatsCluster;
 pub enum QueueMode {
     Spool,
     Nats,
+    /// Three NATS servers, R3 streams.
+    NatsCluster,
 }
 
 /// What a mode runs on; dropped, the NATS server stops.
@@ -17,14 +20,26 @@ pub struct QueueBackend {
 }
 
 impl QueueMode {
-    /// Both, in the order the tables show them.
+    /// The spool and one NATS server, in the order the tables show them.
     pub const BOTH: [QueueMode; 2] = [QueueMode::Spool, QueueMode::Nats];
+    /// Every mode, in the order the tables show them.
+    pub const ALL: [QueueMode; 3] = [QueueMode::Spool, QueueMode::Nats, QueueMode::NatsCluster];
 
     /// The system's name in the tables.
     pub fn label(self) -> &'static str {
         match self {
             QueueMode::Spool => "hookplane",
             QueueMode::Nats => "hp-nats",
+            QueueMode::NatsCluster => "hp-nats3",
+        }
+    }
+
+    /// What the tables say it runs on.
+    pub fn description(self) -> &'static str {
+        match self {
+            QueueMode::Spool => "its own spool",
+            QueueMode::Nats => "--queue nats (one local nats-server)",
+            QueueMode::NatsCluster => "--queue nats (three local nats-servers, R3 streams)",
         }
     }
 
@@ -39,6 +54,18 @@ impl QueueMode {
                 let nats = NatsCluster::single()?;
                 QueueBackend {
                     flags: vec!["--queue".to_owned(), nats.queue_flag()],
+                    _nats: Some(nats),
+                }
+            }
+            QueueMode::NatsCluster => {
+                let nats = NatsCluster::start(3)?;
+                QueueBackend {
+                    flags: vec![
+                        "--queue".to_owned(),
+                        nats.queue_flag(),
+                        "--nats-stream-replicas".to_owned(),
+                        "3".to_owned(),
+                    ],
                     _nats: Some(nats),
                 }
             }

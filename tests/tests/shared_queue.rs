@@ -252,7 +252,8 @@ async fn with_every_nats_server_down_ingress_answers_503_and_serves_again_once_n
 }
 
 #[tokio::test]
-async fn one_nats_server_of_three_killed_under_load_ingress_keeps_answering_200_and_loses_nothing() {
+async fn one_nats_server_of_three_killed_under_load_ingress_keeps_answering_200_and_loses_nothing()
+{
     let mut nats = NatsCluster::start(3).unwrap();
     let receiver = Receiver::start().await.unwrap();
     let brand = brand(&receiver).await;

@@ -1,6 +1,6 @@
 //! `ingress`: signed LINE webhooks at stepped rates against a standalone whose channel forwards
-//! to 1, then 10, local receivers; the baseline forwarder goes through the same steps to the same
-//! receivers.
+//! to 1, then 10, local receivers, with each queue (spool, one NATS server, three); the baseline
+//! forwarder goes through the same steps to the same receivers.
 
 use crate::{
     baseline::Baseline,
@@ -27,7 +27,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
             })
         };
         let mut ours = Vec::new();
-        for mode in QueueMode::BOTH {
+        for mode in QueueMode::ALL {
             eprintln!(
                 "ingress with {sets} forwarding set(s): {} ({mode:?} queue)",
                 mode.label()
@@ -69,17 +69,20 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
             baseline.process.stop().await;
             rows
         };
-        let (spool, nats) = (&ours[0].1, &ours[1].1);
+        let spool = &ours[0].1;
         report::title(&format!(
             "ingress: {sets} forwarding set(s), standalone vs baseline forwarder"
         ));
         report::steps(spool, &base);
         targets(spool, &base);
-        report::title(&format!(
-            "ingress: {sets} forwarding set(s), standalone with --queue nats (one local nats-server) vs baseline forwarder"
-        ));
-        report::steps_of(QueueMode::Nats.label(), nats, &base);
-        super::nats_target(nats, spool);
+        for (mode, rows) in &ours[1..] {
+            report::title(&format!(
+                "ingress: {sets} forwarding set(s), standalone with {} vs baseline forwarder",
+                mode.description()
+            ));
+            report::steps_of(mode.label(), rows, &base);
+            super::nats_target(*mode, rows, spool);
+        }
     }
     Ok(())
 }

@@ -41,7 +41,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
         })
     };
     let mut ours = Vec::new();
-    for mode in QueueMode::BOTH {
+    for mode in QueueMode::ALL {
         eprintln!("publish: {} ({mode:?} queue)", mode.label());
         let backend = mode.start()?;
         let mut standalone = Standalone::start_with(&binary, &backend.flags()).await?;
@@ -95,11 +95,14 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
         "publish: PublishEvent to {SUBSCRIPTIONS} subscriptions (events acked/s, signed deliveries fwd/s) vs baseline forwarder"
     ));
     report::steps(&ours[0], &base);
-    report::title(&format!(
-        "publish with --queue nats (one local nats-server): PublishEvent to {SUBSCRIPTIONS} subscriptions vs baseline forwarder"
-    ));
-    report::steps_of(QueueMode::Nats.label(), &ours[1], &base);
-    super::nats_target(&ours[1], &ours[0]);
+    for (mode, rows) in QueueMode::ALL.iter().zip(&ours).skip(1) {
+        report::title(&format!(
+            "publish with {}: PublishEvent to {SUBSCRIPTIONS} subscriptions vs baseline forwarder",
+            mode.description()
+        ));
+        report::steps_of(mode.label(), rows, &base);
+        super::nats_target(*mode, rows, &ours[0]);
+    }
     Ok(())
 }
 
