@@ -21,6 +21,7 @@ mod options;
 pub mod outcomes;
 pub mod publish;
 pub mod queue;
+pub mod request_body;
 
 use std::{sync::Arc, time::Duration};
 
@@ -149,18 +150,24 @@ pub async fn run(
     );
     tasks.spawn_on(Arc::clone(&engine).run(stop_rx.clone()), delivery.handle());
 
+    let body = request_body::BodyLimits {
+        max_bytes: options.max_body_bytes,
+        deadline: *options.ingress_body_timeout,
+    };
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let router = ingress::router(Arc::new(Ingress {
         config: Arc::clone(&store),
         queue: Arc::clone(&queue),
         metrics: Arc::clone(&metrics),
-        max_body_bytes: options.max_body_bytes,
+        body,
+        draining: Arc::clone(&draining),
     }))
     .merge(connectors::genesys::outbound::router(Arc::new(
         OutboundEndpoint {
             config: Arc::clone(&store),
             queue: Arc::clone(&queue),
             metrics: Arc::clone(&metrics),
-            max_body_bytes: options.max_body_bytes,
+            body,
         },
     )));
     info!(
@@ -170,9 +177,16 @@ pub async fn run(
         control_url = cfg.control_url,
         "data-plane node starting"
     );
-    let http = axum::serve(ingress, router)
-        .with_graceful_shutdown(stop_on(stop_rx.clone()))
-        .into_future();
+    let http = ingress::server::serve(
+        ingress,
+        router,
+        ingress::server::ConnectionLimits {
+            header_timeout: *options.ingress_header_timeout,
+            max_connections: options.ingress_max_connections,
+        },
+        Arc::clone(&metrics),
+        stop_on(stop_rx.clone()),
+    );
     let grpc = grpc::serve(
         grpc,
         Arc::clone(&store),
@@ -180,9 +194,15 @@ pub async fn run(
         stop_on(stop_rx.clone()),
     );
 
+    // Asked to stop, the node first says it is not ready and keeps serving for the drain
+    // grace, so a load balancer sends the next requests elsewhere; then it stops accepting.
     let stopper = stop_tx.clone();
+    let grace = *options.drain_grace;
     tokio::spawn(async move {
         shutdown.await;
+        draining.store(true, std::sync::atomic::Ordering::Release);
+        info!(grace = ?grace, "draining: /readyz answers 503; serving until the grace ends");
+        tokio::time::sleep(grace).await;
         stopper.send_replace(true);
     });
     let served = tokio::try_join!(async { http.await.map_err(Error::Io) }, grpc,);

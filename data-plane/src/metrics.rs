@@ -30,6 +30,7 @@ pub struct Metrics {
     outcomes_unsent: Gauge,
     genesys_events_skipped: Counter,
     genesys_outbound_requests: Family<Outcome, Counter>,
+    ingress_connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -43,7 +44,13 @@ impl Default for Metrics {
         let queue_depth = Gauge::default();
         let config_revision = Gauge::default();
         let outcomes_unsent = Gauge::default();
+        let ingress_connections_refused = Counter::default();
         let mut registry = Registry::default();
+        registry.register(
+            "hookplane_ingress_connections_refused",
+            "Connections closed at once because the ingress held --ingress-max-connections",
+            ingress_connections_refused.clone(),
+        );
         registry.register(
             "hookplane_ingress_requests",
             "LINE webhook requests by outcome",
@@ -108,6 +115,7 @@ impl Default for Metrics {
             outcomes_unsent,
             genesys_events_skipped,
             genesys_outbound_requests,
+            ingress_connections_refused,
         }
     }
 }
@@ -117,6 +125,10 @@ impl Metrics {
         self.ingress_requests
             .get_or_create(&Outcome { outcome })
             .inc();
+    }
+
+    pub fn ingress_connection_refused(&self) {
+        self.ingress_connections_refused.inc();
     }
 
     pub fn ingress_acked(&self, latency: Duration) {

@@ -42,6 +42,27 @@ pub struct NodeOptions {
     /// Largest accepted webhook body in bytes; larger requests get 413.
     #[arg(long, env = "HOOKPLANE_MAX_BODY_BYTES", default_value_t = 1_048_576)]
     pub max_body_bytes: usize,
+    /// How long a connection may take to send a request's headers (and stay idle between
+    /// requests) before the ingress closes it. LINE sends a whole webhook at once and gives up
+    /// after 2 s: a client slower than this is not LINE, or LINE no longer waits for it.
+    #[arg(long, env = "HOOKPLANE_INGRESS_HEADER_TIMEOUT", default_value = "5s")]
+    pub ingress_header_timeout: humantime::Duration,
+    /// How long a request's body may take to arrive once its headers have; past it the answer
+    /// is 408 and the connection is closed.
+    #[arg(long, env = "HOOKPLANE_INGRESS_BODY_TIMEOUT", default_value = "5s")]
+    pub ingress_body_timeout: humantime::Duration,
+    /// Connections the ingress holds open at once; one more is closed as soon as it is
+    /// accepted (and counted in hookplane_ingress_connections_refused_total).
+    #[arg(
+        long,
+        env = "HOOKPLANE_INGRESS_MAX_CONNECTIONS",
+        default_value_t = 4096
+    )]
+    pub ingress_max_connections: usize,
+    /// On SIGTERM, how long the node keeps answering with /readyz at 503 (so a load balancer
+    /// moves away) before it stops accepting and settles its attempts in flight.
+    #[arg(long, env = "HOOKPLANE_DRAIN_GRACE", default_value = "5s")]
+    pub drain_grace: humantime::Duration,
     /// Attempts a delivery gets before it fails for good.
     #[arg(long, env = "HOOKPLANE_MAX_ATTEMPTS", default_value_t = 20)]
     pub max_attempts: u32,
@@ -85,6 +106,10 @@ impl Default for NodeOptions {
         Self {
             node_id: None,
             max_body_bytes: 1_048_576,
+            ingress_header_timeout: Duration::from_secs(5).into(),
+            ingress_body_timeout: Duration::from_secs(5).into(),
+            ingress_max_connections: 4096,
+            drain_grace: Duration::from_secs(5).into(),
             max_attempts: 20,
             max_delivery_age: Duration::from_secs(24 * 3600).into(),
             retry_schedule: DEFAULT_RETRY_SCHEDULE

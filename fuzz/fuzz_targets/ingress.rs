@@ -150,7 +150,11 @@ static HARNESS: LazyLock<Harness> = LazyLock::new(|| {
         config,
         queue: Arc::clone(&queue) as Arc<dyn Queue>,
         metrics: Arc::new(Metrics::default()),
-        max_body_bytes: MAX_BODY_BYTES,
+        body: hookplane_data::request_body::BodyLimits {
+            max_bytes: MAX_BODY_BYTES,
+            deadline: std::time::Duration::from_secs(5),
+        },
+        draining: Arc::default(),
     }));
     Harness {
         runtime: tokio::runtime::Builder::new_current_thread()

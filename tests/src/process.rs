@@ -104,10 +104,21 @@ impl Process {
 
     /// SIGTERM, and waits for the process to exit by itself.
     async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.send_sigterm()?;
+        self.wait_exit().await
+    }
+
+    /// SIGTERM, without waiting.
+    fn send_sigterm(&self) -> anyhow::Result<()> {
         let pid = self.child.id().context("process already exited")?;
         std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status()?;
+        Ok(())
+    }
+
+    /// Waits (up to 30 s) for the process to exit.
+    async fn wait_exit(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         Ok(tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??)
     }
 
@@ -445,6 +456,16 @@ impl DataNode {
 
     pub async fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         self.process.terminate().await
+    }
+
+    /// SIGTERM, as an orchestrator sends it, without waiting for the exit.
+    pub fn send_sigterm(&self) -> anyhow::Result<()> {
+        self.process.send_sigterm()
+    }
+
+    /// Waits (up to 30 s) for the process to exit.
+    pub async fn wait_exit(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.process.wait_exit().await
     }
 
     /// Starts it again (killing it first if it runs) with the same spool and ports; waits until ready.

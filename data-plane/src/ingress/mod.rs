@@ -5,6 +5,7 @@
 //! so the answer stays far inside LINE's 2 seconds.
 
 mod probes;
+pub mod server;
 mod signature;
 
 use std::{
@@ -20,7 +21,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{any, get},
 };
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::{debug, error};
 
 use crate::{
@@ -29,6 +29,7 @@ use crate::{
     line_event::WebhookHead,
     metrics::Metrics,
     queue::{ForwardingSetRef, Header, Job, Queue, unix_ms},
+    request_body::{BodyError, BodyLimits},
 };
 
 /// What the ingress needs from the rest of the node.
@@ -36,7 +37,10 @@ pub struct Ingress {
     pub config: Arc<ConfigStore>,
     pub queue: Arc<dyn Queue>,
     pub metrics: Arc<Metrics>,
-    pub max_body_bytes: usize,
+    pub body: BodyLimits,
+    /// Turned on at SIGTERM: /readyz answers 503 while the node still serves, so a load
+    /// balancer moves away before it stops accepting.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub fn router(ingress: Arc<Ingress>) -> Router {
@@ -57,6 +61,7 @@ enum Verdict {
     UnknownChannel,
     NotReady,
     TooLarge,
+    TooSlow,
     BadSignature,
     Malformed,
     Unreadable,
@@ -72,6 +77,7 @@ impl Verdict {
             Self::UnknownChannel => "unknown_channel",
             Self::NotReady => "not_ready",
             Self::TooLarge => "too_large",
+            Self::TooSlow => "too_slow",
             Self::BadSignature => "bad_signature",
             Self::Malformed => "malformed",
             Self::Unreadable => "unreadable",
@@ -96,6 +102,15 @@ impl Verdict {
                 "this node has no configuration yet\n",
             ),
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n"),
+            Self::TooSlow => {
+                // The rest of the body may still be coming: the connection is not reused.
+                return (
+                    StatusCode::REQUEST_TIMEOUT,
+                    [(header::CONNECTION, "close")],
+                    "the body did not arrive in time\n",
+                )
+                    .into_response();
+            }
             Self::BadSignature => (
                 StatusCode::UNAUTHORIZED,
                 "missing or invalid x-line-signature\n",
@@ -147,17 +162,11 @@ impl Ingress {
         let Some(channel) = snapshot.channel(channel_id) else {
             return Verdict::UnknownChannel;
         };
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
-            return Verdict::TooLarge;
-        }
-        let body = match Limited::new(body, self.max_body_bytes).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Verdict::TooLarge,
-            Err(_) => return Verdict::Unreadable,
+        let body = match self.body.read(headers, body).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => return Verdict::TooLarge,
+            Err(BodyError::TooSlow) => return Verdict::TooSlow,
+            Err(BodyError::Unreadable) => return Verdict::Unreadable,
         };
         let line_signature = headers
             .get("x-line-signature")

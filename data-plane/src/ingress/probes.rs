@@ -14,8 +14,16 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready once a configuration snapshot is applied: before that every webhook would be refused.
+/// Ready once a configuration snapshot is applied (before that every webhook would be
+/// refused), and until the node is asked to stop.
 pub async fn readyz(State(ingress): State<Arc<Ingress>>) -> Response {
+    if ingress.draining.load(std::sync::atomic::Ordering::Acquire) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: this node is stopping\n",
+        )
+            .into_response();
+    }
     if ingress.config.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {

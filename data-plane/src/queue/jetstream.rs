@@ -1,4 +1,4 @@
-//! The shared queue: jobs in a replicated NATS JetStream stream that every node publishes to and
+//! The shared queue: jobs in replicated NATS JetStream streams that every node publishes to and
 //! takes from, so any node delivers any job and a node lost for good loses nothing.
 //!
 //! Jobs enqueued together (one LINE request's jobs for every forwarding set, one event's for
@@ -12,12 +12,13 @@
 //!
 //! How each promise of [`Queue`] maps onto JetStream (names in `nats.rs`):
 //! - enqueue: one publish per call (up to [`BUNDLE_MAX`] jobs a message) on
-//!   `<prefix>.jobs.<n>` (`n` jobs in it, which is how [`Queue::depth`] counts jobs), with a
-//!   message id made of the jobs' delivery ids; returns once the stream has acknowledged it.
-//!   The stream drops a message id it saw within its duplicate window, whichever node
-//!   publishes it: the same jobs enqueued again (a LINE redelivery of the same webhook, on any
-//!   node) are stored once.
-//! - lease: a fetch from one durable pull consumer shared by all nodes; the lease is the
+//!   `<prefix>.jobs.<stream>.<n>` (`n` jobs in it, which is how [`Queue::depth`] counts jobs),
+//!   with a message id made of the jobs' delivery ids, which also picks which of the jobs
+//!   streams it goes to; returns once the stream has acknowledged it. A stream drops a message
+//!   id it saw within its duplicate window, whichever node publishes it: the same jobs enqueued
+//!   again (a LINE redelivery of the same webhook, on any node) are stored once. A stream that
+//!   does not store it in time (its leader lost with a server) is passed over for the next.
+//! - lease: a fetch from each stream's durable pull consumer, shared by all nodes; the lease is the
 //!   consumer's ack wait, and a message not settled in it is handed out again (to any node),
 //!   with every job it carries.
 //! - ack / fail: the job is settled; its message is acknowledged (the stream is a work queue:
@@ -28,11 +29,13 @@
 //!   in a header, then settled. A message handed out before its time is NAKed with the delay
 //!   left: the wait is JetStream's redelivery timer, never a sleeping task.
 //! - defer: NAK with a delay (a job alone in its message), or published alone, due then.
-//! - a lane without room: its job is held on the node (up to [`HOLD_PER_LANE`] a lane,
-//!   [`HOLD_MAX`] in all) and handed out by the next lease that finds room, as the spool's lanes
-//!   wait; beyond that it goes back to the stream with a delay that grows with each time it
-//!   found no room, up to [`MAX_ROOM_WAIT`]. A lane that stays full costs one redelivery per job
-//!   per delay, never a wait for the other lanes.
+//! - a lane without room: its job is held on the node and handed out by the next lease that
+//!   finds room, as the spool's lanes wait; once a lane holds [`HOLD_PER_LANE`] the node takes
+//!   no more messages (the rest wait in the stream for whoever has room). A lane without room
+//!   whose oldest held job waited [`STUCK_AFTER`] is stuck (a dead or hanging target): its jobs
+//!   go back to the stream with a delay that grows with each time they found no room, up to
+//!   [`MAX_ROOM_WAIT`], until it has room again. A lane that stays full costs one redelivery per
+//!   job per delay, never a wait for the other lanes, not even for the jobs of its own message.
 //!
 //! The receipt is the job's share of its message's acknowledgement: nothing is kept per lease.
 
@@ -69,12 +72,17 @@ const PUBLISH_PAUSE: Duration = Duration::from_millis(50);
 
 /// Header of a message whose jobs are not to be attempted before this unix ms.
 const NOT_BEFORE: &str = "Hookplane-Not-Before";
+/// Header of a message whose jobs all go to one lane: a lease finds the lane stuck without
+/// decoding them, and hands the message back whole.
+const LANE: &str = "Hookplane-Lane";
 /// The longest a job of a lane without room waits before it is offered again: a lane that
 /// stays full (a dead target behind its breaker) costs one redelivery per job per this, so a
 /// backlog of a million costs a few thousand a second, not the stream's whole capacity.
 const MAX_ROOM_WAIT: Duration = Duration::from_secs(300);
 /// The first wait of a job of a lane without room; it doubles with each time it found none.
-const FIRST_ROOM_WAIT: Duration = Duration::from_millis(250);
+/// A lane is only called stuck after [`STUCK_AFTER`] without room, so its jobs need not be
+/// offered again much sooner than that.
+const FIRST_ROOM_WAIT: Duration = Duration::from_secs(1);
 /// Most jobs one message carries: an event for more subscriptions than this is enqueued as
 /// several messages, each well under NATS's default 1 MiB payload limit for a body shared once.
 pub const BUNDLE_MAX: usize = 64;
@@ -195,10 +203,20 @@ impl<A> Carrier<A> {
     /// The handle of a message that carries one job, taken to NAK it (the job goes back whole,
     /// keeping its delivery count); `None` for a message carrying others too.
     fn alone(&self) -> Option<A> {
-        if self.jobs != 1 {
+        self.whole(1)
+    }
+
+    /// The handle of a message all of whose `jobs` jobs are in the caller's hands, taken to NAK
+    /// it whole; `None` when it carries others too (or some were settled already).
+    fn whole(&self, jobs: usize) -> Option<A> {
+        if self.jobs != jobs || self.unsettled.load(Ordering::Acquire) != jobs {
             return None;
         }
-        self.settle_one()
+        self.unsettled.store(0, Ordering::Release);
+        self.acker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }
 
@@ -228,6 +246,53 @@ struct Holding {
     /// Lanes found stuck (no room, their oldest job held past [`STUCK_AFTER`]) and not seen
     /// with room since: their jobs go straight back to the stream.
     stuck: HashSet<String>,
+    /// How fast each lane's jobs have been handed out lately.
+    outflow: HashMap<String, Outflow>,
+}
+
+/// Jobs of a lane handed out in the current second and the one before: a lane holding its
+/// share is draining (its target takes jobs, only not as fast as they come) when that rate
+/// would empty its share within [`STUCK_AFTER`]. Such a lane holds the node back from taking
+/// more messages; one that is not draining (a hanging target, which frees a slot only when an
+/// attempt times out) must not, or it would hold back every other lane of the same requests.
+#[derive(Debug, Default, Clone, Copy)]
+struct Outflow {
+    since: Option<tokio::time::Instant>,
+    this_second: u32,
+    last_second: u32,
+}
+
+impl Outflow {
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn roll(&mut self, now: tokio::time::Instant) {
+        match self.since {
+            None => self.since = Some(now),
+            Some(since) if now.duration_since(since) >= Self::SECOND => {
+                let gap = now.duration_since(since);
+                self.last_second = if gap < 2 * Self::SECOND {
+                    self.this_second
+                } else {
+                    0
+                };
+                self.this_second = 0;
+                self.since = Some(now);
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn handed_out(&mut self, jobs: u32, now: tokio::time::Instant) {
+        self.roll(now);
+        self.this_second = self.this_second.saturating_add(jobs);
+    }
+
+    fn draining(&mut self, now: tokio::time::Instant) -> bool {
+        self.roll(now);
+        let per_second = self.this_second.max(self.last_second);
+        let share = u32::try_from(HOLD_PER_LANE).unwrap_or(u32::MAX);
+        per_second.saturating_mul(u32::try_from(STUCK_AFTER.as_secs()).unwrap_or(1)) >= share
+    }
 }
 
 impl Holding {
@@ -251,7 +316,35 @@ impl Holding {
         self.held += 1;
         queue.len()
     }
+
+    fn handed_out(&mut self, lane: &str, jobs: u32, now: tokio::time::Instant) {
+        if jobs == 0 {
+            return;
+        }
+        match self.outflow.get_mut(lane) {
+            Some(outflow) => outflow.handed_out(jobs, now),
+            None => {
+                if self.outflow.len() >= OUTFLOW_LANES {
+                    // Forget the lanes nothing was handed out for in a while.
+                    self.outflow.retain(|_, o| {
+                        o.since
+                            .is_some_and(|s| now.duration_since(s) < 30 * Outflow::SECOND)
+                    });
+                }
+                let mut outflow = Outflow::default();
+                outflow.handed_out(jobs, now);
+                self.outflow.insert(lane.to_owned(), outflow);
+            }
+        }
+    }
+
+    fn draining(&mut self, lane: &str, now: tokio::time::Instant) -> bool {
+        self.outflow.get_mut(lane).is_some_and(|o| o.draining(now))
+    }
 }
+
+/// Lanes whose outflow is remembered before the idle ones are forgotten.
+const OUTFLOW_LANES: usize = 10_000;
 
 struct Held {
     job: Job,
@@ -273,6 +366,9 @@ struct Outgoing {
     msg_id: String,
     not_before_ms: u64,
 }
+
+/// A message's jobs on their way back to the stream, each with its wait.
+type GoingBack = (Arc<Carrier>, Vec<(Job, Duration)>);
 
 /// A job on its way back to the stream, due after a wait.
 type SendBack = (Job, Arc<Carrier>, Duration);
@@ -301,6 +397,7 @@ impl JetStreamQueue {
                 lanes: HashMap::new(),
                 held: 0,
                 stuck: HashSet::new(),
+                outflow: HashMap::new(),
             }),
             pumps,
         }
@@ -315,9 +412,11 @@ impl JetStreamQueue {
     }
 
     /// Hands jobs back to the stream with their delays, on a task of their own: a lease dropped
-    /// halfway (the engine stops waiting when room frees up) must not lose a job's handle. A job
-    /// alone in its message goes back with a NAK; one that shares its message is published alone,
-    /// due after its wait, and its share of the message settled.
+    /// halfway (the engine stops waiting when room frees up) must not lose a job's handle. A
+    /// message all of whose jobs go back goes back whole, with a NAK and the shortest of their
+    /// delays (it keeps its delivery count, which lengthens the next wait). The others' jobs are
+    /// published anew, up to [`BUNDLE_MAX`] a message (a stuck lane's jobs from many requests
+    /// travel together), each due after the shortest wait among them, and then settled.
     fn send_back(&self, jobs: Vec<SendBack>) {
         if jobs.is_empty() {
             return;
@@ -325,36 +424,56 @@ impl JetStreamQueue {
         let nats = self.nats.clone();
         tokio::spawn(async move {
             let now_ms = unix_ms(SystemTime::now());
-            let mut split = Vec::new();
+            // Per message (by its carrier's address): its jobs going back now.
+            let mut by_carrier: HashMap<usize, GoingBack> = HashMap::new();
             for (job, carrier, wait) in jobs {
-                if let Some(acker) = carrier.alone() {
-                    if let Err(e) = acker.ack_with(AckKind::Nak(Some(wait))).await {
-                        // The ack wait runs out and the job comes back all the same.
-                        warn!(error = %e, "could not hand a job back to the stream");
+                by_carrier
+                    .entry(Arc::as_ptr(&carrier).addr())
+                    .or_insert_with(|| (carrier, Vec::new()))
+                    .1
+                    .push((job, wait));
+            }
+            let mut split: Vec<(Job, Arc<Carrier>, Duration)> = Vec::new();
+            for (carrier, jobs) in by_carrier.into_values() {
+                let shortest = jobs.iter().map(|(_, w)| *w).min().unwrap_or_default();
+                if let Some(acker) = carrier.whole(jobs.len()) {
+                    if let Err(e) = acker.ack_with(AckKind::Nak(Some(shortest))).await {
+                        // The ack wait runs out and the jobs come back all the same.
+                        warn!(error = %e, "could not hand jobs back to the stream");
                     }
                     continue;
                 }
-                let due = now_ms + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-                let msg_id = format!("{}.{}.back.{now_ms}", job.delivery_id, job.attempts);
-                split.push((
-                    Outgoing {
-                        jobs: vec![job],
-                        msg_id,
-                        not_before_ms: due.max(1),
-                    },
-                    carrier,
-                ));
+                split.extend(
+                    jobs.into_iter()
+                        .map(|(job, wait)| (job, Arc::clone(&carrier), wait)),
+                );
             }
-            for (outgoing, carrier) in split {
-                // Unsettled, the job's message comes back after its ack wait with every job it
+            // A stuck lane's jobs together, so its message says which lane it is for.
+            split.sort_by(|a, b| a.0.lane().cmp(&b.0.lane()).then(a.2.cmp(&b.2)));
+            let mut split = split.into_iter().peekable();
+            while split.peek().is_some() {
+                let chunk: Vec<_> = split.by_ref().take(BUNDLE_MAX).collect();
+                let wait = chunk.first().map(|(_, _, w)| *w).unwrap_or_default();
+                let due = now_ms + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                let (jobs, carriers): (Vec<Job>, Vec<Arc<Carrier>>) =
+                    chunk.into_iter().map(|(job, c, _)| (job, c)).unzip();
+                let msg_id = format!("{}.back.{now_ms}", bundle_msg_id(&jobs));
+                let outgoing = Outgoing {
+                    jobs,
+                    msg_id,
+                    not_before_ms: due.max(1),
+                };
+                // Unsettled, a job's message comes back after its ack wait with every job it
                 // carries: nothing is lost, some are attempted again.
                 match publish(&nats, vec![outgoing]).await {
                     Ok(()) => {
-                        if let Err(e) = carrier.settle().await {
-                            warn!(error = %e, "could not settle a job sent back to the stream");
+                        for carrier in carriers {
+                            if let Err(e) = carrier.settle().await {
+                                warn!(error = %e, "could not settle a job sent back to the stream");
+                            }
                         }
                     }
-                    Err(e) => warn!(error = %e, "could not send a job back to the stream"),
+                    Err(e) => warn!(error = %e, "could not send jobs back to the stream"),
                 }
             }
         });
@@ -382,6 +501,11 @@ async fn publish(nats: &Nats, messages: Vec<Outgoing>) -> Result<(), Error> {
             headers.insert("Nats-Msg-Id", outgoing.msg_id.as_str());
             if outgoing.not_before_ms > 0 {
                 headers.insert(NOT_BEFORE, outgoing.not_before_ms.to_string().as_str());
+            }
+            if let Some(first) = outgoing.jobs.first()
+                && outgoing.jobs.iter().all(|j| j.lane() == first.lane())
+            {
+                headers.insert(LANE, first.lane().as_ref());
             }
             let stream = first_stream(&outgoing.msg_id, streams);
             let count = outgoing.jobs.len();
@@ -523,6 +647,7 @@ impl Queue for JetStreamQueue {
         let mut back: Vec<SendBack> = Vec::new();
         let stale = self.nats.ack_wait / 2;
         let unit = rand::thread_rng().gen_range(0.0..=1.0);
+        let now = tokio::time::Instant::now();
         // Jobs held first, oldest of each lane first, and the lane that has waited longest
         // first: in a fixed order the lanes late in it would wait behind the others' share of
         // every lease until they looked stuck.
@@ -540,6 +665,7 @@ impl Queue for JetStreamQueue {
             if *free > 0 {
                 holding.stuck.remove(&lane);
             }
+            let before = leased.len();
             while *free > 0 && leased.len() < max {
                 let Some(held) = queue.pop_front() else {
                     break;
@@ -555,15 +681,21 @@ impl Queue for JetStreamQueue {
                     receipt: Receipt::new(JetStreamReceipt(held.carrier)),
                 });
             }
-            // No room, and its oldest job has waited past STUCK_AFTER: the lane is not
-            // draining (a dead or hanging target). Its jobs go back to the stream, and so do
-            // those that come for it until it has room again: held, they would only stop this
-            // node from taking the other lanes' jobs.
-            if *free == 0
-                && queue
-                    .front()
-                    .is_some_and(|h| h.held_at.elapsed() > STUCK_AFTER)
-            {
+            let out = u32::try_from(leased.len() - before).unwrap_or(u32::MAX);
+            let queue_len = queue.len();
+            let waited = queue
+                .front()
+                .is_some_and(|h| h.held_at.elapsed() > STUCK_AFTER);
+            holding.handed_out(&lane, out, now);
+            let full_and_still = queue_len >= HOLD_PER_LANE && !holding.draining(&lane, now);
+            let Some(queue) = holding.lanes.get_mut(&lane) else {
+                continue;
+            };
+            // No room, and its oldest job has waited past STUCK_AFTER, or it holds its share
+            // and is not draining: a dead or hanging target. Its jobs go back to the stream, and
+            // so do those that come for it until it has room again: held, they would only stop
+            // this node from taking the other lanes' jobs.
+            if *free == 0 && (waited || full_and_still) {
                 holding.held -= queue.len();
                 back.extend(
                     queue
@@ -578,7 +710,13 @@ impl Queue for JetStreamQueue {
         }
         // A draining lane that holds its share: the node has more of its jobs than it can
         // start, and the rest wait in the stream for whoever has room.
-        let mut enough = holding.lanes.values().any(|q| q.len() >= HOLD_PER_LANE);
+        let full: Vec<String> = holding
+            .lanes
+            .iter()
+            .filter(|(_, q)| q.len() >= HOLD_PER_LANE)
+            .map(|(lane, _)| lane.clone())
+            .collect();
+        let mut enough = full.iter().any(|lane| holding.draining(lane, now));
         while leased.len() < max && !enough {
             // Waits only while nothing is leased yet; then takes what is already here.
             let message = if leased.is_empty() && naks.is_empty() && back.is_empty() {
@@ -614,6 +752,14 @@ impl Queue for JetStreamQueue {
                 naks.push((acker, Duration::from_millis(due - now_ms)));
                 continue;
             }
+            if let Some(lane) = message.headers.as_ref().and_then(|h| h.get(LANE)) {
+                let lane = lane.as_str();
+                let free = *left.entry(lane.to_owned()).or_insert_with_key(|l| room(l));
+                if free == 0 && holding.stuck.contains(lane) {
+                    naks.push((acker, room_wait(delivered, unit)));
+                    continue;
+                }
+            }
             let jobs = match Bundle::decode(message.payload.as_ref()) {
                 Ok(bundle) if !bundle.jobs.is_empty() => bundle.unpack(),
                 outcome => {
@@ -635,7 +781,11 @@ impl Queue for JetStreamQueue {
                 let carrier = Arc::clone(&carrier);
                 if *free > 0 {
                     *free -= 1;
+                    if !holding.stuck.is_empty() {
+                        holding.stuck.remove(job.lane().as_ref());
+                    }
                     if leased.len() < max {
+                        holding.handed_out(job.lane().as_ref(), 1, now);
                         leased.push(Leased {
                             job,
                             receipt: Receipt::new(JetStreamReceipt(carrier)),
@@ -649,19 +799,22 @@ impl Queue for JetStreamQueue {
                 }
                 // No room in its lane now: it waits here while the lane drains, goes back to
                 // the stream while the lane is stuck.
-                let lane = job.lane();
-                let stuck = holding.stuck.contains(lane.as_ref())
-                    || holding
-                        .lanes
-                        .get(lane.as_ref())
-                        .and_then(|q| q.front())
-                        .is_some_and(|oldest| oldest.held_at.elapsed() > STUCK_AFTER);
+                let lane = job.lane().into_owned();
+                let queue = holding.lanes.get(&lane);
+                let waited = queue
+                    .and_then(|q| q.front())
+                    .is_some_and(|oldest| oldest.held_at.elapsed() > STUCK_AFTER);
+                let full = queue.is_some_and(|q| q.len() >= HOLD_PER_LANE);
+                let stuck = holding.stuck.contains(&lane)
+                    || waited
+                    || (full && !holding.draining(&lane, now));
                 if stuck || holding.held >= HOLD_MAX {
                     back.push((job, carrier, room_wait(delivered, unit)));
                     continue;
                 }
+                let draining = holding.draining(&lane, now);
                 let held = holding.hold(job, carrier, arrived, delivered);
-                enough |= held >= HOLD_PER_LANE;
+                enough |= held >= HOLD_PER_LANE && draining;
             }
         }
         nak_all(naks);
@@ -894,8 +1047,35 @@ mod tests {
     }
 
     #[test]
+    fn a_lane_is_draining_when_its_rate_would_empty_its_share_in_time() {
+        let start = tokio::time::Instant::now();
+        let mut hanging = Outflow::default();
+        hanging.handed_out(2, start);
+        assert!(
+            !hanging.draining(start),
+            "2 a second: a timeout now and then"
+        );
+        let mut busy = Outflow::default();
+        busy.handed_out(40, start);
+        assert!(busy.draining(start));
+        // A second later the last second's rate still counts; two seconds later it is gone.
+        assert!(busy.draining(start + Duration::from_millis(1500)));
+        assert!(!busy.draining(start + Duration::from_millis(3500)));
+    }
+
+    #[test]
     fn a_job_alone_in_its_message_takes_the_whole_message_back() {
         let carrier = Carrier::new("nak", 1);
         assert_eq!(carrier.alone(), Some("nak"));
+    }
+
+    #[test]
+    fn a_message_goes_back_whole_only_with_every_job_it_carries() {
+        let carrier = Carrier::new("nak", 3);
+        assert_eq!(carrier.whole(2), None, "one of its jobs is elsewhere");
+        assert_eq!(carrier.whole(3), Some("nak"));
+        let settled_one = Carrier::new("nak", 3);
+        assert_eq!(settled_one.settle_one(), None);
+        assert_eq!(settled_one.whole(2), None, "it carries three");
     }
 }

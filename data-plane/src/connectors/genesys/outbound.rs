@@ -9,12 +9,11 @@ use axum::{
     Router,
     body::Body,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
 };
 use hookplane_proto::v1::{ForwardingKind, NodeForwardingSet};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tracing::{debug, error};
@@ -28,6 +27,7 @@ use crate::{
     connectors::line_push,
     metrics::Metrics,
     queue::{ForwardingSetRef, Header, Job, Queue, unix_ms},
+    request_body::{BodyError, BodyLimits},
 };
 
 pub const OUTBOUND_ROUTE: &str = "/api/connector/genesys/{forwarding_set_id}/outbound";
@@ -37,7 +37,7 @@ pub struct OutboundEndpoint {
     pub config: Arc<ConfigStore>,
     pub queue: Arc<dyn Queue>,
     pub metrics: Arc<Metrics>,
-    pub max_body_bytes: usize,
+    pub body: BodyLimits,
 }
 
 pub fn router(endpoint: Arc<OutboundEndpoint>) -> Router {
@@ -55,6 +55,7 @@ enum Verdict {
     UnknownSet,
     Disabled,
     TooLarge,
+    TooSlow,
     Unreadable,
     BadSignature,
     Unusable(Unusable),
@@ -70,6 +71,7 @@ impl Verdict {
             Self::UnknownSet => "unknown_set",
             Self::Disabled => "disabled",
             Self::TooLarge => "too_large",
+            Self::TooSlow => "too_slow",
             Self::Unreadable => "unreadable",
             Self::BadSignature => "bad_signature",
             Self::Unusable(_) => "unusable",
@@ -93,6 +95,10 @@ impl Verdict {
                 "this forwarding set is disabled\n".to_owned(),
             ),
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n".to_owned()),
+            Self::TooSlow => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time\n".to_owned(),
+            ),
             Self::Unreadable => (
                 StatusCode::BAD_REQUEST,
                 "body could not be read\n".to_owned(),
@@ -140,17 +146,11 @@ impl OutboundEndpoint {
         let Some(settings) = set.genesys.as_ref() else {
             return Verdict::UnknownSet;
         };
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
-            return Verdict::TooLarge;
-        }
-        let body = match Limited::new(body, self.max_body_bytes).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Verdict::TooLarge,
-            Err(_) => return Verdict::Unreadable,
+        let body = match self.body.read(headers, body).await {
+            Ok(body) => body,
+            Err(BodyError::TooLarge) => return Verdict::TooLarge,
+            Err(BodyError::TooSlow) => return Verdict::TooSlow,
+            Err(BodyError::Unreadable) => return Verdict::Unreadable,
         };
         let claimed = headers
             .get(signature::SIGNATURE_HEADER)
@@ -308,7 +308,10 @@ mod tests {
             config,
             queue: Arc::clone(&queue) as Arc<dyn Queue>,
             metrics: Arc::new(Metrics::default()),
-            max_body_bytes: 64 * 1024,
+            body: crate::request_body::BodyLimits {
+                max_bytes: 64 * 1024,
+                deadline: std::time::Duration::from_secs(5),
+            },
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
