@@ -57,7 +57,8 @@ impl Backend {
     async fn open(cfg: &NodeConfig, node_id: &str) -> Result<Self, Error> {
         match &cfg.options.queue {
             QueueChoice::Spool => {
-                std::fs::create_dir_all(&cfg.spool_dir)?;
+                // It holds LINE users' messages: the node's alone.
+                queue::private_dir(&cfg.spool_dir)?;
                 let spool = Arc::new(Spool::open(&cfg.spool_dir)?);
                 Ok(Self {
                     outcomes: Arc::new(OutcomeLog::open(spool.db())?),
@@ -99,6 +100,9 @@ pub async fn run(
         spool,
     } = Backend::open(&cfg, &node_id).await?;
     let metrics = Arc::new(Metrics::default());
+    if let Some(spool) = &spool {
+        metrics.spool_corrupt_bytes(spool.corrupt_bytes_skipped());
+    }
     let store = Arc::new(ConfigStore::default());
     let control = ControlPlane::new(&cfg.control_url, &cfg.node_token)?;
     let engine = Arc::new(Engine::new(

@@ -31,6 +31,7 @@ pub struct Metrics {
     genesys_events_skipped: Counter,
     genesys_outbound_requests: Family<Outcome, Counter>,
     ingress_connections_refused: Counter,
+    spool_corrupt_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -45,7 +46,13 @@ impl Default for Metrics {
         let config_revision = Gauge::default();
         let outcomes_unsent = Gauge::default();
         let ingress_connections_refused = Counter::default();
+        let spool_corrupt_bytes = Gauge::default();
         let mut registry = Registry::default();
+        registry.register(
+            "hookplane_spool_corrupt_bytes",
+            "Bytes of corrupt spool records skipped in the middle of the journal when it was opened",
+            spool_corrupt_bytes.clone(),
+        );
         registry.register(
             "hookplane_ingress_connections_refused",
             "Connections closed at once because the ingress held --ingress-max-connections",
@@ -116,6 +123,7 @@ impl Default for Metrics {
             genesys_events_skipped,
             genesys_outbound_requests,
             ingress_connections_refused,
+            spool_corrupt_bytes,
         }
     }
 }
@@ -125,6 +133,11 @@ impl Metrics {
         self.ingress_requests
             .get_or_create(&Outcome { outcome })
             .inc();
+    }
+
+    pub fn spool_corrupt_bytes(&self, bytes: u64) {
+        self.spool_corrupt_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     pub fn ingress_connection_refused(&self) {

@@ -306,6 +306,18 @@ async fn with_the_control_plane_stopped_under_load_ingress_keeps_answering_and_f
 
 #[tokio::test]
 async fn a_healthy_target_keeps_receiving_while_others_hang_reset_or_fail_slowly() {
+    healthy_target_beside_broken_ones(&[]).await;
+}
+
+/// The same with the jobs in NATS JetStream, where one message carries a request's jobs for
+/// every target: the broken targets' jobs leave it, and the healthy one's are not held back.
+#[tokio::test]
+async fn a_healthy_target_keeps_receiving_while_others_hang_reset_or_fail_slowly_on_nats() {
+    let nats = hookplane_tests::nats::NatsCluster::single().unwrap();
+    healthy_target_beside_broken_ones(&["--queue", &nats.queue_flag()]).await;
+}
+
+async fn healthy_target_beside_broken_ones(queue: &[&str]) {
     bounded(async {
         let healthy = Receiver::start().await.unwrap();
         let hanging = Receiver::start_with(Respond::Hang).await.unwrap();
@@ -325,9 +337,9 @@ async fn a_healthy_target_keeps_receiving_while_others_hang_reset_or_fail_slowly
             ],
         )
         .await;
-        let node = DataNode::start(&control, &["--retry-schedule", "100ms"])
-            .await
-            .unwrap();
+        let mut args = vec!["--retry-schedule", "100ms"];
+        args.extend(queue);
+        let node = DataNode::start(&control, &args).await.unwrap();
         wait_configured(&node, &channel, &[&healthy, &hanging, &slow_failing]).await;
 
         let http = reqwest::Client::new();
@@ -361,4 +373,100 @@ async fn a_healthy_target_keeps_receiving_while_others_hang_reset_or_fail_slowly
         );
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_corrupt_record_in_the_middle_of_the_spool_loses_only_itself() {
+    bounded(async {
+        let receiver = Receiver::start_with(Respond::Status(503)).await.unwrap();
+        let control = ControlProcess::start().await.unwrap();
+        let admin = control.admin().await.unwrap();
+        let channel = channel_forwarding_to(&admin, &[receiver.url("/crm")]).await;
+        let mut node = DataNode::start(&control, &[]).await.unwrap();
+        let client = reqwest::Client::new();
+        let url = webhook_url(&node, &channel);
+        eventually(WAIT, "the node to know the channel", || async {
+            (post(&client, &url, text_event(0)).await? == reqwest::StatusCode::OK).then_some(())
+        })
+        .await
+        .unwrap();
+        // Three events stored one after the other while the receiver refuses them.
+        for n in 1..=3 {
+            assert_eq!(
+                post(&client, &url, text_event(n)).await,
+                Some(reqwest::StatusCode::OK)
+            );
+        }
+        node.kill().await;
+        // A bad sector in the middle: the second event's stored body fails its checksum.
+        let journal = node.dir.path().join("spool").join("journal");
+        let marker = webhook_event_id(2);
+        let mut corrupted = false;
+        for entry in std::fs::read_dir(&journal).unwrap() {
+            let path = entry.unwrap().path();
+            let mut bytes = std::fs::read(&path).unwrap();
+            if let Some(at) = bytes
+                .windows(marker.len())
+                .position(|w| w == marker.as_bytes())
+            {
+                bytes[at] ^= 0xff;
+                std::fs::write(&path, &bytes).unwrap();
+                corrupted = true;
+                break;
+            }
+        }
+        assert!(
+            corrupted,
+            "the second event's record was not found in the journal"
+        );
+
+        receiver.respond(Respond::Status(200));
+        let before = receiver.requests().len();
+        node.restart().await.unwrap();
+        // The records after the corrupt one were kept: the third event still arrives.
+        eventually(WAIT, "the first and third events to arrive", || async {
+            let seen: HashSet<String> = receiver.requests()[before..]
+                .iter()
+                .filter_map(event_in)
+                .collect();
+            (seen.contains(&webhook_event_id(1)) && seen.contains(&webhook_event_id(3)))
+                .then_some(())
+        })
+        .await
+        .unwrap();
+        let metrics = reqwest::get(format!("{}/metrics", node.ingress_url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let skipped: u64 = metrics
+            .lines()
+            .find(|l| l.starts_with("hookplane_spool_corrupt_bytes "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(skipped > 0, "no corrupt bytes reported:\n{metrics}");
+        assert!(
+            node.log().contains("corrupt records in the middle"),
+            "the node did not say so:\n{}",
+            node.log()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_spool_is_private_to_the_node() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let control = ControlProcess::start().await.unwrap();
+    let node = DataNode::start(&control, &[]).await.unwrap();
+    let spool = node.dir.path().join("spool");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&spool), 0o700);
+    assert_eq!(mode(&spool.join("journal")), 0o700);
+    for entry in std::fs::read_dir(spool.join("journal")).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
 }

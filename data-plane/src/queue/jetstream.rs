@@ -79,10 +79,10 @@ const LANE: &str = "Hookplane-Lane";
 /// stays full (a dead target behind its breaker) costs one redelivery per job per this, so a
 /// backlog of a million costs a few thousand a second, not the stream's whole capacity.
 const MAX_ROOM_WAIT: Duration = Duration::from_secs(300);
-/// The first wait of a job of a lane without room; it doubles with each time it found none.
-/// A lane is only called stuck after [`STUCK_AFTER`] without room, so its jobs need not be
-/// offered again much sooner than that.
-const FIRST_ROOM_WAIT: Duration = Duration::from_secs(1);
+/// The first wait of a job of a stuck lane; it doubles with each time it found no room. A
+/// target whose breaker opened rests 5 s at first (`delivery/breaker.rs`): its jobs offered
+/// again sooner would only come back once more, each time a delivery and a NAK for the server.
+const FIRST_ROOM_WAIT: Duration = Duration::from_secs(5);
 /// Most jobs one message carries: an event for more subscriptions than this is enqueued as
 /// several messages, each well under NATS's default 1 MiB payload limit for a body shared once.
 pub const BUNDLE_MAX: usize = 64;

@@ -14,8 +14,13 @@
 //! many settled ones is copied forward: its live records are appended again and it is deleted.
 //!
 //! A record: `len u32 | crc32 u32 | op u8 | space u8 | key_len u16 | key | value`, little-endian,
-//! `len` and the CRC covering everything after the CRC. Replay stops reading a segment at its
-//! first record that is torn or fails its CRC (what a crash in the middle of a write leaves).
+//! `len` and the CRC covering everything after the CRC. A record that is torn or fails its CRC
+//! at the end of a segment is what a crash in the middle of a write leaves, and is ignored. One
+//! in the middle (a bad sector, a stray write) is skipped: replay looks for the next place where
+//! a whole record holds its CRC and reads on from there, so the records after it are not lost;
+//! the bytes skipped are logged and counted ([`Journal::skipped_bytes`], exported by the node).
+//!
+//! The records hold LINE users' messages: the directory is made 0700 and segments 0600.
 
 use std::{
     collections::BTreeMap,
@@ -104,6 +109,8 @@ pub(super) struct Journal {
     shared: Arc<Shared>,
     stop: Option<mpsc::Sender<()>>,
     maintenance: Option<JoinHandle<()>>,
+    /// Bytes of corrupt records skipped in the middle of segments when it was opened.
+    skipped_bytes: u64,
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -156,12 +163,20 @@ fn decode(bytes: &[u8]) -> Option<Decoded<'_>> {
     })
 }
 
-/// The records of segment `segment`'s bytes, each with its place, up to the first that is torn
-/// or corrupt; `offset` then says where reading stopped.
+/// The records of segment `segment`'s bytes, each with its place. Past a record that is torn or
+/// fails its CRC, reading goes on at the next offset where a whole record holds its CRC;
+/// `skipped` counts the bytes passed over in the middle, `torn_tail` those at the end where no
+/// record holds any more.
 struct Records<'a> {
     segment: u64,
     content: &'a [u8],
     offset: usize,
+    /// Bytes skipped between records that hold (corruption in the middle).
+    skipped: usize,
+    /// Places where reading had to skip.
+    gaps: usize,
+    /// Bytes at the end after the last record that holds (a write a crash cut short).
+    torn_tail: usize,
 }
 
 impl<'a> Records<'a> {
@@ -170,12 +185,10 @@ impl<'a> Records<'a> {
             segment,
             content,
             offset: 0,
+            skipped: 0,
+            gaps: 0,
+            torn_tail: 0,
         }
-    }
-
-    /// True when reading stopped before the end.
-    fn torn(&self) -> bool {
-        self.offset < self.content.len()
     }
 }
 
@@ -183,13 +196,28 @@ impl<'a> Iterator for Records<'a> {
     type Item = (Loc, Decoded<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let record = decode(self.content.get(self.offset..)?)?;
+        if self.offset >= self.content.len() {
+            return None;
+        }
+        let found = (self.offset..self.content.len()).find_map(|at| {
+            let record = decode(&self.content[at..])?;
+            (record.op == OP_PUT || record.op == OP_REMOVE).then_some((at, record))
+        });
+        let Some((at, record)) = found else {
+            self.torn_tail = self.content.len() - self.offset;
+            self.offset = self.content.len();
+            return None;
+        };
+        if at > self.offset {
+            self.skipped += at - self.offset;
+            self.gaps += 1;
+        }
         let loc = Loc {
             segment: self.segment,
-            offset: self.offset as u64,
+            offset: at as u64,
             len: record.len,
         };
-        self.offset += record.len as usize;
+        self.offset = at + record.len as usize;
         Some((loc, record))
     }
 }
@@ -339,10 +367,12 @@ impl Inner {
 }
 
 fn create_segment(dir: &Path, n: u64) -> Result<File, Error> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(segment_path(dir, n))?;
     // The new name must survive a crash too, or its records would be lost with it.
     File::open(dir)?.sync_all()?;
@@ -363,7 +393,7 @@ impl Journal {
     }
 
     fn open_with(dir: &Path, attended: bool) -> Result<Journal, Error> {
-        std::fs::create_dir_all(dir)?;
+        private_dir(dir)?;
         let mut numbers = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name();
@@ -385,8 +415,9 @@ impl Journal {
             index: [HashedMap::default(), HashedMap::default()],
             appended: 0,
         };
+        let mut skipped_bytes = 0;
         for n in &numbers {
-            replay(&mut inner, *n)?;
+            skipped_bytes += replay(&mut inner, *n)?;
         }
         let next = numbers.last().map_or(1, |n| n + 1);
         inner.segments.insert(
@@ -415,6 +446,7 @@ impl Journal {
             shared,
             stop: Some(stop),
             maintenance,
+            skipped_bytes,
         };
         // Segments a previous run could not reclaim before it stopped.
         journal.shared.reclaim()?;
@@ -553,6 +585,12 @@ impl Journal {
         self.shared.sync_blocking()
     }
 
+    /// Bytes of corrupt records skipped in the middle of segments when the journal was opened
+    /// (a torn record at a segment's end, what a crash leaves, is not counted).
+    pub fn skipped_bytes(&self) -> u64 {
+        self.skipped_bytes
+    }
+
     /// Segment files on disk, for tests of reclaiming.
     #[cfg(test)]
     pub fn segments(&self) -> usize {
@@ -668,8 +706,20 @@ fn read_value(file: &File, loc: Loc) -> Result<Vec<u8>, Error> {
     Ok(decoded.value.to_vec())
 }
 
-/// Reads segment `n` into the index.
-fn replay(inner: &mut Inner, n: u64) -> Result<(), Error> {
+/// Makes `dir` (and what is missing above it) with only its owner allowed in, and takes the
+/// others' access away from one that exists.
+pub(crate) fn private_dir(dir: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Reads segment `n` into the index; the bytes skipped in its middle.
+fn replay(inner: &mut Inner, n: u64) -> Result<u64, Error> {
     let path = segment_path(&inner.dir, n);
     let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
     let mut content = Vec::new();
@@ -705,15 +755,29 @@ fn replay(inner: &mut Inner, n: u64) -> Result<(), Error> {
             inner.superseded(old);
         }
     }
-    if records.torn() {
-        warn!(
+    // Compaction reads the segment back up to `bytes`: all of it, since records that hold may
+    // follow a corrupt one.
+    if let Some(segment) = inner.segments.get_mut(&n) {
+        segment.bytes = content.len() as u64;
+    }
+    if records.skipped > 0 {
+        tracing::error!(
             segment = %path.display(),
-            offset = records.offset,
-            ignored = content.len() - records.offset,
-            "the spool journal ends in a torn or corrupt record; reading stops there"
+            gaps = records.gaps,
+            skipped_bytes = records.skipped,
+            "the spool journal has corrupt records in the middle of a segment; they are skipped \
+             and the records after them kept (see hookplane_spool_corrupt_bytes)"
         );
     }
-    Ok(())
+    if records.torn_tail > 0 {
+        warn!(
+            segment = %path.display(),
+            ignored = records.torn_tail,
+            "the spool journal ends in a torn or corrupt record (a write a crash cut short); \
+             it is ignored"
+        );
+    }
+    Ok(records.skipped as u64)
 }
 
 #[cfg(test)]
@@ -732,6 +796,70 @@ mod tests {
         let journal = Journal::open(dir.path()).unwrap();
         assert_eq!(journal.get(Space::Jobs, b"a").unwrap().unwrap(), b"two");
         assert_eq!(journal.get(Space::Bodies, b"a").unwrap().unwrap(), b"body");
+    }
+
+    #[test]
+    fn a_corrupt_record_in_the_middle_is_skipped_and_the_records_after_it_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let journal = Journal::open_unattended(dir.path()).unwrap();
+            for i in 0..3u8 {
+                journal.insert(Space::Jobs, &[b'k', i], &[i; 100]).unwrap();
+            }
+            journal.sync_blocking().unwrap();
+        }
+        let segment = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| std::fs::metadata(p).unwrap().len() > 0)
+            .unwrap();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        // The middle record's value: a flipped byte fails its CRC.
+        let record = bytes.len() / 3;
+        bytes[record + record / 2] ^= 0xff;
+        std::fs::write(&segment, &bytes).unwrap();
+        let journal = Journal::open_unattended(dir.path()).unwrap();
+        assert_eq!(
+            journal.get(Space::Jobs, b"k\x00").unwrap(),
+            Some(vec![0; 100])
+        );
+        assert_eq!(journal.get(Space::Jobs, b"k\x01").unwrap(), None);
+        assert_eq!(
+            journal.get(Space::Jobs, b"k\x02").unwrap(),
+            Some(vec![2; 100])
+        );
+        assert_eq!(journal.skipped_bytes(), (bytes.len() / 3) as u64);
+        // Copied forward out of the damaged segment, the records after the gap go along.
+        let (file, bytes) = {
+            let inner = journal.lock();
+            let damaged = &inner.segments[&1];
+            (Arc::clone(&damaged.file), damaged.bytes)
+        };
+        journal.shared.compact(1, &file, bytes).unwrap();
+        journal.shared.reclaim().unwrap();
+        assert!(
+            !segment.exists(),
+            "the damaged segment was not copied forward"
+        );
+        assert_eq!(
+            journal.get(Space::Jobs, b"k\x02").unwrap(),
+            Some(vec![2; 100])
+        );
+    }
+
+    #[test]
+    fn segments_are_private_to_the_node_in_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("journal");
+        let journal = Journal::open_unattended(&dir).unwrap();
+        journal.insert(Space::Jobs, b"k", b"v").unwrap();
+        journal.sync_blocking().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            assert_eq!(mode(&entry.unwrap().path()), 0o600);
+        }
     }
 
     #[test]

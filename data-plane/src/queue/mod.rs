@@ -21,6 +21,7 @@ use std::{
 use async_trait::async_trait;
 
 pub use job::{ForwardingSetRef, Header, Job, Leg, delivery_id};
+pub(crate) use journal::private_dir;
 
 use crate::Error;
 

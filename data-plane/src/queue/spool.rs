@@ -431,6 +431,11 @@ impl Spool {
         Ok(())
     }
 
+    /// Bytes of corrupt records the journal skipped when it was opened (see `journal.rs`).
+    pub fn corrupt_bytes_skipped(&self) -> u64 {
+        self.journal.skipped_bytes()
+    }
+
     /// The database, for other node-local state that shares the spool's durability (outcomes).
     pub fn db(&self) -> &sled::Db {
         &self.db
