@@ -458,6 +458,19 @@ impl DataNode {
         self.process.terminate().await
     }
 
+    /// The value of one series of the node's `/metrics` (e.g. `hookplane_spool_corrupt_bytes`,
+    /// or a labelled `name{outcome="accepted"}`); `None` when it is not exported (yet).
+    pub async fn metric(&self, series: &str) -> anyhow::Result<Option<u64>> {
+        let text = reqwest::get(format!("{}/metrics", self.ingress_url()))
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok()))
+    }
+
     /// SIGTERM, as an orchestrator sends it, without waiting for the exit.
     pub fn send_sigterm(&self) -> anyhow::Result<()> {
         self.process.send_sigterm()

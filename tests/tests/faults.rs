@@ -434,19 +434,11 @@ async fn a_corrupt_record_in_the_middle_of_the_spool_loses_only_itself() {
         })
         .await
         .unwrap();
-        let metrics = reqwest::get(format!("{}/metrics", node.ingress_url()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let skipped: u64 = metrics
-            .lines()
-            .find(|l| l.starts_with("hookplane_spool_corrupt_bytes "))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        assert!(skipped > 0, "no corrupt bytes reported:\n{metrics}");
+        let skipped = node.metric("hookplane_spool_corrupt_bytes").await.unwrap();
+        assert!(
+            skipped.is_some_and(|n| n > 0),
+            "corrupt bytes reported: {skipped:?}"
+        );
         assert!(
             node.log().contains("corrupt records in the middle"),
             "the node did not say so:\n{}",

@@ -411,6 +411,23 @@ impl JetStreamQueue {
         publish(&self.nats, messages).await
     }
 
+    /// Publishes `job` alone, due at `not_before`, then settles its share of `carrier`.
+    async fn publish_alone(
+        &self,
+        job: Job,
+        msg_id: String,
+        not_before: SystemTime,
+        carrier: &Carrier,
+    ) -> Result<(), Error> {
+        self.publish(vec![Outgoing {
+            jobs: vec![job],
+            msg_id,
+            not_before_ms: unix_ms(not_before).max(1),
+        }])
+        .await?;
+        carrier.settle().await
+    }
+
     /// Hands jobs back to the stream with their delays, on a task of their own: a lease dropped
     /// halfway (the engine stops waiting when room frees up) must not lose a job's handle. A
     /// message all of whose jobs go back goes back whole, with a NAK and the shortest of their
@@ -843,13 +860,7 @@ impl Queue for JetStreamQueue {
         job.attempts = attempts;
         // The same retry published twice (a node lost between publish and ack) is stored once.
         let msg_id = format!("{}.{attempts}", job.delivery_id);
-        self.publish(vec![Outgoing {
-            jobs: vec![job],
-            msg_id,
-            not_before_ms: unix_ms(not_before).max(1),
-        }])
-        .await?;
-        carrier.settle().await
+        self.publish_alone(job, msg_id, not_before, &carrier).await
     }
 
     async fn defer(&self, leased: Leased, not_before: SystemTime) -> Result<(), Error> {
@@ -870,13 +881,7 @@ impl Queue for JetStreamQueue {
             job.attempts,
             unix_ms(SystemTime::now())
         );
-        self.publish(vec![Outgoing {
-            jobs: vec![job],
-            msg_id,
-            not_before_ms: unix_ms(not_before).max(1),
-        }])
-        .await?;
-        carrier.settle().await
+        self.publish_alone(job, msg_id, not_before, &carrier).await
     }
 
     async fn fail(&self, leased: Leased, attempts: u32, reason: &str) -> Result<(), Error> {
