@@ -988,7 +988,7 @@ mod tests {
         assert_eq!(room_wait(1, 1.0), FIRST_ROOM_WAIT);
         assert_eq!(room_wait(2, 1.0), FIRST_ROOM_WAIT * 2);
         assert_eq!(room_wait(100, 1.0), MAX_ROOM_WAIT);
-        assert!(room_wait(8, 1.0) < MAX_ROOM_WAIT);
+        assert!(room_wait(4, 1.0) < MAX_ROOM_WAIT);
         assert_eq!(room_wait(1, 0.0), FIRST_ROOM_WAIT / 2);
     }
 
