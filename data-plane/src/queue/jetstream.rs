@@ -465,11 +465,18 @@ impl JetStreamQueue {
                         .map(|(job, wait)| (job, Arc::clone(&carrier), wait)),
                 );
             }
-            // A stuck lane's jobs together, so its message says which lane it is for.
+            // A lane's jobs together and no other's, so its messages say which lane they are
+            // for (a lease then hands them back whole without decoding them).
             split.sort_by(|a, b| a.0.lane().cmp(&b.0.lane()).then(a.2.cmp(&b.2)));
             let mut split = split.into_iter().peekable();
-            while split.peek().is_some() {
-                let chunk: Vec<_> = split.by_ref().take(BUNDLE_MAX).collect();
+            while let Some((first, _, _)) = split.peek() {
+                let lane = first.lane().into_owned();
+                let mut chunk = Vec::new();
+                while chunk.len() < BUNDLE_MAX
+                    && let Some(next) = split.next_if(|(job, _, _)| job.lane() == lane.as_str())
+                {
+                    chunk.push(next);
+                }
                 let wait = chunk.first().map(|(_, _, w)| *w).unwrap_or_default();
                 let due = now_ms + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
                 let (jobs, carriers): (Vec<Job>, Vec<Arc<Carrier>>) =
