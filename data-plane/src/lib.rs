@@ -104,6 +104,26 @@ pub async fn run(
         metrics.spool_corrupt_bytes(spool.corrupt_bytes_skipped());
     }
     let store = Arc::new(ConfigStore::default());
+    // The config saved when the node last ran: served until the control plane is reached.
+    queue::private_dir(&cfg.spool_dir)?;
+    let cache = Arc::new(config::ConfigCache::new(
+        &cfg.spool_dir,
+        options.config_cache_key.as_deref(),
+        &cfg.node_token,
+    )?);
+    match cache.load() {
+        Ok(Some(saved)) => {
+            info!(
+                revision = saved.revision,
+                "serving the config saved at the last run until the control plane is reached"
+            );
+            store.install_cached(config::Snapshot::default().apply(&saved));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            warn!(error = %e, "the saved config cannot be used; waiting for the control plane")
+        }
+    }
     let control = ControlPlane::new(&cfg.control_url, &cfg.node_token)?;
     let engine = Arc::new(Engine::new(
         EngineSettings {
@@ -141,6 +161,11 @@ pub async fn run(
         Arc::clone(&queue),
         Arc::clone(&metrics),
         node_id.clone(),
+        stop_rx.clone(),
+    ));
+    tasks.spawn(config::save_config(
+        Arc::clone(&store),
+        cache,
         stop_rx.clone(),
     ));
     tasks.spawn_on(

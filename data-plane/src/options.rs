@@ -59,6 +59,10 @@ pub struct NodeOptions {
         default_value_t = 4096
     )]
     pub ingress_max_connections: usize,
+    /// The key (32 bytes, hex or base64) that seals the config the node keeps on disk to start
+    /// with while the control plane is away; default: one derived from the node token.
+    #[arg(long, env = "HOOKPLANE_CONFIG_CACHE_KEY", hide_env_values = true)]
+    pub config_cache_key: Option<String>,
     /// On SIGTERM, how long the node keeps answering with /readyz at 503 (so a load balancer
     /// moves away) before it stops accepting and settles its attempts in flight.
     #[arg(long, env = "HOOKPLANE_DRAIN_GRACE", default_value = "5s")]
@@ -109,6 +113,7 @@ impl Default for NodeOptions {
             ingress_header_timeout: Duration::from_secs(5).into(),
             ingress_body_timeout: Duration::from_secs(5).into(),
             ingress_max_connections: 4096,
+            config_cache_key: None,
             drain_grace: Duration::from_secs(5).into(),
             max_attempts: 20,
             max_delivery_age: Duration::from_secs(24 * 3600).into(),

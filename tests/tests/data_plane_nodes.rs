@@ -174,3 +174,43 @@ async fn a_node_keeps_serving_while_the_control_plane_is_away_and_catches_up_aft
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_node_restarted_while_the_control_plane_is_away_serves_its_saved_config() {
+    let receiver = Receiver::start().await.unwrap();
+    let mut control = ControlProcess::start().await.unwrap();
+    let client = control.admin().await.unwrap();
+    let channel = brand(&client).await;
+    create_forwarding_set(&client, &channel, &receiver.url("/crm"))
+        .await
+        .unwrap();
+    let mut node = DataNode::start(&control, &[]).await.unwrap();
+    wait_for_channel(&node, &channel).await;
+    let saved = node.dir.path().join("spool").join("config.sealed");
+    eventually(WAIT, "the node to save its config", || async {
+        saved.exists().then_some(())
+    })
+    .await
+    .unwrap();
+    // The secret it holds is not on disk in clear.
+    let raw = std::fs::read(&saved).unwrap();
+    assert!(
+        !raw.windows(FIXTURE_CHANNEL_SECRET.len())
+            .any(|w| w == FIXTURE_CHANNEL_SECRET.as_bytes())
+    );
+
+    control.kill().await;
+    node.restart().await.unwrap();
+    let readyz = reqwest::get(format!("{}/readyz", node.ingress_url()))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 200);
+    let text = readyz.text().await.unwrap();
+    assert!(text.contains("cached"), "{text}");
+    let before = receiver.requests().len();
+    assert_eq!(
+        post(&node, &channel, &ingress::text_event(42)).await,
+        reqwest::StatusCode::OK
+    );
+    receiver.wait_for(before + 1, WAIT).await.unwrap();
+}

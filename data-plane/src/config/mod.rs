@@ -1,13 +1,18 @@
 //! The node's view of the control plane's configuration: an immutable [`Snapshot`] swapped in
 //! whole for every update, so a request sees one revision from start to end.
 
+mod cache;
 mod snapshot;
 mod watcher;
 
+pub use cache::ConfigCache;
 pub use snapshot::{ChannelEntry, Snapshot};
-pub use watcher::watch_config;
+pub use watcher::{save_config, watch_config};
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -16,6 +21,10 @@ use tokio::sync::watch;
 pub struct ConfigStore {
     current: ArcSwap<Snapshot>,
     ready: watch::Sender<bool>,
+    /// Serving the config saved on disk, the control plane not reached since start.
+    cached: AtomicBool,
+    /// Bumped by every update applied from the control plane (what the cache saves).
+    applied: watch::Sender<u64>,
 }
 
 impl Default for ConfigStore {
@@ -23,6 +32,8 @@ impl Default for ConfigStore {
         Self {
             current: ArcSwap::from_pointee(Snapshot::default()),
             ready: watch::channel(false).0,
+            cached: AtomicBool::new(false),
+            applied: watch::channel(0).0,
         }
     }
 }
@@ -44,11 +55,31 @@ impl ConfigStore {
         let _ = ready.wait_for(|r| *r).await;
     }
 
-    /// Replaces the snapshot in one step.
+    /// Replaces the snapshot in one step with one from the control plane.
     pub fn install(&self, next: Snapshot, complete: bool) {
         self.current.store(Arc::new(next));
+        self.cached.store(false, Ordering::Release);
+        self.applied.send_modify(|n| *n += 1);
         if complete {
             self.ready.send_replace(true);
         }
+    }
+
+    /// Serves the config the node saved before it last stopped, until the control plane is
+    /// reached.
+    pub fn install_cached(&self, saved: Snapshot) {
+        self.current.store(Arc::new(saved));
+        self.cached.store(true, Ordering::Release);
+        self.ready.send_replace(true);
+    }
+
+    /// True while the config in force is the one saved on disk.
+    pub fn is_cached(&self) -> bool {
+        self.cached.load(Ordering::Acquire)
+    }
+
+    /// Wakes on every update applied from the control plane.
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 }

@@ -31,6 +31,38 @@ pub struct ChannelEntry {
 }
 
 impl Snapshot {
+    /// The whole snapshot as one full update: what applying it to an empty node rebuilds.
+    pub fn to_update(&self) -> ConfigUpdate {
+        let upserts = self
+            .tenants
+            .values()
+            .map(|t| Resource::Tenant((**t).clone()))
+            .chain(
+                self.channel_records
+                    .values()
+                    .map(|c| Resource::Channel((**c).clone())),
+            )
+            .chain(
+                self.forwarding_sets
+                    .values()
+                    .map(|f| Resource::ForwardingSet((**f).clone())),
+            )
+            .chain(
+                self.subscriptions
+                    .values()
+                    .map(|s| Resource::Subscription((**s).clone())),
+            )
+            .map(|r| hookplane_proto::v1::ConfigResource { resource: Some(r) })
+            .collect();
+        ConfigUpdate {
+            revision: self.revision,
+            snapshot: true,
+            upserts,
+            publisher_token_sha256: self.publisher_token_sha256.clone(),
+            ..ConfigUpdate::default()
+        }
+    }
+
     pub fn channel(&self, id: &str) -> Option<&Arc<ChannelEntry>> {
         self.channels.get(id)
     }

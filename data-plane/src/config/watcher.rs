@@ -7,7 +7,7 @@ use hookplane_proto::v1::{ConfigUpdate, WatchConfigRequest};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::ConfigStore;
+use super::{ConfigCache, ConfigStore};
 use crate::{backoff::Backoff, control::ControlPlane, metrics::Metrics, queue::Queue};
 
 pub async fn watch_config(
@@ -107,6 +107,45 @@ async fn requeue(queue: &Arc<dyn Queue>, ids: &[String]) {
             // Another node's spool holds it.
             Ok(false) => debug!(delivery_id = %id, "retry request for a delivery not held here"),
             Err(e) => warn!(delivery_id = %id, error = %e, "could not re-enqueue a delivery"),
+        }
+    }
+}
+
+/// How long the cache waits after an update for more before it saves: creating 10,000 channels
+/// one by one saves a few times, not 10,000.
+const SAVE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Saves the config in force to `cache` after the updates applied from the control plane, until
+/// `stop` turns true.
+pub async fn save_config(
+    store: Arc<ConfigStore>,
+    cache: Arc<ConfigCache>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut applied = store.watch_applied();
+    loop {
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SAVE_AFTER) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+        applied.borrow_and_update();
+        let update = store.load().to_update();
+        let cache = Arc::clone(&cache);
+        let revision = update.revision;
+        match tokio::task::spawn_blocking(move || cache.save(&update)).await {
+            Ok(Ok(())) => debug!(
+                revision,
+                "config saved for a start without the control plane"
+            ),
+            Ok(Err(e)) => warn!(error = %e, "could not save the config cache"),
+            Err(e) => warn!(error = %e, "could not save the config cache"),
+        }
+        if *stop.borrow() {
+            return;
         }
     }
 }

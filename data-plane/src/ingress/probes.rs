@@ -24,7 +24,17 @@ pub async fn readyz(State(ingress): State<Arc<Ingress>>) -> Response {
         )
             .into_response();
     }
-    if ingress.config.is_ready() {
+    if ingress.config.is_cached() {
+        let revision = ingress.config.load().revision;
+        (
+            StatusCode::OK,
+            format!(
+                "ready: serving the cached config revision {revision}; the control plane has \
+                 not been reached since start\n"
+            ),
+        )
+            .into_response()
+    } else if ingress.config.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (
