@@ -19,6 +19,19 @@ async fn brand(client: &Client) -> String {
         .id
 }
 
+/// A control plane, a brand's channel forwarding to `receiver`, and a node that serves it.
+async fn node_forwarding_to(receiver: &Receiver) -> (ControlProcess, DataNode, String) {
+    let control = ControlProcess::start().await.unwrap();
+    let client = control.admin().await.unwrap();
+    let channel = brand(&client).await;
+    create_forwarding_set(&client, &channel, &receiver.url("/crm"))
+        .await
+        .unwrap();
+    let node = DataNode::start(&control, &[]).await.unwrap();
+    wait_for_channel(&node, &channel).await;
+    (control, node, channel)
+}
+
 async fn post(node: &DataNode, channel: &str, body: &[u8]) -> reqwest::StatusCode {
     // A node being killed or restarted answers nothing: report that as 502.
     ingress::post_signed(&node.ingress_url(), channel, body)
@@ -147,14 +160,7 @@ async fn an_admin_write_reaches_every_connected_node_within_a_second() {
 async fn a_node_keeps_serving_while_the_control_plane_is_away_and_catches_up_after() {
     let first = Receiver::start().await.unwrap();
     let second = Receiver::start().await.unwrap();
-    let mut control = ControlProcess::start().await.unwrap();
-    let client = control.admin().await.unwrap();
-    let channel = brand(&client).await;
-    create_forwarding_set(&client, &channel, &first.url("/crm"))
-        .await
-        .unwrap();
-    let node = DataNode::start(&control, &[]).await.unwrap();
-    wait_for_channel(&node, &channel).await;
+    let (mut control, node, channel) = node_forwarding_to(&first).await;
 
     control.kill().await;
     assert_eq!(post(&node, &channel, &ingress::text_event(1)).await, 200);
@@ -178,14 +184,7 @@ async fn a_node_keeps_serving_while_the_control_plane_is_away_and_catches_up_aft
 #[tokio::test]
 async fn a_node_restarted_while_the_control_plane_is_away_serves_its_saved_config() {
     let receiver = Receiver::start().await.unwrap();
-    let mut control = ControlProcess::start().await.unwrap();
-    let client = control.admin().await.unwrap();
-    let channel = brand(&client).await;
-    create_forwarding_set(&client, &channel, &receiver.url("/crm"))
-        .await
-        .unwrap();
-    let mut node = DataNode::start(&control, &[]).await.unwrap();
-    wait_for_channel(&node, &channel).await;
+    let (mut control, mut node, channel) = node_forwarding_to(&receiver).await;
     let saved = node.dir.path().join("spool").join("config.sealed");
     eventually(WAIT, "the node to save its config", || async {
         saved.exists().then_some(())
