@@ -254,7 +254,9 @@ impl Nats {
             idempotency,
         } = made;
         if options.nats_stream_replicas > 1 && jobs.len() > 1 {
-            setup.spread_leaders(&jobs).await;
+            // In the background: a cluster still settling after a start may take a while to let
+            // leaders move, and the node can serve meanwhile.
+            tokio::spawn(spread_leaders(setup_js.clone(), jobs.clone()));
         }
         info!(
             servers = servers.join(","),
@@ -542,63 +544,6 @@ impl Setup<'_> {
         }
     }
 
-    /// Asks a jobs stream that shares its leader with another to step down, until every server
-    /// of the cluster leads at most one more than any other (a few tries; best effort, as
-    /// another node starting at the same time may be doing the same). JetStream places a
-    /// stream's leader where it likes, and one server leading them all would leave none to
-    /// enqueue to while its loss is being repaired.
-    async fn spread_leaders(&self, jobs: &[JobStream]) {
-        const TRIES: usize = 8;
-        for _ in 0..TRIES {
-            let mut leaders = Vec::new();
-            let mut servers = std::collections::BTreeSet::new();
-            for job in jobs {
-                let mut stream = job.stream.clone();
-                let Ok(info) = stream.info().await else {
-                    return;
-                };
-                let Some(cluster) = info.cluster.clone() else {
-                    return;
-                };
-                servers.extend(cluster.replicas.iter().map(|p| p.name.clone()));
-                servers.extend(cluster.leader.clone());
-                leaders.push((info.config.name.clone(), cluster.leader));
-            }
-            let mut led: std::collections::BTreeMap<&str, Vec<&str>> =
-                servers.iter().map(|s| (s.as_str(), Vec::new())).collect();
-            for (stream, leader) in &leaders {
-                if let Some(leader) = leader {
-                    led.entry(leader.as_str()).or_default().push(stream);
-                }
-            }
-            let most = led.values().map(Vec::len).max().unwrap_or(0);
-            let least = led.values().map(Vec::len).min().unwrap_or(0);
-            if most <= least + 1 {
-                info!(leaders = ?leaders, "jobs streams' leaders spread over the cluster");
-                return;
-            }
-            let Some(crowded) = led
-                .values()
-                .find(|s| s.len() == most)
-                .and_then(|s| s.last())
-            else {
-                return;
-            };
-            let asked: Result<serde_json::Value, _> = self
-                .js
-                .request(format!("STREAM.LEADER.STEPDOWN.{crowded}"), &())
-                .await;
-            if let Err(e) = asked {
-                tracing::debug!(stream = crowded, error = %e, "a leader step-down was refused");
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        tracing::warn!(
-            "the jobs streams' leaders could not be spread over the cluster; losing the server \
-             that leads them all stops enqueues until new leaders are elected"
-        );
-    }
-
     /// A key-value bucket, created as the stream KV buckets are made of. async-nats's own
     /// `create_key_value` first asks for the account's info, whose reply from the NATS 2.9
     /// servers Debian ships it cannot parse; the stream it would create is this one.
@@ -623,4 +568,75 @@ impl Setup<'_> {
             .await
             .map_err(|e| Error::Queue(format!("opening bucket {name}: {e}")))
     }
+}
+
+/// Asks a jobs stream that shares its leader with another to step down, until every server
+/// of the cluster leads at most one more than any other (for up to a minute; best effort, as
+/// another node starting at the same time may be doing the same). JetStream places a
+/// stream's leader where it likes, and one server leading them all would leave none to
+/// enqueue to while its loss is being repaired.
+async fn spread_leaders(js: Context, jobs: Vec<JobStream>) {
+    const TRIES: usize = 60;
+    for _ in 0..TRIES {
+        let mut leaders = Vec::new();
+        let mut servers = std::collections::BTreeSet::new();
+        let mut unknown = false;
+        for job in &jobs {
+            let mut stream = job.stream.clone();
+            // A stream without a cluster is on a lone server: nothing to spread.
+            let info = match stream.info().await {
+                Ok(info) if info.cluster.is_none() => return,
+                Ok(info) => info,
+                Err(_) => {
+                    unknown = true;
+                    break;
+                }
+            };
+            let Some(cluster) = info.cluster.clone() else {
+                return;
+            };
+            servers.extend(cluster.replicas.iter().map(|p| p.name.clone()));
+            servers.extend(cluster.leader.clone());
+            leaders.push((info.config.name.clone(), cluster.leader));
+        }
+        if unknown {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let mut led: std::collections::BTreeMap<&str, Vec<&str>> =
+            servers.iter().map(|s| (s.as_str(), Vec::new())).collect();
+        for (stream, leader) in &leaders {
+            if let Some(leader) = leader {
+                led.entry(leader.as_str()).or_default().push(stream);
+            }
+        }
+        let most = led.values().map(Vec::len).max().unwrap_or(0);
+        let least = led.values().map(Vec::len).min().unwrap_or(0);
+        if most <= least + 1 {
+            info!(leaders = ?leaders, "jobs streams' leaders spread over the cluster");
+            return;
+        }
+        let Some(crowded) = led
+            .values()
+            .find(|s| s.len() == most)
+            .and_then(|s| s.last())
+        else {
+            return;
+        };
+        let asked: Result<serde_json::Value, _> = js
+            .request(
+                format!("STREAM.LEADER.STEPDOWN.{crowded}"),
+                // The server takes an empty object as "no options" (`null` it refuses).
+                &serde_json::json!({}),
+            )
+            .await;
+        if let Err(e) = asked {
+            tracing::debug!(stream = crowded, error = %e, "a leader step-down was refused");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tracing::warn!(
+        "the jobs streams' leaders could not be spread over the cluster; losing the server \
+         that leads them all stops enqueues until new leaders are elected"
+    );
 }

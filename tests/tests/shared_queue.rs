@@ -269,6 +269,17 @@ async fn one_nats_server_of_three_killed_under_load_ingress_keeps_answering_200_
     // The worst server to lose: one leading a jobs stream (each leads one: the node spreads
     // them). That stream elects a new leader, seconds longer than LINE waits for its answer;
     // enqueues meanwhile go to the other streams.
+    // The node spreads the leaders in the background once it runs.
+    let streams = ["hookplane_jobs_0", "hookplane_jobs_1", "hookplane_jobs_2"];
+    let spread = eventually(WAIT, "the jobs streams' leaders spread", || async {
+        let mut leaders = HashSet::new();
+        for stream in streams {
+            leaders.insert(nats.leader_of(stream).await.ok()?);
+        }
+        (leaders.len() == streams.len()).then_some(())
+    })
+    .await;
+    assert!(spread.is_ok(), "{spread:?}\n{}", node.log());
     let leader = nats.leader_of("hookplane_jobs_0").await.unwrap();
     for n in 0..60u32 {
         if n == 20 {
