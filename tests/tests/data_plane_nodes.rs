@@ -19,15 +19,19 @@ async fn brand(client: &Client) -> String {
         .id
 }
 
-/// A control plane, a brand's channel forwarding to `receiver`, and a node that serves it.
-async fn node_forwarding_to(receiver: &Receiver) -> (ControlProcess, DataNode, String) {
+/// A control plane, a brand's channel forwarding to `receiver`, and a node (with `args`) that
+/// serves it.
+async fn node_forwarding_to(
+    receiver: &Receiver,
+    args: &[&str],
+) -> (ControlProcess, DataNode, String) {
     let control = ControlProcess::start().await.unwrap();
     let client = control.admin().await.unwrap();
     let channel = brand(&client).await;
     create_forwarding_set(&client, &channel, &receiver.url("/crm"))
         .await
         .unwrap();
-    let node = DataNode::start(&control, &[]).await.unwrap();
+    let node = DataNode::start(&control, args).await.unwrap();
     wait_for_channel(&node, &channel).await;
     (control, node, channel)
 }
@@ -49,14 +53,7 @@ async fn wait_for_channel(node: &DataNode, channel: &str) {
 #[tokio::test]
 async fn an_event_acknowledged_before_kill_9_is_delivered_after_the_restart() {
     let receiver = Receiver::start_with(Respond::Hang).await.unwrap();
-    let control = ControlProcess::start().await.unwrap();
-    let client = control.admin().await.unwrap();
-    let channel = brand(&client).await;
-    create_forwarding_set(&client, &channel, &receiver.url("/crm"))
-        .await
-        .unwrap();
-    let mut node = DataNode::start(&control, &[]).await.unwrap();
-    wait_for_channel(&node, &channel).await;
+    let (_control, mut node, channel) = node_forwarding_to(&receiver, &[]).await;
 
     let body = fixture("text.json");
     assert_eq!(post(&node, &channel, &body).await, 200);
@@ -77,16 +74,8 @@ async fn an_event_acknowledged_before_kill_9_is_delivered_after_the_restart() {
 #[tokio::test]
 async fn events_acknowledged_while_the_target_fails_survive_kill_9() {
     let receiver = Receiver::start_with(Respond::Status(503)).await.unwrap();
-    let control = ControlProcess::start().await.unwrap();
-    let client = control.admin().await.unwrap();
-    let channel = brand(&client).await;
-    create_forwarding_set(&client, &channel, &receiver.url("/crm"))
-        .await
-        .unwrap();
-    let mut node = DataNode::start(&control, &["--retry-schedule", "200ms"])
-        .await
-        .unwrap();
-    wait_for_channel(&node, &channel).await;
+    let (_control, mut node, channel) =
+        node_forwarding_to(&receiver, &["--retry-schedule", "200ms"]).await;
     for n in 0..5 {
         assert_eq!(post(&node, &channel, &ingress::text_event(n)).await, 200);
     }
@@ -160,7 +149,7 @@ async fn an_admin_write_reaches_every_connected_node_within_a_second() {
 async fn a_node_keeps_serving_while_the_control_plane_is_away_and_catches_up_after() {
     let first = Receiver::start().await.unwrap();
     let second = Receiver::start().await.unwrap();
-    let (mut control, node, channel) = node_forwarding_to(&first).await;
+    let (mut control, node, channel) = node_forwarding_to(&first, &[]).await;
 
     control.kill().await;
     assert_eq!(post(&node, &channel, &ingress::text_event(1)).await, 200);
@@ -184,7 +173,7 @@ async fn a_node_keeps_serving_while_the_control_plane_is_away_and_catches_up_aft
 #[tokio::test]
 async fn a_node_restarted_while_the_control_plane_is_away_serves_its_saved_config() {
     let receiver = Receiver::start().await.unwrap();
-    let (mut control, mut node, channel) = node_forwarding_to(&receiver).await;
+    let (mut control, mut node, channel) = node_forwarding_to(&receiver, &[]).await;
     let saved = node.dir.path().join("spool").join("config.sealed");
     eventually(WAIT, "the node to save its config", || async {
         saved.exists().then_some(())
