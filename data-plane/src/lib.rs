@@ -57,8 +57,6 @@ impl Backend {
     async fn open(cfg: &NodeConfig, node_id: &str) -> Result<Self, Error> {
         match &cfg.options.queue {
             QueueChoice::Spool => {
-                // It holds LINE users' messages: the node's alone.
-                queue::private_dir(&cfg.spool_dir)?;
                 let spool = Arc::new(Spool::open(&cfg.spool_dir)?);
                 Ok(Self {
                     outcomes: Arc::new(OutcomeLog::open(spool.db())?),
@@ -98,14 +96,18 @@ pub async fn run(
         outcomes,
         idempotency,
         spool,
-    } = Backend::open(&cfg, &node_id).await?;
+    } = {
+        // The node's directory (spool and saved config) holds LINE users' messages and channel
+        // secrets: the node's alone, whichever queue it uses.
+        queue::private_dir(&cfg.spool_dir)?;
+        Backend::open(&cfg, &node_id).await?
+    };
     let metrics = Arc::new(Metrics::default());
     if let Some(spool) = &spool {
         metrics.spool_corrupt_bytes(spool.corrupt_bytes_skipped());
     }
     let store = Arc::new(ConfigStore::default());
     // The config saved when the node last ran: served until the control plane is reached.
-    queue::private_dir(&cfg.spool_dir)?;
     let cache = Arc::new(config::ConfigCache::new(
         &cfg.spool_dir,
         options.config_cache_key.as_deref(),
