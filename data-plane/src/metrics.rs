@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::queue::Storage;
+
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{
@@ -32,6 +34,8 @@ pub struct Metrics {
     genesys_outbound_requests: Family<Outcome, Counter>,
     ingress_connections_refused: Counter,
     spool_corrupt_bytes: Gauge,
+    spool_storage_failures: Counter,
+    spool_segments_abandoned: Counter,
 }
 
 impl Default for Metrics {
@@ -47,7 +51,19 @@ impl Default for Metrics {
         let outcomes_unsent = Gauge::default();
         let ingress_connections_refused = Counter::default();
         let spool_corrupt_bytes = Gauge::default();
+        let spool_storage_failures = Counter::default();
+        let spool_segments_abandoned = Counter::default();
         let mut registry = Registry::default();
+        registry.register(
+            "hookplane_spool_storage_failures",
+            "Spool journal writes and syncs that failed (a full or failing disk)",
+            spool_storage_failures.clone(),
+        );
+        registry.register(
+            "hookplane_spool_segments_abandoned",
+            "Spool journal segments left after a failed sync, their later records written again",
+            spool_segments_abandoned.clone(),
+        );
         registry.register(
             "hookplane_spool_corrupt_bytes",
             "Bytes of corrupt spool records skipped in the middle of the journal when it was opened",
@@ -124,6 +140,8 @@ impl Default for Metrics {
             genesys_outbound_requests,
             ingress_connections_refused,
             spool_corrupt_bytes,
+            spool_storage_failures,
+            spool_segments_abandoned,
         }
     }
 }
@@ -180,10 +198,17 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition text, with the queue depth read at scrape time.
-    pub fn render(&self, queue_depth: u64) -> String {
+    /// The exposition text, with the queue depth and the queue's storage read at scrape time.
+    pub fn render(&self, queue_depth: u64, storage: &Storage) -> String {
         self.queue_depth
             .set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
+        // The queue counts; the counters catch up with it.
+        for (counter, total) in [
+            (&self.spool_storage_failures, storage.failures),
+            (&self.spool_segments_abandoned, storage.abandoned),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
@@ -204,8 +229,16 @@ mod tests {
         m.set_config_revision(7);
         m.genesys_skipped(2);
         m.genesys_outbound("queued");
-        let text = m.render(4);
+        let storage = Storage {
+            failure: None,
+            failures: 3,
+            abandoned: 1,
+        };
+        m.render(4, &storage);
+        let text = m.render(4, &storage);
         for needle in [
+            "hookplane_spool_storage_failures_total 3",
+            "hookplane_spool_segments_abandoned_total 1",
             "hookplane_ingress_requests_total{outcome=\"accepted\"} 1",
             "hookplane_queue_depth 4",
             "hookplane_delivery_attempts_total{outcome=\"succeeded\"} 1",

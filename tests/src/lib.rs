@@ -19,7 +19,7 @@ pub mod resetting;
 pub mod smtp;
 
 pub use fixtures::{FIXTURE_CHANNEL_SECRET, fixture};
-pub use process::{ControlProcess, DataNode, Standalone};
+pub use process::{ControlProcess, DataNode, NodeSetup, Standalone};
 pub use python::PyReceiver;
 pub use receiver::{Receiver, Respond};
 pub use resetting::ResettingReceiver;

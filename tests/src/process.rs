@@ -23,6 +23,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// One running `hookplane` process, its printed lines and its log file.
 struct Process {
     child: Child,
+    /// Started under another program (`strace`): the hookplane process is its child.
+    wrapped: bool,
     addrs: HashMap<String, SocketAddr>,
     stdout: Arc<Mutex<Vec<String>>>,
     log_path: PathBuf,
@@ -35,11 +37,28 @@ impl Process {
         log_path: &Path,
         listeners: &[&str],
     ) -> anyhow::Result<Process> {
+        Process::spawn_wrapped(&[], args, log_path, listeners).await
+    }
+
+    /// [`Process::spawn`] as `WRAPPER... hookplane ARGS` (e.g. under `strace`).
+    async fn spawn_wrapped(
+        wrapper: &[String],
+        args: &[String],
+        log_path: &Path,
+        listeners: &[&str],
+    ) -> anyhow::Result<Process> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log_path)?;
-        let mut command = Command::new(crate::binaries::hookplane());
+        let mut command = match wrapper.split_first() {
+            None => Command::new(crate::binaries::hookplane()),
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(crate::binaries::hookplane());
+                command
+            }
+        };
         command
             .args(args)
             .stdin(Stdio::null())
@@ -86,6 +105,7 @@ impl Process {
         }
         Ok(Process {
             child,
+            wrapped: !wrapper.is_empty(),
             addrs,
             stdout,
             log_path: log_path.to_path_buf(),
@@ -98,8 +118,24 @@ impl Process {
 
     /// SIGKILL, as `kill -9`: no shutdown code runs.
     async fn kill(&mut self) {
+        self.kill_wrapped();
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
+    }
+
+    /// SIGKILL to what a wrapper started: killing only the wrapper (`strace`) would leave the
+    /// traced process running.
+    fn kill_wrapped(&self) {
+        let Some(pid) = self.child.id().filter(|_| self.wrapped) else {
+            return;
+        };
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for child in children.split_whitespace() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", child])
+                .status();
+        }
     }
 
     /// SIGTERM, and waits for the process to exit by itself.
@@ -124,6 +160,12 @@ impl Process {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill_wrapped();
     }
 }
 
@@ -378,6 +420,27 @@ impl ControlProcess {
 }
 
 /// `hookplane data`: one node of a control plane.
+/// How [`DataNode::spawn_with`] starts a node.
+pub struct NodeSetup {
+    /// Its `--spool-dir` (default: in its temporary directory).
+    pub spool_dir: Option<PathBuf>,
+    /// A program and its arguments to run the node under, given the spool dir (e.g. `strace`
+    /// injecting faults on a file there); restarts run it without.
+    pub wrapper: Wrapper,
+}
+
+/// The command line a node runs under, given its spool dir.
+pub type Wrapper = Box<dyn FnOnce(&Path) -> Vec<String> + Send>;
+
+impl Default for NodeSetup {
+    fn default() -> Self {
+        NodeSetup {
+            spool_dir: None,
+            wrapper: Box::new(|_| Vec::new()),
+        }
+    }
+}
+
 pub struct DataNode {
     process: Process,
     args: Vec<String>,
@@ -396,7 +459,17 @@ impl DataNode {
 
     /// Starts a node without waiting for it to become ready.
     pub async fn spawn(control: &ControlProcess, extra: &[&str]) -> anyhow::Result<DataNode> {
+        DataNode::spawn_with(control, extra, NodeSetup::default()).await
+    }
+
+    /// [`DataNode::spawn`] with its spool elsewhere or under a wrapper program.
+    pub async fn spawn_with(
+        control: &ControlProcess,
+        extra: &[&str],
+        setup: NodeSetup,
+    ) -> anyhow::Result<DataNode> {
         let dir = tempfile::tempdir()?;
+        let spool = setup.spool_dir.unwrap_or_else(|| dir.path().join("spool"));
         let mut args = strings(&[
             "data",
             "--control-url",
@@ -404,12 +477,19 @@ impl DataNode {
             "--node-token",
             &control.node_token,
             "--spool-dir",
-            dir.path().join("spool").to_str().expect("utf-8 temp dir"),
+            spool.to_str().expect("utf-8 spool dir"),
             "--allow-target-network",
             "127.0.0.0/8",
         ]);
         args.extend(strings(extra));
-        let process = DataNode::launch(&args, dir.path(), None).await?;
+        let all = DataNode::with_listeners(&args, None);
+        let process = Process::spawn_wrapped(
+            &(setup.wrapper)(&spool),
+            &all,
+            &dir.path().join("data.log"),
+            &["ingress", "data-plane gRPC"],
+        )
+        .await?;
         Ok(DataNode {
             ingress_addr: process.addr("ingress"),
             grpc_addr: process.addr("data-plane gRPC"),
@@ -424,6 +504,12 @@ impl DataNode {
         dir: &Path,
         addrs: Option<[SocketAddr; 2]>,
     ) -> anyhow::Result<Process> {
+        let all = DataNode::with_listeners(args, addrs);
+        Process::spawn(&all, &dir.join("data.log"), &["ingress", "data-plane gRPC"]).await
+    }
+
+    /// `args` and the listen flags: the given addresses, or ports the OS picks.
+    fn with_listeners(args: &[String], addrs: Option<[SocketAddr; 2]>) -> Vec<String> {
         let [ingress, grpc] = addrs.map_or_else(
             || ["127.0.0.1:0".to_owned(), "127.0.0.1:0".to_owned()],
             |a| a.map(|a| a.to_string()),
@@ -435,7 +521,7 @@ impl DataNode {
             "--grpc-listen".to_owned(),
             grpc,
         ]);
-        Process::spawn(&all, &dir.join("data.log"), &["ingress", "data-plane gRPC"]).await
+        all
     }
 
     pub fn ingress_url(&self) -> String {

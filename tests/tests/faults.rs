@@ -14,8 +14,8 @@ use std::{
 
 use hookplane_client::Client;
 use hookplane_tests::{
-    ControlProcess, DataNode, FIXTURE_CHANNEL_SECRET, Receiver, ResettingReceiver, Respond, api::*,
-    eventually, fixture, receiver::Received,
+    ControlProcess, DataNode, FIXTURE_CHANNEL_SECRET, NodeSetup, Receiver, ResettingReceiver,
+    Respond, api::*, eventually, fixture, receiver::Received,
 };
 use hookplane_verify::line;
 use tokio::task::JoinSet;
@@ -461,4 +461,214 @@ async fn the_spool_is_private_to_the_node() {
         let path = entry.unwrap().path();
         assert_eq!(mode(&path), 0o600, "{}", path.display());
     }
+}
+
+/// The journal's first segment in a fresh spool, where the tests below inject faults.
+fn first_segment(spool: &std::path::Path) -> std::path::PathBuf {
+    spool.join("journal").join(format!("{:020}.seg", 1))
+}
+
+async fn readyz(node: &DataNode) -> (reqwest::StatusCode, String) {
+    let response = reqwest::get(format!("{}/readyz", node.ingress_url()))
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_failed_sync_answers_503_abandons_the_segment_and_lines_retry_is_stored_and_delivered() {
+    bounded(async {
+        let receiver = Receiver::start().await.unwrap();
+        let control = ControlProcess::start().await.unwrap();
+        let admin = control.admin().await.unwrap();
+        let channel = channel_forwarding_to(&admin, &[receiver.url("/crm")]).await;
+        // Every fdatasync of the journal's first segment fails, as on a failing disk; the
+        // segments after it sync normally. The channel is in the first snapshot, so the first
+        // webhook is the first sync.
+        let setup = NodeSetup {
+            spool_dir: None,
+            wrapper: Box::new(|spool| {
+                [
+                    "strace",
+                    "-f",
+                    "-qq",
+                    "-o",
+                    "/dev/null",
+                    "-e",
+                    "signal=none",
+                    "-e",
+                    "trace=fdatasync",
+                    "-e",
+                    "inject=fdatasync:error=EIO",
+                    "-P",
+                ]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .chain([first_segment(spool).to_str().unwrap().to_owned()])
+                .collect()
+            }),
+        };
+        let node = DataNode::spawn_with(&control, &[], setup).await.unwrap();
+        hookplane_tests::process::wait_ready(node.ingress_addr)
+            .await
+            .unwrap();
+        let client = reqwest::Client::new();
+        let url = webhook_url(&node, &channel);
+
+        assert_eq!(
+            post(&client, &url, text_event(1)).await,
+            Some(reqwest::StatusCode::SERVICE_UNAVAILABLE),
+            "a webhook whose sync failed is not acknowledged"
+        );
+        // LINE sends the same webhook again: it is stored (in the next segment) and answered
+        // 200, not skipped as already held.
+        eventually(WAIT, "LINE's retry to be acknowledged", || async {
+            (post(&client, &url, text_event(1)).await == Some(reqwest::StatusCode::OK))
+                .then_some(())
+        })
+        .await
+        .unwrap();
+        eventually(WAIT, "the event to be delivered", || async {
+            events_at(&receiver)
+                .contains(&webhook_event_id(1))
+                .then_some(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            node.metric("hookplane_spool_segments_abandoned_total")
+                .await
+                .unwrap(),
+            Some(1)
+        );
+        assert!(
+            node.log().contains("the segment is abandoned"),
+            "the node did not say so:\n{}",
+            node.log()
+        );
+    })
+    .await;
+}
+
+/// A tmpfs of its own, unmounted when dropped (CI runs as root).
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CI runs as root)"
+        );
+        SmallDisk(dir)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while file.write_all(&chunk).is_ok() {}
+        // The last pages too.
+        while file.write_all(&[0u8; 512]).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_and_takes_the_same_webhook_again_once_space_is_freed() {
+    bounded(async {
+        let receiver = Receiver::start().await.unwrap();
+        let control = ControlProcess::start().await.unwrap();
+        let admin = control.admin().await.unwrap();
+        let channel = channel_forwarding_to(&admin, &[receiver.url("/crm")]).await;
+        let disk = SmallDisk::mount("4m");
+        // Journal segments grow as they are written (none is preallocated), so a full disk
+        // shows at the first write after it fills.
+        let setup = NodeSetup {
+            spool_dir: Some(disk.path().join("spool")),
+            ..NodeSetup::default()
+        };
+        let mut node = DataNode::spawn_with(&control, &[], setup).await.unwrap();
+        hookplane_tests::process::wait_ready(node.ingress_addr)
+            .await
+            .unwrap();
+        let client = reqwest::Client::new();
+        let url = webhook_url(&node, &channel);
+        assert_eq!(
+            post(&client, &url, text_event(1)).await,
+            Some(reqwest::StatusCode::OK)
+        );
+
+        let filler = disk.fill();
+        // The first few may still fit in the last page the journal's segment has.
+        let mut refused = None;
+        for n in 2..100 {
+            match post(&client, &url, text_event(n)).await {
+                Some(reqwest::StatusCode::OK) => {}
+                Some(reqwest::StatusCode::SERVICE_UNAVAILABLE) => {
+                    refused = Some(n);
+                    break;
+                }
+                other => panic!("event {n} was answered {other:?}"),
+            }
+        }
+        let refused = refused.expect("a webhook that could not be written is not acknowledged");
+        let (status, why) = readyz(&node).await;
+        assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{why}");
+        assert!(why.contains("cannot store new work"), "{why}");
+        assert!(
+            node.metric("hookplane_spool_storage_failures_total")
+                .await
+                .unwrap()
+                .is_some_and(|n| n > 0)
+        );
+
+        std::fs::remove_file(filler).unwrap();
+        eventually(WAIT, "the node to be ready again", || async {
+            (readyz(&node).await.0 == reqwest::StatusCode::OK).then_some(())
+        })
+        .await
+        .unwrap();
+        // LINE's retry of the refused webhook is stored and delivered, not skipped as held.
+        assert_eq!(
+            post(&client, &url, text_event(refused)).await,
+            Some(reqwest::StatusCode::OK)
+        );
+        eventually(WAIT, "every event to be delivered", || async {
+            let seen = events_at(&receiver);
+            (1..=refused)
+                .all(|n| seen.contains(&webhook_event_id(n)))
+                .then_some(())
+        })
+        .await
+        .unwrap();
+        node.kill().await;
+    })
+    .await;
 }

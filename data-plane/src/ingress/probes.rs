@@ -15,12 +15,20 @@ pub async fn healthz() -> &'static str {
 }
 
 /// Ready once a configuration snapshot is applied (before that every webhook would be
-/// refused), and until the node is asked to stop.
+/// refused), and until the node is asked to stop; not while its spool cannot store new work
+/// (a full or failing disk), so a load balancer sends webhooks to nodes that can.
 pub async fn readyz(State(ingress): State<Arc<Ingress>>) -> Response {
     if ingress.draining.load(std::sync::atomic::Ordering::Acquire) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "draining: this node is stopping\n",
+        )
+            .into_response();
+    }
+    if let Some(why) = ingress.queue.storage().failure {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the spool cannot store new work ({why})\n"),
         )
             .into_response();
     }
@@ -47,12 +55,13 @@ pub async fn readyz(State(ingress): State<Arc<Ingress>>) -> Response {
 
 pub async fn metrics(State(ingress): State<Arc<Ingress>>) -> Response {
     let depth = ingress.queue.depth().await.unwrap_or(0);
+    let storage = ingress.queue.storage();
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        ingress.metrics.render(depth),
+        ingress.metrics.render(depth, &storage),
     )
         .into_response()
 }

@@ -234,6 +234,10 @@ impl<K: KeyBytes, V> HashedMap<K, V> {
     pub fn keys(&self) -> impl Iterator<Item = &HashedKey<K>> {
         self.shards.iter().flat_map(HashMap::keys)
     }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&HashedKey<K>, &V)> {
+        self.shards.iter().flat_map(HashMap::iter)
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,17 @@
 //! the bytes skipped are logged and counted ([`Journal::skipped_bytes`], exported by the node).
 //!
 //! The records hold LINE users' messages: the directory is made 0700 and segments 0600.
+//!
+//! A write or a sync can fail (a full disk, a failing one). A failed write leaves the appends
+//! gathered in memory and is tried again; nothing before it was lost. A failed `fdatasync` is
+//! not tried again on the same file: Linux may have dropped the pages it could not write and
+//! report the next sync of that file as a success. The segment is abandoned at the point its
+//! last good sync reached, every record behind that point that is still the latest for its key
+//! is appended again to a new segment, and the node says so (an error log, a count it exports).
+//! Either way the caller of the failed sync gets the error; the records stay in the index, so a
+//! later sync that succeeds makes them durable and a caller that enqueues the same keys again is
+//! told the truth. Until a sync succeeds again the journal takes no new enqueues
+//! ([`Journal::writable`]): the node answers 503 and uses no memory for work it cannot store.
 
 use std::{
     collections::BTreeMap,
@@ -48,6 +59,8 @@ const MAINTENANCE_EVERY: Duration = Duration::from_millis(100);
 /// Live records copied forward under one hold of the lock, so enqueues wait little.
 const COPY_CHUNK: usize = 512;
 const HEADER: usize = 12;
+/// The longest wait between tries to write and sync again after a failure.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
 const OP_PUT: u8 = 1;
 const OP_REMOVE: u8 = 2;
 
@@ -78,6 +91,20 @@ struct Loc {
     len: u32,
 }
 
+enum Source {
+    Read(Vec<u8>),
+    File(Arc<File>),
+}
+
+impl Source {
+    fn value(self, loc: Loc) -> Result<Vec<u8>, Error> {
+        match self {
+            Source::Read(value) => Ok(value),
+            Source::File(file) => read_value(&file, loc),
+        }
+    }
+}
+
 struct Segment {
     file: Arc<File>,
     /// Bytes of records in it (written or gathered).
@@ -97,6 +124,22 @@ struct Inner {
     index: [HashedMap<Box<[u8]>, Loc>; 2],
     /// Appends so far, for the group commit.
     appended: u64,
+    /// Bytes of the active segment that a sync made durable.
+    synced_len: u64,
+    /// Why the last write or sync failed, while no sync has succeeded since.
+    failure: Option<String>,
+    /// A sync failed and the active segment is still to be abandoned (the next one could not be
+    /// made yet).
+    abandon_pending: bool,
+    /// When the maintenance thread next tries to write out and sync after a failure.
+    retry_at: Option<std::time::Instant>,
+    retry_wait: Duration,
+    /// Writes and syncs that failed, and segments abandoned, since the journal was opened.
+    failures: u64,
+    abandoned: u64,
+    /// Tests: the next sync fails as a failing disk's would.
+    #[cfg(test)]
+    fail_next_sync: bool,
 }
 
 struct Shared {
@@ -257,8 +300,11 @@ impl Inner {
             segment.bytes += u64::from(len);
         }
         self.appended += 1;
-        if self.gathered.len() >= WRITE_BEHIND {
-            self.write_out()?;
+        if self.gathered.len() >= WRITE_BEHIND && self.failure.is_none() {
+            // A failure is noted and the appends stay gathered; the next sync reports it.
+            if let Err(e) = self.write_out() {
+                self.failed("write", &e);
+            }
         }
         Ok(Loc {
             segment: self.active,
@@ -287,13 +333,15 @@ impl Inner {
         Ok(())
     }
 
-    fn file_of(&mut self, loc: Loc) -> Result<Arc<File>, Error> {
-        if loc.segment == self.active && loc.offset + u64::from(loc.len) > self.written {
-            self.write_out()?;
+    /// Where the value at `loc` is read: a copy of a gathered record, or its file (read
+    /// after the lock is let go).
+    fn source(&self, loc: Loc) -> Result<Source, Error> {
+        if loc.segment == self.active && loc.offset >= self.written {
+            return self.read_local(loc).map(Source::Read);
         }
         self.segments
             .get(&loc.segment)
-            .map(|s| Arc::clone(&s.file))
+            .map(|s| Source::File(Arc::clone(&s.file)))
             .ok_or_else(|| {
                 io::Error::other(format!("journal segment {} is gone", loc.segment)).into()
             })
@@ -320,14 +368,34 @@ impl Inner {
     }
 
     /// Closes the active segment (durable first: syncs cover only the active one) and begins
-    /// the next.
+    /// the next. While writes fail the active segment grows past its size instead.
     fn roll(&mut self) -> Result<(), Error> {
-        self.write_out()?;
-        if let Some(file) = self.active_file() {
-            file.sync_data()?;
+        if self.failure.is_some() {
+            return Ok(());
         }
+        if let Err(e) = self.write_out() {
+            self.failed("write", &e);
+            return Ok(());
+        }
+        if let Some(file) = self.active_file()
+            && let Err(e) = file.sync_data()
+        {
+            self.failed("sync", &e.into());
+            // Abandoning begins the next segment.
+            return self.abandon();
+        }
+        self.begin_next()
+    }
+
+    fn begin_next(&mut self) -> Result<(), Error> {
+        let file = create_segment(&self.dir, self.active + 1)?;
+        self.install_next(file);
+        Ok(())
+    }
+
+    /// Makes `file` (the segment after the active one) the one appended to.
+    fn install_next(&mut self, file: File) {
         let next = self.active + 1;
-        let file = create_segment(&self.dir, next)?;
         self.segments.insert(
             next,
             Segment {
@@ -338,7 +406,109 @@ impl Inner {
         );
         self.active = next;
         self.written = 0;
+        self.synced_len = 0;
+    }
+
+    /// Notes a failed write or sync: no new enqueues until a sync succeeds again.
+    fn failed(&mut self, what: &'static str, e: &Error) {
+        self.failures += 1;
+        if self.failure.is_none() {
+            tracing::error!(
+                error = %e,
+                "the spool journal could not {what} its records; new work is refused (503) \
+                 until it can"
+            );
+            self.retry_wait = MAINTENANCE_EVERY;
+        }
+        self.failure = Some(format!("{what}: {e}"));
+        self.retry_at = Some(std::time::Instant::now() + self.retry_wait);
+        self.retry_wait = (self.retry_wait * 2).min(MAX_RETRY_WAIT);
+        if what == "sync" {
+            self.abandon_pending = true;
+        }
+    }
+
+    /// A sync succeeded: everything appended before it is durable.
+    fn recovered(&mut self, segment: u64, upto: u64) {
+        if self.active == segment {
+            self.synced_len = self.synced_len.max(upto);
+        }
+        if self.failure.take().is_some() && !self.abandon_pending {
+            tracing::warn!("the spool journal writes and syncs again; new work is taken");
+        }
+        self.retry_at = None;
+    }
+
+    /// Leaves the active segment after a failed sync: its records past the last good sync are
+    /// appended again to a new segment, from memory where they were never written and from the
+    /// file (still in the page cache) where they were.
+    fn abandon(&mut self) -> Result<(), Error> {
+        let segment = self.active;
+        let from = self.synced_len;
+        let mut behind = Vec::new();
+        for space in [Space::Jobs, Space::Bodies] {
+            for (key, loc) in self.index(space).iter() {
+                if loc.segment == segment && loc.offset >= from {
+                    behind.push((space, key.key().clone(), *loc));
+                }
+            }
+        }
+        let mut again = Vec::with_capacity(behind.len());
+        let mut unreadable = 0_usize;
+        for (space, key, loc) in behind {
+            match self.read_local(loc) {
+                Ok(value) => again.push((space, key, value)),
+                // Left where it is: a restart reads whatever of it reached the disk.
+                Err(_) => unreadable += 1,
+            }
+        }
+        // Nothing changes until the next segment exists: a failure here is tried again.
+        let file = create_segment(&self.dir, segment + 1)?;
+        self.write_out_lost();
+        self.install_next(file);
+        self.abandon_pending = false;
+        self.abandoned += 1;
+        for (space, key, value) in &again {
+            self.put(*space, key, value)?;
+        }
+        tracing::error!(
+            segment = %segment_path(&self.dir, segment).display(),
+            durable_bytes = from,
+            appended_again = again.len(),
+            unreadable,
+            "a sync of the spool journal failed: the segment is abandoned at its last good sync \
+             and its later records are appended again to a new one \
+             (see hookplane_spool_segments_abandoned_total)"
+        );
         Ok(())
+    }
+
+    /// Forgets the appends that were never written: the abandoned segment keeps what reached
+    /// its file, and its records that matter are appended again.
+    fn write_out_lost(&mut self) {
+        if let Some(s) = self.segments.get_mut(&self.active) {
+            s.bytes = self.written;
+        }
+        self.gathered.clear();
+    }
+
+    /// The value of the record at `loc`, read under the lock: from the gathered appends, or
+    /// from its file.
+    fn read_local(&self, loc: Loc) -> Result<Vec<u8>, Error> {
+        if loc.segment == self.active && loc.offset >= self.written {
+            let start = usize::try_from(loc.offset - self.written).map_err(io::Error::other)?;
+            let record = self
+                .gathered
+                .get(start..start + loc.len as usize)
+                .ok_or_else(|| io::Error::other("a gathered journal record is out of range"))?;
+            return decoded_value(record, loc);
+        }
+        let file = self
+            .segments
+            .get(&loc.segment)
+            .map(|s| Arc::clone(&s.file))
+            .ok_or_else(|| io::Error::other(format!("journal segment {} is gone", loc.segment)))?;
+        read_value(&file, loc)
     }
 
     /// The oldest segments with nothing live in them, to delete once the active one is synced.
@@ -414,6 +584,15 @@ impl Journal {
             gathered: Vec::new(),
             index: [HashedMap::default(), HashedMap::default()],
             appended: 0,
+            synced_len: 0,
+            failure: None,
+            abandon_pending: false,
+            retry_at: None,
+            retry_wait: MAINTENANCE_EVERY,
+            failures: 0,
+            abandoned: 0,
+            #[cfg(test)]
+            fail_next_sync: false,
         };
         let mut skipped_bytes = 0;
         for n in &numbers {
@@ -459,14 +638,14 @@ impl Journal {
 
     /// The latest value of `key`.
     pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        let (file, loc) = {
+        let (source, loc) = {
             let mut inner = self.lock();
             let Some(loc) = inner.index(space).get(Probe::new(key).lookup()).copied() else {
                 return Ok(None);
             };
-            (inner.file_of(loc)?, loc)
+            (inner.source(loc)?, loc)
         };
-        read_value(&file, loc).map(Some)
+        source.value(loc).map(Some)
     }
 
     pub fn insert(&self, space: Space, key: &[u8], value: &[u8]) -> Result<(), Error> {
@@ -499,8 +678,7 @@ impl Journal {
         let Some(loc) = inner.index(space).remove(Probe::new(key).lookup()) else {
             return Ok(None);
         };
-        let file = inner.file_of(loc)?;
-        let value = read_value(&file, loc)?;
+        let value = inner.source(loc)?.value(loc)?;
         inner.append(OP_REMOVE, space, key, &[])?;
         inner.superseded(loc);
         Ok(Some(value))
@@ -560,24 +738,44 @@ impl Journal {
     }
 
     /// Makes everything appended before the call durable. Concurrent callers share a sync.
+    ///
+    /// An error means what the caller appended may not be durable (it is kept and made durable
+    /// by the next sync that succeeds; see the module comment).
     pub async fn sync(&self) -> Result<(), Error> {
         let mine = self.lock().appended;
         let mut synced = self.shared.synced.lock().await;
         if *synced >= mine {
             return Ok(());
         }
-        let (file, covers) = {
-            let mut inner = self.lock();
-            inner.write_out()?;
-            (inner.active_file(), inner.appended)
-        };
-        if let Some(file) = file {
-            tokio::task::spawn_blocking(move || file.sync_data())
-                .await
-                .map_err(io::Error::other)??;
-        }
-        *synced = covers;
+        let shared = Arc::clone(&self.shared);
+        let covers = tokio::task::spawn_blocking(move || shared.make_durable())
+            .await
+            .map_err(io::Error::other)??;
+        *synced = (*synced).max(covers);
         Ok(())
+    }
+
+    /// Whether new work may be appended: not while writes or syncs fail (see the module
+    /// comment). The error says why.
+    pub fn writable(&self) -> Result<(), Error> {
+        match &self.lock().failure {
+            None => Ok(()),
+            Some(why) => Err(io::Error::other(format!(
+                "the spool cannot store new work now ({why}); try again later"
+            ))
+            .into()),
+        }
+    }
+
+    /// Why writes or syncs fail now, if they do.
+    pub fn failure(&self) -> Option<String> {
+        self.lock().failure.clone()
+    }
+
+    /// Writes or syncs that failed, and segments abandoned, since it was opened.
+    pub fn failures(&self) -> (u64, u64) {
+        let inner = self.lock();
+        (inner.failures, inner.abandoned)
     }
 
     /// Writes out and syncs what was appended, blocking.
@@ -595,6 +793,12 @@ impl Journal {
     #[cfg(test)]
     pub fn segments(&self) -> usize {
         self.lock().segments.len()
+    }
+
+    /// Makes the next sync fail, for tests of a failing disk.
+    #[cfg(test)]
+    pub fn fail_next_sync(&self) {
+        self.lock().fail_next_sync = true;
     }
 
     /// Begins a new segment now, for tests of reclaiming.
@@ -628,25 +832,77 @@ impl Shared {
     }
 
     fn sync_blocking(&self) -> Result<(), Error> {
-        let file = {
-            let mut inner = self.lock();
-            inner.write_out()?;
-            inner.active_file()
-        };
-        if let Some(file) = file {
-            file.sync_data()?;
-        }
-        Ok(())
+        self.make_durable().map(|_| ())
     }
 
-    /// Deletes the oldest segments with nothing live, after syncing what superseded them.
+    /// Writes out what was appended and syncs it; the count of appends it made durable. A
+    /// failed write keeps the appends gathered; a failed sync abandons the segment (see the
+    /// module comment).
+    fn make_durable(&self) -> Result<u64, Error> {
+        self.make_durable_noting(|_| {})
+    }
+
+    /// [`Shared::make_durable`], calling `before` with the journal as it is when the sync
+    /// begins (under the same hold of the lock).
+    fn make_durable_noting(&self, before: impl FnOnce(&Inner)) -> Result<u64, Error> {
+        let (file, segment, upto, covers) = {
+            let mut inner = self.lock();
+            if inner.abandon_pending {
+                inner.abandon()?;
+            }
+            if let Err(e) = inner.write_out() {
+                inner.failed("write", &e);
+                return Err(e);
+            }
+            before(&inner);
+            (
+                inner.active_file(),
+                inner.active,
+                inner.written,
+                inner.appended,
+            )
+        };
+        let result = file.map_or(Ok(()), |file| file.sync_data());
+        let mut inner = self.lock();
+        #[cfg(test)]
+        let result = if std::mem::take(&mut inner.fail_next_sync) {
+            Err(io::Error::from_raw_os_error(5))
+        } else {
+            result
+        };
+        match result {
+            Ok(()) => {
+                inner.recovered(segment, upto);
+                Ok(covers)
+            }
+            Err(e) => {
+                let e = Error::from(e);
+                if inner.active == segment {
+                    inner.failed("sync", &e);
+                    if let Err(again) = inner.abandon() {
+                        tracing::error!(
+                            error = %again,
+                            "the spool journal could not begin a new segment; tried again later"
+                        );
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes the oldest segments with nothing live, after syncing what superseded them:
+    /// only those that had nothing live when the sync began, since whatever superseded their
+    /// records since may not be durable yet.
     fn reclaim(&self) -> Result<(), Error> {
         if self.lock().reclaimable().is_empty() {
             return Ok(());
         }
-        self.sync_blocking()?;
+        let mut before = Vec::new();
+        self.make_durable_noting(|inner| before = inner.reclaimable())?;
         let mut inner = self.lock();
-        for n in inner.reclaimable() {
+        let now = inner.reclaimable();
+        for n in before.into_iter().filter(|n| now.contains(n)) {
             std::fs::remove_file(segment_path(&inner.dir, n))?;
             inner.segments.remove(&n);
         }
@@ -674,7 +930,24 @@ impl Shared {
     }
 
     fn maintain(&self) -> Result<(), Error> {
-        self.lock().write_out()?;
+        let retry_at = {
+            let inner = self.lock();
+            inner.failure.as_ref().and(inner.retry_at)
+        };
+        if let Some(at) = retry_at {
+            // After a failure: try again now and then, and nothing else until it works.
+            if std::time::Instant::now() < at {
+                return Ok(());
+            }
+            self.make_durable()?;
+        }
+        {
+            let mut inner = self.lock();
+            if let Err(e) = inner.write_out() {
+                inner.failed("write", &e);
+                return Err(e);
+            }
+        }
         let compact = self.lock().to_compact();
         if let Some((n, file, bytes)) = compact {
             self.compact(n, &file, bytes)?;
@@ -697,7 +970,11 @@ fn maintain(shared: &Weak<Shared>, stopped: &mpsc::Receiver<()>) {
 fn read_value(file: &File, loc: Loc) -> Result<Vec<u8>, Error> {
     let mut record = vec![0; loc.len as usize];
     file.read_exact_at(&mut record, loc.offset)?;
-    let decoded = decode(&record).ok_or_else(|| {
+    decoded_value(&record, loc)
+}
+
+fn decoded_value(record: &[u8], loc: Loc) -> Result<Vec<u8>, Error> {
+    let decoded = decode(record).ok_or_else(|| {
         io::Error::other(format!(
             "journal segment {} holds a corrupt record at {}",
             loc.segment, loc.offset
@@ -844,6 +1121,62 @@ mod tests {
         assert_eq!(
             journal.get(Space::Jobs, b"k\x02").unwrap(),
             Some(vec![2; 100])
+        );
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_sync_the_records_behind_it_are_written_again_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let journal = Journal::open_unattended(dir.path()).unwrap();
+            journal.insert(Space::Jobs, b"durable", b"one").unwrap();
+            journal.sync().await.unwrap();
+            journal.insert(Space::Jobs, b"durable", b"two").unwrap();
+            journal.insert(Space::Jobs, b"new", b"three").unwrap();
+            journal.insert(Space::Bodies, b"body", b"four").unwrap();
+            journal.fail_next_sync();
+            assert!(journal.sync().await.is_err());
+            assert!(journal.writable().is_err(), "new work is refused");
+            assert_eq!(journal.failures(), (1, 1));
+            assert_eq!(journal.segments(), 2, "the next segment was begun");
+            // Read back from where they were appended again.
+            assert_eq!(journal.get(Space::Jobs, b"new").unwrap().unwrap(), b"three");
+            journal.sync().await.unwrap();
+            journal.writable().unwrap();
+        }
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(
+            journal.get(Space::Jobs, b"durable").unwrap().unwrap(),
+            b"two"
+        );
+        assert_eq!(journal.get(Space::Jobs, b"new").unwrap().unwrap(), b"three");
+        assert_eq!(
+            journal.get(Space::Bodies, b"body").unwrap().unwrap(),
+            b"four"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_is_not_retried_on_the_same_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open_unattended(dir.path()).unwrap();
+        journal.insert(Space::Jobs, b"a", b"one").unwrap();
+        journal.fail_next_sync();
+        assert!(journal.sync().await.is_err());
+        let abandoned = segment_path(dir.path(), 1);
+        let before = std::fs::metadata(&abandoned).unwrap().len();
+        journal.insert(Space::Jobs, b"b", b"two").unwrap();
+        journal.sync().await.unwrap();
+        assert_eq!(
+            std::fs::metadata(&abandoned).unwrap().len(),
+            before,
+            "nothing more was written to the abandoned segment"
+        );
+        assert!(
+            std::fs::metadata(segment_path(dir.path(), 2))
+                .unwrap()
+                .len()
+                > 0
         );
     }
 

@@ -112,6 +112,21 @@ pub trait Queue: Send + Sync + 'static {
     async fn requeue_failed(&self, delivery_id: &str) -> Result<bool, Error>;
     /// Jobs waiting or in flight (parked failures not counted).
     async fn depth(&self) -> Result<u64, Error>;
+    /// How the backend's own storage fares (the spool's disk); a broker says nothing here.
+    fn storage(&self) -> Storage {
+        Storage::default()
+    }
+}
+
+/// The state of a queue's own storage, for readiness and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Storage {
+    /// Why new work cannot be stored now, while that lasts.
+    pub failure: Option<String>,
+    /// Writes and syncs that failed since start.
+    pub failures: u64,
+    /// Spool segments abandoned after a failed sync since start.
+    pub abandoned: u64,
 }
 
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {

@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use super::{
-    Job, Leased, Queue, Receipt, Room,
+    Job, Leased, Queue, Receipt, Room, Storage,
     bodies::{Bodies, BodyKey},
     hashed_key::{HashedKey, HashedMap, Probe},
     journal::{Journal, Space},
@@ -613,15 +613,21 @@ impl Queue for Spool {
         if jobs.is_empty() {
             return Ok(());
         }
+        // While the disk refuses writes nothing new is taken: the caller answers 503 and the
+        // node holds no work it cannot store.
+        self.journal.writable()?;
         let now = unix_ms(SystemTime::now());
         let added = self.insert_new(jobs)?;
-        self.journal.sync().await?;
+        let synced = self.journal.sync().await;
+        // Held even when the sync failed: the journal keeps the records and the next sync that
+        // succeeds makes them durable, so the sender's retry of the same ids (a no-op here)
+        // waits for that sync and is answered truthfully, and the jobs are delivered.
         self.inbox
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((now, added));
         self.arrivals.notify_waiters();
-        Ok(())
+        synced
     }
 
     async fn lease(
@@ -777,6 +783,15 @@ impl Queue for Spool {
     async fn depth(&self) -> Result<u64, Error> {
         Ok(self.schedule().held.len() as u64)
     }
+
+    fn storage(&self) -> Storage {
+        let (failures, abandoned) = self.journal.failures();
+        Storage {
+            failure: self.journal.failure(),
+            failures,
+            abandoned,
+        }
+    }
 }
 
 /// Moves jobs and bodies a spool kept in sled before the journal into the journal, durably, then
@@ -794,7 +809,9 @@ fn move_out_of_sled(db: &sled::Db, journal: &Journal) -> Result<(), Error> {
             moved += 1;
         }
     }
-    journal.sync_blocking()?;
+    if moved > 0 {
+        journal.sync_blocking()?;
+    }
     for name in [SLED_BODIES, SLED_JOBS] {
         db.drop_tree(name)?;
     }
