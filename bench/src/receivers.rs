@@ -42,6 +42,13 @@ pub struct Receivers {
 
 impl Receivers {
     pub async fn counting(n: usize) -> anyhow::Result<Receivers> {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        Receivers::counting_at(&vec![any; n]).await
+    }
+
+    /// Receivers at the given addresses (the ports of targets that were down).
+    pub async fn counting_at(at: &[SocketAddr]) -> anyhow::Result<Receivers> {
+        let n = at.len();
         let counts: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -49,8 +56,8 @@ impl Receivers {
             .enable_all()
             .build()?;
         let mut addrs = Vec::with_capacity(n);
-        for index in 0..n {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        for (index, addr) in at.iter().enumerate() {
+            let listener = std::net::TcpListener::bind(addr)?;
             listener.set_nonblocking(true)?;
             addrs.push(listener.local_addr()?);
             let counts = Arc::clone(&counts);

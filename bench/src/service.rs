@@ -262,6 +262,7 @@ pub async fn wait_revision(ingress: SocketAddr, at_least: u64) -> anyhow::Result
 /// `hookplane standalone` with loopback targets allowed.
 pub struct Standalone {
     pub process: Process,
+    args: Vec<String>,
     pub dir: TempDir,
     pub control: SocketAddr,
     pub ingress: SocketAddr,
@@ -298,6 +299,7 @@ impl Standalone {
         )
         .await?;
         let standalone = Standalone {
+            args,
             control: process.addr("control plane"),
             ingress: process.addr("ingress"),
             grpc: process.addr("data-plane gRPC"),
@@ -306,6 +308,30 @@ impl Standalone {
         };
         wait_ready(standalone.ingress).await?;
         Ok(standalone)
+    }
+
+    /// Kills it (SIGKILL) and starts it again on the same data dir and ports, without waiting
+    /// until it is ready.
+    pub async fn restart(&mut self, binary: &Path) -> anyhow::Result<()> {
+        self.process.stop().await;
+        let mut args = self.args.clone();
+        for (flag, addr) in [
+            ("--control-listen", self.control),
+            ("--ingress-listen", self.ingress),
+            ("--data-grpc-listen", self.grpc),
+        ] {
+            if let Some(i) = args.iter().position(|a| a == flag) {
+                args[i + 1] = addr.to_string();
+            }
+        }
+        self.process = Process::spawn(
+            binary,
+            &args,
+            &self.dir.path().join("hookplane.log"),
+            &["control plane", "ingress", "data-plane gRPC"],
+        )
+        .await?;
+        Ok(())
     }
 
     /// A token the process generated into its data dir (`admin.token`, `publisher.token`).

@@ -2,7 +2,9 @@
 //! until `--deliveries` deliveries are queued (default 1,000,000: 100,000 webhooks x 10 dead
 //! sets), once with the spool and once with `--queue nats`; then, with the backlog held, the
 //! node's resident memory and its queue depth. What a brand whose endpoints are down for hours
-//! costs a node.
+//! costs a node. Then the node is killed (`kill -9`) and started again: how long until it
+//! answers LINE, and its memory once it has read its backlog back. Last the targets come up, and
+//! the backlog drains: deliveries per second until all arrived.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +12,20 @@ use crate::{
     binary, line_requests::LineRequests, load, plan::Step, queue_mode::QueueMode, receivers,
     report, service,
 };
+
+/// What one mode measured.
+struct Row {
+    mode: QueueMode,
+    queued: u64,
+    built: Duration,
+    depth: u64,
+    rss: f64,
+    peak: f64,
+    restart: Option<Duration>,
+    rss_restarted: f64,
+    drained: u64,
+    drain: Duration,
+}
 
 use super::standalone_forwarding;
 
@@ -20,6 +36,11 @@ const CONCURRENCY: usize = 64;
 const BUILD_LIMIT: Duration = Duration::from_secs(15 * 60);
 /// How long the node holds the backlog before its memory is read: past the first retries.
 const HOLD: Duration = Duration::from_secs(30);
+/// Longest a restart may take to answer LINE before it counts as not answering.
+const RESTART_LIMIT: Duration = Duration::from_secs(120);
+/// Longest the drain may take, and the longest it may stall.
+const DRAIN_LIMIT: Duration = Duration::from_secs(15 * 60);
+const DRAIN_STALL: Duration = Duration::from_secs(60);
 
 pub async fn run(deliveries: u64) -> anyhow::Result<()> {
     let binary = binary::hookplane_release()?;
@@ -48,35 +69,91 @@ pub async fn run(deliveries: u64) -> anyhow::Result<()> {
         let built = started.elapsed();
         tokio::time::sleep(HOLD).await;
         let depth = service::queue_depth(standalone.ingress).await.unwrap_or(0);
-        rows.push((
-            mode,
-            acked * SETS as u64,
-            built,
-            depth,
+        let (rss, peak) = (
             standalone.process.rss_mib(),
             standalone.process.peak_rss_mib(),
-        ));
+        );
+
+        // A crash with the backlog held: how long until LINE is answered again.
+        eprintln!("  kill -9 and start again");
+        let restarting = Instant::now();
+        standalone.restart(&binary).await?;
+        let mut restart = None;
+        while restarting.elapsed() < RESTART_LIMIT {
+            if fire().await {
+                restart = Some(restarting.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let rss_restarted = standalone.process.rss_mib();
+
+        // The targets come up: the backlog drains.
+        let waiting = service::queue_depth(standalone.ingress).await.unwrap_or(0);
+        eprintln!("  targets up: draining {waiting} deliveries");
+        let addrs: Vec<std::net::SocketAddr> = dead
+            .iter()
+            .filter_map(|url| url.strip_prefix("http://")?.split('/').next()?.parse().ok())
+            .collect();
+        let up = receivers::Receivers::counting_at(&addrs).await?;
+        let draining = Instant::now();
+        let waited = up.wait_total(waiting, DRAIN_LIMIT, DRAIN_STALL).await;
+        let drain = waited.done.unwrap_or(waited.last_arrival) - draining;
+        rows.push(Row {
+            mode,
+            queued: acked * SETS as u64,
+            built,
+            depth,
+            rss,
+            peak,
+            restart,
+            rss_restarted,
+            drained: up.total(),
+            drain,
+        });
         standalone.process.stop().await;
     }
     report::title(&format!(
         "backlog: {SETS} forwarding sets refusing connections, {deliveries} deliveries queued"
     ));
     println!(
-        "system     queued    built in  depth after {}s   RSS MiB  peak RSS MiB",
+        "system     queued    built in  depth after {}s   RSS MiB  peak RSS MiB  answers after restart  RSS after restart  drained      drain/s",
         HOLD.as_secs()
     );
-    for (mode, queued, built, depth, rss, peak) in &rows {
+    for row in &rows {
+        let restart = row
+            .restart
+            .map_or_else(|| "no".to_owned(), |d| format!("{:.1}s", d.as_secs_f64()));
         println!(
-            "{:<10} {queued:>7} {:>9.1}s {depth:>16} {rss:>9.1} {peak:>13.1}",
-            mode.label(),
-            built.as_secs_f64()
+            "{:<10} {:>7} {:>9.1}s {:>16} {:>9.1} {:>13.1} {restart:>22} {:>18.1} {:>8} {:>12.0}",
+            row.mode.label(),
+            row.queued,
+            row.built.as_secs_f64(),
+            row.depth,
+            row.rss,
+            row.peak,
+            row.rss_restarted,
+            row.drained,
+            row.drained as f64 / row.drain.as_secs_f64().max(0.001),
         );
     }
-    if let Some((_, queued, _, _, rss, _)) = rows.iter().find(|r| r.0 == QueueMode::Nats) {
+    for row in &rows {
+        let (target, limit) = match row.mode {
+            QueueMode::Nats => ("--queue nats", 150.0),
+            _ => ("spool", 300.0),
+        };
         report::target(
-            *rss < 150.0 && *queued >= deliveries,
+            row.rss < limit && row.queued >= deliveries,
             &format!(
-                "--queue nats node RSS with {queued} deliveries queued: {rss:.1} MiB (< 150 MiB)"
+                "{target} node RSS with {} deliveries queued: {:.1} MiB (< {limit} MiB)",
+                row.queued, row.rss
+            ),
+        );
+        report::target(
+            row.restart.is_some_and(|d| d < Duration::from_secs(30)),
+            &format!(
+                "{target} node answers LINE within 30 s of a restart with the backlog: {:?}",
+                row.restart
             ),
         );
     }

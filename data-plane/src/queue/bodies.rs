@@ -111,15 +111,15 @@ impl Bodies {
         }
     }
 
-    /// At start, after counting: removes bodies no job names (a crash between a job's removal
-    /// and its body's). Returns how many.
-    pub fn collect_garbage(&self, journal: &Journal) -> Result<usize, Error> {
+    /// At start, after counting: removes those of the stored bodies `stored` that no job names
+    /// (a crash between a job's removal and its body's). Returns how many.
+    pub fn collect_garbage(&self, journal: &Journal, stored: &[Vec<u8>]) -> Result<usize, Error> {
         let refs = self.refs();
         let mut removed = 0;
-        for key in journal.keys(Space::Bodies) {
-            let named = BodyKey::try_from(key.as_ref()).is_ok_and(|k| refs.contains_key(&k));
+        for key in stored {
+            let named = BodyKey::try_from(key.as_slice()).is_ok_and(|k| refs.contains_key(&k));
             if !named {
-                journal.delete(Space::Bodies, &key)?;
+                journal.delete(Space::Bodies, key)?;
                 removed += 1;
             }
         }

@@ -206,14 +206,11 @@ impl<K: KeyBytes, V> HashedMap<K, V> {
         self.shard(key).get(key)
     }
 
-    pub fn get_key_value(&self, key: &dyn Lookup) -> Option<(&HashedKey<K>, &V)> {
-        self.shard(key).get_key_value(key)
-    }
-
     pub fn get_mut(&mut self, key: &dyn Lookup) -> Option<&mut V> {
         self.shard_mut(key).get_mut(key)
     }
 
+    #[cfg(test)]
     pub fn contains_key(&self, key: &dyn Lookup) -> bool {
         self.shard(key).contains_key(key)
     }
@@ -231,12 +228,9 @@ impl<K: KeyBytes, V> HashedMap<K, V> {
         old
     }
 
+    #[cfg(test)]
     pub fn keys(&self) -> impl Iterator<Item = &HashedKey<K>> {
         self.shards.iter().flat_map(HashMap::keys)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&HashedKey<K>, &V)> {
-        self.shards.iter().flat_map(HashMap::iter)
     }
 }
 

@@ -46,7 +46,7 @@ use std::{
 
 use tracing::warn;
 
-use super::hashed_key::{HashedKey, HashedMap, Probe};
+use super::key_index::{KeyIndex, Loc};
 use crate::Error;
 
 /// A segment is closed and a new one begun beyond this size.
@@ -83,14 +83,8 @@ impl Space {
     }
 }
 
-/// Where a record sits: its segment, its offset there and its whole length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Loc {
-    segment: u64,
-    offset: u64,
-    len: u32,
-}
-
+/// Where a record is read from: a copy of its bytes still gathered, or its file (read after
+/// the lock is let go).
 enum Source {
     Read(Vec<u8>),
     File(Arc<File>),
@@ -98,10 +92,11 @@ enum Source {
 
 impl Source {
     fn value(self, loc: Loc) -> Result<Vec<u8>, Error> {
-        match self {
-            Source::Read(value) => Ok(value),
-            Source::File(file) => read_value(&file, loc),
-        }
+        let (_, value) = match self {
+            Source::Read(record) => decoded(&record, loc)?,
+            Source::File(file) => read_record(&file, loc)?,
+        };
+        Ok(value)
     }
 }
 
@@ -121,7 +116,7 @@ struct Inner {
     written: u64,
     /// Appended to the active segment and not yet written.
     gathered: Vec<u8>,
-    index: [HashedMap<Box<[u8]>, Loc>; 2],
+    index: [KeyIndex; 2],
     /// Appends so far, for the group commit.
     appended: u64,
     /// Bytes of the active segment that a sync made durable.
@@ -274,10 +269,10 @@ fn read_segment(file: &File, bytes: u64) -> Result<Vec<u8>, Error> {
 impl Inner {
     /// True when the record at `loc` is the latest for its key.
     fn is_current(&mut self, space: Space, key: &[u8], loc: Loc) -> bool {
-        self.index(space).get(Probe::new(key).lookup()) == Some(&loc)
+        self.index(space).get(key) == Some(loc)
     }
 
-    fn index(&mut self, space: Space) -> &mut HashedMap<Box<[u8]>, Loc> {
+    fn index(&mut self, space: Space) -> &mut KeyIndex {
         &mut self.index[space as usize]
     }
 
@@ -295,6 +290,11 @@ impl Inner {
             self.roll()?;
         }
         let offset = self.written + self.gathered.len() as u64;
+        if offset + size > u64::from(u32::MAX) {
+            // The index packs offsets in 32 bits; only appends that cannot be written for
+            // a long while grow a segment this far.
+            return Err(io::Error::other("the spool journal's segment is full").into());
+        }
         let len = encode(op, space, key, value, &mut self.gathered)?;
         if let Some(segment) = self.segments.get_mut(&self.active) {
             segment.bytes += u64::from(len);
@@ -315,7 +315,7 @@ impl Inner {
 
     /// Puts only if `key` holds nothing; true when it put.
     fn put_new(&mut self, space: Space, key: &[u8], value: &[u8]) -> Result<bool, Error> {
-        if self.index(space).contains_key(Probe::new(key).lookup()) {
+        if self.index(space).contains(key) {
             return Ok(false);
         }
         self.put(space, key, value)?;
@@ -327,17 +327,21 @@ impl Inner {
         if let Some(segment) = self.segments.get_mut(&loc.segment) {
             segment.live += u64::from(loc.len);
         }
-        if let Some(old) = self.index(space).insert(HashedKey::new(key.into()), loc) {
+        if let Some(old) = self.index(space).insert(key, loc) {
             self.superseded(old);
         }
         Ok(())
     }
 
-    /// Where the value at `loc` is read: a copy of a gathered record, or its file (read
-    /// after the lock is let go).
+    /// Where the record at `loc` is read.
     fn source(&self, loc: Loc) -> Result<Source, Error> {
         if loc.segment == self.active && loc.offset >= self.written {
-            return self.read_local(loc).map(Source::Read);
+            let start = usize::try_from(loc.offset - self.written).map_err(io::Error::other)?;
+            let record = self
+                .gathered
+                .get(start..start + loc.len as usize)
+                .ok_or_else(|| io::Error::other("a gathered journal record is out of range"))?;
+            return Ok(Source::Read(record.to_vec()));
         }
         self.segments
             .get(&loc.segment)
@@ -447,17 +451,18 @@ impl Inner {
         let from = self.synced_len;
         let mut behind = Vec::new();
         for space in [Space::Jobs, Space::Bodies] {
-            for (key, loc) in self.index(space).iter() {
-                if loc.segment == segment && loc.offset >= from {
-                    behind.push((space, key.key().clone(), *loc));
-                }
-            }
+            behind.extend(
+                self.index(space)
+                    .locs()
+                    .filter(|loc| loc.segment == segment && loc.offset >= from)
+                    .map(|loc| (space, loc)),
+            );
         }
         let mut again = Vec::with_capacity(behind.len());
         let mut unreadable = 0_usize;
-        for (space, key, loc) in behind {
-            match self.read_local(loc) {
-                Ok(value) => again.push((space, key, value)),
+        for (space, loc) in behind {
+            match self.read_local_record(loc) {
+                Ok((key, value)) => again.push((space, key, value)),
                 // Left where it is: a restart reads whatever of it reached the disk.
                 Err(_) => unreadable += 1,
             }
@@ -492,23 +497,13 @@ impl Inner {
         self.gathered.clear();
     }
 
-    /// The value of the record at `loc`, read under the lock: from the gathered appends, or
-    /// from its file.
-    fn read_local(&self, loc: Loc) -> Result<Vec<u8>, Error> {
-        if loc.segment == self.active && loc.offset >= self.written {
-            let start = usize::try_from(loc.offset - self.written).map_err(io::Error::other)?;
-            let record = self
-                .gathered
-                .get(start..start + loc.len as usize)
-                .ok_or_else(|| io::Error::other("a gathered journal record is out of range"))?;
-            return decoded_value(record, loc);
+    /// The key and value of the record at `loc`, read under the lock: from the gathered
+    /// appends, or from its file.
+    fn read_local_record(&self, loc: Loc) -> Result<(Vec<u8>, Vec<u8>), Error> {
+        match self.source(loc)? {
+            Source::Read(record) => decoded(&record, loc),
+            Source::File(file) => read_record(&file, loc),
         }
-        let file = self
-            .segments
-            .get(&loc.segment)
-            .map(|s| Arc::clone(&s.file))
-            .ok_or_else(|| io::Error::other(format!("journal segment {} is gone", loc.segment)))?;
-        read_value(&file, loc)
     }
 
     /// The oldest segments with nothing live in them, to delete once the active one is synced.
@@ -582,7 +577,7 @@ impl Journal {
             active: 0,
             written: 0,
             gathered: Vec::new(),
-            index: [HashedMap::default(), HashedMap::default()],
+            index: [KeyIndex::default(), KeyIndex::default()],
             appended: 0,
             synced_len: 0,
             failure: None,
@@ -640,7 +635,7 @@ impl Journal {
     pub fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let (source, loc) = {
             let mut inner = self.lock();
-            let Some(loc) = inner.index(space).get(Probe::new(key).lookup()).copied() else {
+            let Some(loc) = inner.index(space).get(key) else {
                 return Ok(None);
             };
             (inner.source(loc)?, loc)
@@ -675,7 +670,7 @@ impl Journal {
     /// Removes `key`; returns the value it held.
     pub fn remove(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let mut inner = self.lock();
-        let Some(loc) = inner.index(space).remove(Probe::new(key).lookup()) else {
+        let Some(loc) = inner.index(space).remove(key) else {
             return Ok(None);
         };
         let value = inner.source(loc)?.value(loc)?;
@@ -687,7 +682,7 @@ impl Journal {
     /// Removes `key` without reading what it held; true when it held something.
     pub fn delete(&self, space: Space, key: &[u8]) -> Result<bool, Error> {
         let mut inner = self.lock();
-        let Some(loc) = inner.index(space).remove(Probe::new(key).lookup()) else {
+        let Some(loc) = inner.index(space).remove(key) else {
             return Ok(false);
         };
         inner.append(OP_REMOVE, space, key, &[])?;
@@ -695,12 +690,11 @@ impl Journal {
         Ok(true)
     }
 
-    /// Calls `f` with each key of `space` and its latest value, reading every segment once from
-    /// start to end (at start, where a read per key would cost a syscall each).
+    /// Calls `f` with each key's space, the key and its latest value, reading every segment
+    /// once from start to end (at start, where a read per key would cost a syscall each).
     pub fn for_each(
         &self,
-        space: Space,
-        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), Error>,
+        mut f: impl FnMut(Space, &[u8], &[u8]) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let segments: Vec<(u64, Arc<File>, u64)> = {
             let mut inner = self.lock();
@@ -714,22 +708,12 @@ impl Journal {
         for (n, file, bytes) in segments {
             let content = read_segment(&file, bytes)?;
             for (loc, record) in Records::new(n, &content) {
-                let wanted = record.op == OP_PUT && record.space == space;
-                if wanted && self.lock().is_current(space, record.key, loc) {
-                    f(record.key, record.value)?;
+                if record.op == OP_PUT && self.lock().is_current(record.space, record.key, loc) {
+                    f(record.space, record.key, record.value)?;
                 }
             }
         }
         Ok(())
-    }
-
-    /// Every key of a space.
-    pub fn keys(&self, space: Space) -> Vec<Box<[u8]>> {
-        self.lock()
-            .index(space)
-            .keys()
-            .map(|k| k.key().clone())
-            .collect()
     }
 
     #[cfg(test)]
@@ -967,20 +951,21 @@ fn maintain(shared: &Weak<Shared>, stopped: &mpsc::Receiver<()>) {
     }
 }
 
-fn read_value(file: &File, loc: Loc) -> Result<Vec<u8>, Error> {
+/// The key and value of the record at `loc` in `file`.
+fn read_record(file: &File, loc: Loc) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let mut record = vec![0; loc.len as usize];
     file.read_exact_at(&mut record, loc.offset)?;
-    decoded_value(&record, loc)
+    decoded(&record, loc)
 }
 
-fn decoded_value(record: &[u8], loc: Loc) -> Result<Vec<u8>, Error> {
+fn decoded(record: &[u8], loc: Loc) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let decoded = decode(record).ok_or_else(|| {
         io::Error::other(format!(
             "journal segment {} holds a corrupt record at {}",
             loc.segment, loc.offset
         ))
     })?;
-    Ok(decoded.value.to_vec())
+    Ok((decoded.key.to_vec(), decoded.value.to_vec()))
 }
 
 /// Makes `dir` (and what is missing above it) with only its owner allowed in, and takes the
@@ -1019,13 +1004,9 @@ fn replay(inner: &mut Inner, n: u64) -> Result<u64, Error> {
                 if let Some(segment) = inner.segments.get_mut(&n) {
                     segment.live += u64::from(record.len);
                 }
-                inner
-                    .index(record.space)
-                    .insert(HashedKey::new(record.key.into()), loc)
+                inner.index(record.space).insert(record.key, loc)
             }
-            OP_REMOVE => inner
-                .index(record.space)
-                .remove(Probe::new(record.key).lookup()),
+            OP_REMOVE => inner.index(record.space).remove(record.key),
             _ => None,
         };
         if let Some(old) = old {
@@ -1248,7 +1229,7 @@ mod tests {
         journal.insert(Space::Jobs, b"c", b"after").unwrap();
         drop(journal);
         let journal = Journal::open(dir.path()).unwrap();
-        assert_eq!(journal.keys(Space::Jobs).len(), 2);
+        assert_eq!(journal.len(Space::Jobs), 2);
     }
 
     #[test]

@@ -11,6 +11,8 @@ mod hashed_key;
 pub mod jetstream;
 mod job;
 mod journal;
+mod key_index;
+mod spill;
 pub mod spool;
 
 use std::{

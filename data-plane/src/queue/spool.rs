@@ -18,7 +18,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, SystemTime},
 };
@@ -33,6 +33,7 @@ use super::{
     bodies::{Bodies, BodyKey},
     hashed_key::{HashedKey, HashedMap, Probe},
     journal::{Journal, Space},
+    spill::Spill,
     unix_ms,
 };
 use crate::Error;
@@ -45,6 +46,9 @@ const MAX_FAILED: usize = 10_000;
 /// Jobs kept decoded in memory until their first lease. Beyond this a backlog lives on disk
 /// only and each lease reads its record back.
 const MAX_CACHED: usize = 100_000;
+/// Jobs of a lane kept in memory while it waits; the later ones are spilled (spill.rs), so a
+/// backlog costs memory in proportion to its lanes, not its jobs.
+const WINDOW: usize = 1024;
 /// Trees of the earlier on-disk schedule, dropped when an old spool is opened.
 const LEGACY_TREES: [&str; 3] = ["due", "leases", "failed"];
 /// Trees that held the jobs and bodies before the journal; moved into it when opened.
@@ -79,22 +83,37 @@ fn probe(id: &str) -> Probe<'_> {
     Probe::new(id.as_bytes())
 }
 
-/// Where every held job stands. Waiting jobs sit in their lane (one per target) in due order;
-/// `heads` orders the lanes by their first job, so a lease visits lanes oldest first and skips
-/// a lane without room in one step. Leased jobs sit in `leased` at their lease deadline, so a
-/// lease that is never settled comes due again.
+/// Where every held job stands. Waiting jobs sit in their lane (one per target) in due order:
+/// the lane's earliest in memory, the rest in its spill on disk (spill.rs). `heads` orders the
+/// lanes by their earliest job, so a lease visits lanes oldest first and skips a lane without
+/// room in one step. Leased jobs sit in `leased` at their lease deadline, so a lease that is
+/// never settled comes due again. `held` knows the jobs in memory (in a lane's window or
+/// leased); a spilled job is known only by its entry in the spill and its record.
 #[derive(Default)]
 struct Schedule {
-    lanes: HashMap<Arc<str>, BTreeMap<Slot, Id>>,
+    lanes: HashMap<Arc<str>, Lane>,
     heads: BTreeSet<(Slot, Arc<str>)>,
     leased: BTreeMap<Slot, Id>,
-    /// Sharded, so growing with the backlog never stalls the lock for a whole rehash
-    /// (hashed_key.rs).
+    /// Sharded, so growing never stalls the lock for a whole rehash (hashed_key.rs).
     held: HashedMap<Arc<str>, Held>,
     failed: BTreeMap<Slot, Arc<str>>,
     failed_at: BTreeMap<Arc<str>, Slot>,
     cached: usize,
     seq: u64,
+    /// Where spills are written; without one (tests of the schedule alone) every job stays in
+    /// memory.
+    spill_dir: Option<PathBuf>,
+    spill_files: u64,
+    /// Jobs in spills.
+    spilled: usize,
+}
+
+/// One target's waiting jobs: up to [`WINDOW`] of its earliest in memory, the rest spilled.
+struct Lane {
+    window: BTreeMap<Slot, Id>,
+    spill: Option<Spill>,
+    /// Its place in `heads`.
+    head: Option<Slot>,
 }
 
 struct Held {
@@ -107,72 +126,165 @@ struct Held {
     body: Option<BodyKey>,
 }
 
+/// Where a lease takes a lane's next job from.
+enum Next {
+    Window(Slot),
+    Spill(Slot),
+}
+
 impl Schedule {
+    fn with_spill_dir(dir: PathBuf) -> Schedule {
+        Schedule {
+            spill_dir: Some(dir),
+            ..Schedule::default()
+        }
+    }
+
     fn slot_at(&mut self, ms: u64) -> Slot {
         self.seq += 1;
         (ms, self.seq)
     }
 
-    fn lane_insert(&mut self, lane: &Arc<str>, slot: Slot, id: Id) {
-        let jobs = self.lanes.entry(Arc::clone(lane)).or_default();
-        let old_head = jobs.first_key_value().map(|(s, _)| *s);
-        jobs.insert(slot, id);
-        if old_head.is_none_or(|head| slot < head) {
-            if let Some(head) = old_head {
-                self.heads.remove(&(head, Arc::clone(lane)));
-            }
-            self.heads.insert((slot, Arc::clone(lane)));
-        }
+    /// Jobs waiting or leased.
+    fn depth(&self) -> usize {
+        self.held.len() + self.spilled
     }
 
-    fn lane_remove(&mut self, lane: &Arc<str>, slot: Slot) {
-        let Some(jobs) = self.lanes.get_mut(lane) else {
+    /// Puts `lane`'s place in `heads` right after its window or spill changed; forgets a lane
+    /// left empty.
+    fn refresh_head(&mut self, lane: &Arc<str>) {
+        let Some(state) = self.lanes.get_mut(lane) else {
             return;
         };
-        let was_head = jobs.first_key_value().is_some_and(|(s, _)| *s == slot);
-        jobs.remove(&slot);
-        if was_head {
-            self.heads.remove(&(slot, Arc::clone(lane)));
-            match jobs.first_key_value() {
-                Some((next, _)) => {
-                    self.heads.insert((*next, Arc::clone(lane)));
-                }
-                None => {
-                    self.lanes.remove(lane);
-                }
+        let window = state.window.first_key_value().map(|(slot, _)| *slot);
+        let spilled = state.spill.as_ref().and_then(Spill::first);
+        let head = window.into_iter().chain(spilled).min();
+        if head == state.head {
+            return;
+        }
+        if let Some(old) = state.head {
+            self.heads.remove(&(old, Arc::clone(lane)));
+        }
+        state.head = head;
+        match head {
+            Some(head) => {
+                self.heads.insert((head, Arc::clone(lane)));
+            }
+            None => {
+                // Dropping the spill deletes its file.
+                self.lanes.remove(lane);
             }
         }
     }
 
-    /// Takes the job out of wherever it waits or is leased; its entry stays in `held`.
-    fn unplace(&mut self, id: &str) -> Option<(Id, Arc<str>)> {
-        let (id, held) = self.held.get_key_value(probe(id).lookup())?;
-        let (id, lane, slot, leased) = (id.clone(), Arc::clone(&held.lane), held.slot, held.leased);
-        self.take_out(&lane, slot, leased);
-        Some((id, lane))
+    /// Places a waiting job in its lane: in the window while it has room or the job is earlier
+    /// than the window's latest (which then goes to the spill), else in the spill. True when
+    /// it is in the window, so `held` must know it.
+    fn place(&mut self, lane: &Arc<str>, slot: Slot, id: &Id) -> bool {
+        let spill_dir = self.spill_dir.clone();
+        let state = self.lanes.entry(Arc::clone(lane)).or_insert_with(|| Lane {
+            window: BTreeMap::new(),
+            spill: None,
+            head: None,
+        });
+        let full = spill_dir.is_some() && state.window.len() >= WINDOW;
+        let later = state
+            .window
+            .last_key_value()
+            .is_some_and(|(last, _)| slot > *last);
+        if full && later {
+            let spill = spill_of(state, spill_dir.as_deref(), &mut self.spill_files);
+            match spill.push(slot, id.key()) {
+                Ok(()) => {
+                    self.spilled += 1;
+                    self.refresh_head(lane);
+                    return false;
+                }
+                Err(e) => warn!(error = %e, "a lane's spill could not be written; kept in memory"),
+            }
+        }
+        state.window.insert(slot, id.clone());
+        if full && state.window.len() > WINDOW {
+            self.evict_latest(lane);
+        }
+        self.refresh_head(lane);
+        true
+    }
+
+    /// Moves the window's latest job to the spill (the disk is full: it stays).
+    fn evict_latest(&mut self, lane: &Arc<str>) {
+        let spill_dir = self.spill_dir.clone();
+        let Some(state) = self.lanes.get_mut(lane) else {
+            return;
+        };
+        let Some((slot, id)) = state.window.pop_last() else {
+            return;
+        };
+        let spill = spill_of(state, spill_dir.as_deref(), &mut self.spill_files);
+        if let Err(e) = spill.push(slot, id.key()) {
+            warn!(error = %e, "a lane's spill could not be written; kept in memory");
+            state.window.insert(slot, id);
+            return;
+        }
+        self.spilled += 1;
+        if let Some(held) = self.held.remove(&id) {
+            self.cached -= usize::from(held.job.is_some());
+        }
+    }
+
+    fn window_remove(&mut self, lane: &Arc<str>, slot: Slot) {
+        if let Some(state) = self.lanes.get_mut(lane) {
+            state.window.remove(&slot);
+            self.refresh_head(lane);
+        }
     }
 
     fn take_out(&mut self, lane: &Arc<str>, slot: Slot, leased: bool) {
         if leased {
             self.leased.remove(&slot);
         } else {
-            self.lane_remove(lane, slot);
+            self.window_remove(lane, slot);
         }
     }
 
     /// Puts a job (new, or held already) in its lane, due at `due_ms`.
     fn hold(&mut self, id: &str, lane: &str, due_ms: u64, job: Option<Job>) {
-        let (id, lane, was_held) = match self.unplace(id) {
-            Some((id, lane)) => (id, lane, true),
-            None => (HashedKey::new(Arc::from(id)), Arc::from(lane), false),
-        };
+        match self.release(id) {
+            Some(before) => {
+                let lane = Arc::clone(&before.lane);
+                self.put_back(
+                    HashedKey::new(Arc::from(id)),
+                    lane,
+                    due_ms,
+                    job,
+                    before.body,
+                );
+            }
+            None => {
+                self.put_back(
+                    HashedKey::new(Arc::from(id)),
+                    Arc::from(lane),
+                    due_ms,
+                    job,
+                    None,
+                );
+            }
+        }
+    }
+
+    /// Places a job that `held` does not know (any more) and, in memory, makes `held` know it.
+    fn put_back(
+        &mut self,
+        id: Id,
+        lane: Arc<str>,
+        due_ms: u64,
+        job: Option<Job>,
+        body: Option<BodyKey>,
+    ) {
         let slot = self.slot_at(due_ms);
-        self.lane_insert(&lane, slot, id.clone());
-        // A new job (every job of an enqueue) has nothing held to look up.
-        let before = if was_held { self.held.get(&id) } else { None };
-        let had_job = before.is_some_and(|h| h.job.is_some());
-        let body = before.and_then(|h| h.body);
-        self.cached -= usize::from(had_job);
+        if !self.place(&lane, slot, &id) {
+            return;
+        }
         let job = job.filter(|_| self.cached < MAX_CACHED);
         self.cached += usize::from(job.is_some());
         self.held.insert(
@@ -234,6 +346,21 @@ impl Schedule {
         }
     }
 
+    /// The lane's earliest job, if due at `now_ms`.
+    fn next_due(&self, lane: &Arc<str>, now_ms: u64) -> Option<Next> {
+        let state = self.lanes.get(lane)?;
+        let window = state.window.first_key_value().map(|(slot, _)| *slot);
+        let spilled = state.spill.as_ref().and_then(Spill::first);
+        let next = match (window, spilled) {
+            (Some(w), Some(s)) if s < w => Next::Spill(s),
+            (Some(w), _) => Next::Window(w),
+            (None, Some(s)) => Next::Spill(s),
+            (None, None) => return None,
+        };
+        let (Next::Window(slot) | Next::Spill(slot)) = next;
+        (slot.0 <= now_ms).then_some(next)
+    }
+
     /// Takes up to `max` jobs due at `now_ms`, as many per lane as `room` allows, oldest lanes
     /// first, and leases each until `deadline_ms`. Cached jobs come back whole, the others by
     /// id.
@@ -260,15 +387,24 @@ impl Schedule {
             }
             let take = room(&lane).min(wanted);
             for _ in 0..take {
-                let Some((&slot, id)) = self.lanes.get(&lane).and_then(|l| l.first_key_value())
-                else {
-                    break;
+                let id = match self.next_due(&lane, now_ms) {
+                    None => break,
+                    Some(Next::Window(slot)) => {
+                        let Some(id) = self
+                            .lanes
+                            .get_mut(&lane)
+                            .and_then(|state| state.window.remove(&slot))
+                        else {
+                            break;
+                        };
+                        self.refresh_head(&lane);
+                        id
+                    }
+                    Some(Next::Spill(_)) => match self.unspill(&lane) {
+                        Some(id) => id,
+                        None => continue,
+                    },
                 };
-                if slot.0 > now_ms {
-                    break;
-                }
-                let id = id.clone();
-                self.lane_remove(&lane, slot);
                 let lease_slot = self.slot_at(deadline_ms);
                 self.leased.insert(lease_slot, id.clone());
                 let Some(held) = self.held.get_mut(&id) else {
@@ -289,6 +425,51 @@ impl Schedule {
         (jobs, ids)
     }
 
+    /// Takes the lane's earliest spilled job back into memory (its record is read when it is
+    /// handed out); `None` when it could not be read (a restart finds it again).
+    fn unspill(&mut self, lane: &Arc<str>) -> Option<Id> {
+        let popped = self
+            .lanes
+            .get_mut(lane)
+            .and_then(|state| state.spill.as_mut())
+            .map(Spill::pop);
+        let popped = match popped {
+            Some(Ok(Some(popped))) => popped,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "a lane's spill could not be read; its jobs wait for a restart");
+                self.drop_spill(lane);
+                return None;
+            }
+            _ => return None,
+        };
+        self.spilled -= 1;
+        self.refresh_head(lane);
+        let (slot, id) = popped;
+        let id: Id = HashedKey::new(Arc::from(id));
+        self.held.insert(
+            id.clone(),
+            Held {
+                lane: Arc::clone(lane),
+                slot,
+                leased: false,
+                job: None,
+                body: None,
+            },
+        );
+        Some(id)
+    }
+
+    fn drop_spill(&mut self, lane: &Arc<str>) {
+        if let Some(spill) = self
+            .lanes
+            .get_mut(lane)
+            .and_then(|state| state.spill.take())
+        {
+            self.spilled -= spill.len();
+        }
+        self.refresh_head(lane);
+    }
+
     /// Leases that ran out: their jobs are due again at once.
     fn expire_leases(&mut self, now_ms: u64) {
         while let Some(entry) = self.leased.first_entry() {
@@ -296,15 +477,11 @@ impl Schedule {
                 break;
             }
             let id = entry.remove();
-            let Some(held) = self.held.get_mut(&id) else {
+            let Some(held) = self.held.remove(&id) else {
                 continue;
             };
-            self.seq += 1;
-            let slot = (now_ms, self.seq);
-            held.leased = false;
-            held.slot = slot;
-            let lane = Arc::clone(&held.lane);
-            self.lane_insert(&lane, slot, id);
+            self.cached -= usize::from(held.job.is_some());
+            self.put_back(id, held.lane, now_ms, held.job, held.body);
         }
     }
 
@@ -319,6 +496,15 @@ impl Schedule {
         let lease = self.leased.first_key_value().map(|(slot, _)| slot.0);
         lane.into_iter().chain(lease).min()
     }
+}
+
+/// The lane's spill, made when it first needs one.
+fn spill_of<'a>(state: &'a mut Lane, dir: Option<&Path>, files: &mut u64) -> &'a mut Spill {
+    state.spill.get_or_insert_with(|| {
+        *files += 1;
+        let dir = dir.unwrap_or_else(|| Path::new("."));
+        Spill::new(dir.join(format!("{files}.spill")))
+    })
 }
 
 /// How long opening waits for the spool's lock: a node that is exiting, or in tests the IO
@@ -374,9 +560,22 @@ impl Spool {
         let journal = Journal::open(&dir.join("journal"))?;
         move_out_of_sled(&db, &journal)?;
         let bodies = Bodies::default();
-        let mut schedule = Schedule::default();
+        // Spills are rebuilt from the records: what a previous run left there is stale.
+        let spills = dir.join("lanes");
+        match std::fs::remove_dir_all(&spills) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        super::private_dir(&spills)?;
+        let mut schedule = Schedule::with_spill_dir(spills);
         let mut unreadable = Vec::new();
-        journal.for_each(Space::Jobs, |id, bytes| {
+        let mut stored_bodies = Vec::new();
+        journal.for_each(|space, id, bytes| {
+            if space == Space::Bodies {
+                stored_bodies.push(id.to_vec());
+                return Ok(());
+            }
             let record = match Record::decode(bytes) {
                 Ok(record) => record,
                 Err(e) => {
@@ -402,7 +601,7 @@ impl Spool {
         for id in unreadable {
             journal.delete(Space::Jobs, &id)?;
         }
-        let orphans = bodies.collect_garbage(&journal)?;
+        let orphans = bodies.collect_garbage(&journal, &stored_bodies)?;
         if orphans > 0 {
             warn!(orphans, "removed spooled bodies no job named");
         }
@@ -781,7 +980,7 @@ impl Queue for Spool {
     }
 
     async fn depth(&self) -> Result<u64, Error> {
-        Ok(self.schedule().held.len() as u64)
+        Ok(self.schedule().depth() as u64)
     }
 
     fn storage(&self) -> Storage {
@@ -1046,6 +1245,64 @@ mod tests {
         assert_eq!(ids(&leased), ["dlv_a", "dlv_b"]);
         assert_eq!(leased[0].body, jobs[0].body);
         assert_eq!(leased[1].headers, jobs[1].headers);
+    }
+
+    #[tokio::test]
+    async fn a_lanes_jobs_beyond_its_window_wait_on_disk_and_come_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = WINDOW * 3 + 7;
+        let all: Vec<String> = (0..n).map(|i| format!("dlv_{i:06}")).collect();
+        {
+            let spool = Spool::open(dir.path()).unwrap();
+            spool
+                .enqueue(all.iter().map(|id| job(id)).collect())
+                .await
+                .unwrap();
+            assert_eq!(spool.depth().await.unwrap(), n as u64);
+            {
+                let schedule = spool.schedule();
+                assert_eq!(schedule.held.len(), WINDOW, "only the window is in memory");
+                assert_eq!(schedule.spilled, n - WINDOW);
+            }
+            let first = lease_now(&spool, 10).await;
+            assert_eq!(
+                ids(&first),
+                all[..10].iter().map(String::as_str).collect::<Vec<_>>()
+            );
+            for job in &first {
+                spool.ack(by_id(&job.delivery_id)).await.unwrap();
+            }
+        }
+        // Rebuilt from the records at start, spilled again, handed out in order.
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(spool.depth().await.unwrap(), (n - 10) as u64);
+        assert!(spool.schedule().held.len() <= WINDOW);
+        let rest = lease_now(&spool, n).await;
+        assert_eq!(
+            ids(&rest),
+            all[10..].iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        assert_eq!(spool.schedule().spilled, 0);
+    }
+
+    #[tokio::test]
+    async fn a_job_earlier_than_a_full_window_goes_into_it_and_the_latest_is_spilled() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        // A window full of retries due in an hour...
+        let retries: Vec<Job> = (0..WINDOW).map(|i| job(&format!("dlv_r{i:05}"))).collect();
+        spool.enqueue(retries).await.unwrap();
+        for job in lease_now(&spool, WINDOW).await {
+            spool
+                .retry(by_id(&job.delivery_id), 1, later)
+                .await
+                .unwrap();
+        }
+        // ...does not keep a job due now waiting behind it.
+        spool.enqueue(vec![job("dlv_now")]).await.unwrap();
+        assert_eq!(ids(&lease_now(&spool, 10).await), ["dlv_now"]);
+        assert_eq!(spool.depth().await.unwrap(), WINDOW as u64 + 1);
     }
 
     #[test]
