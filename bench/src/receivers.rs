@@ -42,30 +42,45 @@ pub struct Receivers {
 
 impl Receivers {
     pub async fn counting(n: usize) -> anyhow::Result<Receivers> {
-        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-        Receivers::counting_at(&vec![any; n]).await
+        Receivers::start(|| {
+            (0..n)
+                .map(|_| {
+                    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+                    listener.set_nonblocking(true)?;
+                    TcpListener::from_std(listener)
+                })
+                .collect()
+        })
     }
 
-    /// Receivers at the given addresses (the ports of targets that were down).
-    pub async fn counting_at(at: &[SocketAddr]) -> anyhow::Result<Receivers> {
-        let n = at.len();
-        let counts: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    /// Counting receivers on the listeners `listen` makes (inside their own runtime).
+    fn start(
+        listen: impl FnOnce() -> std::io::Result<Vec<TcpListener>>,
+    ) -> anyhow::Result<Receivers> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("receivers")
             .enable_all()
             .build()?;
-        let mut addrs = Vec::with_capacity(n);
-        for (index, addr) in at.iter().enumerate() {
-            let listener = std::net::TcpListener::bind(addr)?;
-            listener.set_nonblocking(true)?;
+        let listeners = {
+            let _inside = runtime.enter();
+            listen()
+        };
+        let listeners = match listeners {
+            Ok(listeners) => listeners,
+            Err(e) => {
+                // Dropped from async code, where a runtime may not block to shut down.
+                runtime.shutdown_background();
+                return Err(e.into());
+            }
+        };
+        let counts: Arc<Vec<AtomicU64>> =
+            Arc::new((0..listeners.len()).map(|_| AtomicU64::new(0)).collect());
+        let mut addrs = Vec::with_capacity(listeners.len());
+        for (index, listener) in listeners.into_iter().enumerate() {
             addrs.push(listener.local_addr()?);
             let counts = Arc::clone(&counts);
-            runtime.spawn(async move {
-                if let Ok(listener) = TcpListener::from_std(listener) {
-                    serve_counting(listener, counts, index).await;
-                }
-            });
+            runtime.spawn(serve_counting(listener, counts, index));
         }
         Ok(Receivers {
             counts,
@@ -208,6 +223,44 @@ impl Hanging {
             .iter()
             .map(|a| format!("http://{a}/hook"))
             .collect()
+    }
+}
+
+/// Targets that are down and come up later: ports held by sockets bound but not listening, so
+/// connecting is refused and nobody else takes the port meanwhile.
+pub struct DownTargets {
+    sockets: Vec<tokio::net::TcpSocket>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl DownTargets {
+    pub fn new(n: usize) -> anyhow::Result<DownTargets> {
+        let mut sockets = Vec::with_capacity(n);
+        let mut addrs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(([127, 0, 0, 1], 0).into())?;
+            addrs.push(socket.local_addr()?);
+            sockets.push(socket);
+        }
+        Ok(DownTargets { sockets, addrs })
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.addrs
+            .iter()
+            .map(|a| format!("http://{a}/hook"))
+            .collect()
+    }
+
+    /// The targets come up: counting receivers on the same ports.
+    pub fn come_up(self) -> anyhow::Result<Receivers> {
+        Receivers::start(move || {
+            self.sockets
+                .into_iter()
+                .map(|socket| socket.listen(1024))
+                .collect()
+        })
     }
 }
 

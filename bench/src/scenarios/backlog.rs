@@ -45,9 +45,10 @@ const DRAIN_STALL: Duration = Duration::from_secs(60);
 pub async fn run(deliveries: u64) -> anyhow::Result<()> {
     let binary = binary::hookplane_release()?;
     let line = LineRequests::new()?;
-    let dead = receivers::refusing(SETS)?;
     let mut rows = Vec::new();
     for mode in QueueMode::BOTH {
+        let down = receivers::DownTargets::new(SETS)?;
+        let dead = down.urls();
         eprintln!(
             "backlog of {deliveries} deliveries: {} ({mode:?} queue)",
             mode.label()
@@ -91,11 +92,7 @@ pub async fn run(deliveries: u64) -> anyhow::Result<()> {
         // The targets come up: the backlog drains.
         let waiting = service::queue_depth(standalone.ingress).await.unwrap_or(0);
         eprintln!("  targets up: draining {waiting} deliveries");
-        let addrs: Vec<std::net::SocketAddr> = dead
-            .iter()
-            .filter_map(|url| url.strip_prefix("http://")?.split('/').next()?.parse().ok())
-            .collect();
-        let up = receivers::Receivers::counting_at(&addrs).await?;
+        let up = down.come_up()?;
         let draining = Instant::now();
         let waited = up.wait_total(waiting, DRAIN_LIMIT, DRAIN_STALL).await;
         let drain = waited.done.unwrap_or(waited.last_arrival) - draining;
