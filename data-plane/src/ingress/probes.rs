@@ -15,12 +15,21 @@ pub async fn healthz() -> &'static str {
 }
 
 /// Ready once a configuration snapshot is applied (before that every webhook would be
-/// refused), and until the node is asked to stop.
+/// refused), and until the node is asked to stop. Not ready while it refuses the control plane's
+/// config (another store, or a revision gone back): it still serves its own, but it no longer
+/// follows the control plane, which someone has to look at.
 pub async fn readyz(State(ingress): State<Arc<Ingress>>) -> Response {
     if ingress.draining.load(std::sync::atomic::Ordering::Acquire) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "draining: this node is stopping\n",
+        )
+            .into_response();
+    }
+    if let Some(why) = ingress.config.refusal() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}; serving this node's own config meanwhile\n"),
         )
             .into_response();
     }
