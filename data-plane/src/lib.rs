@@ -159,10 +159,13 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(config::watch_config(
         control.clone(),
-        Arc::clone(&store),
-        Arc::clone(&queue),
-        Arc::clone(&metrics),
-        node_id.clone(),
+        config::Watching {
+            store: Arc::clone(&store),
+            queue: Arc::clone(&queue),
+            metrics: Arc::clone(&metrics),
+            node_id: node_id.clone(),
+            cache_path: cache.path().to_path_buf(),
+        },
         stop_rx.clone(),
     ));
     tasks.spawn(config::save_config(

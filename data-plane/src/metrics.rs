@@ -20,6 +20,11 @@ struct Outcome {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     ingress_requests: Family<Outcome, Counter>,
@@ -29,6 +34,8 @@ pub struct Metrics {
     deliveries_deferred: Counter,
     queue_depth: Gauge,
     config_revision: Gauge,
+    config_refused: Family<Reason, Counter>,
+    config_refusing: Gauge,
     outcomes_unsent: Gauge,
     genesys_events_skipped: Counter,
     genesys_outbound_requests: Family<Outcome, Counter>,
@@ -48,6 +55,8 @@ impl Default for Metrics {
         let deliveries_deferred = Counter::default();
         let queue_depth = Gauge::default();
         let config_revision = Gauge::default();
+        let config_refused = Family::<Reason, Counter>::default();
+        let config_refusing = Gauge::default();
         let outcomes_unsent = Gauge::default();
         let ingress_connections_refused = Counter::default();
         let spool_corrupt_bytes = Gauge::default();
@@ -110,6 +119,17 @@ impl Default for Metrics {
             config_revision.clone(),
         );
         registry.register(
+            "hookplane_config_refused",
+            "Config updates refused, by reason: store_id (the control plane has another store) or \
+             revision (its store went back to an earlier revision)",
+            config_refused.clone(),
+        );
+        registry.register(
+            "hookplane_config_refusing",
+            "1 while the node refuses the control plane's config and serves its own (not ready)",
+            config_refusing.clone(),
+        );
+        registry.register(
             "hookplane_outcomes_unsent",
             "Delivery outcomes not yet reported to the control plane",
             outcomes_unsent.clone(),
@@ -135,6 +155,8 @@ impl Default for Metrics {
             deliveries_deferred,
             queue_depth,
             config_revision,
+            config_refused,
+            config_refusing,
             outcomes_unsent,
             genesys_events_skipped,
             genesys_outbound_requests,
@@ -182,6 +204,17 @@ impl Metrics {
             .set(i64::try_from(revision).unwrap_or(i64::MAX));
     }
 
+    /// An update refused for `reason` (`store_id` or `revision`); the node now refuses.
+    pub fn config_refused(&self, reason: &'static str) {
+        self.config_refused.get_or_create(&Reason { reason }).inc();
+        self.config_refusing.set(1);
+    }
+
+    /// An update taken: the node no longer refuses.
+    pub fn config_taken(&self) {
+        self.config_refusing.set(0);
+    }
+
     pub fn set_outcomes_unsent(&self, unsent: u64) {
         self.outcomes_unsent
             .set(i64::try_from(unsent).unwrap_or(i64::MAX));
@@ -227,6 +260,7 @@ mod tests {
         m.ingress_acked(Duration::from_millis(3));
         m.attempt("succeeded", Duration::from_millis(20));
         m.set_config_revision(7);
+        m.config_refused("store_id");
         m.genesys_skipped(2);
         m.genesys_outbound("queued");
         let storage = Storage {
@@ -245,6 +279,8 @@ mod tests {
             "hookplane_delivery_latency_seconds_bucket",
             "hookplane_ingress_ack_latency_seconds_count 1",
             "hookplane_config_revision 7",
+            "hookplane_config_refused_total{reason=\"store_id\"} 1",
+            "hookplane_config_refusing 1",
             "hookplane_genesys_events_skipped_total 2",
             "hookplane_genesys_outbound_requests_total{outcome=\"queued\"} 1",
         ] {
