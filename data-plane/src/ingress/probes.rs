@@ -47,6 +47,9 @@ pub async fn readyz(State(ingress): State<Arc<Ingress>>) -> Response {
 
 pub async fn metrics(State(ingress): State<Arc<Ingress>>) -> Response {
     let depth = ingress.queue.depth().await.unwrap_or(0);
+    if let Some(usage) = ingress.queue.usage() {
+        ingress.metrics.spool_usage(&usage);
+    }
     (
         [(
             header::CONTENT_TYPE,

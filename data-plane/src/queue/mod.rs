@@ -5,6 +5,7 @@
 //! stand in for the node-local [`spool::Spool`] without the engine noticing.
 
 mod bodies;
+pub mod budget;
 #[cfg(test)]
 mod contract;
 mod hashed_key;
@@ -20,6 +21,7 @@ use std::{
 
 use async_trait::async_trait;
 
+pub use budget::SpoolUsage;
 pub use job::{ForwardingSetRef, Header, Job, Leg, delivery_id};
 pub(crate) use journal::private_dir;
 
@@ -80,6 +82,8 @@ pub struct Leased {
 pub trait Queue: Send + Sync + 'static {
     /// Stores the jobs durably (synced to disk, or acknowledged by the replicated stream) before
     /// returning; an error means some may not be stored and the caller must not acknowledge them.
+    /// The spool refuses new jobs of a tenant over its share, or when it is at its cap, with
+    /// [`Error::SpoolFull`] and nothing stored (queue/budget.rs).
     /// A job whose delivery id is already held (spool) or was enqueued within the dedupe window
     /// (JetStream) is not added twice.
     async fn enqueue(&self, jobs: Vec<Job>) -> Result<(), Error>;
@@ -112,6 +116,11 @@ pub trait Queue: Send + Sync + 'static {
     async fn requeue_failed(&self, delivery_id: &str) -> Result<bool, Error>;
     /// Jobs waiting or in flight (parked failures not counted).
     async fn depth(&self) -> Result<u64, Error>;
+    /// What the queue holds on this node's disk, per tenant, for `/metrics`; `None` where the
+    /// node holds nothing of its own (JetStream).
+    fn usage(&self) -> Option<SpoolUsage> {
+        None
+    }
 }
 
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {
