@@ -65,6 +65,9 @@ pub async fn readyz(State(ingress): State<Arc<Ingress>>) -> Response {
 pub async fn metrics(State(ingress): State<Arc<Ingress>>) -> Response {
     let depth = ingress.queue.depth().await.unwrap_or(0);
     let storage = ingress.queue.storage();
+    if let Some(usage) = ingress.queue.usage() {
+        ingress.metrics.spool_usage(&usage);
+    }
     (
         [(
             header::CONTENT_TYPE,
