@@ -1,6 +1,7 @@
 //! ConfigService: the live configuration stream to data-plane nodes (a snapshot or the changes
-//! since the node's revision, then every later commit) and the nodes' delivery reports, which go
-//! to the delivery log and, for subscriptions, to the system stop.
+//! since the node's revision, then every later commit once it is durable, each update naming the
+//! store) and the nodes' delivery reports, which go to the delivery log and, for subscriptions,
+//! to the system stop.
 
 use std::collections::HashSet;
 
@@ -74,13 +75,15 @@ impl UpdateBuilder {
             deletes: Vec::new(),
             publisher_token_sha256: self.publisher_token_sha256.clone(),
             retry_delivery_ids: Vec::new(),
+            store_id: self.store.id().to_owned(),
         }
     }
 
     /// The first update for a node holding `last_revision`: changes since then when the change
-    /// log still covers them, otherwise a full snapshot.
+    /// log still covers them, otherwise a full snapshot. A node ahead of the store (a store
+    /// emptied or restored from a backup) gets the snapshot too, and refuses it.
     pub fn first(&self, last_revision: u64) -> Result<ConfigUpdate, Error> {
-        let current = self.store.revision();
+        let current = self.store.durable_revision();
         if last_revision == 0 || last_revision > current {
             return self.snapshot();
         }
@@ -96,7 +99,7 @@ impl UpdateBuilder {
     /// Every resource, secrets in clear. The revision is read before the resources: anything
     /// committed meanwhile is newer than it and will be sent again in the next update.
     pub fn snapshot(&self) -> Result<ConfigUpdate, Error> {
-        let mut update = self.base(self.store.revision(), true);
+        let mut update = self.base(self.store.durable_revision(), true);
         let sealer = self.store.sealer();
         for t in self.store.all_tenants()? {
             update
@@ -125,10 +128,12 @@ impl UpdateBuilder {
         Ok(update)
     }
 
-    /// The current value of everything touched after `after`, or `None` when the change log no
-    /// longer reaches back that far.
+    /// The current value of everything touched after `after` up to the durable revision, or
+    /// `None` when the change log no longer reaches back that far.
     pub fn since(&self, after: u64) -> Result<Option<ConfigUpdate>, Error> {
-        let changes = self.store.changes_after(after)?;
+        let changes = self
+            .store
+            .changes_between(after, self.store.durable_revision())?;
         let Some(&(first, _)) = changes.first() else {
             return Ok(Some(self.base(after, false)));
         };
@@ -331,9 +336,17 @@ impl NodeStream {
         self.tx.send(Ok(update)).await.map_err(|_| End::NodeGone)
     }
 
-    /// Sends whatever was committed after `sent`; returns the revision the node now holds.
+    /// Sends an update read from the store. Its revision is durable, but the values read may be
+    /// a later commit's, not yet flushed: the flush first, so a node never holds a value that a
+    /// crash could take back. It usually joins the flush of the write that woke the stream.
+    async fn send_config(&self, update: ConfigUpdate) -> Result<(), End> {
+        self.builder.store.flush().await.map_err(End::Failed)?;
+        self.send(update).await
+    }
+
+    /// Sends whatever was made durable after `sent`; returns the revision the node now holds.
     async fn catch_up(&self, sent: u64) -> Result<u64, End> {
-        if self.builder.store.revision() <= sent {
+        if self.builder.store.durable_revision() <= sent {
             return Ok(sent);
         }
         let update = match self.builder.since(sent).map_err(End::Failed)? {
@@ -342,19 +355,19 @@ impl NodeStream {
             None => self.builder.snapshot().map_err(End::Failed)?,
         };
         let revision = update.revision;
-        self.send(update).await?;
+        self.send_config(update).await?;
         Ok(revision)
     }
 
     async fn feed(&mut self, last_revision: u64) -> End {
-        // Subscribe before the first read so no commit between the two goes unnoticed.
-        let mut revisions = self.builder.store.watch_revision();
+        // Subscribe before the first read so no flush between the two goes unnoticed.
+        let mut revisions = self.builder.store.watch_durable_revision();
         let first = match self.builder.first(last_revision) {
             Ok(update) => update,
             Err(e) => return End::Failed(e),
         };
         let mut sent = first.revision;
-        if let Err(end) = self.send(first).await {
+        if let Err(end) = self.send_config(first).await {
             return end;
         }
         loop {
@@ -447,11 +460,15 @@ impl ConfigService for ConfigApi {
                 .record(report.node_id, report.attempts)
                 .await?;
             // The log holds the attempts whatever happens here; failing the report would only
-            // make the node send them again.
+            // make the node send them again. A stop reaches nodes with the flush, which also
+            // follows a failure (it may come after a stop was committed).
             match self.system_stop.observe(&subscription_attempts) {
-                Ok(stopped) if !stopped.is_empty() => self.store.flush().await?,
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "following subscription failures failed"),
+                Ok(stopped) if stopped.is_empty() => {}
+                Ok(_) => self.store.flush().await?,
+                Err(e) => {
+                    tracing::warn!(error = %e, "following subscription failures failed");
+                    self.store.flush().await?;
+                }
             }
         }
         Ok(Response::new(ReportDeliveriesResponse { accepted }))
@@ -606,6 +623,53 @@ mod tests {
         populated(&store).await;
         let update = builder(&store).first(store.revision() + 10).unwrap();
         assert!(update.snapshot);
+    }
+
+    #[tokio::test]
+    async fn every_update_names_the_store() {
+        let (_dir, store) = store();
+        populated(&store).await;
+        let builder = builder(&store);
+        assert_eq!(builder.first(0).unwrap().store_id, store.id());
+        assert_eq!(builder.first(1).unwrap().store_id, store.id());
+        assert_eq!(builder.retry(1, vec!["dlv_1".into()]).store_id, store.id());
+        assert!(store.id().starts_with("st_"));
+    }
+
+    #[tokio::test]
+    async fn a_commit_reaches_no_node_before_it_is_durable() {
+        let (_dir, store) = store();
+        populated(&store).await;
+        let durable = store.revision();
+        let tenant = crate::store::TenantRecord {
+            id: "tnt_unflushed".into(),
+            display_name: "Brand".into(),
+            notification_emails: vec![],
+            zones: vec![],
+            max_active_subscriptions: None,
+            max_forwarding_sets_per_channel: None,
+            create_time: Time::now(),
+            update_time: Time::now(),
+        };
+        {
+            let guard = store.lock_writes();
+            let mut change = crate::store::Change::default();
+            change.put_tenant(&tenant);
+            store.commit(&guard, change).unwrap();
+        }
+        let builder = builder(&store);
+        assert_eq!(builder.first(0).unwrap().revision, durable);
+        let behind = builder.first(durable - 1).unwrap();
+        assert_eq!(behind.revision, durable);
+        assert!(!ids(&behind).contains(&tenant.id));
+        let current = builder.first(durable).unwrap();
+        assert_eq!(current.revision, durable);
+        assert!(current.upserts.is_empty());
+
+        store.flush().await.unwrap();
+        let after = builder.first(durable).unwrap();
+        assert_eq!(after.revision, durable + 1);
+        assert_eq!(ids(&after), [tenant.id]);
     }
 
     #[tokio::test]

@@ -81,6 +81,7 @@ impl ControlPlane {
         tracing::info!(
             data_dir = %opts.data_dir.display(),
             revision = store.revision(),
+            store_id = store.id(),
             "control plane store opened"
         );
         let moved = delivery_log::move_attempts_into_pages(&store)?;

@@ -12,6 +12,8 @@ pub(crate) const ATTEMPT: &str = "att";
 pub(crate) const NOTIFICATION: &str = "ntf";
 /// A test event sent by SendTestEvent.
 pub(crate) const EVENT: &str = "evt";
+/// The store itself, named once when it is created (nodes remember which store they follow).
+pub(crate) const STORE: &str = "st";
 
 /// Ids are list keys, and listing must be in creation order; a plain `Ulid::new()` orders ids made
 /// within one millisecond at random, so all ids come from one monotonic generator.

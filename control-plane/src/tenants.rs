@@ -499,7 +499,7 @@ mod tests {
             .unwrap();
 
         assert_eq!(store.revision(), before + 1);
-        let logged = &store.changes_after(before).unwrap()[0].1;
+        let logged = &store.changes_between(before, store.revision()).unwrap()[0].1;
         let ids: HashSet<_> = logged.iter().map(|t| t.id.as_str()).collect();
         assert_eq!(
             ids,

@@ -44,6 +44,9 @@ pub enum Error {
     /// The node has not received its first configuration snapshot yet.
     #[error("this node has no configuration yet; try again shortly")]
     NotReady,
+    /// The spool is at its cap, or the tenant holds its share of it: nothing was stored.
+    #[error("{0}")]
+    SpoolFull(crate::queue::budget::Refusal),
 }
 
 impl Error {
@@ -62,6 +65,9 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
             Error::NotFound { .. } => tonic::Status::not_found(message),
             Error::Unauthenticated { .. } => tonic::Status::unauthenticated(message),
+            // Not this node's failure: the caller's tenant has used its room until its
+            // deliveries drain.
+            Error::SpoolFull(_) => tonic::Status::resource_exhausted(message),
             // The caller may try again: another node, or this one once it has config or disk.
             Error::NotReady | Error::Spool(_) | Error::Io(_) | Error::Queue(_) => {
                 tonic::Status::unavailable(message)

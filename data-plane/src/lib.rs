@@ -41,7 +41,12 @@ use crate::{
     nats::Nats,
     outcomes::{OutcomeLog, Outcomes, jetstream::SharedOutcomes},
     publish::{IdempotencyBook, IdempotencyKeys, Publisher, SharedIdempotencyKeys},
-    queue::{Queue, jetstream::JetStreamQueue, spool::Spool},
+    queue::{
+        Queue,
+        budget::{self, ByteSize},
+        jetstream::JetStreamQueue,
+        spool::Spool,
+    },
 };
 
 /// What a node keeps its work in, as `--queue` chose: the one place a backend is picked.
@@ -54,10 +59,12 @@ struct Backend {
 }
 
 impl Backend {
-    async fn open(cfg: &NodeConfig, node_id: &str) -> Result<Self, Error> {
+    async fn open(cfg: &NodeConfig, node_id: &str, metrics: &Arc<Metrics>) -> Result<Self, Error> {
         match &cfg.options.queue {
             QueueChoice::Spool => {
-                let spool = Arc::new(Spool::open(&cfg.spool_dir)?);
+                let spool = Spool::open(&cfg.spool_dir)?;
+                let limits = spool_limits(&cfg.options, &cfg.spool_dir, spool.disk_bytes())?;
+                let spool = Arc::new(spool.with_limits(limits, Arc::clone(metrics)));
                 Ok(Self {
                     outcomes: Arc::new(OutcomeLog::open(spool.db())?),
                     idempotency: Arc::new(IdempotencyBook::open(spool.db())?),
@@ -78,6 +85,49 @@ impl Backend {
     }
 }
 
+/// The spool's cap as given, or [`budget::DEFAULT_DISK_PERCENT`] of the room its filesystem
+/// has now (free space plus what the spool holds), and each tenant's share of it.
+fn spool_limits(
+    options: &NodeOptions,
+    dir: &std::path::Path,
+    spool_bytes: u64,
+) -> Result<budget::Limits, Error> {
+    let max_bytes = match options.spool_max_bytes {
+        Some(ByteSize(max)) if max < budget::MIN_MAX_BYTES => {
+            return Err(Error::InvalidSetting(format!(
+                "--spool-max-bytes {} is below the smallest cap, {}: the journal's 64 MiB \
+                 segments could keep a smaller spool full with nothing left to deliver",
+                ByteSize(max),
+                ByteSize(budget::MIN_MAX_BYTES)
+            )));
+        }
+        Some(ByteSize(max)) => max,
+        None => {
+            let fs = rustix::fs::statvfs(dir).map_err(std::io::Error::from)?;
+            let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+            let max = budget::default_max_bytes(free, spool_bytes);
+            if max >= free.saturating_add(spool_bytes) {
+                warn!(
+                    free = %ByteSize(free),
+                    cap = %ByteSize(max),
+                    "the spool directory's filesystem has less room than the smallest spool \
+                     cap; the disk may fill before the cap refuses anything"
+                );
+            }
+            max
+        }
+    };
+    let limits = budget::Limits::new(max_bytes, options.spool_tenant_share);
+    info!(
+        max_bytes = %ByteSize(limits.max_bytes),
+        tenant_share = %options.spool_tenant_share,
+        tenant_bytes = %ByteSize(limits.tenant_bytes),
+        holds = %ByteSize(spool_bytes),
+        "spool cap"
+    );
+    Ok(limits)
+}
+
 /// Runs a node until `shutdown` resolves: HTTP ingress (+ /healthz /readyz /metrics) on
 /// `ingress`, gRPC (EventService, health, reflection) on `grpc`.
 pub async fn run(
@@ -91,6 +141,7 @@ pub async fn run(
         .node_id
         .clone()
         .unwrap_or_else(|| format!("node_{}", ulid::Ulid::new().to_string().to_lowercase()));
+    let metrics = Arc::new(Metrics::default());
     let Backend {
         queue,
         outcomes,
@@ -100,9 +151,8 @@ pub async fn run(
         // The node's directory (spool and saved config) holds LINE users' messages and channel
         // secrets: the node's alone, whichever queue it uses.
         queue::private_dir(&cfg.spool_dir)?;
-        Backend::open(&cfg, &node_id).await?
+        Backend::open(&cfg, &node_id, &metrics).await?
     };
-    let metrics = Arc::new(Metrics::default());
     if let Some(spool) = &spool {
         metrics.spool_corrupt_bytes(spool.corrupt_bytes_skipped());
     }
@@ -159,10 +209,13 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(config::watch_config(
         control.clone(),
-        Arc::clone(&store),
-        Arc::clone(&queue),
-        Arc::clone(&metrics),
-        node_id.clone(),
+        config::Watching {
+            store: Arc::clone(&store),
+            queue: Arc::clone(&queue),
+            metrics: Arc::clone(&metrics),
+            node_id: node_id.clone(),
+            cache_path: cache.path().to_path_buf(),
+        },
         stop_rx.clone(),
     ));
     tasks.spawn(config::save_config(

@@ -20,6 +20,19 @@ struct Outcome {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+struct Refused {
+    tenant: String,
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Tenant {
+    tenant: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     ingress_requests: Family<Outcome, Counter>,
@@ -29,6 +42,8 @@ pub struct Metrics {
     deliveries_deferred: Counter,
     queue_depth: Gauge,
     config_revision: Gauge,
+    config_refused: Family<Reason, Counter>,
+    config_refusing: Gauge,
     outcomes_unsent: Gauge,
     genesys_events_skipped: Counter,
     genesys_outbound_requests: Family<Outcome, Counter>,
@@ -36,6 +51,52 @@ pub struct Metrics {
     spool_corrupt_bytes: Gauge,
     spool_storage_failures: Counter,
     spool_segments_abandoned: Counter,
+    spool: SpoolSeries,
+}
+
+/// The spool's cap and who holds what (queue/budget.rs).
+#[derive(Default)]
+struct SpoolSeries {
+    refused: Family<Refused, Counter>,
+    bytes: Gauge,
+    max_bytes: Gauge,
+    tenant_max_bytes: Gauge,
+    tenant_bytes: Family<Tenant, Gauge>,
+}
+
+impl SpoolSeries {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "hookplane_spool_refused",
+            "Requests whose jobs the spool did not store, by tenant and by the limit reached \
+             (tenant_share: --spool-tenant-share; spool: --spool-max-bytes)",
+            self.refused.clone(),
+        );
+        registry.register(
+            "hookplane_spool_bytes",
+            "Bytes of the spool's journal on disk, what --spool-max-bytes bounds",
+            self.bytes.clone(),
+        );
+        registry.register(
+            "hookplane_spool_max_bytes",
+            "The spool's cap (--spool-max-bytes)",
+            self.max_bytes.clone(),
+        );
+        registry.register(
+            "hookplane_spool_tenant_max_bytes",
+            "What one tenant may hold in the spool (--spool-tenant-share of the cap)",
+            self.tenant_max_bytes.clone(),
+        );
+        registry.register(
+            "hookplane_spool_tenant_bytes",
+            "Bytes of jobs and bodies held in the spool per tenant",
+            self.tenant_bytes.clone(),
+        );
+    }
+}
+
+fn gauge_value(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 impl Default for Metrics {
@@ -48,12 +109,16 @@ impl Default for Metrics {
         let deliveries_deferred = Counter::default();
         let queue_depth = Gauge::default();
         let config_revision = Gauge::default();
+        let config_refused = Family::<Reason, Counter>::default();
+        let config_refusing = Gauge::default();
         let outcomes_unsent = Gauge::default();
         let ingress_connections_refused = Counter::default();
         let spool_corrupt_bytes = Gauge::default();
         let spool_storage_failures = Counter::default();
         let spool_segments_abandoned = Counter::default();
+        let spool = SpoolSeries::default();
         let mut registry = Registry::default();
+        spool.register(&mut registry);
         registry.register(
             "hookplane_spool_storage_failures",
             "Spool journal writes and syncs that failed (a full or failing disk)",
@@ -110,6 +175,17 @@ impl Default for Metrics {
             config_revision.clone(),
         );
         registry.register(
+            "hookplane_config_refused",
+            "Config updates refused, by reason: store_id (the control plane has another store) or \
+             revision (its store went back to an earlier revision)",
+            config_refused.clone(),
+        );
+        registry.register(
+            "hookplane_config_refusing",
+            "1 while the node refuses the control plane's config and serves its own (not ready)",
+            config_refusing.clone(),
+        );
+        registry.register(
             "hookplane_outcomes_unsent",
             "Delivery outcomes not yet reported to the control plane",
             outcomes_unsent.clone(),
@@ -135,6 +211,8 @@ impl Default for Metrics {
             deliveries_deferred,
             queue_depth,
             config_revision,
+            config_refused,
+            config_refusing,
             outcomes_unsent,
             genesys_events_skipped,
             genesys_outbound_requests,
@@ -142,6 +220,7 @@ impl Default for Metrics {
             spool_corrupt_bytes,
             spool_storage_failures,
             spool_segments_abandoned,
+            spool,
         }
     }
 }
@@ -156,6 +235,37 @@ impl Metrics {
     pub fn spool_corrupt_bytes(&self, bytes: u64) {
         self.spool_corrupt_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// A request the spool refused for `tenant` at `limit` (queue/budget.rs).
+    pub fn spool_refused(&self, tenant: &str, limit: &'static str) {
+        self.spool
+            .refused
+            .get_or_create(&Refused {
+                tenant: tenant.to_owned(),
+                limit,
+            })
+            .inc();
+    }
+
+    /// What the spool holds, read at scrape time.
+    pub fn spool_usage(&self, usage: &crate::queue::SpoolUsage) {
+        let spool = &self.spool;
+        spool.bytes.set(gauge_value(usage.disk_bytes));
+        if let Some(limits) = usage.limits {
+            spool.max_bytes.set(gauge_value(limits.max_bytes));
+            spool.tenant_max_bytes.set(gauge_value(limits.tenant_bytes));
+        }
+        // Only tenants holding something now: one whose backlog drained leaves the series.
+        spool.tenant_bytes.clear();
+        for (tenant, bytes) in &usage.tenants {
+            spool
+                .tenant_bytes
+                .get_or_create(&Tenant {
+                    tenant: tenant.clone(),
+                })
+                .set(gauge_value(*bytes));
+        }
     }
 
     pub fn ingress_connection_refused(&self) {
@@ -180,6 +290,17 @@ impl Metrics {
     pub fn set_config_revision(&self, revision: u64) {
         self.config_revision
             .set(i64::try_from(revision).unwrap_or(i64::MAX));
+    }
+
+    /// An update refused for `reason` (`store_id` or `revision`); the node now refuses.
+    pub fn config_refused(&self, reason: &'static str) {
+        self.config_refused.get_or_create(&Reason { reason }).inc();
+        self.config_refusing.set(1);
+    }
+
+    /// An update taken: the node no longer refuses.
+    pub fn config_taken(&self) {
+        self.config_refusing.set(0);
     }
 
     pub fn set_outcomes_unsent(&self, unsent: u64) {
@@ -227,8 +348,18 @@ mod tests {
         m.ingress_acked(Duration::from_millis(3));
         m.attempt("succeeded", Duration::from_millis(20));
         m.set_config_revision(7);
+        m.config_refused("store_id");
         m.genesys_skipped(2);
         m.genesys_outbound("queued");
+        m.spool_refused("tnt_a", "tenant_share");
+        m.spool_usage(&crate::queue::SpoolUsage {
+            disk_bytes: 300,
+            limits: Some(crate::queue::budget::Limits {
+                max_bytes: 1000,
+                tenant_bytes: 500,
+            }),
+            tenants: vec![("tnt_a".to_owned(), 200)],
+        });
         let storage = Storage {
             failure: None,
             failures: 3,
@@ -245,8 +376,15 @@ mod tests {
             "hookplane_delivery_latency_seconds_bucket",
             "hookplane_ingress_ack_latency_seconds_count 1",
             "hookplane_config_revision 7",
+            "hookplane_config_refused_total{reason=\"store_id\"} 1",
+            "hookplane_config_refusing 1",
             "hookplane_genesys_events_skipped_total 2",
             "hookplane_genesys_outbound_requests_total{outcome=\"queued\"} 1",
+            "hookplane_spool_refused_total{tenant=\"tnt_a\",limit=\"tenant_share\"} 1",
+            "hookplane_spool_bytes 300",
+            "hookplane_spool_max_bytes 1000",
+            "hookplane_spool_tenant_max_bytes 500",
+            "hookplane_spool_tenant_bytes{tenant=\"tnt_a\"} 200",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

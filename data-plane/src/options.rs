@@ -2,7 +2,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use crate::nats::NatsOptions;
+use crate::{
+    nats::NatsOptions,
+    queue::budget::{ByteSize, Share},
+};
 
 /// Where deliveries in flight live (`--queue`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +97,18 @@ pub struct NodeOptions {
     /// can be added and removed at will).
     #[arg(long, env = "HOOKPLANE_QUEUE", default_value = "spool")]
     pub queue: QueueChoice,
+    /// The most the spool's journal may take on disk (`2GiB`, `500MB`, or bytes; at least
+    /// 256MiB). New deliveries beyond it are refused (webhooks 503 with Retry-After,
+    /// PublishEvent RESOURCE_EXHAUSTED) while those held go on. Default: 80% of the free space
+    /// of the spool directory's filesystem plus what the spool holds already, computed at
+    /// start. Spool only: with NATS the streams' limits bound the queue.
+    #[arg(long, env = "HOOKPLANE_SPOOL_MAX_BYTES")]
+    pub spool_max_bytes: Option<ByteSize>,
+    /// The part of --spool-max-bytes one tenant's deliveries may hold (`50%` or `0.5`): a
+    /// brand whose endpoints are all down is refused once it holds this much, and the other
+    /// tenants keep the rest.
+    #[arg(long, env = "HOOKPLANE_SPOOL_TENANT_SHARE", default_value = "50%")]
+    pub spool_tenant_share: Share,
     #[command(flatten)]
     pub nats: NatsOptions,
     /// The LINE Messaging API base URL (connectors push through it).
@@ -124,6 +139,8 @@ impl Default for NodeOptions {
             target_concurrency: 16,
             delivery_threads: 0,
             queue: QueueChoice::Spool,
+            spool_max_bytes: None,
+            spool_tenant_share: Share::DEFAULT,
             nats: NatsOptions::default(),
             line_api_base_url: "https://api.line.me".to_owned(),
         }
@@ -177,6 +194,8 @@ mod tests {
         assert_eq!(parsed.target_concurrency, default.target_concurrency);
         assert_eq!(parsed.line_api_base_url, default.line_api_base_url);
         assert_eq!(parsed.queue, default.queue);
+        assert_eq!(parsed.spool_max_bytes, default.spool_max_bytes);
+        assert_eq!(parsed.spool_tenant_share, default.spool_tenant_share);
         assert_eq!(
             parsed.nats.nats_stream_replicas,
             default.nats.nats_stream_replicas
@@ -200,6 +219,18 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("nats://HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn the_spool_cap_and_share_read_human_sizes_and_percentages() {
+        let parsed = parse(&["--spool-max-bytes", "2GiB", "--spool-tenant-share", "25%"]);
+        assert_eq!(parsed.spool_max_bytes, Some(ByteSize(2 << 30)));
+        assert_eq!(parsed.spool_tenant_share.of(100), 25);
+        let err = Cli::try_parse_from(["hookplane", "--spool-max-bytes", "2G"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("2GiB"), "{err}");
     }
 
     #[test]

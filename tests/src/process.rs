@@ -417,6 +417,66 @@ impl ControlProcess {
             ControlProcess::launch(&self.args, self.dir.path(), &self.addr.to_string()).await?;
         Ok(())
     }
+
+    /// Another control plane in `stopped`'s place: its port and tokens, so nodes reconnect to
+    /// it, but a data directory of its own, empty at start (a store lost and set up anew).
+    pub async fn start_in_place_of(stopped: &ControlProcess) -> anyhow::Result<ControlProcess> {
+        let dir = tempfile::tempdir()?;
+        let args = strings(&[
+            "control",
+            "--data-dir",
+            dir.path().to_str().expect("utf-8 temp dir"),
+            "--allow-target-network",
+            "127.0.0.0/8",
+            "--admin-token",
+            &stopped.admin_token,
+            "--node-token",
+            &stopped.node_token,
+            "--publisher-token",
+            &stopped.publisher_token,
+        ]);
+        let process = ControlProcess::launch(&args, dir.path(), &stopped.addr.to_string()).await?;
+        Ok(ControlProcess {
+            addr: process.addr("control plane"),
+            admin_token: stopped.admin_token.clone(),
+            node_token: stopped.node_token.clone(),
+            publisher_token: stopped.publisher_token.clone(),
+            process,
+            args,
+            dir,
+        })
+    }
+
+    /// A copy of its sled store, as a backup is; take it while the process is stopped.
+    pub fn back_up_store(&self) -> anyhow::Result<TempDir> {
+        let backup = tempfile::tempdir()?;
+        copy_dir(&self.dir.path().join("store"), &backup.path().join("store"))?;
+        Ok(backup)
+    }
+
+    /// Kills it, puts the store of `backup` in place of its own and starts it again.
+    pub async fn restore_store(&mut self, backup: &TempDir) -> anyhow::Result<()> {
+        self.process.kill().await;
+        let store = self.dir.path().join("store");
+        std::fs::remove_dir_all(&store)?;
+        copy_dir(&backup.path().join("store"), &store)?;
+        self.restart().await
+    }
+}
+
+/// Copies the directory tree `from` to `to`.
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 /// `hookplane data`: one node of a control plane.

@@ -1,5 +1,6 @@
-//! What the control plane keeps: restarts lose nothing (the revision included), secrets are sealed
-//! on disk and absent from logs, and a generated admin token is stored privately and shown once.
+//! What the control plane keeps: restarts lose nothing (the revision and the store's id
+//! included), secrets are sealed on disk and absent from logs, and a generated admin token is
+//! stored privately and shown once.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -7,6 +8,11 @@ use hookplane_client::{Client, v1};
 use hookplane_tests::{ControlProcess, api::*};
 
 async fn revision(control: &ControlProcess) -> u64 {
+    first_update(control).await.revision
+}
+
+/// The first update a node without config gets.
+async fn first_update(control: &ControlProcess) -> v1::ConfigUpdate {
     let client = Client::connect(&control.url(), &control.node_token)
         .await
         .unwrap();
@@ -19,7 +25,22 @@ async fn revision(control: &ControlProcess) -> u64 {
         .await
         .unwrap()
         .into_inner();
-    stream.message().await.unwrap().unwrap().revision
+    stream.message().await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn the_store_keeps_its_id_for_life_and_another_data_dir_has_another() {
+    let mut control = ControlProcess::start().await.unwrap();
+    let id = first_update(&control).await.store_id;
+    assert!(id.starts_with("st_"), "{id}");
+    control.kill().await;
+    control.restart().await.unwrap();
+    assert_eq!(first_update(&control).await.store_id, id);
+
+    control.kill().await;
+    let other = ControlProcess::start_in_place_of(&control).await.unwrap();
+    let other_id = first_update(&other).await.store_id;
+    assert!(other_id.starts_with("st_") && other_id != id, "{other_id}");
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Data-plane nodes as processes: an acknowledged event survives `kill -9`, several nodes share
-//! one control plane, and a node rides out the control plane's absence.
+//! one control plane, a node rides out the control plane's absence, and it refuses a control
+//! plane whose store is not the one its config came from (or went back to an earlier revision).
 
 use std::{collections::HashSet, time::Duration};
 
@@ -42,6 +43,32 @@ async fn post(node: &DataNode, channel: &str, body: &[u8]) -> reqwest::StatusCod
         .await
         .map(|r| r.status())
         .unwrap_or(reqwest::StatusCode::BAD_GATEWAY)
+}
+
+/// `/readyz`'s status and text.
+async fn readyz(node: &DataNode) -> (reqwest::StatusCode, String) {
+    match reqwest::get(format!("{}/readyz", node.ingress_url())).await {
+        Ok(r) => (r.status(), r.text().await.unwrap_or_default()),
+        Err(_) => (reqwest::StatusCode::BAD_GATEWAY, String::new()),
+    }
+}
+
+/// Waits until the node says it refuses the control plane's config; returns what /readyz says.
+async fn wait_refusing(node: &DataNode) -> String {
+    eventually(WAIT, "the node to refuse the control plane", || async {
+        let (status, text) = readyz(node).await;
+        (status == 503 && text.contains("refusing")).then_some(text)
+    })
+    .await
+    .unwrap()
+}
+
+/// The event ids of the requests `receiver` got from the `from`th on.
+fn event_ids_since(receiver: &Receiver, from: usize) -> HashSet<String> {
+    receiver.requests()[from..]
+        .iter()
+        .filter_map(|r| r.header("x-hookplane-event-id").map(str::to_owned))
+        .collect()
 }
 
 async fn wait_for_channel(node: &DataNode, channel: &str) {
@@ -201,4 +228,124 @@ async fn a_node_restarted_while_the_control_plane_is_away_serves_its_saved_confi
         reqwest::StatusCode::OK
     );
     receiver.wait_for(before + 1, WAIT).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_node_refuses_a_control_plane_with_another_store_and_keeps_its_work() {
+    let receiver = Receiver::start_with(Respond::Status(503)).await.unwrap();
+    let (mut control, node, channel) = node_forwarding_to(
+        &receiver,
+        &["--retry-schedule", "300ms", "--max-attempts", "1000"],
+    )
+    .await;
+    assert_eq!(post(&node, &channel, &ingress::text_event(1)).await, 200);
+    let queued = receiver.wait_for(1, WAIT).await.unwrap()[0]
+        .header("x-hookplane-event-id")
+        .unwrap()
+        .to_owned();
+
+    // The control plane's store is lost: another one, empty, takes its place and its address.
+    control.kill().await;
+    let mut other = ControlProcess::start_in_place_of(&control).await.unwrap();
+    let text = wait_refusing(&node).await;
+    assert!(text.contains("store"), "{text}");
+    assert_eq!(
+        node.metric("hookplane_config_refusing").await.unwrap(),
+        Some(1)
+    );
+    assert!(
+        node.metric("hookplane_config_refused_total{reason=\"store_id\"}")
+            .await
+            .unwrap()
+            >= Some(1)
+    );
+    assert!(node.log().contains("refusing the control plane's config"));
+
+    // It serves on with its own config, and the job queued before is still there.
+    let before = receiver.requests().len();
+    assert_eq!(post(&node, &channel, &ingress::text_event(2)).await, 200);
+    receiver.wait_for(before + 1, WAIT).await.unwrap();
+    let recovered = receiver.requests().len();
+    receiver.respond(Respond::Status(200));
+    eventually(WAIT, "both events delivered", || async {
+        let ids = event_ids_since(&receiver, recovered);
+        (ids.contains(&queued) && ids.len() == 2).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Its own store back, the control plane is followed again.
+    other.kill().await;
+    control.restart().await.unwrap();
+    eventually(WAIT, "the node ready again", || async {
+        (readyz(&node).await.0 == 200).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        node.metric("hookplane_config_refusing").await.unwrap(),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn a_node_refuses_a_store_restored_to_an_earlier_revision_and_keeps_its_config() {
+    let first = Receiver::start().await.unwrap();
+    let second = Receiver::start().await.unwrap();
+    let (mut control, node, channel) = node_forwarding_to(&first, &[]).await;
+    control.terminate().await.unwrap();
+    let backup = control.back_up_store().unwrap();
+    control.restart().await.unwrap();
+    let client = control.admin().await.unwrap();
+    create_forwarding_set(&client, &channel, &second.url("/bot"))
+        .await
+        .unwrap();
+    eventually(WAIT, "the second forwarding set on the node", || async {
+        assert_eq!(post(&node, &channel, &ingress::text_event(1)).await, 200);
+        second.wait_for(1, Duration::from_millis(500)).await.ok()
+    })
+    .await
+    .unwrap();
+
+    control.restore_store(&backup).await.unwrap();
+    let text = wait_refusing(&node).await;
+    assert!(text.contains("revision"), "{text}");
+    assert!(
+        node.metric("hookplane_config_refused_total{reason=\"revision\"}")
+            .await
+            .unwrap()
+            >= Some(1)
+    );
+    // The set the restored store lacks is still served.
+    let before = second.requests().len();
+    assert_eq!(post(&node, &channel, &ingress::text_event(2)).await, 200);
+    second.wait_for(before + 1, WAIT).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_node_moves_to_another_store_once_its_saved_config_is_deleted() {
+    let receiver = Receiver::start().await.unwrap();
+    let (mut control, mut node, channel) = node_forwarding_to(&receiver, &[]).await;
+    let saved = node.dir.path().join("spool").join("config.sealed");
+    eventually(WAIT, "the node to save its config", || async {
+        saved.exists().then_some(())
+    })
+    .await
+    .unwrap();
+    control.kill().await;
+    let other = ControlProcess::start_in_place_of(&control).await.unwrap();
+    wait_refusing(&node).await;
+
+    node.kill().await;
+    std::fs::remove_file(&saved).unwrap();
+    node.restart().await.unwrap();
+    assert_eq!(
+        readyz(&node).await,
+        (reqwest::StatusCode::OK, "ready\n".into())
+    );
+    // It follows the new store, which has no such channel.
+    assert_eq!(post(&node, &channel, &fixture("verify.json")).await, 404);
+    let client = other.admin().await.unwrap();
+    let moved = brand(&client).await;
+    wait_for_channel(&node, &moved).await;
 }

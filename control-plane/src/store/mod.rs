@@ -1,10 +1,13 @@
 //! The sled store: configuration trees, their parent/child indexes, the global revision and the
 //! change log, plus the delivery-log trees. Every configuration write is one sled transaction that
-//! also advances the revision and logs what it touched.
+//! also advances the revision and logs what it touched; a revision is announced to the config
+//! stream only once a flush made it durable. The store is named once, when it is created, so nodes
+//! can tell it from another (an empty store or a restored one).
 
 mod records;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,7 @@ use crate::sealing::Sealer;
 /// How many revisions the change log keeps; a node further behind gets a snapshot.
 const CHANGE_LOG_LEN: u64 = 100_000;
 const REVISION_KEY: &[u8] = b"revision";
+const STORE_ID_KEY: &[u8] = b"store_id";
 const KEY_CHECK_KEY: &[u8] = b"master_key_check";
 const KEY_CHECK_PLAINTEXT: &str = "hookplane master key check";
 
@@ -193,8 +197,14 @@ struct Inner {
     /// concurrent admin writes made happen: flushes take turns, and one flush serves every caller
     /// whose ticket was issued before it started (group commit). Holds the last ticket flushed.
     flushes: tokio::sync::Mutex<u64>,
-    flush_tickets: std::sync::atomic::AtomicU64,
-    revision: watch::Sender<u64>,
+    flush_tickets: AtomicU64,
+    /// The last revision committed; advanced under the writer lock.
+    committed: AtomicU64,
+    /// The last revision a flush made durable: what the config stream may send. A node that
+    /// applied a revision a crash then lost would hold config the store no longer has, and see
+    /// the revision go backwards when the control plane comes back.
+    durable: watch::Sender<u64>,
+    id: String,
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(tree: &'static str, bytes: &[u8]) -> Result<T, Error> {
@@ -232,8 +242,22 @@ impl Store {
                 meta.insert(KEY_CHECK_KEY, encode(&sealer.seal(KEY_CHECK_PLAINTEXT)))?;
             }
         }
+        // Made once, when the store is created. A store made before stores had ids gets one at
+        // its first open here; nodes that followed it remember no id yet and take this one as
+        // theirs, so the upgrade changes nothing for them.
+        let id = match meta.get(STORE_ID_KEY)? {
+            Some(id) => String::from_utf8_lossy(&id).into_owned(),
+            None => {
+                let id = crate::ids::new_id(crate::ids::STORE);
+                meta.insert(STORE_ID_KEY, id.as_bytes())?;
+                id
+            }
+        };
+        // Whatever recovery read may sit in the page cache only, and the id must never change
+        // under nodes that already saw it: everything is durable before anything is served.
+        db.flush()?;
         let current = meta.get(REVISION_KEY)?.map_or(0, |v| decode_u64(&v));
-        let (revision, _) = watch::channel(current);
+        let (durable, _) = watch::channel(current);
         Ok(Store {
             inner: Arc::new(Inner {
                 attempt_pages: db.open_tree(ATTEMPT_PAGES)?,
@@ -245,14 +269,21 @@ impl Store {
                 writes: Mutex::new(()),
                 delivery_log_writes: Mutex::default(),
                 flushes: tokio::sync::Mutex::new(0),
-                flush_tickets: std::sync::atomic::AtomicU64::new(0),
-                revision,
+                flush_tickets: AtomicU64::new(0),
+                committed: AtomicU64::new(current),
+                durable,
+                id,
             }),
         })
     }
 
     pub fn sealer(&self) -> &Sealer {
         &self.inner.sealer
+    }
+
+    /// The store's id (`st_...`), the same for its whole life.
+    pub fn id(&self) -> &str {
+        &self.inner.id
     }
 
     fn tree(&self, t: ConfigTree) -> &Tree {
@@ -276,6 +307,8 @@ impl Store {
     }
 
     /// Applies `change` and advances the revision in one transaction; returns the new revision.
+    /// The config stream learns of it at the next `flush`, which every writer calls before it
+    /// answers.
     pub fn commit(&self, _guard: &WriteGuard<'_>, change: Change) -> Result<u64, Error> {
         let touched = encode(&change.touched);
         let trees: &[Tree] = &self.inner.config_trees;
@@ -303,13 +336,13 @@ impl Store {
             Err(TransactionError::Storage(e)) => return Err(Error::Store(e)),
             Err(TransactionError::Abort(never)) => match never {},
         };
-        self.inner.revision.send_replace(revision);
+        self.inner.committed.store(revision, SeqCst);
         Ok(revision)
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable, then announces the revisions it covered to the config
+    /// stream.
     pub async fn flush(&self) -> Result<(), Error> {
-        use std::sync::atomic::Ordering::SeqCst;
         // The caller's writes happened before its ticket; a flush that starts after the ticket
         // was issued makes them durable.
         let ticket = self.inner.flush_tickets.fetch_add(1, SeqCst) + 1;
@@ -318,25 +351,47 @@ impl Store {
             return Ok(());
         }
         let covers = self.inner.flush_tickets.load(SeqCst);
+        // Read after `covers`: the commits of every ticket this flush serves are in it.
+        let committed = self.inner.committed.load(SeqCst);
         self.inner.db.flush_async().await?;
         *flushed = covers;
+        self.inner.durable.send_if_modified(|durable| {
+            let newer = committed > *durable;
+            if newer {
+                *durable = committed;
+            }
+            newer
+        });
         Ok(())
     }
 
+    /// The last revision committed, durable or not yet.
     pub fn revision(&self) -> u64 {
-        *self.inner.revision.borrow()
+        self.inner.committed.load(SeqCst)
     }
 
-    /// Wakes on every commit with the new revision.
-    pub fn watch_revision(&self) -> watch::Receiver<u64> {
-        self.inner.revision.subscribe()
+    /// The last revision known durable: the newest the config stream may send.
+    pub fn durable_revision(&self) -> u64 {
+        *self.inner.durable.borrow()
     }
 
-    /// Every logged revision after `after`, in order, with what each touched.
-    pub fn changes_after(&self, after: u64) -> Result<Vec<(u64, Vec<Touched>)>, Error> {
+    /// Wakes when a flush makes newer revisions durable, with the newest.
+    pub fn watch_durable_revision(&self) -> watch::Receiver<u64> {
+        self.inner.durable.subscribe()
+    }
+
+    /// Every logged revision after `after` up to `upto`, in order, with what each touched.
+    pub fn changes_between(
+        &self,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<(u64, Vec<Touched>)>, Error> {
+        if upto <= after {
+            return Ok(Vec::new());
+        }
         let start = after.saturating_add(1).to_be_bytes();
         self.tree(ConfigTree::Changes)
-            .range(start..)
+            .range(start..=upto.to_be_bytes())
             .map(|entry| {
                 let (k, v) = entry?;
                 Ok((decode_u64(&k), decode("changes", &v)?))
@@ -561,7 +616,7 @@ mod tests {
         change.put_tenant(&tenant("tnt_a"));
         change.put_tenant(&tenant("tnt_b"));
         assert_eq!(store.commit(&guard, change).unwrap(), 1);
-        let log = store.changes_after(0).unwrap();
+        let log = store.changes_between(0, store.revision()).unwrap();
         assert_eq!(log.len(), 1);
         assert_eq!(log[0].0, 1);
         let ids: Vec<_> = log[0].1.iter().map(|t| t.id.as_str()).collect();
@@ -614,16 +669,80 @@ mod tests {
         assert!(matches!(again, Err(Error::MasterKey(_))));
     }
 
-    #[test]
-    fn a_commit_wakes_revision_watchers() {
+    #[tokio::test]
+    async fn a_revision_reaches_the_config_stream_only_once_it_is_durable() {
         let (_dir, store) = store();
-        let mut watcher = store.watch_revision();
-        let guard = store.lock_writes();
-        let mut change = Change::default();
-        change.put_tenant(&tenant("tnt_a"));
-        store.commit(&guard, change).unwrap();
+        let mut watcher = store.watch_durable_revision();
+        {
+            let guard = store.lock_writes();
+            let mut change = Change::default();
+            change.put_tenant(&tenant("tnt_a"));
+            store.commit(&guard, change).unwrap();
+        }
+        assert_eq!(store.revision(), 1);
+        assert!(!watcher.has_changed().unwrap());
+        assert_eq!(store.durable_revision(), 0);
+        assert!(
+            store
+                .changes_between(0, store.durable_revision())
+                .unwrap()
+                .is_empty()
+        );
+
+        store.flush().await.unwrap();
         assert!(watcher.has_changed().unwrap());
         assert_eq!(*watcher.borrow_and_update(), 1);
+        assert_eq!(store.durable_revision(), 1);
+    }
+
+    #[tokio::test]
+    async fn one_flush_announces_every_revision_committed_before_it() {
+        let (_dir, store) = store();
+        for id in ["tnt_a", "tnt_b", "tnt_c"] {
+            let guard = store.lock_writes();
+            let mut change = Change::default();
+            change.put_tenant(&tenant(id));
+            store.commit(&guard, change).unwrap();
+        }
+        store.flush().await.unwrap();
+        assert_eq!(store.durable_revision(), 3);
+        assert_eq!(store.changes_between(0, 3).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_store_is_named_once_when_it_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::generate();
+        let path = dir.path().join("store");
+        let id = Store::open(&path, Sealer::new(&key))
+            .unwrap()
+            .id()
+            .to_owned();
+        assert!(
+            id.starts_with("st_") && id.len() == "st_".len() + 26,
+            "{id}"
+        );
+        assert_eq!(Store::open(&path, Sealer::new(&key)).unwrap().id(), id);
+        let (_other_dir, other) = store();
+        assert_ne!(other.id(), id);
+    }
+
+    #[test]
+    fn a_store_made_before_ids_gets_one_at_its_first_open_and_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::generate();
+        let path = dir.path().join("store");
+        {
+            let store = Store::open(&path, Sealer::new(&key)).unwrap();
+            store.tree(ConfigTree::Meta).remove(STORE_ID_KEY).unwrap();
+            store.inner.db.flush().unwrap();
+        }
+        let named = Store::open(&path, Sealer::new(&key))
+            .unwrap()
+            .id()
+            .to_owned();
+        assert!(named.starts_with("st_"));
+        assert_eq!(Store::open(&path, Sealer::new(&key)).unwrap().id(), named);
     }
 
     #[test]

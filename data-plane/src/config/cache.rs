@@ -45,6 +45,11 @@ impl ConfigCache {
         })
     }
 
+    /// Where the config is saved.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The config last saved, if there is one that opens with this key.
     pub fn load(&self) -> Result<Option<ConfigUpdate>, Error> {
         let sealed = match std::fs::read(&self.path) {

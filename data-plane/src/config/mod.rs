@@ -1,5 +1,6 @@
 //! The node's view of the control plane's configuration: an immutable [`Snapshot`] swapped in
-//! whole for every update, so a request sees one revision from start to end.
+//! whole for every update, so a request sees one revision from start to end, and whether the node
+//! refuses the control plane it reaches (another store, or its revision gone backwards).
 
 mod cache;
 mod snapshot;
@@ -7,14 +8,14 @@ mod watcher;
 
 pub use cache::ConfigCache;
 pub use snapshot::{ChannelEntry, Snapshot};
-pub use watcher::{save_config, watch_config};
+pub use watcher::{Watching, save_config, watch_config};
 
 use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
 };
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
 /// Holds the current snapshot and whether one has been applied yet.
@@ -25,6 +26,9 @@ pub struct ConfigStore {
     cached: AtomicBool,
     /// Bumped by every update applied from the control plane (what the cache saves).
     applied: watch::Sender<u64>,
+    /// Why the control plane's config is refused, while it is: the node serves on with its own
+    /// and /readyz says why it is not ready.
+    refusal: ArcSwapOption<String>,
 }
 
 impl Default for ConfigStore {
@@ -34,6 +38,7 @@ impl Default for ConfigStore {
             ready: watch::channel(false).0,
             cached: AtomicBool::new(false),
             applied: watch::channel(0).0,
+            refusal: ArcSwapOption::empty(),
         }
     }
 }
@@ -59,6 +64,7 @@ impl ConfigStore {
     pub fn install(&self, next: Snapshot, complete: bool) {
         self.current.store(Arc::new(next));
         self.cached.store(false, Ordering::Release);
+        self.refusal.store(None);
         self.applied.send_modify(|n| *n += 1);
         if complete {
             self.ready.send_replace(true);
@@ -76,6 +82,19 @@ impl ConfigStore {
     /// True while the config in force is the one saved on disk.
     pub fn is_cached(&self) -> bool {
         self.cached.load(Ordering::Acquire)
+    }
+
+    /// Keeps the config in force and records why the control plane's is refused, until an
+    /// update is installed. True when the reason is new (the node was not refusing, or refused
+    /// for another reason).
+    pub fn refuse(&self, why: String) -> bool {
+        let previous = self.refusal.swap(Some(Arc::new(why)));
+        previous.as_deref() != self.refusal.load().as_deref()
+    }
+
+    /// Why the node refuses the control plane's config, while it does.
+    pub fn refusal(&self) -> Option<Arc<String>> {
+        self.refusal.load_full()
     }
 
     /// Wakes on every update applied from the control plane.

@@ -11,6 +11,9 @@ use hookplane_proto::v1::{
 #[derive(Default, Clone)]
 pub struct Snapshot {
     pub revision: u64,
+    /// The control plane's store this config came from (empty: none named yet). Saved with the
+    /// config, so the node still knows it after a restart.
+    pub store_id: String,
     pub publisher_token_sha256: String,
     tenants: HashMap<String, Arc<NodeTenant>>,
     channel_records: HashMap<String, Arc<NodeChannel>>,
@@ -59,6 +62,7 @@ impl Snapshot {
             snapshot: true,
             upserts,
             publisher_token_sha256: self.publisher_token_sha256.clone(),
+            store_id: self.store_id.clone(),
             ..ConfigUpdate::default()
         }
     }
@@ -99,6 +103,12 @@ impl Snapshot {
             }
         };
         next.revision = update.revision;
+        // A control plane older than store ids names none: the one known is kept.
+        next.store_id = if update.store_id.is_empty() {
+            self.store_id.clone()
+        } else {
+            update.store_id.clone()
+        };
         if update.snapshot || !update.publisher_token_sha256.is_empty() {
             next.publisher_token_sha256 = update.publisher_token_sha256.clone();
         }
@@ -278,6 +288,23 @@ mod tests {
         assert_eq!(s.revision, 2);
         assert_eq!(target_ids(&s, "ch_1"), vec!["fwd_b"]);
         assert!(s.forwarding_set("fwd_a").is_none());
+    }
+
+    #[test]
+    fn the_store_id_is_kept_through_changes_and_saved_with_the_config() {
+        let s = Snapshot::default().apply(&ConfigUpdate {
+            store_id: "st_a".to_owned(),
+            ..full(1, vec![channel("ch_1")])
+        });
+        let s = s.apply(&ConfigUpdate {
+            revision: 2,
+            upserts: vec![channel("ch_2")],
+            ..ConfigUpdate::default()
+        });
+        assert_eq!(s.store_id, "st_a");
+        let saved = s.to_update();
+        assert_eq!(saved.store_id, "st_a");
+        assert_eq!(Snapshot::default().apply(&saved).store_id, "st_a");
     }
 
     #[test]

@@ -1,32 +1,45 @@
 //! Follows WatchConfig: a snapshot, then changes in revision order, each installed whole.
 //! When the stream breaks the node keeps its last snapshot and reconnects with its revision.
+//! An update from another store than the node's, or at a revision behind the node's, is refused:
+//! taking it would drop every queued delivery whose target it lacks. The node keeps its config and
+//! its queue, reports not ready, and tries the control plane again until it offers the node's
+//! store at its revision or later.
 
-use std::sync::Arc;
+use std::{fmt, path::PathBuf, sync::Arc};
 
 use hookplane_proto::v1::{ConfigUpdate, WatchConfigRequest};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use super::{ConfigCache, ConfigStore};
+use super::{ConfigCache, ConfigStore, Snapshot};
 use crate::{backoff::Backoff, control::ControlPlane, metrics::Metrics, queue::Queue};
+
+/// What the watcher needs besides the control plane.
+pub struct Watching {
+    pub store: Arc<ConfigStore>,
+    pub queue: Arc<dyn Queue>,
+    pub metrics: Arc<Metrics>,
+    pub node_id: String,
+    /// The saved config, named in the refusal's advice (deleting it moves the node on purpose).
+    pub cache_path: PathBuf,
+}
 
 pub async fn watch_config(
     control: ControlPlane,
-    store: Arc<ConfigStore>,
-    queue: Arc<dyn Queue>,
-    metrics: Arc<Metrics>,
-    node_id: String,
+    watching: Watching,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::default();
     loop {
-        let follow = follow(&control, &store, &queue, &metrics, &node_id, &mut backoff);
+        let follow = follow(&control, &watching, &mut backoff);
         let result = tokio::select! {
             r = follow => r,
             _ = stop.wait_for(|s| *s) => return,
         };
         match result {
-            Ok(()) => info!("config stream ended; reconnecting"),
+            Ok(Followed::Ended) => info!("config stream ended; reconnecting"),
+            // Logged when refused; the backoff (not reset) paces the next tries.
+            Ok(Followed::Refused) => {}
             Err(status) => warn!(
                 code = ?status.code(),
                 message = status.message(),
@@ -41,15 +54,22 @@ pub async fn watch_config(
     }
 }
 
+/// How a stream that did not break ended.
+enum Followed {
+    Ended,
+    /// Its update was refused: what follows on that stream builds on what the node did not take.
+    Refused,
+}
+
 async fn follow(
     control: &ControlPlane,
-    store: &ConfigStore,
-    queue: &Arc<dyn Queue>,
-    metrics: &Metrics,
-    node_id: &str,
+    watching: &Watching,
     backoff: &mut Backoff,
-) -> Result<(), tonic::Status> {
-    let last_revision = if store.is_ready() {
+) -> Result<Followed, tonic::Status> {
+    let store = &watching.store;
+    // A node that refuses asks for a whole snapshot: what it takes next must not be changes on
+    // top of another store's history.
+    let last_revision = if store.is_ready() && store.refusal().is_none() {
         store.load().revision
     } else {
         0
@@ -57,17 +77,113 @@ async fn follow(
     let mut stream = control
         .config()
         .watch_config(WatchConfigRequest {
-            node_id: node_id.to_owned(),
+            node_id: watching.node_id.clone(),
             last_revision,
         })
         .await?
         .into_inner();
     while let Some(update) = stream.message().await? {
+        if let Some(refusal) = refusal(store, &update) {
+            refuse(watching, &refusal);
+            return Ok(Followed::Refused);
+        }
         backoff.reset();
-        apply(store, &update, metrics);
-        requeue(queue, &update.retry_delivery_ids).await;
+        apply(store, &update, &watching.metrics);
+        requeue(&watching.queue, &update.retry_delivery_ids).await;
     }
-    Ok(())
+    Ok(Followed::Ended)
+}
+
+/// Why the node cannot take an update on top of the config it holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// The control plane's store is not the one the node's config came from.
+    OtherStore {
+        held: String,
+        offered: String,
+        revision: u64,
+    },
+    /// The node's store, at an earlier revision than the node holds.
+    Backwards {
+        store_id: String,
+        held: u64,
+        offered: u64,
+    },
+}
+
+impl Refusal {
+    /// The `reason` label of hookplane_config_refused_total.
+    fn reason(&self) -> &'static str {
+        match self {
+            Refusal::OtherStore { .. } => "store_id",
+            Refusal::Backwards { .. } => "revision",
+        }
+    }
+
+    fn of(held: &Snapshot, update: &ConfigUpdate) -> Option<Refusal> {
+        // An empty id is a node that remembers none (it takes the first it meets) or a control
+        // plane older than store ids (only its revision can be checked).
+        if !held.store_id.is_empty()
+            && !update.store_id.is_empty()
+            && held.store_id != update.store_id
+        {
+            return Some(Refusal::OtherStore {
+                held: held.store_id.clone(),
+                offered: update.store_id.clone(),
+                revision: held.revision,
+            });
+        }
+        (update.revision < held.revision).then(|| Refusal::Backwards {
+            store_id: held.store_id.clone(),
+            held: held.revision,
+            offered: update.revision,
+        })
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::OtherStore {
+                held,
+                offered,
+                revision,
+            } => write!(
+                f,
+                "the control plane serves store {offered}, but this node's config (revision                  {revision}) comes from store {held}: the control plane's store was replaced or                  emptied"
+            ),
+            Refusal::Backwards {
+                store_id,
+                held,
+                offered,
+            } => write!(
+                f,
+                "the control plane's store {store_id} is at revision {offered}, behind the                  revision {held} this node holds: the store went back (restored from a backup?)"
+            ),
+        }
+    }
+}
+
+/// The refusal for `update`, if the node holds a config it must not give up for it.
+fn refusal(store: &ConfigStore, update: &ConfigUpdate) -> Option<Refusal> {
+    // A node without config has nothing to lose.
+    if !store.is_ready() {
+        return None;
+    }
+    Refusal::of(&store.load(), update)
+}
+
+fn refuse(watching: &Watching, refusal: &Refusal) {
+    watching.metrics.config_refused(refusal.reason());
+    let why = format!("refusing the control plane's config: {refusal}");
+    if watching.store.refuse(why.clone()) {
+        error!(
+            "{why}. This node keeps its config and its queued deliveries, answers /readyz with              503 and retries. Give the control plane its store back (its data dir) and the node              takes it again; to move this node to the control plane's store on purpose, dropping              queued deliveries whose targets that store lacks, stop the node, delete {} and              start it again",
+            watching.cache_path.display()
+        );
+    } else {
+        debug!("{why}; still refusing");
+    }
 }
 
 fn apply(store: &ConfigStore, update: &ConfigUpdate, metrics: &Metrics) {
@@ -82,9 +198,9 @@ fn apply(store: &ConfigStore, update: &ConfigUpdate, metrics: &Metrics) {
             );
             return;
         }
-        if update.revision < current.revision
-            || (!changes_config && update.revision == current.revision)
-        {
+        // Nothing new, unless the node serves its saved config: this update is the control
+        // plane confirming it, which /readyz should say.
+        if !changes_config && update.revision == current.revision && !store.is_cached() {
             return;
         }
     }
@@ -97,6 +213,7 @@ fn apply(store: &ConfigStore, update: &ConfigUpdate, metrics: &Metrics) {
         "config applied"
     );
     metrics.set_config_revision(next.revision);
+    metrics.config_taken();
     store.install(next, update.snapshot || store.is_ready());
 }
 
@@ -147,5 +264,100 @@ pub async fn save_config(
         if *stop.borrow() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(store_id: &str, revision: u64) -> ConfigUpdate {
+        ConfigUpdate {
+            revision,
+            snapshot: true,
+            store_id: store_id.to_owned(),
+            ..ConfigUpdate::default()
+        }
+    }
+
+    fn holding(store_id: &str, revision: u64) -> ConfigStore {
+        let store = ConfigStore::default();
+        store.install(Snapshot::default().apply(&update(store_id, revision)), true);
+        store
+    }
+
+    #[test]
+    fn a_node_without_config_takes_any_store_at_any_revision() {
+        let store = ConfigStore::default();
+        assert_eq!(refusal(&store, &update("st_b", 1)), None);
+    }
+
+    #[test]
+    fn a_node_that_remembers_no_store_takes_the_first_and_remembers_it() {
+        let store = holding("", 5);
+        assert_eq!(refusal(&store, &update("st_a", 6)), None);
+        let metrics = Metrics::default();
+        apply(&store, &update("st_a", 6), &metrics);
+        assert_eq!(store.load().store_id, "st_a");
+        assert!(refusal(&store, &update("st_b", 7)).is_some());
+    }
+
+    #[test]
+    fn another_store_is_refused_whatever_its_revision() {
+        let store = holding("st_a", 5);
+        for revision in [1, 5, 50] {
+            let refused = refusal(&store, &update("st_b", revision)).unwrap();
+            assert_eq!(refused.reason(), "store_id");
+            let text = refused.to_string();
+            assert!(text.contains("st_a") && text.contains("st_b"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_revision_behind_the_nodes_is_refused_even_from_its_own_store() {
+        let store = holding("st_a", 5);
+        let refused = refusal(&store, &update("st_a", 3)).unwrap();
+        assert_eq!(refused.reason(), "revision");
+        let text = refused.to_string();
+        assert!(
+            text.contains("st_a") && text.contains('3') && text.contains('5'),
+            "{text}"
+        );
+        assert_eq!(refusal(&store, &update("st_a", 5)), None);
+        assert_eq!(refusal(&store, &update("st_a", 6)), None);
+    }
+
+    #[test]
+    fn a_control_plane_that_names_no_store_is_checked_by_revision_only() {
+        let store = holding("st_a", 5);
+        assert_eq!(refusal(&store, &update("", 6)), None);
+        assert_eq!(
+            refusal(&store, &update("", 4)).unwrap().reason(),
+            "revision"
+        );
+        apply(&store, &update("", 6), &Metrics::default());
+        assert_eq!(store.load().store_id, "st_a");
+    }
+
+    #[test]
+    fn taking_an_update_ends_the_refusal() {
+        let store = holding("st_a", 5);
+        assert!(store.refuse("one reason".into()));
+        assert!(!store.refuse("one reason".into()));
+        assert!(store.refuse("another reason".into()));
+        apply(&store, &update("st_a", 6), &Metrics::default());
+        assert!(store.refusal().is_none());
+    }
+
+    #[test]
+    fn a_node_on_its_saved_config_counts_as_reached_at_the_same_revision() {
+        let store = ConfigStore::default();
+        store.install_cached(Snapshot::default().apply(&update("st_a", 5)));
+        let confirm = ConfigUpdate {
+            snapshot: false,
+            ..update("st_a", 5)
+        };
+        apply(&store, &confirm, &Metrics::default());
+        assert!(!store.is_cached());
     }
 }

@@ -24,6 +24,7 @@ use axum::{
 use tracing::{debug, error};
 
 use crate::{
+    Error,
     config::{ChannelEntry, ConfigStore},
     connectors::genesys::inbound_jobs::inbound_jobs,
     line_event::WebhookHead,
@@ -66,6 +67,7 @@ enum Verdict {
     Malformed,
     Unreadable,
     QueueUnavailable,
+    SpoolFull,
 }
 
 impl Verdict {
@@ -82,6 +84,7 @@ impl Verdict {
             Self::Malformed => "malformed",
             Self::Unreadable => "unreadable",
             Self::QueueUnavailable => "queue_unavailable",
+            Self::SpoolFull => "spool_full",
         }
     }
 
@@ -121,6 +124,7 @@ impl Verdict {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "could not queue the event; try again\n",
             ),
+            Self::SpoolFull => return spool_full(),
         };
         (status, text).into_response()
     }
@@ -189,13 +193,32 @@ impl Ingress {
         let (genesys_jobs, skipped) = inbound_jobs(channel, &body, SystemTime::now());
         let mut jobs = jobs_for(channel, &head, body, headers);
         jobs.extend(genesys_jobs);
-        if let Err(e) = self.queue.enqueue(jobs).await {
-            error!(channel_id, error = %e, "webhook not queued");
-            return Verdict::QueueUnavailable;
+        match self.queue.enqueue(jobs).await {
+            Ok(()) => {}
+            // The spool logs it, once a minute per tenant.
+            Err(Error::SpoolFull(_)) => return Verdict::SpoolFull,
+            Err(e) => {
+                error!(channel_id, error = %e, "webhook not queued");
+                return Verdict::QueueUnavailable;
+            }
         }
         self.metrics.genesys_skipped(skipped);
         Verdict::Accepted
     }
+}
+
+/// 503 for a request whose tenant has no room in the spool: LINE redelivers it later (when the
+/// channel has redelivery on), other clients wait as `Retry-After` says.
+pub(crate) fn spool_full() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(
+            header::RETRY_AFTER,
+            crate::queue::budget::RETRY_AFTER.as_secs().to_string(),
+        )],
+        "this node has no room for this tenant's deliveries now; try again later\n",
+    )
+        .into_response()
 }
 
 fn jobs_for(

@@ -15,8 +15,10 @@ pub async fn healthz() -> &'static str {
 }
 
 /// Ready once a configuration snapshot is applied (before that every webhook would be
-/// refused), and until the node is asked to stop; not while its spool cannot store new work
-/// (a full or failing disk), so a load balancer sends webhooks to nodes that can.
+/// refused), and until the node is asked to stop. Not ready while its spool cannot store new
+/// work (a full or failing disk), so a load balancer sends webhooks to nodes that can; nor while
+/// it refuses the control plane's config (another store, or a revision gone back): it still
+/// serves its own, but it no longer follows the control plane, which someone has to look at.
 pub async fn readyz(State(ingress): State<Arc<Ingress>>) -> Response {
     if ingress.draining.load(std::sync::atomic::Ordering::Acquire) {
         return (
@@ -29,6 +31,13 @@ pub async fn readyz(State(ingress): State<Arc<Ingress>>) -> Response {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: the spool cannot store new work ({why})\n"),
+        )
+            .into_response();
+    }
+    if let Some(why) = ingress.config.refusal() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}; serving this node's own config meanwhile\n"),
         )
             .into_response();
     }
@@ -56,6 +65,9 @@ pub async fn readyz(State(ingress): State<Arc<Ingress>>) -> Response {
 pub async fn metrics(State(ingress): State<Arc<Ingress>>) -> Response {
     let depth = ingress.queue.depth().await.unwrap_or(0);
     let storage = ingress.queue.storage();
+    if let Some(usage) = ingress.queue.usage() {
+        ingress.metrics.spool_usage(&usage);
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -102,7 +102,10 @@ impl Publisher {
             .collect();
         let matched = u32::try_from(jobs.len()).unwrap_or(u32::MAX);
         if let Err(e) = self.queue.enqueue(jobs).await {
-            error!(tenant_id = %tenant.id, error = %e, "published event not queued");
+            // A full spool logs its refusals itself, once a minute per tenant.
+            if !matches!(e, Error::SpoolFull(_)) {
+                error!(tenant_id = %tenant.id, error = %e, "published event not queued");
+            }
             return Err(e);
         }
         // Remembered only once queued: a crash in between lets the producer's retry enqueue again,

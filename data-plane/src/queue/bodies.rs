@@ -4,7 +4,8 @@
 //! a SHA-256 of it; the number of jobs naming each body is kept in memory (counted again from the
 //! jobs at start), and the body goes when the last of them does.
 //!
-//! The bodies live in the spool's journal (space `Bodies`); this keeps their reference counts.
+//! The bodies live in the spool's journal (space `Bodies`); this keeps their reference counts,
+//! and their sizes, which the spool's budget charges once per body (budget.rs).
 
 use std::{
     collections::BTreeMap,
@@ -33,14 +34,21 @@ struct Stored {
 
 #[derive(Default)]
 pub(super) struct Bodies {
-    /// Jobs naming each body. A body is removed under this lock when its count reaches zero,
-    /// and a count is raised under it before its body is written, so a body in use is never
-    /// removed. A B-tree, so growing with the backlog never stalls the lock for a rehash.
-    refs: Mutex<BTreeMap<BodyKey, usize>>,
+    /// Jobs naming each body, and its stored size. A body is removed under this lock when its
+    /// count reaches zero, and a count is raised under it before its body is written, so a body
+    /// in use is never removed. A B-tree, so growing with the backlog never stalls the lock for
+    /// a rehash.
+    refs: Mutex<BTreeMap<BodyKey, Refs>>,
+}
+
+#[derive(Default)]
+struct Refs {
+    jobs: usize,
+    bytes: u64,
 }
 
 impl Bodies {
-    fn refs(&self) -> MutexGuard<'_, BTreeMap<BodyKey, usize>> {
+    fn refs(&self) -> MutexGuard<'_, BTreeMap<BodyKey, Refs>> {
         self.refs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -56,40 +64,54 @@ impl Bodies {
         hash.finalize().into()
     }
 
-    /// Counts `n` more jobs naming `job`'s body and makes sure it is stored.
+    /// Counts `n` more jobs naming `job`'s body and makes sure it is stored. Returns its size
+    /// when no job named it before (0 when it was held already).
     pub fn retain(
         &self,
         journal: &Journal,
         key: &BodyKey,
         job: &Job,
         n: usize,
-    ) -> Result<(), Error> {
-        *self.refs().entry(*key).or_default() += n;
+    ) -> Result<u64, Error> {
         // Encoded even when the body is stored already (a duplicate enqueue, rare): one taking
         // of the journal's lock instead of two.
         let stored = Stored {
             body: job.body.clone(),
             headers: job.headers.clone(),
+        }
+        .encode_to_vec();
+        let new = {
+            let mut refs = self.refs();
+            let entry = refs.entry(*key).or_default();
+            let new = entry.jobs == 0;
+            entry.jobs += n;
+            if new {
+                entry.bytes = stored.len() as u64;
+            }
+            if new { entry.bytes } else { 0 }
         };
-        journal.insert_new(Space::Bodies, key, &stored.encode_to_vec())?;
-        Ok(())
+        journal.insert_new(Space::Bodies, key, &stored)?;
+        Ok(new)
     }
 
-    /// `n` jobs naming the body are gone; the body goes with the last of them.
-    pub fn release(&self, journal: &Journal, key: &[u8], n: usize) -> Result<(), Error> {
+    /// `n` jobs naming the body are gone; the body goes with the last of them. Returns the bytes
+    /// it took when it went, else 0.
+    pub fn release(&self, journal: &Journal, key: &[u8], n: usize) -> Result<u64, Error> {
         let Ok(key) = BodyKey::try_from(key) else {
-            return Ok(());
+            return Ok(0);
         };
         let mut refs = self.refs();
-        let Some(count) = refs.get_mut(&key) else {
-            return Ok(());
+        let Some(entry) = refs.get_mut(&key) else {
+            return Ok(0);
         };
-        *count = count.saturating_sub(n);
-        if *count == 0 {
-            refs.remove(&key);
-            journal.delete(Space::Bodies, &key)?;
+        entry.jobs = entry.jobs.saturating_sub(n);
+        if entry.jobs > 0 {
+            return Ok(0);
         }
-        Ok(())
+        let bytes = entry.bytes;
+        refs.remove(&key);
+        journal.delete(Space::Bodies, &key)?;
+        Ok(bytes)
     }
 
     /// Puts the stored body and headers back into a job read from disk. False when the body is
@@ -104,11 +126,21 @@ impl Bodies {
         Ok(true)
     }
 
-    /// At start: one more job names this body.
-    pub fn count(&self, key: &[u8]) {
-        if let Ok(key) = BodyKey::try_from(key) {
-            *self.refs().entry(key).or_default() += 1;
+    /// At start: one more job names this body. Returns its size when it is the first (read
+    /// from the journal's index), else 0.
+    pub fn count(&self, journal: &Journal, key: &[u8]) -> u64 {
+        let Ok(key) = BodyKey::try_from(key) else {
+            return 0;
+        };
+        let mut refs = self.refs();
+        let entry = refs.entry(key).or_default();
+        entry.jobs += 1;
+        if entry.jobs > 1 {
+            return 0;
         }
+        // A body missing from the journal weighs nothing; its jobs are dropped when leased.
+        entry.bytes = journal.value_len(Space::Bodies, &key).unwrap_or(0);
+        entry.bytes
     }
 
     /// At start, after counting: removes those of the stored bodies `stored` that no job names

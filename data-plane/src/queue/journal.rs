@@ -50,7 +50,7 @@ use super::key_index::{KeyIndex, Loc};
 use crate::Error;
 
 /// A segment is closed and a new one begun beyond this size.
-const SEGMENT_BYTES: u64 = 64 << 20;
+pub(super) const SEGMENT_BYTES: u64 = 64 << 20;
 /// Appends gathered in memory beyond this are written out at once.
 const WRITE_BEHIND: usize = 256 << 10;
 /// How often gathered appends are written out (without a sync) and segments are reclaimed: a
@@ -714,6 +714,26 @@ impl Journal {
             }
         }
         Ok(())
+    }
+
+    // What the spool's budget reads (budget.rs): the bytes on disk, and sizes from the index
+    // without a read.
+
+    /// Bytes of every segment, written or gathered: what the journal takes on disk, settled
+    /// records included until their segment goes.
+    pub fn disk_bytes(&self) -> u64 {
+        self.lock().segments.values().map(|s| s.bytes).sum()
+    }
+
+    /// The length of `key`'s latest value, from the index.
+    pub fn value_len(&self, space: Space, key: &[u8]) -> Option<u64> {
+        let loc = self.lock().index(space).get(key)?;
+        Some(u64::from(loc.len).saturating_sub((HEADER + key.len()) as u64))
+    }
+
+    /// True when `key` holds a value.
+    pub fn contains(&self, space: Space, key: &[u8]) -> bool {
+        self.lock().index(space).contains(key)
     }
 
     #[cfg(test)]

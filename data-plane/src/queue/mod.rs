@@ -5,6 +5,7 @@
 //! stand in for the node-local [`spool::Spool`] without the engine noticing.
 
 mod bodies;
+pub mod budget;
 #[cfg(test)]
 mod contract;
 mod hashed_key;
@@ -22,6 +23,7 @@ use std::{
 
 use async_trait::async_trait;
 
+pub use budget::SpoolUsage;
 pub use job::{ForwardingSetRef, Header, Job, Leg, delivery_id};
 pub(crate) use journal::private_dir;
 
@@ -82,6 +84,8 @@ pub struct Leased {
 pub trait Queue: Send + Sync + 'static {
     /// Stores the jobs durably (synced to disk, or acknowledged by the replicated stream) before
     /// returning; an error means some may not be stored and the caller must not acknowledge them.
+    /// The spool refuses new jobs of a tenant over its share, or when it is at its cap, with
+    /// [`Error::SpoolFull`] and nothing stored (queue/budget.rs).
     /// A job whose delivery id is already held (spool) or was enqueued within the dedupe window
     /// (JetStream) is not added twice.
     async fn enqueue(&self, jobs: Vec<Job>) -> Result<(), Error>;
@@ -117,6 +121,11 @@ pub trait Queue: Send + Sync + 'static {
     /// How the backend's own storage fares (the spool's disk); a broker says nothing here.
     fn storage(&self) -> Storage {
         Storage::default()
+    }
+    /// What the queue holds on this node's disk, per tenant, for `/metrics`; `None` where the
+    /// node holds nothing of its own (JetStream).
+    fn usage(&self) -> Option<SpoolUsage> {
+        None
     }
 }
 

@@ -20,7 +20,7 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use async_trait::async_trait;
@@ -31,12 +31,13 @@ use tracing::warn;
 use super::{
     Job, Leased, Queue, Receipt, Room, Storage,
     bodies::{Bodies, BodyKey},
+    budget::{Charges, JOB_CHARGE, Limits, Refusal, SpoolBudget, SpoolUsage},
     hashed_key::{HashedKey, HashedMap, Probe},
     journal::{Journal, Space},
     spill::Spill,
     unix_ms,
 };
-use crate::Error;
+use crate::{Error, metrics::Metrics};
 
 /// How long a leased job stays invisible: longer than the longest attempt (60 s timeout) so a
 /// live worker never sees its job handed out twice, short enough that a stuck one comes back.
@@ -543,6 +544,8 @@ pub struct Spool {
     inbox: Mutex<Vec<Arrival>>,
     arrivals: Notify,
     lease_time: Duration,
+    /// What each tenant holds against the cap and its share (budget.rs).
+    budget: SpoolBudget,
 }
 
 impl Spool {
@@ -568,6 +571,7 @@ impl Spool {
             Err(e) => return Err(e.into()),
         }
         super::private_dir(&spills)?;
+        let budget = SpoolBudget::default();
         let mut schedule = Schedule::with_spill_dir(spills);
         let mut unreadable = Vec::new();
         let mut stored_bodies = Vec::new();
@@ -585,8 +589,13 @@ impl Spool {
                 }
             };
             let id = String::from_utf8_lossy(id);
-            if !record.body_key.is_empty() {
-                bodies.count(&record.body_key);
+            let body_bytes = if record.body_key.is_empty() {
+                0
+            } else {
+                bodies.count(&journal, &record.body_key)
+            };
+            if let Some(job) = &record.job {
+                budget.ledger().replayed(job, body_bytes);
             }
             match record.job {
                 Some(_) if record.failed => schedule.park(&id, record.failed_ms),
@@ -613,7 +622,20 @@ impl Spool {
             inbox: Mutex::default(),
             arrivals: Notify::new(),
             lease_time: LEASE_TIME,
+            budget,
         })
+    }
+
+    /// Bounds what new work may store from now on (budget.rs), counting refusals in `metrics`;
+    /// what the spool holds was counted when it was opened.
+    pub fn with_limits(mut self, limits: Limits, metrics: Arc<Metrics>) -> Self {
+        self.budget.limit(limits, metrics);
+        self
+    }
+
+    /// Bytes the journal takes on disk, what `--spool-max-bytes` bounds.
+    pub fn disk_bytes(&self) -> u64 {
+        self.journal.disk_bytes()
     }
 
     /// How long a leased job stays invisible (default [`LEASE_TIME`]); shorter in tests of
@@ -686,16 +708,42 @@ impl Spool {
     fn forget(&self, id: &str) -> Result<(), Error> {
         if let Some(bytes) = self.journal.remove(Space::Jobs, id.as_bytes())? {
             let record = Record::decode(bytes.as_slice())?;
+            let mut freed = 0;
             if !record.body_key.is_empty() {
-                self.bodies.release(&self.journal, &record.body_key, 1)?;
+                freed = self.bodies.release(&self.journal, &record.body_key, 1)?;
+            }
+            if let Some(job) = &record.job {
+                self.budget
+                    .ledger()
+                    .release(&job.tenant_id, JOB_CHARGE + freed);
             }
         }
         Ok(())
     }
 
-    /// Stores new jobs (a job whose id is held already is skipped) and returns the ones added.
-    /// Jobs with the same bytes (one request's fan-out) share one stored body.
-    fn insert_new(&self, jobs: Vec<Job>) -> Result<Vec<(Job, BodyKey)>, Error> {
+    /// A batch the budget refused. Held already in full (a redelivery of a request stored
+    /// before), it adds nothing and is acknowledged once what holds it is synced; otherwise
+    /// nothing of it is stored, and the refusal is counted and logged.
+    async fn refused(&self, jobs: &[Job], refusal: Refusal) -> Result<(), Error> {
+        let held = |job: &Job| {
+            self.journal
+                .contains(Space::Jobs, job.delivery_id.as_bytes())
+        };
+        if jobs.iter().all(held) {
+            return self.journal.sync().await;
+        }
+        self.budget.refused(&refusal, Instant::now());
+        Err(Error::SpoolFull(refusal))
+    }
+
+    /// Stores new jobs (a job whose id is held already is skipped) and returns the ones added,
+    /// with what they cost in `charges`. Jobs with the same bytes (one request's fan-out) share
+    /// one stored body.
+    fn insert_new(
+        &self,
+        jobs: Vec<Job>,
+        charges: &mut Charges,
+    ) -> Result<Vec<(Job, BodyKey)>, Error> {
         let mut keys: Vec<BodyKey> = Vec::with_capacity(jobs.len());
         let mut first_use: Vec<(BodyKey, usize)> = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
@@ -720,10 +768,18 @@ impl Spool {
         let mut unused: HashMap<BodyKey, usize> = HashMap::new();
         for (key, i) in &first_use {
             let candidates = keys.iter().filter(|k| *k == key).count();
-            self.bodies
+            let stored = self
+                .bodies
                 .retain(&self.journal, key, &jobs[*i], candidates)?;
+            charges.body(&jobs[*i].tenant_id, stored);
             unused.insert(*key, 0);
         }
+        // A body is charged to the tenant of the first job naming it (a request's jobs are one
+        // tenant's).
+        let owners: HashMap<BodyKey, String> = first_use
+            .iter()
+            .map(|(key, i)| (*key, jobs[*i].tenant_id.clone()))
+            .collect();
         let mut records = Vec::with_capacity(jobs.len());
         for (mut job, key) in jobs.into_iter().zip(keys) {
             let body = std::mem::take(&mut job.body);
@@ -751,6 +807,7 @@ impl Spool {
         let mut added = Vec::with_capacity(records.len());
         for ((job, key, _), inserted) in records.into_iter().zip(inserted) {
             if inserted {
+                charges.job(&job);
                 added.push((job, key));
             } else {
                 *unused.entry(key).or_default() += 1;
@@ -758,7 +815,8 @@ impl Spool {
         }
         for (key, n) in unused {
             if n > 0 {
-                self.bodies.release(&self.journal, &key, n)?;
+                let gone = self.bodies.release(&self.journal, &key, n)?;
+                charges.body_gone(owners.get(&key).map_or("", String::as_str), gone);
             }
         }
         Ok(added)
@@ -816,7 +874,13 @@ impl Queue for Spool {
         // node holds no work it cannot store.
         self.journal.writable()?;
         let now = unix_ms(SystemTime::now());
-        let added = self.insert_new(jobs)?;
+        let claim = match self.budget.claim(&jobs, || self.journal.disk_bytes()) {
+            Ok(claim) => claim,
+            Err(refusal) => return self.refused(&jobs, refusal).await,
+        };
+        let mut charges = Charges::default();
+        let added = self.insert_new(jobs, &mut charges)?;
+        claim.settle(charges);
         let synced = self.journal.sync().await;
         // Held even when the sync failed: the journal keeps the records and the next sync that
         // succeeds makes them durable, so the sender's retry of the same ids (a no-op here)
@@ -872,14 +936,12 @@ impl Queue for Spool {
         let delivery_id = delivery_id.as_str();
         // Out of the schedule first: an enqueue of the same id racing this ack then either sees
         // the record (a duplicate of what was just delivered, skipped) or finds both gone.
-        let body = self
-            .schedule()
-            .release(delivery_id)
-            .and_then(|held| held.body);
-        match body {
-            Some(body) => {
+        let held = self.schedule().release(delivery_id);
+        match held.and_then(|held| Some((held.body?, held.lane))) {
+            Some((body, lane)) => {
                 if self.journal.delete(Space::Jobs, delivery_id.as_bytes())? {
-                    self.bodies.release(&self.journal, &body, 1)?;
+                    let freed = self.bodies.release(&self.journal, &body, 1)?;
+                    self.budget.ledger().release_lane(&lane, JOB_CHARGE + freed);
                 }
                 Ok(())
             }
@@ -990,6 +1052,10 @@ impl Queue for Spool {
             failures,
             abandoned,
         }
+    }
+
+    fn usage(&self) -> Option<SpoolUsage> {
+        Some(self.budget.usage(self.journal.disk_bytes()))
     }
 }
 

@@ -23,6 +23,7 @@ use super::{
     signature,
 };
 use crate::{
+    Error,
     config::ConfigStore,
     connectors::line_push,
     metrics::Metrics,
@@ -60,6 +61,7 @@ enum Verdict {
     BadSignature,
     Unusable(Unusable),
     QueueUnavailable,
+    SpoolFull,
 }
 
 impl Verdict {
@@ -76,6 +78,7 @@ impl Verdict {
             Self::BadSignature => "bad_signature",
             Self::Unusable(_) => "unusable",
             Self::QueueUnavailable => "queue_unavailable",
+            Self::SpoolFull => "spool_full",
         }
     }
 
@@ -113,6 +116,7 @@ impl Verdict {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "could not queue the message; try again\n".to_owned(),
             ),
+            Self::SpoolFull => return crate::ingress::spool_full(),
         };
         (status, text).into_response()
     }
@@ -171,9 +175,14 @@ impl OutboundEndpoint {
             Err(why) => return Verdict::Unusable(why),
         };
         let job = push_job(set, &message_id, &to, &messages, SystemTime::now());
-        if let Err(e) = self.queue.enqueue(vec![job]).await {
-            error!(forwarding_set_id = set_id, error = %e, "agent message not queued");
-            return Verdict::QueueUnavailable;
+        match self.queue.enqueue(vec![job]).await {
+            Ok(()) => {}
+            // The spool logs it, once a minute per tenant.
+            Err(Error::SpoolFull(_)) => return Verdict::SpoolFull,
+            Err(e) => {
+                error!(forwarding_set_id = set_id, error = %e, "agent message not queued");
+                return Verdict::QueueUnavailable;
+            }
         }
         Verdict::Queued
     }
