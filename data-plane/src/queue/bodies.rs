@@ -8,7 +8,7 @@
 //! and their sizes, which the spool's budget charges once per body (budget.rs).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{Mutex, MutexGuard, PoisonError},
 };
 
@@ -39,6 +39,46 @@ pub(super) struct Bodies {
     /// in use is never removed. A B-tree, so growing with the backlog never stalls the lock for
     /// a rehash.
     refs: Mutex<BTreeMap<BodyKey, Refs>>,
+    /// Bodies read back lately. A request's jobs are handed out at about the same time, one
+    /// per lane, and each read its shared body back from the journal: a read, a copy and a
+    /// decode per job of a fan-out where one does. Bodies are keyed by their content, so one
+    /// kept here is never stale.
+    recent: Mutex<Recent>,
+}
+
+/// A bounded set of decoded bodies; the oldest go first.
+#[derive(Default)]
+struct Recent {
+    bodies: HashMap<BodyKey, Stored>,
+    order: VecDeque<BodyKey>,
+    bytes: usize,
+}
+
+/// Bytes of bodies [`Recent`] keeps: many fan-outs' worth of LINE requests.
+const RECENT_BYTES: usize = 8 << 20;
+
+impl Recent {
+    fn get(&self, key: &BodyKey) -> Option<Stored> {
+        self.bodies.get(key).cloned()
+    }
+
+    fn put(&mut self, key: BodyKey, stored: &Stored) {
+        let size = stored.body.len() + 64;
+        if size > RECENT_BYTES / 16 || self.bodies.contains_key(&key) {
+            return;
+        }
+        while self.bytes + size > RECENT_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = self.bodies.remove(&oldest) {
+                self.bytes -= gone.body.len() + 64;
+            }
+        }
+        self.bodies.insert(key, stored.clone());
+        self.order.push_back(key);
+        self.bytes += size;
+    }
 }
 
 #[derive(Default)]
@@ -117,13 +157,28 @@ impl Bodies {
     /// Puts the stored body and headers back into a job read from disk. False when the body is
     /// missing.
     pub fn fill(&self, journal: &Journal, key: &[u8], job: &mut Job) -> Result<bool, Error> {
-        let Some(bytes) = journal.get(Space::Bodies, key)? else {
-            return Ok(false);
+        let parsed = BodyKey::try_from(key).ok();
+        let recent = parsed.and_then(|parsed| self.recent().get(&parsed));
+        let stored = match recent {
+            Some(stored) => stored,
+            None => {
+                let Some(bytes) = journal.get(Space::Bodies, key)? else {
+                    return Ok(false);
+                };
+                let stored = Stored::decode(bytes.as_ref())?;
+                if let Some(parsed) = parsed {
+                    self.recent().put(parsed, &stored);
+                }
+                stored
+            }
         };
-        let stored = Stored::decode(bytes.as_ref())?;
         job.body = stored.body;
         job.headers = stored.headers;
         Ok(true)
+    }
+
+    fn recent(&self) -> MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// At start: one more job names this body. Returns its size when it is the first (read
