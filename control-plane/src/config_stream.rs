@@ -641,16 +641,7 @@ mod tests {
         let (_dir, store) = store();
         populated(&store).await;
         let durable = store.revision();
-        let tenant = crate::store::TenantRecord {
-            id: "tnt_unflushed".into(),
-            display_name: "Brand".into(),
-            notification_emails: vec![],
-            zones: vec![],
-            max_active_subscriptions: None,
-            max_forwarding_sets_per_channel: None,
-            create_time: Time::now(),
-            update_time: Time::now(),
-        };
+        let tenant = crate::test_fixtures::tenant_record("tnt_unflushed");
         {
             let guard = store.lock_writes();
             let mut change = crate::store::Change::default();

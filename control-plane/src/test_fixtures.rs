@@ -26,6 +26,20 @@ pub(crate) fn store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// A tenant as the store keeps it, written without the API.
+pub(crate) fn tenant_record(id: &str) -> crate::store::TenantRecord {
+    crate::store::TenantRecord {
+        id: id.into(),
+        display_name: "Brand".into(),
+        notification_emails: vec![],
+        zones: vec![],
+        max_active_subscriptions: None,
+        max_forwarding_sets_per_channel: None,
+        create_time: Time::now(),
+        update_time: Time::now(),
+    }
+}
+
 pub(crate) fn in_days(days: i64) -> prost_types::Timestamp {
     let now = Time::now();
     prost_types::Timestamp {

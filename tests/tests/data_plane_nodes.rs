@@ -197,16 +197,22 @@ async fn a_node_keeps_serving_while_the_control_plane_is_away_and_catches_up_aft
     .unwrap();
 }
 
-#[tokio::test]
-async fn a_node_restarted_while_the_control_plane_is_away_serves_its_saved_config() {
-    let receiver = Receiver::start().await.unwrap();
-    let (mut control, mut node, channel) = node_forwarding_to(&receiver, &[]).await;
+/// The node's sealed copy of its config, once it has saved one.
+async fn saved_config(node: &DataNode) -> std::path::PathBuf {
     let saved = node.dir.path().join("spool").join("config.sealed");
     eventually(WAIT, "the node to save its config", || async {
         saved.exists().then_some(())
     })
     .await
     .unwrap();
+    saved
+}
+
+#[tokio::test]
+async fn a_node_restarted_while_the_control_plane_is_away_serves_its_saved_config() {
+    let receiver = Receiver::start().await.unwrap();
+    let (mut control, mut node, channel) = node_forwarding_to(&receiver, &[]).await;
+    let saved = saved_config(&node).await;
     // The secret it holds is not on disk in clear.
     let raw = std::fs::read(&saved).unwrap();
     assert!(
@@ -326,12 +332,7 @@ async fn a_node_refuses_a_store_restored_to_an_earlier_revision_and_keeps_its_co
 async fn a_node_moves_to_another_store_once_its_saved_config_is_deleted() {
     let receiver = Receiver::start().await.unwrap();
     let (mut control, mut node, channel) = node_forwarding_to(&receiver, &[]).await;
-    let saved = node.dir.path().join("spool").join("config.sealed");
-    eventually(WAIT, "the node to save its config", || async {
-        saved.exists().then_some(())
-    })
-    .await
-    .unwrap();
+    let saved = saved_config(&node).await;
     control.kill().await;
     let other = ControlProcess::start_in_place_of(&control).await.unwrap();
     wait_refusing(&node).await;

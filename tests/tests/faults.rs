@@ -463,6 +463,15 @@ async fn the_spool_is_private_to_the_node() {
     }
 }
 
+/// A control plane with a channel forwarding to one healthy receiver.
+async fn forwarding_to_a_receiver() -> (Receiver, ControlProcess, String) {
+    let receiver = Receiver::start().await.unwrap();
+    let control = ControlProcess::start().await.unwrap();
+    let admin = control.admin().await.unwrap();
+    let channel = channel_forwarding_to(&admin, &[receiver.url("/crm")]).await;
+    (receiver, control, channel)
+}
+
 /// The journal's first segment in a fresh spool, where the tests below inject faults.
 fn first_segment(spool: &std::path::Path) -> std::path::PathBuf {
     spool.join("journal").join(format!("{:020}.seg", 1))
@@ -478,10 +487,7 @@ async fn readyz(node: &DataNode) -> (reqwest::StatusCode, String) {
 #[tokio::test]
 async fn a_failed_sync_answers_503_abandons_the_segment_and_lines_retry_is_stored_and_delivered() {
     bounded(async {
-        let receiver = Receiver::start().await.unwrap();
-        let control = ControlProcess::start().await.unwrap();
-        let admin = control.admin().await.unwrap();
-        let channel = channel_forwarding_to(&admin, &[receiver.url("/crm")]).await;
+        let (receiver, control, channel) = forwarding_to_a_receiver().await;
         // Every fdatasync of the journal's first segment fails, as on a failing disk; the
         // segments after it sync normally. The channel is in the first snapshot, so the first
         // webhook is the first sync.
@@ -603,10 +609,7 @@ impl Drop for SmallDisk {
 #[tokio::test]
 async fn a_full_disk_answers_503_and_takes_the_same_webhook_again_once_space_is_freed() {
     bounded(async {
-        let receiver = Receiver::start().await.unwrap();
-        let control = ControlProcess::start().await.unwrap();
-        let admin = control.admin().await.unwrap();
-        let channel = channel_forwarding_to(&admin, &[receiver.url("/crm")]).await;
+        let (receiver, control, channel) = forwarding_to_a_receiver().await;
         let disk = SmallDisk::mount("4m");
         // Journal segments grow as they are written (none is preallocated), so a full disk
         // shows at the first write after it fills.

@@ -590,16 +590,7 @@ mod tests {
     }
 
     fn tenant(id: &str) -> TenantRecord {
-        TenantRecord {
-            id: id.into(),
-            display_name: "Brand".into(),
-            notification_emails: vec![],
-            zones: vec![],
-            max_active_subscriptions: None,
-            max_forwarding_sets_per_channel: None,
-            create_time: Time::now(),
-            update_time: Time::now(),
-        }
+        crate::test_fixtures::tenant_record(id)
     }
 
     #[test]
