@@ -27,8 +27,9 @@ use crate::Error;
 /// A place in time order: (unix ms, tie-breaking sequence number); unique within a spool.
 pub(super) type Slot = (u64, u64);
 
-/// Entries gathered before they are written out as a run.
-const RUN_LEN: usize = 4096;
+/// Entries gathered before they are written out as a run, at most (the schedule asks for
+/// shorter runs when many lanes spill, so what they gather stays bounded across lanes).
+pub(super) const RUN_LEN: usize = 4096;
 /// Entries of a run kept in memory at a time.
 const BLOCK_LEN: usize = 64;
 /// Bytes read from a run at a time: room for a block of entries with ids of 100 bytes.
@@ -119,9 +120,10 @@ impl Spill {
         gathered.into_iter().chain(run).min()
     }
 
-    /// Adds an entry. An error (the disk is full) leaves it out: the caller keeps it.
-    pub fn push(&mut self, slot: Slot, id: &str) -> Result<(), Error> {
-        if self.gathered.len() >= RUN_LEN {
+    /// Adds an entry, writing out what was gathered as a run once `run_len` entries are. An
+    /// error (the disk is full) leaves it out: the caller keeps it.
+    pub fn push(&mut self, slot: Slot, id: &str, run_len: usize) -> Result<(), Error> {
+        if self.gathered.len() >= run_len.clamp(1, RUN_LEN) {
             self.write_run()?;
         }
         self.gathered.insert(slot, id.into());
@@ -186,8 +188,10 @@ impl Spill {
 
     /// Writes the gathered entries out as a run, keeping its first block in memory.
     fn write_run(&mut self) -> Result<(), Error> {
+        // A short run keeps a quarter of itself in memory until it is read.
+        let keep = BLOCK_LEN.min(self.gathered.len().div_ceil(4)).max(1);
         let mut entries = std::mem::take(&mut self.gathered).into_iter();
-        let head: VecDeque<_> = entries.by_ref().take(BLOCK_LEN).collect();
+        let head: VecDeque<_> = entries.by_ref().take(keep).collect();
         let mut bytes = Vec::new();
         for (slot, id) in entries {
             encode(slot, &id, &mut bytes);
@@ -314,7 +318,7 @@ mod tests {
         let n = RUN_LEN * 3 + 100;
         for i in 0..n as u64 {
             let due = if i % 3 == 0 { 1_000_000 - i } else { i };
-            spill.push((due, i), &format!("dlv_{i}")).unwrap();
+            spill.push((due, i), &format!("dlv_{i}"), RUN_LEN).unwrap();
         }
         assert_eq!(spill.len(), n);
         let mut expected: Vec<Slot> = (0..n as u64)
@@ -330,7 +334,7 @@ mod tests {
     fn an_entry_keeps_its_delivery_id() {
         let (_dir, mut spill) = spill();
         for i in 0..(RUN_LEN + 10) as u64 {
-            spill.push((i, i), &format!("dlv_{i}")).unwrap();
+            spill.push((i, i), &format!("dlv_{i}"), RUN_LEN).unwrap();
         }
         for i in 0..(RUN_LEN + 10) as u64 {
             let (slot, id) = spill.pop().unwrap().unwrap();
@@ -343,7 +347,7 @@ mod tests {
     fn only_a_block_of_each_run_is_kept_in_memory() {
         let (_dir, mut spill) = spill();
         for i in 0..(RUN_LEN * 4) as u64 {
-            spill.push((i, i), "dlv_x").unwrap();
+            spill.push((i, i), "dlv_x", RUN_LEN).unwrap();
         }
         let in_memory: usize = spill
             .runs
@@ -356,10 +360,25 @@ mod tests {
     }
 
     #[test]
+    fn short_runs_keep_a_quarter_in_memory_and_still_come_back_in_order() {
+        let (_dir, mut spill) = spill();
+        for i in (0..1000_u64).rev() {
+            spill.push((i, i), "dlv_x", 64).unwrap();
+        }
+        assert!(spill.gathered.len() <= 64);
+        let heads: usize = spill.runs.iter().flatten().map(|run| run.head.len()).sum();
+        assert!(heads <= spill.runs.len() * 16, "{heads}");
+        assert_eq!(
+            drain(&mut spill),
+            (0..1000).map(|i| (i, i)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn the_file_is_emptied_once_everything_was_handed_back() {
         let (dir, mut spill) = spill();
         for i in 0..(RUN_LEN * 2) as u64 {
-            spill.push((i, i), "dlv_x").unwrap();
+            spill.push((i, i), "dlv_x", RUN_LEN).unwrap();
         }
         assert!(
             std::fs::metadata(dir.path().join("lane.spill"))
@@ -385,7 +404,7 @@ mod tests {
         let mut out = Vec::new();
         for _ in 0..5 {
             for _ in 0..RUN_LEN {
-                spill.push((next, next), "dlv_x").unwrap();
+                spill.push((next, next), "dlv_x", RUN_LEN).unwrap();
                 next += 1;
             }
             for _ in 0..RUN_LEN / 2 {

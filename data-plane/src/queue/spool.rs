@@ -34,7 +34,7 @@ use super::{
     budget::{Charges, JOB_CHARGE, Limits, Refusal, SpoolBudget, SpoolUsage},
     hashed_key::{HashedKey, HashedMap, Probe},
     journal::{Journal, Space},
-    spill::Spill,
+    spill::{self, Spill},
     unix_ms,
 };
 use crate::{Error, metrics::Metrics};
@@ -50,6 +50,10 @@ const MAX_CACHED: usize = 100_000;
 /// Jobs of a lane kept in memory while it waits; the later ones are spilled (spill.rs), so a
 /// backlog costs memory in proportion to its lanes, not its jobs.
 const WINDOW: usize = 1024;
+/// Jobs waiting in memory across lanes: with many lanes each keeps fewer, down to
+/// [`MIN_WINDOW`], so ten thousand backlogged subscriptions cost what a few dozen do.
+const WINDOWED: usize = 100_000;
+const MIN_WINDOW: usize = 16;
 /// Trees of the earlier on-disk schedule, dropped when an old spool is opened.
 const LEGACY_TREES: [&str; 3] = ["due", "leases", "failed"];
 /// Trees that held the jobs and bodies before the journal; moved into it when opened.
@@ -183,19 +187,22 @@ impl Schedule {
     /// it is in the window, so `held` must know it.
     fn place(&mut self, lane: &Arc<str>, slot: Slot, id: &Id) -> bool {
         let spill_dir = self.spill_dir.clone();
+        let lanes = self.lanes.len().max(1);
         let state = self.lanes.entry(Arc::clone(lane)).or_insert_with(|| Lane {
             window: BTreeMap::new(),
             spill: None,
             head: None,
         });
-        let full = spill_dir.is_some() && state.window.len() >= WINDOW;
+        let window = (WINDOWED / lanes).clamp(MIN_WINDOW, WINDOW);
+        let run_len = (WINDOWED / lanes).clamp(MIN_WINDOW, spill::RUN_LEN);
+        let full = spill_dir.is_some() && state.window.len() >= window;
         let later = state
             .window
             .last_key_value()
             .is_some_and(|(last, _)| slot > *last);
         if full && later {
             let spill = spill_of(state, spill_dir.as_deref(), &mut self.spill_files);
-            match spill.push(slot, id.key()) {
+            match spill.push(slot, id.key(), run_len) {
                 Ok(()) => {
                     self.spilled += 1;
                     self.refresh_head(lane);
@@ -205,15 +212,22 @@ impl Schedule {
             }
         }
         state.window.insert(slot, id.clone());
-        if full && state.window.len() > WINDOW {
-            self.evict_latest(lane);
+        // A window left larger when there were fewer lanes shrinks as its lane takes more.
+        let over = state.window.len().saturating_sub(window);
+        if full {
+            for _ in 0..over {
+                self.evict_latest(lane, run_len);
+            }
         }
         self.refresh_head(lane);
-        true
+        // The job itself may have been among the latest that went.
+        self.lanes
+            .get(lane)
+            .is_some_and(|state| state.window.contains_key(&slot))
     }
 
     /// Moves the window's latest job to the spill (the disk is full: it stays).
-    fn evict_latest(&mut self, lane: &Arc<str>) {
+    fn evict_latest(&mut self, lane: &Arc<str>, run_len: usize) {
         let spill_dir = self.spill_dir.clone();
         let Some(state) = self.lanes.get_mut(lane) else {
             return;
@@ -222,7 +236,7 @@ impl Schedule {
             return;
         };
         let spill = spill_of(state, spill_dir.as_deref(), &mut self.spill_files);
-        if let Err(e) = spill.push(slot, id.key()) {
+        if let Err(e) = spill.push(slot, id.key(), run_len) {
             warn!(error = %e, "a lane's spill could not be written; kept in memory");
             state.window.insert(slot, id);
             return;
@@ -1092,6 +1106,8 @@ fn move_out_of_sled(db: &sled::Db, journal: &Journal) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
     use crate::queue::unlimited;
 
@@ -1369,6 +1385,49 @@ mod tests {
         spool.enqueue(vec![job("dlv_now")]).await.unwrap();
         assert_eq!(ids(&lease_now(&spool, 10).await), ["dlv_now"]);
         assert_eq!(spool.depth().await.unwrap(), WINDOW as u64 + 1);
+    }
+
+    #[test]
+    fn with_many_lanes_waiting_each_keeps_fewer_jobs_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut schedule = Schedule::with_spill_dir(dir.path().to_owned());
+        let lanes = WINDOWED / MIN_WINDOW + 1_000;
+        // Subscriptions whose targets are all down, their events arriving in turn.
+        for n in 0..MIN_WINDOW + 4 {
+            for lane in 0..lanes {
+                schedule.hold(&format!("dlv_{lane}_{n}"), &format!("sub_{lane}"), 0, None);
+            }
+        }
+        assert_eq!(schedule.depth(), lanes * (MIN_WINDOW + 4));
+        assert_eq!(schedule.held.len(), lanes * MIN_WINDOW);
+        // Each job is handed out once.
+        let (_, ids) = schedule.lease(usize::MAX, 1, 1_000, &unlimited);
+        assert_eq!(ids.len(), lanes * (MIN_WINDOW + 4));
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
+    }
+
+    #[test]
+    fn a_window_left_large_shrinks_as_its_lane_takes_more_and_keeps_each_job_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut schedule = Schedule::with_spill_dir(dir.path().to_owned());
+        for n in 0..WINDOW as u64 {
+            schedule.hold(&format!("dlv_a{n}"), "sub_a", 100 + n, None);
+        }
+        // More lanes: each may keep fewer now.
+        for lane in 0..199 {
+            schedule.hold(&format!("dlv_other{lane}"), &format!("sub_{lane}"), 0, None);
+        }
+        // A job among the latest of the large window.
+        schedule.hold("dlv_late", "sub_a", 100 + WINDOW as u64 - 2, None);
+        assert_eq!(
+            schedule.lanes[&Arc::<str>::from("sub_a")].window.len(),
+            WINDOWED / 200
+        );
+        assert_eq!(schedule.depth(), WINDOW + 200, "each job counted once");
+        let only_a = |lane: &str| if lane == "sub_a" { usize::MAX } else { 0 };
+        let (_, ids) = schedule.lease(usize::MAX, u64::MAX / 2, u64::MAX, &only_a);
+        assert_eq!(ids.len(), WINDOW + 1);
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
     }
 
     #[test]
