@@ -36,6 +36,8 @@ const BLOCK_LEN: usize = 64;
 const BLOCK_BYTES: usize = BLOCK_LEN * 128;
 /// A file is rewritten once this much of it was handed back and that is most of it.
 const REWRITE_AFTER: u64 = 64 << 20;
+/// Bytes written at a time when a file is rewritten.
+const REWRITE_BUFFER: usize = 256 << 10;
 /// Bytes before an entry's id: due ms, sequence number, id length.
 const ENTRY_HEADER: usize = 18;
 
@@ -59,6 +61,8 @@ pub(super) struct Spill {
     /// Each run's first entry's slot, earliest on top.
     firsts: BinaryHeap<Reverse<(Slot, usize)>>,
     len: usize,
+    /// [`REWRITE_AFTER`], smaller in tests.
+    rewrite_after: u64,
 }
 
 fn encode(slot: Slot, id: &str, out: &mut Vec<u8>) {
@@ -101,6 +105,7 @@ impl Spill {
             runs: Vec::new(),
             firsts: BinaryHeap::new(),
             len: 0,
+            rewrite_after: REWRITE_AFTER,
         }
     }
 
@@ -258,33 +263,52 @@ impl Spill {
         Ok(())
     }
 
-    /// Rewrites the file with the entries still in it when most of it was handed back.
+    /// Rewrites the file with the entries still in it when most of it was handed back: streamed,
+    /// in order, into a fresh file as one run, so memory stays a block a run however many are
+    /// left.
     fn rewrite_if_sparse(&mut self) -> Result<(), Error> {
-        if self.consumed < REWRITE_AFTER || self.consumed < self.written / 2 {
+        if self.consumed < self.rewrite_after || self.consumed < self.written / 2 {
             return Ok(());
         }
-        // Every entry still to hand back, in order, as one run in a fresh file.
-        let mut left = BTreeMap::new();
+        let fresh_path = self.path.with_extension("rewrite");
+        let fresh = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&fresh_path)?;
+        let mut head = VecDeque::new();
+        let mut buffer = Vec::new();
+        let mut written = 0_u64;
         while let Some(Reverse((_, i))) = self.firsts.pop() {
-            let Some(run) = self.runs[i].take() else {
+            let (slot, id) = self.take_from_run(i)?;
+            if head.len() < BLOCK_LEN {
+                head.push_back((slot, id));
                 continue;
-            };
-            let file = self
-                .file
-                .as_ref()
-                .ok_or_else(|| io::Error::other("a lane spill's file is gone"))?;
-            let mut rest = vec![0; usize::try_from(run.end - run.next).unwrap_or(0)];
-            file.read_exact_at(&mut rest, run.next)?;
-            left.extend(run.head);
-            left.extend(decode(&rest, usize::MAX).0);
+            }
+            encode(slot, &id, &mut buffer);
+            if buffer.len() >= REWRITE_BUFFER {
+                fresh.write_all_at(&buffer, written)?;
+                written += buffer.len() as u64;
+                buffer.clear();
+            }
         }
+        fresh.write_all_at(&buffer, written)?;
+        written += buffer.len() as u64;
+        std::fs::rename(&fresh_path, &self.path)?;
+        self.file = Some(fresh);
         self.runs.clear();
-        self.file = None;
-        self.written = 0;
+        self.written = written;
         self.consumed = 0;
-        let gathered = std::mem::replace(&mut self.gathered, left);
-        self.write_run()?;
-        self.gathered = gathered;
+        if let Some((first, _)) = head.front() {
+            self.firsts.push(Reverse((*first, 0)));
+            self.runs.push(Some(Run {
+                head,
+                next: 0,
+                end: written,
+            }));
+        }
         Ok(())
     }
 }
@@ -372,6 +396,34 @@ mod tests {
             drain(&mut spill),
             (0..1000).map(|i| (i, i)).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_file_mostly_handed_back_is_rewritten_smaller_and_keeps_the_order() {
+        let (dir, mut spill) = spill();
+        spill.rewrite_after = 64 << 10;
+        let mut next = 0_u64;
+        let mut out = Vec::new();
+        let mut largest = 0;
+        // A lane that never empties: it keeps spilling and handing back.
+        for _ in 0..20 {
+            for _ in 0..RUN_LEN {
+                spill.push((next, next), "dlv_x", RUN_LEN).unwrap();
+                next += 1;
+            }
+            for _ in 0..RUN_LEN - 100 {
+                out.push(spill.pop().unwrap().unwrap().0);
+            }
+            let size = std::fs::metadata(dir.path().join("lane.spill")).map_or(0, |m| m.len());
+            largest = largest.max(size);
+        }
+        assert!(
+            largest < 4 * (RUN_LEN as u64) * 24,
+            "the file grew to {largest} bytes"
+        );
+        out.extend(drain(&mut spill));
+        assert_eq!(out.len() as u64, next);
+        assert!(out.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
