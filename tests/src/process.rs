@@ -522,6 +522,17 @@ impl DataNode {
         DataNode::spawn_with(control, extra, NodeSetup::default()).await
     }
 
+    /// [`DataNode::start`] with its spool elsewhere or under a wrapper program.
+    pub async fn start_with(
+        control: &ControlProcess,
+        extra: &[&str],
+        setup: NodeSetup,
+    ) -> anyhow::Result<DataNode> {
+        let node = DataNode::spawn_with(control, extra, setup).await?;
+        wait_ready(node.ingress_addr).await?;
+        Ok(node)
+    }
+
     /// [`DataNode::spawn`] with its spool elsewhere or under a wrapper program.
     pub async fn spawn_with(
         control: &ControlProcess,

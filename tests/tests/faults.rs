@@ -514,10 +514,7 @@ async fn a_failed_sync_answers_503_abandons_the_segment_and_lines_retry_is_store
                 .collect()
             }),
         };
-        let node = DataNode::spawn_with(&control, &[], setup).await.unwrap();
-        hookplane_tests::process::wait_ready(node.ingress_addr)
-            .await
-            .unwrap();
+        let node = DataNode::start_with(&control, &[], setup).await.unwrap();
         let client = reqwest::Client::new();
         let url = webhook_url(&node, &channel);
 
@@ -617,10 +614,7 @@ async fn a_full_disk_answers_503_and_takes_the_same_webhook_again_once_space_is_
             spool_dir: Some(disk.path().join("spool")),
             ..NodeSetup::default()
         };
-        let mut node = DataNode::spawn_with(&control, &[], setup).await.unwrap();
-        hookplane_tests::process::wait_ready(node.ingress_addr)
-            .await
-            .unwrap();
+        let mut node = DataNode::start_with(&control, &[], setup).await.unwrap();
         let client = reqwest::Client::new();
         let url = webhook_url(&node, &channel);
         assert_eq!(
