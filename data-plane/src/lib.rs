@@ -225,7 +225,10 @@ pub async fn run(
     ));
     tasks.spawn_on(
         Arc::clone(&outcomes).report(
-            control,
+            outcomes::ReportTo {
+                control,
+                config: Arc::clone(&store),
+            },
             Arc::clone(&metrics),
             node_id.clone(),
             stop_rx.clone(),

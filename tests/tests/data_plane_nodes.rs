@@ -4,7 +4,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use hookplane_client::Client;
+use hookplane_client::{Client, v1};
 use hookplane_tests::{
     ControlProcess, DataNode, FIXTURE_CHANNEL_SECRET, Receiver, Respond, api::*, eventually,
     fixture, ingress,
@@ -244,6 +244,22 @@ async fn a_node_refuses_a_control_plane_with_another_store_and_keeps_its_work() 
         &["--retry-schedule", "300ms", "--max-attempts", "1000"],
     )
     .await;
+    let set = control
+        .admin()
+        .await
+        .unwrap()
+        .forwarding()
+        .list_forwarding_sets(v1::ListForwardingSetsRequest {
+            channel_id: channel.clone(),
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .forwarding_sets
+        .remove(0)
+        .id;
     assert_eq!(post(&node, &channel, &ingress::text_event(1)).await, 200);
     let queued = receiver.wait_for(1, WAIT).await.unwrap()[0]
         .header("x-hookplane-event-id")
@@ -292,6 +308,29 @@ async fn a_node_refuses_a_control_plane_with_another_store_and_keeps_its_work() 
         node.metric("hookplane_config_refusing").await.unwrap(),
         Some(0)
     );
+    // The attempts made meanwhile were kept for their own store, not given to the other one.
+    let client = control.admin().await.unwrap();
+    eventually(
+        WAIT,
+        "the delivery while refusing in its store's log",
+        || async {
+            client
+                .deliveries()
+                .list_delivery_attempts(v1::ListDeliveryAttemptsRequest {
+                    forwarding_set_id: set.clone(),
+                    page_size: 100,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .attempts
+                .into_iter()
+                .find(|a| a.event_id == queued && a.outcome == v1::AttemptOutcome::Succeeded as i32)
+        },
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

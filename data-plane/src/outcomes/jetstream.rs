@@ -22,8 +22,8 @@ use prost::Message as _;
 use tokio::sync::{Notify, oneshot, watch};
 use tracing::{debug, warn};
 
-use super::{BATCH, GATHER, Outcomes, send_report};
-use crate::{backoff::Backoff, control::ControlPlane, metrics::Metrics, nats::Nats};
+use super::{BATCH, GATHER, Outcomes, ReportTo, send_report};
+use crate::{backoff::Backoff, metrics::Metrics, nats::Nats};
 
 /// Groups of records one pull of the reporter asks for.
 const GROUPS_PER_PULL: usize = 16;
@@ -179,7 +179,7 @@ impl Outcomes for SharedOutcomes {
 
     async fn report(
         self: Arc<Self>,
-        control: ControlPlane,
+        to: ReportTo,
         metrics: Arc<Metrics>,
         node_id: String,
         mut stop: watch::Receiver<bool>,
@@ -209,7 +209,7 @@ impl Outcomes for SharedOutcomes {
             let attempts: Vec<DeliveryAttempt> = groups.into_iter().flatten().collect();
             let sent = attempts.len();
             metrics.set_outcomes_unsent(sent as u64);
-            match send_report(&control, &node_id, attempts).await {
+            match send_report(&to, &node_id, attempts).await {
                 Ok(()) => {
                     backoff.reset();
                     for acker in ackers {

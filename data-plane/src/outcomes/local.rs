@@ -20,8 +20,8 @@ use prost::Message as _;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, warn};
 
-use super::{BATCH, GATHER, Outcomes, send_report};
-use crate::{Error, backoff::Backoff, control::ControlPlane, metrics::Metrics};
+use super::{BATCH, GATHER, Outcomes, ReportTo, send_report};
+use crate::{Error, backoff::Backoff, metrics::Metrics};
 
 /// Unsent outcomes kept while the control plane is away, in memory and on disk each; the oldest
 /// go first.
@@ -152,12 +152,12 @@ impl Outcomes for OutcomeLog {
 
     async fn report(
         self: Arc<Self>,
-        control: ControlPlane,
+        to: ReportTo,
         metrics: Arc<Metrics>,
         node_id: String,
         stop: watch::Receiver<bool>,
     ) {
-        report_outcomes(self, control, metrics, node_id, stop).await;
+        report_outcomes(self, to, metrics, node_id, stop).await;
     }
 
     fn spill_unsent(&self) {
@@ -168,7 +168,7 @@ impl Outcomes for OutcomeLog {
 /// Sends outcomes until `stop` turns true.
 async fn report_outcomes(
     log: Arc<OutcomeLog>,
-    control: ControlPlane,
+    to: ReportTo,
     metrics: Arc<Metrics>,
     node_id: String,
     mut stop: watch::Receiver<bool>,
@@ -188,7 +188,7 @@ async fn report_outcomes(
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
-        match send_batch(&log, &control, &node_id).await {
+        match send_batch(&log, &to, &node_id).await {
             Ok(()) => backoff.reset(),
             Err(reason) => {
                 warn!(%reason, unsent = log.unsent(), "delivery outcomes not reported yet");
@@ -201,13 +201,13 @@ async fn report_outcomes(
     }
 }
 
-async fn send_batch(log: &OutcomeLog, control: &ControlPlane, node_id: &str) -> Result<(), String> {
+async fn send_batch(log: &OutcomeLog, to: &ReportTo, node_id: &str) -> Result<(), String> {
     let batch = log.next_batch(BATCH).map_err(|e| e.to_string())?;
     if batch.attempts.is_empty() {
         return Ok(());
     }
     let sent = batch.attempts.len();
-    let failed = match send_report(control, node_id, batch.attempts.clone()).await {
+    let failed = match send_report(to, node_id, batch.attempts.clone()).await {
         Ok(()) => {
             log.forget(&batch.keys).map_err(|e| e.to_string())?;
             debug!(sent, "delivery outcomes reported");

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use hookplane_proto::v1::{DeliveryAttempt, DeliveryReport};
 use tokio::sync::watch;
 
-use crate::{control::ControlPlane, metrics::Metrics};
+use crate::{config::ConfigStore, control::ControlPlane, metrics::Metrics};
 
 pub use local::OutcomeLog;
 
@@ -33,7 +33,7 @@ pub trait Outcomes: Send + Sync + 'static {
     /// Reports kept attempts to the control plane until `stop` turns true.
     async fn report(
         self: Arc<Self>,
-        control: ControlPlane,
+        to: ReportTo,
         metrics: Arc<Metrics>,
         node_id: String,
         stop: watch::Receiver<bool>,
@@ -42,13 +42,29 @@ pub trait Outcomes: Send + Sync + 'static {
     fn spill_unsent(&self);
 }
 
+/// Where attempts are reported: the control plane, as long as the node follows it.
+pub struct ReportTo {
+    pub control: ControlPlane,
+    pub config: Arc<ConfigStore>,
+}
+
 /// Sends one batch over ReportDeliveries; the reason it was not accepted, if it was not. The
 /// control plane drops an attempt id it already holds, so a batch sent twice is harmless.
+///
+/// Nothing is sent while the node refuses the control plane's config (another store, or one
+/// restored to an earlier revision): its attempts belong to the store its config came from, and
+/// wait, kept, until that one answers again.
 async fn send_report(
-    control: &ControlPlane,
+    to: &ReportTo,
     node_id: &str,
     attempts: Vec<DeliveryAttempt>,
 ) -> Result<(), String> {
+    if let Some(why) = to.config.refusal() {
+        return Err(format!(
+            "not reported to a control plane whose config this node refuses ({why})"
+        ));
+    }
+    let control = &to.control;
     // Up to BATCH attempts a message, all in one call.
     let mut attempts = attempts.into_iter().peekable();
     let mut reports = Vec::new();
