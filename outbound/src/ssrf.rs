@@ -1,5 +1,7 @@
-//! Keeps deliveries away from the node's own networks: loopback, private, link-local, CGNAT,
-//! multicast and cloud-metadata addresses are refused unless an operator allowed the network.
+//! Keeps deliveries away from the node's own networks: loopback, private, link- and site-local,
+//! CGNAT, multicast, reserved and cloud-metadata addresses are refused unless an operator allowed
+//! the network, and so are IPv6 addresses that carry a refused IPv4 address to its host
+//! (IPv4-mapped and -compatible, NAT64, 6to4, Teredo).
 //! The check runs on literal IPs before a request is made and on every address DNS returns,
 //! inside the HTTP client's resolver, so a hostname cannot smuggle a private address past it.
 
@@ -117,8 +119,10 @@ fn forbidden_range(addr: IpAddr) -> Option<ForbiddenRange> {
 fn forbidden_v4(ip: Ipv4Addr) -> Option<ForbiddenRange> {
     let [a, b, c, d] = ip.octets();
     // Metadata first: 169.254.169.254 is also link-local, but the sharper name helps the reader.
+    // 168.63.129.16 is Azure's wire server (DNS, DHCP, the VM agent's health and config).
     let metadata = matches!((a, b, c, d), (169, 254, 169, 254) | (169, 254, 170, 2))
-        || (a, b, c, d) == (100, 100, 100, 200);
+        || (a, b, c, d) == (100, 100, 100, 200)
+        || (a, b, c, d) == (168, 63, 129, 16);
     if metadata {
         return Some(ForbiddenRange::CloudMetadata);
     }
@@ -152,11 +156,30 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<ForbiddenRange> {
         return forbidden_v4(v4);
     }
     let segments = ip.segments();
-    // NAT64 (64:ff9b::/96) reaches the embedded IPv4 address.
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let [_, _, _, _, _, _, hi, lo] = segments;
-        let v4 = Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
-        return forbidden_v4(v4);
+    let v4_at =
+        |i: usize| Ipv4Addr::from((u32::from(segments[i]) << 16) | u32::from(segments[i + 1]));
+    // IPv4-compatible (::a.b.c.d, deprecated but still routed by some stacks) and NAT64
+    // (64:ff9b::/96) reach the embedded IPv4 address.
+    if segments[..6] == [0, 0, 0, 0, 0, 0] || segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return forbidden_v4(v4_at(6));
+    }
+    // Local-use NAT64 (64:ff9b:1::/48, RFC 8215) translates into the operator's own network.
+    if segments[..3] == [0x64, 0xff9b, 1] {
+        return Some(ForbiddenRange::Reserved);
+    }
+    // 6to4 (2002::/16) carries its IPv4 address in bits 16-47.
+    if segments[0] == 0x2002
+        && let Some(range) = forbidden_v4(v4_at(1))
+    {
+        return Some(range);
+    }
+    // Teredo (2001::/32): the server's IPv4 address in bits 32-63, the client's, inverted, in
+    // the last 32.
+    if segments[..2] == [0x2001, 0] {
+        let client = Ipv4Addr::from(!u32::from(v4_at(6)));
+        if let Some(range) = forbidden_v4(v4_at(2)).or_else(|| forbidden_v4(client)) {
+            return Some(range);
+        }
     }
     // AWS's IPv6 instance metadata endpoint.
     if ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
@@ -168,6 +191,10 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<ForbiddenRange> {
     }
     if first & 0xffc0 == 0xfe80 {
         return Some(ForbiddenRange::LinkLocal);
+    }
+    // Site-local (fec0::/10), deprecated, still private where it is used.
+    if first & 0xffc0 == 0xfec0 {
+        return Some(ForbiddenRange::Private);
     }
     if first & 0xff00 == 0xff00 {
         return Some(ForbiddenRange::Multicast);
@@ -344,6 +371,68 @@ mod tests {
     fn nat64_is_judged_by_its_embedded_ipv4_address() {
         assert_eq!(refused("64:ff9b::7f00:1"), Some(ForbiddenRange::Loopback));
         assert_eq!(refused("64:ff9b::808:808"), None);
+    }
+
+    #[test]
+    fn ipv4_compatible_ipv6_is_judged_by_its_ipv4_address() {
+        assert_eq!(refused("::127.0.0.1"), Some(ForbiddenRange::Loopback));
+        assert_eq!(refused("::10.0.0.1"), Some(ForbiddenRange::Private));
+        assert_eq!(refused("::8.8.8.8"), None);
+    }
+
+    #[test]
+    fn site_local_ipv6_is_private() {
+        assert_eq!(refused("fec0::1"), Some(ForbiddenRange::Private));
+        assert_eq!(refused("feff:ffff::1"), Some(ForbiddenRange::Private));
+    }
+
+    #[test]
+    fn local_use_nat64_is_refused_whatever_it_embeds() {
+        assert_eq!(
+            refused("64:ff9b:1::808:808"),
+            Some(ForbiddenRange::Reserved)
+        );
+        assert_eq!(refused("64:ff9b:1:ffff::1"), Some(ForbiddenRange::Reserved));
+        assert_eq!(refused("64:ff9b:2::1"), None);
+    }
+
+    #[test]
+    fn six_to_four_is_judged_by_its_embedded_ipv4_address() {
+        assert_eq!(refused("2002:7f00:1::1"), Some(ForbiddenRange::Loopback));
+        assert_eq!(
+            refused("2002:a9fe:a9fe::"),
+            Some(ForbiddenRange::CloudMetadata)
+        );
+        assert_eq!(refused("2002:c0a8:101::1"), Some(ForbiddenRange::Private));
+        assert_eq!(refused("2002:808:808::1"), None);
+    }
+
+    #[test]
+    fn teredo_is_judged_by_its_server_and_client_ipv4_addresses() {
+        // Server 127.0.0.1.
+        assert_eq!(refused("2001:0:7f00:1::1"), Some(ForbiddenRange::Loopback));
+        // A public server (65.54.227.120), client 10.0.0.1 (stored inverted: f5ff:fffe).
+        assert_eq!(
+            refused("2001:0:4136:e378:8000:63bf:f5ff:fffe"),
+            Some(ForbiddenRange::Private)
+        );
+        // A public server and a public client (8.8.8.8, inverted f7f7:f7f7).
+        assert_eq!(refused("2001:0:4136:e378:8000:63bf:f7f7:f7f7"), None);
+        // Not Teredo: 2001:db8::/32 and the rest of 2001::/16 stay as they are.
+        assert_eq!(refused("2001:4860:4860::8888"), None);
+    }
+
+    #[test]
+    fn azures_wire_server_is_cloud_metadata() {
+        assert_eq!(
+            refused("168.63.129.16"),
+            Some(ForbiddenRange::CloudMetadata)
+        );
+        assert_eq!(
+            refused("::ffff:168.63.129.16"),
+            Some(ForbiddenRange::CloudMetadata)
+        );
+        assert_eq!(refused("168.63.129.17"), None);
     }
 
     #[test]

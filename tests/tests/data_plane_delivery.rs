@@ -192,6 +192,42 @@ async fn a_target_outside_the_allowed_networks_is_refused_as_such() {
 }
 
 #[tokio::test]
+async fn targets_that_reach_forbidden_ipv4_addresses_through_ipv6_or_azures_wire_server_are_refused()
+ {
+    // IPv4-compatible, 6to4, Teredo (its server), site-local, local-use NAT64, Azure.
+    let hosts = [
+        "[::127.0.0.1]",
+        "[2002:7f00:1::1]",
+        "[2001:0:7f00:1::1]",
+        "[fec0::1]",
+        "[64:ff9b:1::7f00:1]",
+        "168.63.129.16",
+    ];
+    let urls: Vec<String> = hosts
+        .iter()
+        .map(|host| format!("http://{host}:9/hook"))
+        .collect();
+    let s = setup(&urls, &[]).await;
+    s.post(&fixture("text.json")).await;
+    let expected = [
+        "a loopback address",
+        "a loopback address",
+        "a loopback address",
+        "a private address",
+        "a reserved address",
+        "a cloud metadata address",
+    ];
+    for (set, range) in s.sets.iter().zip(expected) {
+        let failed = s.wait_attempt(set, v1::AttemptOutcome::Failed).await;
+        assert!(
+            failed.reason.starts_with("refused: ") && failed.reason.contains(range),
+            "{set}: {}",
+            failed.reason
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_hanging_target_does_not_delay_another_target() {
     let hanging = Receiver::start_with(Respond::Hang).await.unwrap();
     let fine = Receiver::start().await.unwrap();
