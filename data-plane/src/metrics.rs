@@ -322,17 +322,21 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition text, with the queue depth and the queue's storage read at scrape time.
-    pub fn render(&self, queue_depth: u64, storage: &Storage) -> String {
-        self.queue_depth
-            .set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
-        // The queue counts; the counters catch up with it.
+    /// The queue's storage faults, read at scrape time: the queue counts, the counters catch
+    /// up with it.
+    pub fn spool_storage(&self, storage: &Storage) {
         for (counter, total) in [
             (&self.spool_storage_failures, storage.failures),
             (&self.spool_segments_abandoned, storage.abandoned),
         ] {
             counter.inc_by(total.saturating_sub(counter.get()));
         }
+    }
+
+    /// The exposition text, with the queue depth read at scrape time.
+    pub fn render(&self, queue_depth: u64) -> String {
+        self.queue_depth
+            .set(i64::try_from(queue_depth).unwrap_or(i64::MAX));
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
@@ -368,8 +372,9 @@ mod tests {
             failures: 3,
             abandoned: 1,
         };
-        m.render(4, &storage);
-        let text = m.render(4, &storage);
+        m.spool_storage(&storage);
+        m.spool_storage(&storage);
+        let text = m.render(4);
         for needle in [
             "hookplane_spool_storage_failures_total 3",
             "hookplane_spool_segments_abandoned_total 1",

@@ -64,7 +64,7 @@ pub async fn readyz(State(ingress): State<Arc<Ingress>>) -> Response {
 
 pub async fn metrics(State(ingress): State<Arc<Ingress>>) -> Response {
     let depth = ingress.queue.depth().await.unwrap_or(0);
-    let storage = ingress.queue.storage();
+    ingress.metrics.spool_storage(&ingress.queue.storage());
     if let Some(usage) = ingress.queue.usage() {
         ingress.metrics.spool_usage(&usage);
     }
@@ -73,7 +73,7 @@ pub async fn metrics(State(ingress): State<Arc<Ingress>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        ingress.metrics.render(depth, &storage),
+        ingress.metrics.render(depth),
     )
         .into_response()
 }

@@ -114,6 +114,7 @@ struct Schedule {
 }
 
 /// One target's waiting jobs: up to [`WINDOW`] of its earliest in memory, the rest spilled.
+#[derive(Default)]
 struct Lane {
     window: BTreeMap<Slot, Id>,
     spill: Option<Spill>,
@@ -186,31 +187,22 @@ impl Schedule {
     /// than the window's latest (which then goes to the spill), else in the spill. True when
     /// it is in the window, so `held` must know it.
     fn place(&mut self, lane: &Arc<str>, slot: Slot, id: &Id) -> bool {
-        let spill_dir = self.spill_dir.clone();
         let lanes = self.lanes.len().max(1);
-        let state = self.lanes.entry(Arc::clone(lane)).or_insert_with(|| Lane {
-            window: BTreeMap::new(),
-            spill: None,
-            head: None,
-        });
         let window = (WINDOWED / lanes).clamp(MIN_WINDOW, WINDOW);
         let run_len = (WINDOWED / lanes).clamp(MIN_WINDOW, spill::RUN_LEN);
-        let full = spill_dir.is_some() && state.window.len() >= window;
+        let state = self.lanes.entry(Arc::clone(lane)).or_default();
+        let full = self.spill_dir.is_some() && state.window.len() >= window;
         let later = state
             .window
             .last_key_value()
             .is_some_and(|(last, _)| slot > *last);
-        if full && later {
-            let spill = spill_of(state, spill_dir.as_deref(), &mut self.spill_files);
-            match spill.push(slot, id.key(), run_len) {
-                Ok(()) => {
-                    self.spilled += 1;
-                    self.refresh_head(lane);
-                    return false;
-                }
-                Err(e) => warn!(error = %e, "a lane's spill could not be written; kept in memory"),
-            }
+        if full && later && self.spill(lane, slot, id, run_len) {
+            self.refresh_head(lane);
+            return false;
         }
+        let Some(state) = self.lanes.get_mut(lane) else {
+            return false;
+        };
         state.window.insert(slot, id.clone());
         // A window left larger when there were fewer lanes shrinks as its lane takes more.
         let over = state.window.len().saturating_sub(window);
@@ -226,22 +218,44 @@ impl Schedule {
             .is_some_and(|state| state.window.contains_key(&slot))
     }
 
+    /// Writes a waiting job to its lane's spill (made when the lane first needs one); false
+    /// when that failed (the disk is full) and the job stays in memory.
+    fn spill(&mut self, lane: &Arc<str>, slot: Slot, id: &Id, run_len: usize) -> bool {
+        let (Some(dir), Some(state)) = (self.spill_dir.as_deref(), self.lanes.get_mut(lane)) else {
+            return false;
+        };
+        let files = &mut self.spill_files;
+        let spill = state.spill.get_or_insert_with(|| {
+            *files += 1;
+            Spill::new(dir.join(format!("{files}.spill")))
+        });
+        match spill.push(slot, id.key(), run_len) {
+            Ok(()) => {
+                self.spilled += 1;
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "a lane's spill could not be written; kept in memory");
+                false
+            }
+        }
+    }
+
     /// Moves the window's latest job to the spill (the disk is full: it stays).
     fn evict_latest(&mut self, lane: &Arc<str>, run_len: usize) {
-        let spill_dir = self.spill_dir.clone();
-        let Some(state) = self.lanes.get_mut(lane) else {
+        let Some((slot, id)) = self
+            .lanes
+            .get_mut(lane)
+            .and_then(|state| state.window.pop_last())
+        else {
             return;
         };
-        let Some((slot, id)) = state.window.pop_last() else {
-            return;
-        };
-        let spill = spill_of(state, spill_dir.as_deref(), &mut self.spill_files);
-        if let Err(e) = spill.push(slot, id.key(), run_len) {
-            warn!(error = %e, "a lane's spill could not be written; kept in memory");
-            state.window.insert(slot, id);
+        if !self.spill(lane, slot, &id, run_len) {
+            if let Some(state) = self.lanes.get_mut(lane) {
+                state.window.insert(slot, id);
+            }
             return;
         }
-        self.spilled += 1;
         if let Some(held) = self.held.remove(&id) {
             self.cached -= usize::from(held.job.is_some());
         }
@@ -264,27 +278,11 @@ impl Schedule {
 
     /// Puts a job (new, or held already) in its lane, due at `due_ms`.
     fn hold(&mut self, id: &str, lane: &str, due_ms: u64, job: Option<Job>) {
-        match self.release(id) {
-            Some(before) => {
-                let lane = Arc::clone(&before.lane);
-                self.put_back(
-                    HashedKey::new(Arc::from(id)),
-                    lane,
-                    due_ms,
-                    job,
-                    before.body,
-                );
-            }
-            None => {
-                self.put_back(
-                    HashedKey::new(Arc::from(id)),
-                    Arc::from(lane),
-                    due_ms,
-                    job,
-                    None,
-                );
-            }
-        }
+        let (lane, body) = match self.release(id) {
+            Some(before) => (before.lane, before.body),
+            None => (Arc::from(lane), None),
+        };
+        self.put_back(HashedKey::new(Arc::from(id)), lane, due_ms, job, body);
     }
 
     /// Places a job that `held` does not know (any more) and, in memory, makes `held` know it.
@@ -511,15 +509,6 @@ impl Schedule {
         let lease = self.leased.first_key_value().map(|(slot, _)| slot.0);
         lane.into_iter().chain(lease).min()
     }
-}
-
-/// The lane's spill, made when it first needs one.
-fn spill_of<'a>(state: &'a mut Lane, dir: Option<&Path>, files: &mut u64) -> &'a mut Spill {
-    state.spill.get_or_insert_with(|| {
-        *files += 1;
-        let dir = dir.unwrap_or_else(|| Path::new("."));
-        Spill::new(dir.join(format!("{files}.spill")))
-    })
 }
 
 /// How long opening waits for the spool's lock: a node that is exiting, or in tests the IO
