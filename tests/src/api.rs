@@ -103,6 +103,23 @@ pub async fn create_channel(
         .into_inner())
 }
 
+/// A forwarding set's latest delivery attempts (up to 100, newest first).
+pub async fn set_attempts(
+    client: &hookplane_client::Client,
+    forwarding_set_id: &str,
+) -> anyhow::Result<Vec<v1::DeliveryAttempt>> {
+    Ok(client
+        .deliveries()
+        .list_delivery_attempts(v1::ListDeliveryAttemptsRequest {
+            forwarding_set_id: forwarding_set_id.to_owned(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .attempts)
+}
+
 /// Creates a RAW forwarding set to `url` on `channel_id` and returns it.
 pub async fn create_forwarding_set(
     client: &hookplane_client::Client,

@@ -44,17 +44,7 @@ impl Setup {
     }
 
     async fn attempts(&self, set: &str) -> Vec<v1::DeliveryAttempt> {
-        self.client
-            .deliveries()
-            .list_delivery_attempts(v1::ListDeliveryAttemptsRequest {
-                forwarding_set_id: set.to_owned(),
-                page_size: 100,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .attempts
+        api::set_attempts(&self.client, set).await.unwrap()
     }
 
     /// Waits until the log of `set` holds an attempt with `outcome`.

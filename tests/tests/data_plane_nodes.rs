@@ -314,17 +314,9 @@ async fn a_node_refuses_a_control_plane_with_another_store_and_keeps_its_work() 
         WAIT,
         "the delivery while refusing in its store's log",
         || async {
-            client
-                .deliveries()
-                .list_delivery_attempts(v1::ListDeliveryAttemptsRequest {
-                    forwarding_set_id: set.clone(),
-                    page_size: 100,
-                    ..Default::default()
-                })
+            set_attempts(&client, &set)
                 .await
                 .ok()?
-                .into_inner()
-                .attempts
                 .into_iter()
                 .find(|a| a.event_id == queued && a.outcome == v1::AttemptOutcome::Succeeded as i32)
         },

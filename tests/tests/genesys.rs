@@ -140,17 +140,9 @@ impl Setup {
     }
 
     async fn attempts(&self) -> Vec<v1::DeliveryAttempt> {
-        self.client
-            .deliveries()
-            .list_delivery_attempts(v1::ListDeliveryAttemptsRequest {
-                forwarding_set_id: self.set.clone(),
-                page_size: 100,
-                ..Default::default()
-            })
+        hookplane_tests::api::set_attempts(&self.client, &self.set)
             .await
             .unwrap()
-            .into_inner()
-            .attempts
     }
 
     /// Waits until the attempt log holds `n` attempts matching `filter`; returns them oldest first.

@@ -96,17 +96,9 @@ impl Forwarding {
     }
 
     async fn failed_attempts(&self) -> usize {
-        self.client
-            .deliveries()
-            .list_delivery_attempts(v1::ListDeliveryAttemptsRequest {
-                forwarding_set_id: self.set.clone(),
-                page_size: 100,
-                ..Default::default()
-            })
+        hookplane_tests::api::set_attempts(&self.client, &self.set)
             .await
             .unwrap()
-            .into_inner()
-            .attempts
             .iter()
             .filter(|a| a.outcome != v1::AttemptOutcome::Succeeded as i32)
             .count()
