@@ -46,7 +46,10 @@ use std::{
 
 use tracing::warn;
 
-use super::key_index::{KeyIndex, Loc};
+use super::{
+    Storage,
+    key_index::{KeyIndex, Loc},
+};
 use crate::Error;
 
 /// A segment is closed and a new one begun beyond this size.
@@ -469,7 +472,7 @@ impl Inner {
         }
         // Nothing changes until the next segment exists: a failure here is tried again.
         let file = create_segment(&self.dir, segment + 1)?;
-        self.write_out_lost();
+        self.drop_unwritten();
         self.install_next(file);
         self.abandon_pending = false;
         self.abandoned += 1;
@@ -490,7 +493,7 @@ impl Inner {
 
     /// Forgets the appends that were never written: the abandoned segment keeps what reached
     /// its file, and its records that matter are appended again.
-    fn write_out_lost(&mut self) {
+    fn drop_unwritten(&mut self) {
         if let Some(s) = self.segments.get_mut(&self.active) {
             s.bytes = self.written;
         }
@@ -771,20 +774,19 @@ impl Journal {
         }
     }
 
-    /// Why writes or syncs fail now, if they do.
-    pub fn failure(&self) -> Option<String> {
-        self.lock().failure.clone()
-    }
-
-    /// Writes or syncs that failed, and segments abandoned, since it was opened.
-    pub fn failures(&self) -> (u64, u64) {
+    /// Why writes or syncs fail now, if they do, and how many failed since it was opened.
+    pub fn storage(&self) -> Storage {
         let inner = self.lock();
-        (inner.failures, inner.abandoned)
+        Storage {
+            failure: inner.failure.clone(),
+            failures: inner.failures,
+            abandoned: inner.abandoned,
+        }
     }
 
     /// Writes out and syncs what was appended, blocking.
     pub fn sync_blocking(&self) -> Result<(), Error> {
-        self.shared.sync_blocking()
+        self.shared.make_durable().map(drop)
     }
 
     /// Bytes of corrupt records skipped in the middle of segments when the journal was opened
@@ -824,7 +826,7 @@ impl Drop for Journal {
         if let Some(thread) = self.maintenance.take() {
             let _ = thread.join();
         }
-        if let Err(e) = self.shared.sync_blocking() {
+        if let Err(e) = self.shared.make_durable() {
             warn!(error = %e, "could not write the spool journal out at close");
         }
     }
@@ -833,10 +835,6 @@ impl Drop for Journal {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn sync_blocking(&self) -> Result<(), Error> {
-        self.make_durable().map(|_| ())
     }
 
     /// Writes out what was appended and syncs it; the count of appends it made durable. A
@@ -1138,7 +1136,8 @@ mod tests {
             journal.fail_next_sync();
             assert!(journal.sync().await.is_err());
             assert!(journal.writable().is_err(), "new work is refused");
-            assert_eq!(journal.failures(), (1, 1));
+            let storage = journal.storage();
+            assert_eq!((storage.failures, storage.abandoned), (1, 1));
             assert_eq!(journal.segments(), 2, "the next segment was begun");
             // Read back from where they were appended again.
             assert_eq!(journal.get(Space::Jobs, b"new").unwrap().unwrap(), b"three");

@@ -1049,12 +1049,7 @@ impl Queue for Spool {
     }
 
     fn storage(&self) -> Storage {
-        let (failures, abandoned) = self.journal.failures();
-        Storage {
-            failure: self.journal.failure(),
-            failures,
-            abandoned,
-        }
+        self.journal.storage()
     }
 
     fn usage(&self) -> Option<SpoolUsage> {
