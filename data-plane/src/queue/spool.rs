@@ -829,17 +829,33 @@ impl Spool {
         let now = unix_ms(SystemTime::now());
         let deadline = now + u64::try_from(self.lease_time.as_millis()).unwrap_or(u64::MAX);
         let (mut leased, uncached) = self.schedule().lease(max, now, deadline, room);
+        let mut named = Vec::with_capacity(uncached.len());
+        let mut gone = Vec::new();
         for id in uncached {
             match self.read_whole(&id)? {
                 Some(Record {
                     job: Some(job),
                     failed: false,
+                    body_key,
                     ..
-                }) => leased.push(job),
-                // Settled between the schedule and the read.
-                _ => {
-                    self.schedule().release(&id);
+                }) => {
+                    leased.push(job);
+                    named.push((id, body_key));
                 }
+                // Settled between the schedule and the read.
+                _ => gone.push(id),
+            }
+        }
+        if !named.is_empty() || !gone.is_empty() {
+            // A job read back (spilled, or past the cache) learns its body here, so its ack
+            // removes the record without reading it a second time: in a drain of a spilled
+            // backlog that second read was most of the ack's cost.
+            let mut schedule = self.schedule();
+            for (id, body_key) in &named {
+                schedule.name_body(id, body_key);
+            }
+            for id in &gone {
+                schedule.release(id);
             }
         }
         Ok(leased)
