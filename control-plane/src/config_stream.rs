@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::attempt_writer::AttemptWriter;
 use crate::clock::{Time, duration_to_proto};
-use crate::delivery_log::DeliveryLog;
+use crate::delivery_log::{DeliveryLog, RetryBatch};
 use crate::error::Error;
 use crate::sealing::{Sealed, Sealer};
 use crate::shutdown::Stopping;
@@ -30,12 +30,16 @@ use crate::store::{
 use crate::system_stop::SystemStop;
 use crate::tenants::zone_entitlements;
 
+/// Delivery ids one config update carries at most: a recover's thousands go in several, each
+/// far below the stream's message limit.
+const RETRY_IDS_PER_UPDATE: usize = 1000;
+
 pub(crate) struct ConfigApi {
     store: Store,
     attempts: AttemptWriter,
     system_stop: SystemStop,
     publisher_token_sha256: String,
-    retries: broadcast::Sender<String>,
+    retries: broadcast::Sender<RetryBatch>,
     stopping: Stopping,
 }
 
@@ -45,7 +49,7 @@ impl ConfigApi {
         log: DeliveryLog,
         system_stop: SystemStop,
         publisher_token: &str,
-        retries: broadcast::Sender<String>,
+        retries: broadcast::Sender<RetryBatch>,
         stopping: Stopping,
     ) -> Result<ConfigApi, Error> {
         Ok(ConfigApi {
@@ -296,7 +300,7 @@ struct NodeStream {
     node_id: String,
     builder: UpdateBuilder,
     tx: UpdateSender,
-    retries: broadcast::Receiver<String>,
+    retries: broadcast::Receiver<RetryBatch>,
     stopping: Stopping,
 }
 
@@ -386,23 +390,25 @@ impl NodeStream {
                 }
                 retry = self.retries.recv() => {
                     let mut ids = match retry {
-                        Ok(id) => vec![id],
+                        Ok(batch) => batch.to_vec(),
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
                             tracing::warn!(node_id = %self.node_id, missed, "missed delivery retries");
                             continue;
                         }
                         Err(broadcast::error::RecvError::Closed) => return End::Stopping,
                     };
-                    while let Ok(id) = self.retries.try_recv() {
-                        ids.push(id);
+                    while let Ok(batch) = self.retries.try_recv() {
+                        ids.extend(batch.iter().cloned());
                     }
                     // The retry update claims the node's revision, so config goes out first.
                     match self.catch_up(sent).await {
                         Ok(revision) => sent = revision,
                         Err(end) => return end,
                     }
-                    if let Err(end) = self.send(self.builder.retry(sent, ids)).await {
-                        return end;
+                    for chunk in ids.chunks(RETRY_IDS_PER_UPDATE) {
+                        if let Err(end) = self.send(self.builder.retry(sent, chunk.to_vec())).await {
+                            return end;
+                        }
                     }
                 }
             }
@@ -724,7 +730,9 @@ mod tests {
         assert_eq!(update.revision, store.revision());
         assert_eq!(ids(&update), [tenant.id]);
 
-        retries.send("dlv_1".into()).unwrap();
+        retries
+            .send(RetryBatch::from(["dlv_1".to_owned()]))
+            .unwrap();
         let retry = tokio::time::timeout(Duration::from_secs(1), stream.next())
             .await
             .unwrap()

@@ -44,3 +44,13 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// What `hookctl --json` printed, once it succeeded.
+pub fn hookctl_json(output: &std::process::Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "hookctl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("--json prints JSON")
+}

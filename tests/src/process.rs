@@ -390,6 +390,18 @@ impl ControlProcess {
         format!("http://{}", self.addr)
     }
 
+    /// Runs `hookctl` against this control plane with the admin token; the environment's
+    /// `HOOKPLANE_SERVER` and `HOOKPLANE_ADMIN_TOKEN` do not leak in.
+    pub fn hookctl(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(crate::binaries::hookctl())
+            .args(["--server", &self.url(), "--token", &self.admin_token])
+            .args(args)
+            .env_remove("HOOKPLANE_SERVER")
+            .env_remove("HOOKPLANE_ADMIN_TOKEN")
+            .output()
+            .expect("hookctl runs")
+    }
+
     pub async fn admin(&self) -> anyhow::Result<hookplane_client::Client> {
         Ok(hookplane_client::Client::connect(&self.url(), &self.admin_token).await?)
     }

@@ -1,11 +1,12 @@
 //! The delivery engine of a real `hookplane data` node: retries, failure reasons as a person reads
-//! them, the SSRF guard, isolation between targets, and an admin's retry of a failed delivery.
+//! them, the SSRF guard, isolation between targets, and an admin's retry or recover of failed
+//! deliveries.
 
 use std::time::{Duration, Instant};
 
 use hookplane_client::{Client, v1};
 use hookplane_tests::{
-    ControlProcess, DataNode, Receiver, Respond, api, eventually, fixture, ingress,
+    ControlProcess, DataNode, Receiver, Respond, api, eventually, fixture, hookctl_json, ingress,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -258,4 +259,93 @@ async fn an_admin_retry_delivers_a_delivery_that_failed_for_good() {
         .await;
     assert_eq!(done.delivery_id, failed.delivery_id);
     let _ = &s.control;
+}
+
+/// The distinct event ids among `requests`.
+fn event_ids(requests: &[hookplane_tests::receiver::Received]) -> Vec<String> {
+    let mut ids: Vec<String> = requests
+        .iter()
+        .filter_map(|r| r.header("x-hookplane-event-id").map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+#[tokio::test]
+async fn recover_resends_once_each_delivery_that_failed_for_good_since_the_time_given() {
+    // One attempt a delivery: an endpoint down past it fails them for good (and four failures
+    // stay below the breaker's run, which would otherwise space the attempts out).
+    let receiver = Receiver::start_with(Respond::Status(503)).await.unwrap();
+    let s = setup(&[receiver.url("/crm")], &["--max-attempts", "1"]).await;
+    let failed_count = |n: usize| {
+        let s = &s;
+        async move {
+            let attempts = s.attempts(&s.sets[0]).await;
+            let failed = attempts
+                .iter()
+                .filter(|a| a.outcome == v1::AttemptOutcome::Failed as i32)
+                .count();
+            (failed >= n).then_some(())
+        }
+    };
+    // One failure before the outage this operator recovers from...
+    s.post(&ingress::text_event(0)).await;
+    eventually(WAIT, "the first delivery failed for good", || {
+        failed_count(1)
+    })
+    .await
+    .unwrap();
+    let before = event_ids(&receiver.requests());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let since = std::time::SystemTime::now();
+    // ...and three during it.
+    for n in 1..=3 {
+        s.post(&ingress::text_event(n)).await;
+    }
+    eventually(WAIT, "four deliveries failed for good", || failed_count(4))
+        .await
+        .unwrap();
+    let during: Vec<String> = event_ids(&receiver.requests())
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    assert_eq!(during.len(), 3, "{during:?}");
+
+    receiver.respond(Respond::Status(200));
+    let arrived_before = receiver.requests().len();
+    let since_text = humantime::format_rfc3339_nanos(since).to_string();
+    let recovered = hookctl_json(&s.control.hookctl(&[
+        "--json",
+        "recover",
+        "--forwarding-set",
+        &s.sets[0],
+        "--since",
+        &since_text,
+    ]));
+    assert_eq!(recovered["deliveryCount"], 3, "{recovered}");
+
+    eventually(WAIT, "three recovered deliveries succeeded", || async {
+        let attempts = s.attempts(&s.sets[0]).await;
+        let succeeded = attempts
+            .iter()
+            .filter(|a| a.outcome == v1::AttemptOutcome::Succeeded as i32)
+            .count();
+        (succeeded >= 3).then_some(())
+    })
+    .await
+    .unwrap();
+    // Recovering again finds nothing left to resend.
+    let again = hookctl_json(&s.control.hookctl(&[
+        "--json",
+        "recover",
+        "--forwarding-set",
+        &s.sets[0],
+        "--since",
+        &since_text,
+    ]));
+    assert_eq!(again["deliveryCount"], 0, "{again}");
+    let after = &receiver.requests()[arrived_before..];
+    assert_eq!(after.len(), 3, "each recovered delivery arrives once");
+    assert_eq!(event_ids(after), during);
 }

@@ -2,17 +2,17 @@
 //! Genesys (OAuth token endpoint and inbound endpoint) and a fake LINE push API, each a real HTTP
 //! server; the tests assert the requests that really arrive.
 
-use std::{collections::HashMap, process::Output, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use hookplane_client::{Client, v1};
 use hookplane_tests::{
-    ControlProcess, SmtpReceiver, Standalone, api, binaries,
+    ControlProcess, SmtpReceiver, Standalone, api,
     fake_genesys::{self, FakeGenesys},
     fake_line::{self, FakeLine},
-    fixture,
+    fixture, hookctl_json,
     ingress::{post_signed, text_event},
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 /// The LINE user of the fixtures.
@@ -496,25 +496,6 @@ async fn a_push_line_refuses_fails_for_good() {
     assert_eq!(s.line.pushes().len(), 1);
 }
 
-fn hookctl(control: &ControlProcess, args: &[&str]) -> Output {
-    std::process::Command::new(binaries::hookctl())
-        .args(["--server", &control.url(), "--token", &control.admin_token])
-        .args(args)
-        .env_remove("HOOKPLANE_SERVER")
-        .env_remove("HOOKPLANE_ADMIN_TOKEN")
-        .output()
-        .expect("hookctl runs")
-}
-
-fn stdout_json(output: &Output) -> Value {
-    assert!(
-        output.status.success(),
-        "hookctl failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("--json prints JSON")
-}
-
 #[tokio::test]
 async fn hookctl_creates_a_genesys_set_and_shows_it_without_secrets() {
     let control = ControlProcess::start().await.unwrap();
@@ -523,33 +504,30 @@ async fn hookctl_creates_a_genesys_set_and_shows_it_without_secrets() {
     let channel = api::create_channel(&client, &tenant.id, "s3cret")
         .await
         .unwrap();
-    let created = stdout_json(&hookctl(
-        &control,
-        &[
-            "--json",
-            "forwarding",
-            "create",
-            "--channel",
-            &channel.id,
-            "--name",
-            "contact centre",
-            "--genesys-region",
-            "mypurecloud.jp",
-            "--genesys-client-id",
-            "cid",
-            "--genesys-client-secret",
-            "CLIENT-SECRET-VALUE",
-            "--genesys-integration-id",
-            "iid",
-            "--genesys-signature-secret",
-            "SIGNATURE-SECRET-VALUE",
-            "--genesys-attribute",
-            "market=Japan",
-        ],
-    ));
+    let created = hookctl_json(&control.hookctl(&[
+        "--json",
+        "forwarding",
+        "create",
+        "--channel",
+        &channel.id,
+        "--name",
+        "contact centre",
+        "--genesys-region",
+        "mypurecloud.jp",
+        "--genesys-client-id",
+        "cid",
+        "--genesys-client-secret",
+        "CLIENT-SECRET-VALUE",
+        "--genesys-integration-id",
+        "iid",
+        "--genesys-signature-secret",
+        "SIGNATURE-SECRET-VALUE",
+        "--genesys-attribute",
+        "market=Japan",
+    ]));
     let id = created["id"].as_str().unwrap();
     assert_eq!(created["kind"], "GENESYS_OPEN_MESSAGING");
-    let shown = hookctl(&control, &["forwarding", "get", id]);
+    let shown = control.hookctl(&["forwarding", "get", id]);
     assert!(shown.status.success());
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains("https://login.mypurecloud.jp"), "{text}");

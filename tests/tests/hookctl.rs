@@ -1,75 +1,45 @@
 //! The admin CLI against a real control plane: the README's walkthrough, as a user types it.
 
-use std::process::Output;
-
-use hookplane_tests::{ControlProcess, binaries, fixture};
-
-fn hookctl(control: &ControlProcess, args: &[&str]) -> Output {
-    std::process::Command::new(binaries::hookctl())
-        .args(["--server", &control.url(), "--token", &control.admin_token])
-        .args(args)
-        .env_remove("HOOKPLANE_SERVER")
-        .env_remove("HOOKPLANE_ADMIN_TOKEN")
-        .output()
-        .expect("hookctl runs")
-}
-
-fn json(output: &Output) -> serde_json::Value {
-    assert!(
-        output.status.success(),
-        "hookctl failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("--json prints JSON")
-}
+use hookplane_tests::{ControlProcess, binaries, fixture, hookctl_json};
 
 #[tokio::test]
 async fn hookctl_creates_a_tenant_a_channel_and_a_forwarding_set() {
     let control = ControlProcess::start().await.unwrap();
-    let tenant = json(&hookctl(
-        &control,
-        &[
-            "--json",
-            "tenant",
-            "create",
-            "--name",
-            "Brand",
-            "--email",
-            "ops@brand.example",
-            "--zone",
-            "ZONE_1=2099-01-01T00:00:00Z",
-        ],
-    ));
+    let tenant = hookctl_json(&control.hookctl(&[
+        "--json",
+        "tenant",
+        "create",
+        "--name",
+        "Brand",
+        "--email",
+        "ops@brand.example",
+        "--zone",
+        "ZONE_1=2099-01-01T00:00:00Z",
+    ]));
     let tenant_id = tenant["id"].as_str().unwrap();
     assert!(tenant_id.starts_with("tnt_"));
-    let channel = json(&hookctl(
-        &control,
-        &[
-            "--json", "channel", "create", "--tenant", tenant_id, "--name", "Brand OA", "--secret",
-            "s3cret",
-        ],
-    ));
+    let channel = hookctl_json(&control.hookctl(&[
+        "--json", "channel", "create", "--tenant", tenant_id, "--name", "Brand OA", "--secret",
+        "s3cret",
+    ]));
     let channel_id = channel["id"].as_str().unwrap();
     assert_eq!(
         channel["ingressPath"].as_str().unwrap(),
         format!("/api/webhook/line/{channel_id}/events")
     );
-    let set = json(&hookctl(
-        &control,
-        &[
-            "--json",
-            "forwarding",
-            "create",
-            "--channel",
-            channel_id,
-            "--name",
-            "crm",
-            "--url",
-            "https://crm.example/hook",
-        ],
-    ));
+    let set = hookctl_json(&control.hookctl(&[
+        "--json",
+        "forwarding",
+        "create",
+        "--channel",
+        channel_id,
+        "--name",
+        "crm",
+        "--url",
+        "https://crm.example/hook",
+    ]));
     assert!(set["id"].as_str().unwrap().starts_with("fwd_"));
-    let listed = hookctl(&control, &["forwarding", "list", "--channel", channel_id]);
+    let listed = control.hookctl(&["forwarding", "list", "--channel", channel_id]);
     assert!(listed.status.success());
     let table = String::from_utf8_lossy(&listed.stdout);
     assert!(table.contains("https://crm.example/hook"), "{table}");
@@ -95,7 +65,7 @@ async fn hookctl_reads_server_and_token_from_the_environment() {
 #[tokio::test]
 async fn hookctl_reports_a_rejected_call_with_its_code_and_exits_non_zero() {
     let control = ControlProcess::start().await.unwrap();
-    let output = hookctl(&control, &["tenant", "create", "--name", ""]);
+    let output = control.hookctl(&["tenant", "create", "--name", ""]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -108,38 +78,32 @@ async fn hookctl_reports_a_rejected_call_with_its_code_and_exits_non_zero() {
 #[tokio::test]
 async fn hookctl_subscription_secret_reveal_and_rotate() {
     let control = ControlProcess::start().await.unwrap();
-    let tenant = json(&hookctl(
-        &control,
-        &[
-            "--json",
-            "tenant",
-            "create",
-            "--name",
-            "Brand",
-            "--zone",
-            "ZONE_1=2099-01-01T00:00:00Z",
-        ],
-    ));
-    let sub = json(&hookctl(
-        &control,
-        &[
-            "--json",
-            "subscription",
-            "create",
-            "--tenant",
-            tenant["id"].as_str().unwrap(),
-            "--name",
-            "crm",
-            "--url",
-            "https://crm.example/events",
-            "--event-type",
-            "prize.points_added",
-        ],
-    ));
+    let tenant = hookctl_json(&control.hookctl(&[
+        "--json",
+        "tenant",
+        "create",
+        "--name",
+        "Brand",
+        "--zone",
+        "ZONE_1=2099-01-01T00:00:00Z",
+    ]));
+    let sub = hookctl_json(&control.hookctl(&[
+        "--json",
+        "subscription",
+        "create",
+        "--tenant",
+        tenant["id"].as_str().unwrap(),
+        "--name",
+        "crm",
+        "--url",
+        "https://crm.example/events",
+        "--event-type",
+        "prize.points_added",
+    ]));
     let id = sub["id"].as_str().unwrap();
-    let revealed = hookctl(&control, &["subscription", "reveal-secret", id]);
+    let revealed = control.hookctl(&["subscription", "reveal-secret", id]);
     assert!(String::from_utf8_lossy(&revealed.stdout).contains("whsec_"));
-    let rotated = hookctl(&control, &["subscription", "rotate-secret", id]);
+    let rotated = control.hookctl(&["subscription", "rotate-secret", id]);
     assert!(rotated.status.success());
     assert_ne!(revealed.stdout, rotated.stdout);
 }

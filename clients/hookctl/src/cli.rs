@@ -8,7 +8,7 @@ use hookplane_client::Client;
 use crate::{
     commands::{
         channel::{self, ChannelCommand},
-        deliveries::{self, AttemptsArgs},
+        deliveries::{self, AttemptsArgs, RecoverArgs},
         forwarding::{self, ForwardingCommand},
         line::{self, LineCommand},
         notifications::{self, NotificationsArgs},
@@ -74,6 +74,9 @@ pub enum Command {
         /// A delivery id, as shown by `attempts`.
         id: String,
     },
+    /// Re-enqueue every delivery of a forwarding set or subscription that failed for good since
+    /// a time (after an outage of its endpoint), each with a fresh attempt budget.
+    Recover(RecoverArgs),
     /// Emails sent (or logged) for a tenant.
     Notifications(NotificationsArgs),
     #[command(subcommand)]
@@ -98,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Printout> {
         Command::Subscription(c) => subscription::run(c, &client).await,
         Command::Attempts(args) => deliveries::attempts(args, &client).await,
         Command::RetryDelivery { id } => deliveries::retry(id, &client).await,
+        Command::Recover(args) => deliveries::recover(args, &client).await,
         Command::Notifications(args) => notifications::run(args, &client).await,
         Command::Line(c) => line::run(c),
     }

@@ -19,7 +19,8 @@ pub(crate) use upgrade::move_attempts_into_pages;
 use hookplane_proto::v1::delivery_service_server::DeliveryService;
 use hookplane_proto::v1::{
     AttemptOutcome, Delivery, DeliveryAttempt, DeliveryState, ListDeliveryAttemptsRequest,
-    ListDeliveryAttemptsResponse, RetryDeliveryRequest,
+    ListDeliveryAttemptsResponse, RecoverDeliveriesRequest, RecoverDeliveriesResponse,
+    RetryDeliveryRequest,
 };
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
@@ -46,10 +47,18 @@ pub(crate) struct DeliveryLog {
     store: Store,
     retention: Retention,
     /// Delivery ids an admin asked to retry, for the config streams to pass on to nodes.
-    retries: broadcast::Sender<String>,
+    retries: broadcast::Sender<RetryBatch>,
     /// Told of every new forward attempt, for failure reminders.
     notifier: Option<Notifier>,
 }
+
+/// Delivery ids to re-enqueue, passed to every node in one config update: a recover sends
+/// thousands at once, which one broadcast slot per id would overflow.
+pub(crate) type RetryBatch = std::sync::Arc<[String]>;
+
+/// Ids per [`RetryBatch`] a recover sends: the broadcast keeps a bounded number of batches for
+/// a slow stream, so a recover of many takes few of them.
+const RECOVER_BATCH: usize = 1000;
 
 /// Delivery records a sweep reads per turn of the lock.
 const SWEEP_CHUNK: usize = 1000;
@@ -174,7 +183,7 @@ impl DeliveryLog {
     pub fn new(
         store: Store,
         retention: Retention,
-        retries: broadcast::Sender<String>,
+        retries: broadcast::Sender<RetryBatch>,
     ) -> DeliveryLog {
         DeliveryLog {
             store,
@@ -353,26 +362,33 @@ impl DeliveryLog {
         }
     }
 
+    /// The one target a request names, which must exist.
+    fn target<'a>(
+        &self,
+        forwarding_set_id: &'a str,
+        subscription_id: &'a str,
+    ) -> Result<&'a str, Error> {
+        match (forwarding_set_id, subscription_id) {
+            (fwd, "") if !fwd.is_empty() => {
+                self.store.forwarding_set(fwd)?;
+                Ok(fwd)
+            }
+            ("", sub) if !sub.is_empty() => {
+                self.store.subscription(sub)?;
+                Ok(sub)
+            }
+            _ => Err(Error::invalid(
+                "forwarding_set_id",
+                "exactly one of forwarding_set_id and subscription_id is required",
+            )),
+        }
+    }
+
     fn list(
         &self,
         req: &ListDeliveryAttemptsRequest,
     ) -> Result<ListDeliveryAttemptsResponse, Error> {
-        let target = match (req.forwarding_set_id.as_str(), req.subscription_id.as_str()) {
-            (fwd, "") if !fwd.is_empty() => {
-                self.store.forwarding_set(fwd)?;
-                fwd
-            }
-            ("", sub) if !sub.is_empty() => {
-                self.store.subscription(sub)?;
-                sub
-            }
-            _ => {
-                return Err(Error::invalid(
-                    "forwarding_set_id",
-                    "exactly one of forwarding_set_id and subscription_id is required",
-                ));
-            }
-        };
+        let target = self.target(&req.forwarding_set_id, &req.subscription_id)?;
         let prefix = target_prefix(target);
         let page = Page::new(req.page_size, &req.page_token, &prefix)?;
         let after = page
@@ -414,8 +430,35 @@ impl DeliveryLog {
         record.state = DeliveryState::Pending as i32;
         self.store.put_delivery(&record)?;
         // No connected node means nobody can act on it now; the state still records the request.
-        let _ = self.retries.send(id.to_owned());
+        let _ = self.retries.send(RetryBatch::from([id.to_owned()]));
         Ok(to_proto(&record))
+    }
+
+    /// Marks pending again every delivery of `target` that failed for good at or after
+    /// `since`, and asks the nodes to re-enqueue them with a fresh attempt budget. The records
+    /// are keyed by delivery id, so this reads them all: a recover is an operator's rare act,
+    /// and the records kept are only those not delivered, within the retention age.
+    fn recover(&self, target: &str, since: Time) -> Result<u32, Error> {
+        let _guard = self.store.lock_delivery_log();
+        let failed = DeliveryState::DeliveryFailed as i32;
+        let mut recovered = Vec::new();
+        for entry in self.store.deliveries_tree().iter() {
+            let (_, value) = entry?;
+            let mut record: DeliveryRecord = crate::store::decode("deliveries", &value)?;
+            let of_target = record.forwarding_set_id == target || record.subscription_id == target;
+            if !of_target || record.state != failed || record.last_attempt_time < since {
+                continue;
+            }
+            record.state = DeliveryState::Pending as i32;
+            self.store.put_delivery(&record)?;
+            recovered.push(record.id);
+        }
+        let count = u32::try_from(recovered.len()).unwrap_or(u32::MAX);
+        for batch in recovered.chunks(RECOVER_BATCH) {
+            // No connected node means nobody can act on it now; the states still record it.
+            let _ = self.retries.send(RetryBatch::from(batch));
+        }
+        Ok(count)
     }
 }
 
@@ -449,6 +492,20 @@ impl DeliveryService for DeliveryLog {
         self.store.flush().await?;
         Ok(Response::new(delivery))
     }
+
+    async fn recover_deliveries(
+        &self,
+        request: Request<RecoverDeliveriesRequest>,
+    ) -> Result<Response<RecoverDeliveriesResponse>, Status> {
+        let req = request.get_ref();
+        let target = self.target(&req.forwarding_set_id, &req.subscription_id)?;
+        let since = validate::present("since", req.since.as_ref())?;
+        let since = Time::from_proto(since)
+            .ok_or_else(|| Error::invalid("since", "must be a valid timestamp"))?;
+        let delivery_count = self.recover(target, since)?;
+        self.store.flush().await?;
+        Ok(Response::new(RecoverDeliveriesResponse { delivery_count }))
+    }
 }
 
 #[cfg(test)]
@@ -462,7 +519,7 @@ mod tests {
     struct Setup {
         _dir: tempfile::TempDir,
         log: DeliveryLog,
-        retries: broadcast::Receiver<String>,
+        retries: broadcast::Receiver<RetryBatch>,
         fwd_id: String,
     }
 
@@ -776,7 +833,7 @@ mod tests {
         s.report("dlv_1", 10, AttemptOutcome::Failed);
         let delivery = retry(&s.log, "dlv_1").await.unwrap();
         assert_eq!(delivery.state, DeliveryState::Pending as i32);
-        assert_eq!(s.retries.try_recv().unwrap(), "dlv_1");
+        assert_eq!(&*s.retries.try_recv().unwrap(), ["dlv_1".to_owned()]);
     }
 
     #[tokio::test]
@@ -798,6 +855,107 @@ mod tests {
             Code::NotFound,
             "failed or pending delivery \"dlv_missing\" not found",
         );
+    }
+
+    async fn recover(
+        log: &DeliveryLog,
+        fwd_id: &str,
+        since: Option<prost_types::Timestamp>,
+    ) -> Result<u32, Status> {
+        log.recover_deliveries(Request::new(RecoverDeliveriesRequest {
+            forwarding_set_id: fwd_id.into(),
+            subscription_id: String::new(),
+            since,
+        }))
+        .await
+        .map(|r| r.into_inner().delivery_count)
+    }
+
+    fn seconds_ago(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp {
+            seconds: Time::now().seconds - seconds,
+            nanos: 0,
+        })
+    }
+
+    #[tokio::test]
+    async fn recovering_makes_the_targets_failures_since_then_pending_and_sends_them_once() {
+        let mut s = setup(100, DAY).await;
+        s.report("dlv_before", 600, AttemptOutcome::Failed);
+        s.report("dlv_a", 60, AttemptOutcome::Failed);
+        s.report("dlv_b", 30, AttemptOutcome::Failed);
+        s.report("dlv_still_trying", 20, AttemptOutcome::Retrying);
+        assert_eq!(
+            recover(&s.log, &s.fwd_id, seconds_ago(300)).await.unwrap(),
+            2
+        );
+        let mut sent = s.retries.try_recv().unwrap().to_vec();
+        sent.sort();
+        assert_eq!(sent, ["dlv_a", "dlv_b"]);
+        let state = |id: &str| s.log.store.find_delivery(id).unwrap().unwrap().state;
+        assert_eq!(state("dlv_a"), DeliveryState::Pending as i32);
+        assert_eq!(state("dlv_before"), DeliveryState::DeliveryFailed as i32);
+        // Pending now: a second recover finds nothing more to send.
+        assert_eq!(
+            recover(&s.log, &s.fwd_id, seconds_ago(300)).await.unwrap(),
+            0
+        );
+        assert!(s.retries.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn recovering_another_targets_failures_leaves_these_alone() {
+        let s = setup(100, DAY).await;
+        s.report("dlv_a", 60, AttemptOutcome::Failed);
+        let other = create_forwarding_set(
+            &s.log.store,
+            &s.log.store.forwarding_set(&s.fwd_id).unwrap().channel_id,
+            raw_set_input(),
+        )
+        .await
+        .unwrap()
+        .id;
+        assert_eq!(recover(&s.log, &other, seconds_ago(300)).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_recover_of_many_goes_to_the_nodes_in_batches() {
+        let mut s = setup(100, DAY).await;
+        let count = RECOVER_BATCH + 5;
+        let attempts = (0..count)
+            .map(|i| {
+                attempt(
+                    &s.fwd_id,
+                    &format!("dlv_{i:05}"),
+                    10,
+                    AttemptOutcome::Failed,
+                )
+            })
+            .collect();
+        s.log.record("n", attempts).unwrap();
+        let recovered = recover(&s.log, &s.fwd_id, seconds_ago(60)).await.unwrap();
+        assert_eq!(recovered as usize, count);
+        assert_eq!(s.retries.try_recv().unwrap().len(), RECOVER_BATCH);
+        assert_eq!(s.retries.try_recv().unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn recovering_needs_since_and_exactly_one_target() {
+        let s = setup(100, DAY).await;
+        let status = recover(&s.log, &s.fwd_id, None).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("since"), "{}", status.message());
+        let status = recover(&s.log, "", seconds_ago(1)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().contains("forwarding_set_id"),
+            "{}",
+            status.message()
+        );
+        let status = recover(&s.log, "fwd_missing", seconds_ago(1))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
     }
 
     #[tokio::test]

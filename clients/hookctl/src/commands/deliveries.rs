@@ -1,7 +1,12 @@
+use std::time::SystemTime;
+
 use clap::Args;
 use hookplane_client::{
     Client,
-    v1::{AttemptOutcome, DeliveryAttempt, ListDeliveryAttemptsRequest, RetryDeliveryRequest},
+    v1::{
+        AttemptOutcome, DeliveryAttempt, ListDeliveryAttemptsRequest, RecoverDeliveriesRequest,
+        RetryDeliveryRequest,
+    },
 };
 
 use crate::{
@@ -69,6 +74,46 @@ pub async fn retry(id: String, client: &Client) -> anyhow::Result<Printout> {
     Ok(Printout::Resource(proto_json::delivery(&delivery)))
 }
 
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    #[command(flatten)]
+    pub target: AttemptTarget,
+    /// Deliveries whose last attempt failed for good at or after this: an RFC 3339 time
+    /// (`2026-12-06T09:00:00Z`) or how long ago (`2h`, `1d`).
+    #[arg(long)]
+    pub since: String,
+}
+
+/// `--since` as an instant: an RFC 3339 time, or a duration before `now`.
+pub fn since_time(text: &str, now: SystemTime) -> anyhow::Result<SystemTime> {
+    if let Ok(at) = humantime::parse_rfc3339_weak(text) {
+        return Ok(at);
+    }
+    let ago = humantime::parse_duration(text).map_err(|_| {
+        anyhow::anyhow!(
+            "--since: expected an RFC 3339 time (2026-12-06T09:00:00Z) or a duration ago (2h), got {text:?}"
+        )
+    })?;
+    now.checked_sub(ago)
+        .ok_or_else(|| anyhow::anyhow!("--since: {text} ago is before the epoch"))
+}
+
+pub async fn recover(args: RecoverArgs, client: &Client) -> anyhow::Result<Printout> {
+    let since = since_time(&args.since, SystemTime::now())?;
+    let response = client
+        .deliveries()
+        .recover_deliveries(RecoverDeliveriesRequest {
+            forwarding_set_id: args.target.forwarding_set.unwrap_or_default(),
+            subscription_id: args.target.subscription.unwrap_or_default(),
+            since: Some(since.into()),
+        })
+        .await?
+        .into_inner();
+    Ok(Printout::Resource(
+        serde_json::json!({ "deliveryCount": response.delivery_count }),
+    ))
+}
+
 fn table(attempts: &[DeliveryAttempt]) -> Table {
     let mut table = Table::new(&[
         "TIME", "DELIVERY", "#", "OUTCOME", "STATUS", "LATENCY", "REASON",
@@ -127,6 +172,21 @@ mod tests {
         assert_eq!(request.subscription_id, "sub_1");
         assert_eq!(request.forwarding_set_id, "");
         assert_eq!(request.page_token, "p2");
+    }
+
+    #[test]
+    fn since_reads_an_rfc3339_time_or_a_duration_ago() {
+        let now = humantime::parse_rfc3339("2026-12-06T12:00:00Z").unwrap();
+        assert_eq!(
+            since_time("2026-12-06T09:30:00Z", now).unwrap(),
+            humantime::parse_rfc3339("2026-12-06T09:30:00Z").unwrap()
+        );
+        assert_eq!(
+            since_time("2h", now).unwrap(),
+            humantime::parse_rfc3339("2026-12-06T10:00:00Z").unwrap()
+        );
+        let err = since_time("yesterday", now).unwrap_err().to_string();
+        assert!(err.contains("--since"), "{err}");
     }
 
     #[test]
