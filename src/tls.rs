@@ -134,10 +134,7 @@ impl PemIdentity {
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("{cert_flag} {}: not valid PEM", cert.display()))?;
         if chain.is_empty() {
-            bail!(
-                "{cert_flag} {}: no PEM certificate in it",
-                cert.display()
-            );
+            bail!("{cert_flag} {}: no PEM certificate in it", cert.display());
         }
         let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
             .with_context(|| format!("{key_flag} {}: no PEM private key in it", key.display()))?;

@@ -34,9 +34,7 @@ impl ControlTls {
         match &self.node_client_ca {
             // Optional at the TLS layer: admins have no client certificate; ConfigService
             // checks for one per call (`NodeCertificateCheck`).
-            Some(ca) => config
-                .client_ca_root(ca.clone())
-                .client_auth_optional(true),
+            Some(ca) => config.client_ca_root(ca.clone()).client_auth_optional(true),
             None => config,
         }
     }
@@ -70,7 +68,10 @@ mod tests {
         let mut check = NodeCertificateCheck { required: true };
         let status = check.call(Request::new(())).unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
-        assert!(status.message().contains("client certificate"), "{status:?}");
+        assert!(
+            status.message().contains("client certificate"),
+            "{status:?}"
+        );
     }
 
     #[test]

@@ -286,7 +286,10 @@ async fn an_https_url_to_a_plaintext_port_fails_rather_than_falling_back() {
         "tenant",
         "list",
     ]);
-    assert!(!listed.status.success(), "hookctl dialled https:// in clear");
+    assert!(
+        !listed.status.success(),
+        "hookctl dialled https:// in clear"
+    );
 
     // A node told https:// never gets the config a plaintext dial would have fetched.
     let node = DataNode::spawn_with(
@@ -351,7 +354,10 @@ async fn under_mtls_only_nodes_presenting_a_certificate_of_the_node_ca_get_confi
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-    assert!(refused.message().contains("client certificate"), "{refused:?}");
+    assert!(
+        refused.message().contains("client certificate"),
+        "{refused:?}"
+    );
     let unsigned = DataNode::spawn(&control, &["--ca-cert", pki.ca.arg()])
         .await
         .unwrap();
@@ -368,8 +374,7 @@ async fn under_mtls_only_nodes_presenting_a_certificate_of_the_node_ca_get_confi
             std::fs::read(&stranger.key).unwrap(),
         )
         .unwrap();
-    let answered = match Client::connect_with(&control.url(), &control.node_token, &foreign).await
-    {
+    let answered = match Client::connect_with(&control.url(), &control.node_token, &foreign).await {
         Err(_) => false,
         Ok(client) => client
             .config()

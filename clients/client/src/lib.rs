@@ -14,6 +14,6 @@ mod tls;
 pub use bearer::BearerToken;
 pub use client::{AuthedChannel, CONFIG_MAX_DECODING_MESSAGE_SIZE, Client};
 pub use error::Error;
-pub use tls::{ClientTls, endpoint};
 /// The generated messages and stubs, so callers need no direct dependency on the proto crate.
 pub use hookplane_proto::v1;
+pub use tls::{ClientTls, endpoint};
