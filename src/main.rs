@@ -184,14 +184,11 @@ async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 async fn run_control(cmd: ControlCommand) -> anyhow::Result<()> {
     let mut control = ControlPlane::open(&cmd.control)?.with_outbound(cmd.outbound);
     if let Some(identity) = cmd.tls.read()? {
-        let node_client_ca = match &cmd.node_client_ca {
-            Some(path) => Some(tonic::transport::Certificate::from_pem(
-                std::fs::read(path).with_context(|| {
-                    format!("--node-client-ca {}: cannot read it", path.display())
-                })?,
-            )),
-            None => None,
-        };
+        let node_client_ca = cmd
+            .node_client_ca
+            .as_deref()
+            .map(tls::node_client_ca)
+            .transpose()?;
         control = control.with_tls(ControlTls {
             identity: identity.tonic(),
             node_client_ca,
@@ -208,6 +205,8 @@ async fn run_data(cmd: DataCommand) -> anyhow::Result<()> {
         grpc: cmd.tls.read()?.map(|identity| identity.tonic()),
         ingress: cmd.ingress_tls.server_config()?,
     };
+    // A URL that does not fit the TLS flags stops the start before anything listens.
+    hookplane_client::endpoint(&cmd.control_url, &tls.control).context("--control-url")?;
     let ingress = bind("ingress", cmd.ingress_listen).await?;
     let grpc = bind("data-plane gRPC", cmd.grpc_listen).await?;
     let config = NodeConfig {

@@ -147,7 +147,7 @@ impl PemIdentity {
         // rustls refuses a key that is not the certificate's.
         identity
             .server_config()
-            .with_context(|| format!("{cert_flag} and {key_flag}"))?;
+            .with_context(|| format!("{key_flag} is not the private key of {cert_flag}"))?;
         Ok(Some(identity))
     }
 
@@ -166,6 +166,18 @@ impl PemIdentity {
             .with_no_client_auth()
             .with_single_cert(self.chain.clone(), self.key.clone_key())?)
     }
+}
+
+/// The CA certificate(s) of `--node-client-ca`, at least one.
+pub fn node_client_ca(path: &Path) -> anyhow::Result<tonic::transport::Certificate> {
+    let pem = read(path, "--node-client-ca")?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("--node-client-ca {}: not valid PEM", path.display()))?;
+    if certs.is_empty() {
+        bail!("--node-client-ca {}: no PEM certificate in it", path.display());
+    }
+    Ok(tonic::transport::Certificate::from_pem(pem))
 }
 
 fn read(path: &Path, flag: &str) -> anyhow::Result<Vec<u8>> {

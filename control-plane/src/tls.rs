@@ -6,10 +6,16 @@
 //! the node CA, or the handshake fails; `ConfigService` then takes a call only if the connection
 //! did present one (and the node token, checked as without mTLS).
 
+use std::time::Duration;
+
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
 use crate::error::Error;
+
+/// A connection that has not finished its handshake by then is closed, so clients that stall in
+/// it hold nothing for long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The control plane's certificate, and the CA of node client certificates when mTLS is on.
 #[derive(Clone)]
@@ -30,7 +36,9 @@ impl std::fmt::Debug for ControlTls {
 
 impl ControlTls {
     pub(crate) fn server_config(&self) -> ServerTlsConfig {
-        let config = ServerTlsConfig::new().identity(self.identity.clone());
+        let config = ServerTlsConfig::new()
+            .identity(self.identity.clone())
+            .timeout(HANDSHAKE_TIMEOUT);
         match &self.node_client_ca {
             // Optional at the TLS layer: admins have no client certificate; ConfigService
             // checks for one per call (`NodeCertificateCheck`).

@@ -1,7 +1,7 @@
 //! The node's gRPC port: EventService (publisher token), health (serving once a config snapshot
 //! is applied) and reflection; over TLS when the node has a certificate for it.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use hookplane_proto::v1::event_service_server::{self, EventServiceServer};
 use tokio::net::TcpListener;
@@ -42,7 +42,11 @@ pub async fn serve(
         .map_err(|e| Error::InvalidSetting(format!("reflection: {e}")))?;
     let mut server = tonic::transport::Server::builder();
     if let Some(identity) = tls {
-        server = server.tls_config(ServerTlsConfig::new().identity(identity))?;
+        // A client stalling in the handshake is dropped rather than held.
+        let tls = ServerTlsConfig::new()
+            .identity(identity)
+            .timeout(Duration::from_secs(10));
+        server = server.tls_config(tls)?;
     }
     server
         .add_service(EventServiceServer::new(publisher))
