@@ -175,7 +175,10 @@ pub fn node_client_ca(path: &Path) -> anyhow::Result<tonic::transport::Certifica
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("--node-client-ca {}: not valid PEM", path.display()))?;
     if certs.is_empty() {
-        bail!("--node-client-ca {}: no PEM certificate in it", path.display());
+        bail!(
+            "--node-client-ca {}: no PEM certificate in it",
+            path.display()
+        );
     }
     Ok(tonic::transport::Certificate::from_pem(pem))
 }

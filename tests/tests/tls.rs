@@ -560,3 +560,68 @@ async fn grpcurl_lists_the_services_with_cacert() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("hookplane.v1.TenantService"));
 }
+
+/// `hookplane ARGS` run to its end: whether it succeeded, and what it printed (stdout, then
+/// stderr).
+fn run_hookplane(args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(binaries::hookplane())
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("hookplane runs");
+    let printed = [output.stdout, output.stderr].concat();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&printed).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_the_certificates_stops_the_start_naming_the_flags() {
+    let pki = Pki::new();
+    let other = pki.ca.server("other", &["127.0.0.1"]);
+    let data = tempfile::tempdir().unwrap();
+    let (ok, stderr) = run_hookplane(&[
+        "control",
+        "--data-dir",
+        path_arg(data.path()),
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        path_arg(&pki.control.cert),
+        "--tls-key",
+        path_arg(&other.key),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("--tls-key is not the private key of --tls-cert"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening on"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_ca_for_an_http_control_url_stops_the_node_rather_than_going_unused() {
+    let pki = Pki::new();
+    let spool = tempfile::tempdir().unwrap();
+    let (ok, stderr) = run_hookplane(&[
+        "data",
+        "--control-url",
+        "http://127.0.0.1:9",
+        "--node-token",
+        "hp_node_test",
+        "--ca-cert",
+        pki.ca.arg(),
+        "--spool-dir",
+        path_arg(spool.path()),
+        "--ingress-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("--control-url") && stderr.contains("write https://"),
+        "{stderr}"
+    );
+}
