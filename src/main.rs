@@ -182,17 +182,20 @@ async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 async fn run_control(cmd: ControlCommand) -> anyhow::Result<()> {
-    let mut control = ControlPlane::open(&cmd.control)?.with_outbound(cmd.outbound);
-    if let Some(identity) = cmd.tls.read()? {
-        let node_client_ca = cmd
-            .node_client_ca
-            .as_deref()
-            .map(tls::node_client_ca)
-            .transpose()?;
-        control = control.with_tls(ControlTls {
+    let tls = match cmd.tls.read()? {
+        Some(identity) => Some(ControlTls {
             identity: identity.tonic(),
-            node_client_ca,
-        });
+            node_client_ca: cmd
+                .node_client_ca
+                .as_deref()
+                .map(tls::node_client_ca)
+                .transpose()?,
+        }),
+        None => None,
+    };
+    let mut control = ControlPlane::open(&cmd.control)?.with_outbound(cmd.outbound);
+    if let Some(tls) = tls {
+        control = control.with_tls(tls);
     }
     let listener = bind("control plane", cmd.listen).await?;
     control.serve(listener, shutdown_signal()).await?;
@@ -222,9 +225,9 @@ async fn run_data(cmd: DataCommand) -> anyhow::Result<()> {
 }
 
 async fn run_standalone(cmd: StandaloneCommand) -> anyhow::Result<()> {
-    let mut control = ControlPlane::open(&cmd.control)?.with_outbound(cmd.outbound.clone());
     let grpc_identity = cmd.tls.read()?;
     let ingress_tls = cmd.ingress_tls.server_config()?;
+    let mut control = ControlPlane::open(&cmd.control)?.with_outbound(cmd.outbound.clone());
     // The node dials the control plane of its own process: over TLS when the port takes only
     // TLS, trusting exactly the certificate the port serves (whatever names or CA it has).
     let (scheme, control_tls) = match &grpc_identity {
