@@ -3,13 +3,17 @@
 //!
 //! Each listener is bound here, before anything is served, and its real address is printed on
 //! stdout (`... listening on ADDR`), so `127.0.0.1:0` works and scripts can read the port.
+//! TLS flags (`tls.rs`) are read and checked before that, so a bad certificate stops the start.
+
+mod tls;
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use hookplane_control::{ControlOptions, ControlPlane};
-use hookplane_data::{NodeConfig, NodeOptions};
+use hookplane_client::ClientTls;
+use hookplane_control::{ControlOptions, ControlPlane, ControlTls};
+use hookplane_data::{NodeConfig, NodeOptions, NodeTls};
 use hookplane_outbound::OutboundOptions;
 use tokio::net::TcpListener;
 
@@ -57,17 +61,25 @@ struct ControlCommand {
     control: ControlOptions,
     #[command(flatten)]
     outbound: OutboundOptions,
+    #[command(flatten)]
+    tls: tls::GrpcTlsArgs,
+    /// PEM CA certificate(s) of node client certificates: ConfigService then takes calls only
+    /// from nodes presenting a certificate it signed (mTLS); admin calls need none.
+    #[arg(long, env = "HOOKPLANE_NODE_CLIENT_CA", requires = "tls_cert")]
+    node_client_ca: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
 struct DataCommand {
-    /// The control plane's gRPC URL.
+    /// The control plane's gRPC URL: http://HOST:PORT, or https://HOST:PORT to dial TLS.
     #[arg(
         long,
         env = "HOOKPLANE_CONTROL_URL",
         default_value = "http://127.0.0.1:50051"
     )]
     control_url: String,
+    #[command(flatten)]
+    control_tls: tls::ControlDialArgs,
     /// Token the node presents to the control plane (the control plane's `node.token`).
     #[arg(long, env = "HOOKPLANE_NODE_TOKEN", hide_env_values = true)]
     node_token: String,
@@ -88,6 +100,10 @@ struct DataCommand {
     node: NodeOptions,
     #[command(flatten)]
     outbound: OutboundOptions,
+    #[command(flatten)]
+    tls: tls::GrpcTlsArgs,
+    #[command(flatten)]
+    ingress_tls: tls::IngressTlsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -125,12 +141,19 @@ struct StandaloneCommand {
     /// One flag for both halves: the node's deliveries and the control plane's test events.
     #[command(flatten)]
     outbound: OutboundOptions,
+    /// One certificate for both gRPC ports; the node dials its control plane trusting exactly it.
+    #[command(flatten)]
+    tls: tls::GrpcTlsArgs,
+    #[command(flatten)]
+    ingress_tls: tls::IngressTlsArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    // Every TLS config of the process (tonic's, the ingress's) uses ring, named once here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Control(cmd) => run_control(*cmd).await,
         Command::Data(cmd) => run_data(*cmd).await,
@@ -159,13 +182,34 @@ async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 async fn run_control(cmd: ControlCommand) -> anyhow::Result<()> {
-    let control = ControlPlane::open(&cmd.control)?.with_outbound(cmd.outbound);
+    let tls = match cmd.tls.read()? {
+        Some(identity) => Some(ControlTls {
+            identity: identity.tonic(),
+            node_client_ca: cmd
+                .node_client_ca
+                .as_deref()
+                .map(tls::node_client_ca)
+                .transpose()?,
+        }),
+        None => None,
+    };
+    let mut control = ControlPlane::open(&cmd.control)?.with_outbound(cmd.outbound);
+    if let Some(tls) = tls {
+        control = control.with_tls(tls);
+    }
     let listener = bind("control plane", cmd.listen).await?;
     control.serve(listener, shutdown_signal()).await?;
     Ok(())
 }
 
 async fn run_data(cmd: DataCommand) -> anyhow::Result<()> {
+    let tls = NodeTls {
+        control: cmd.control_tls.client_tls()?,
+        grpc: cmd.tls.read()?.map(|identity| identity.tonic()),
+        ingress: cmd.ingress_tls.server_config()?,
+    };
+    // A URL that does not fit the TLS flags stops the start before anything listens.
+    hookplane_client::endpoint(&cmd.control_url, &tls.control).context("--control-url")?;
     let ingress = bind("ingress", cmd.ingress_listen).await?;
     let grpc = bind("data-plane gRPC", cmd.grpc_listen).await?;
     let config = NodeConfig {
@@ -174,25 +218,45 @@ async fn run_data(cmd: DataCommand) -> anyhow::Result<()> {
         spool_dir: cmd.spool_dir,
         options: cmd.node,
         outbound: cmd.outbound,
+        tls,
     };
     hookplane_data::run(config, ingress, grpc, shutdown_signal()).await?;
     Ok(())
 }
 
 async fn run_standalone(cmd: StandaloneCommand) -> anyhow::Result<()> {
-    let control = ControlPlane::open(&cmd.control)?.with_outbound(cmd.outbound.clone());
+    let grpc_identity = cmd.tls.read()?;
+    let ingress_tls = cmd.ingress_tls.server_config()?;
+    let mut control = ControlPlane::open(&cmd.control)?.with_outbound(cmd.outbound.clone());
+    // The node dials the control plane of its own process: over TLS when the port takes only
+    // TLS, trusting exactly the certificate the port serves (whatever names or CA it has).
+    let (scheme, control_tls) = match &grpc_identity {
+        Some(identity) => {
+            control = control.with_tls(ControlTls {
+                identity: identity.tonic(),
+                node_client_ca: None,
+            });
+            ("https", ClientTls::pinned_to_pem(identity.cert_pem())?)
+        }
+        None => ("http", ClientTls::new()),
+    };
     let control_listener = bind("control plane", cmd.control_listen).await?;
     let control_addr = control_listener.local_addr()?;
     let ingress = bind("ingress", cmd.ingress_listen).await?;
     let grpc = bind("data-plane gRPC", cmd.data_grpc_listen).await?;
     let config = NodeConfig {
-        control_url: format!("http://{control_addr}"),
+        control_url: format!("{scheme}://{control_addr}"),
         node_token: control.node_token().to_owned(),
         spool_dir: cmd
             .spool_dir
             .unwrap_or_else(|| cmd.control.data_dir.join("spool")),
         options: cmd.node,
         outbound: cmd.outbound,
+        tls: NodeTls {
+            control: control_tls,
+            grpc: grpc_identity.map(|identity| identity.tonic()),
+            ingress: ingress_tls,
+        },
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -33,6 +33,7 @@ use crate::subscriptions::SubscriptionApi;
 use crate::system_stop::SystemStop;
 use crate::tenants::TenantApi;
 use crate::test_events::TestEvents;
+use crate::tls::{ControlTls, NodeCertificateCheck};
 
 /// Snapshots of 10,000 channels exceed tonic's 4 MiB default.
 const CONFIG_MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
@@ -58,6 +59,8 @@ pub struct ControlPlane {
     /// Where test events may go; public addresses only unless `with_outbound` allows more.
     outbound: OutboundOptions,
     subscription_failure_stop_after: Duration,
+    /// TLS of the port (and mTLS of ConfigService); plaintext when `None`.
+    tls: Option<ControlTls>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -99,7 +102,15 @@ impl ControlPlane {
             },
             outbound: OutboundOptions::default(),
             subscription_failure_stop_after: *opts.subscription_failure_stop_after,
+            tls: None,
         })
+    }
+
+    /// Serves TLS only, with `tls`'s certificate; with its node CA, ConfigService takes calls
+    /// only from connections that presented a certificate that CA signed.
+    pub fn with_tls(mut self, tls: ControlTls) -> ControlPlane {
+        self.tls = Some(tls);
+        self
     }
 
     /// Lets test events reach the networks `outbound` allows, as the nodes' deliveries do. Kept
@@ -127,7 +138,8 @@ impl ControlPlane {
     }
 
     /// Serves every control-plane gRPC service on `listener` until `shutdown` resolves: the admin
-    /// services (admin token), ConfigService (node token), and reflection (v1 and v1alpha) and
+    /// services (admin token), ConfigService (node token, and under mTLS a node client
+    /// certificate), and reflection (v1 and v1alpha) and
     /// `grpc.health.v1` without a token. Open config streams are ended so shutdown completes.
     pub async fn serve(
         self,
@@ -176,6 +188,17 @@ impl ControlPlane {
         .max_decoding_message_size(CONFIG_MESSAGE_LIMIT)
         .max_encoding_message_size(CONFIG_MESSAGE_LIMIT);
 
+        let node_certificate = NodeCertificateCheck {
+            required: self
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.node_client_ca.is_some()),
+        };
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            server = server.tls_config(tls.server_config())?;
+        }
+
         let notifier_tasks = self.notifier.start(&stopping);
         let sweeper = tokio::spawn(sweep_periodically(log.clone(), stopping));
         let signal = async move {
@@ -183,7 +206,7 @@ impl ControlPlane {
             tracing::info!("control plane shutting down");
             let _ = stop.send(true);
         };
-        let served = tonic::transport::Server::builder()
+        let served = server
             // Detects nodes that vanished without closing their config stream.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -208,7 +231,10 @@ impl ControlPlane {
                 NotificationApi::new(store.clone()),
                 admin,
             ))
-            .add_service(InterceptedService::new(config, node))
+            .add_service(InterceptedService::new(
+                InterceptedService::new(config, node),
+                node_certificate,
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

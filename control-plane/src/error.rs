@@ -16,6 +16,13 @@ pub enum Error {
     /// A call came without the token its service needs, or with another one.
     #[error("missing or invalid {role} token")]
     Unauthenticated { role: &'static str },
+    /// Under mTLS, a ConfigService call came on a connection without a node client certificate.
+    #[error(
+        "this control plane takes config calls only from nodes presenting a TLS client \
+         certificate signed by its node CA: start the node with --tls-client-cert and \
+         --tls-client-key"
+    )]
+    NodeCertificateRequired,
     /// The request is well formed but the system's state forbids it (quota, entitlement, state).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -86,7 +93,9 @@ impl From<Error> for tonic::Status {
         let message = err.to_string();
         match err {
             Error::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
-            Error::Unauthenticated { .. } => tonic::Status::unauthenticated(message),
+            Error::Unauthenticated { .. } | Error::NodeCertificateRequired => {
+                tonic::Status::unauthenticated(message)
+            }
             Error::NotFound { .. } => tonic::Status::not_found(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::Unavailable(_) => tonic::Status::unavailable(message),

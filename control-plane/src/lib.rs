@@ -1,7 +1,8 @@
 //! The hookplane control plane: the sled store of tenants, channels, forwarding sets and
 //! subscriptions (secrets sealed at rest), the token checks, every admin gRPC service, the config
 //! stream to data-plane nodes, the delivery log, and the notifier that emails tenants about
-//! failing forwards.
+//! failing forwards. The port takes TLS, and mTLS for the config stream, when given a
+//! certificate.
 
 mod attempt_writer;
 mod auth;
@@ -26,12 +27,14 @@ mod subscriptions;
 mod system_stop;
 mod tenants;
 mod test_events;
+mod tls;
 mod validate;
 
 pub use control_plane::ControlPlane;
 pub use error::Error;
 pub use hookplane_proto::topics;
 pub use options::ControlOptions;
+pub use tls::ControlTls;
 
 #[cfg(test)]
 mod test_fixtures;

@@ -1,13 +1,16 @@
-//! The node's connection to the control plane, with the node token on every call.
+//! The node's connection to the control plane, with the node token on every call: in clear for
+//! an `http://` URL, over TLS for `https://` (never in clear), with the node's client
+//! certificate when the control plane requires one (mTLS).
 
 use std::time::Duration;
 
+use hookplane_client::ClientTls;
 use hookplane_proto::v1::config_service_client::ConfigServiceClient;
 use tonic::{
     Request, Status,
     metadata::AsciiMetadataValue,
     service::{Interceptor, interceptor::InterceptedService},
-    transport::{Channel, Endpoint},
+    transport::Channel,
 };
 
 use crate::Error;
@@ -25,9 +28,9 @@ pub struct ControlPlane {
 }
 
 impl ControlPlane {
-    pub fn new(url: &str, node_token: &str) -> Result<Self, Error> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|_| Error::InvalidSetting(format!("control plane URL {url:?} is not a URL")))?
+    pub fn new(url: &str, node_token: &str, tls: &ClientTls) -> Result<Self, Error> {
+        let endpoint = hookplane_client::endpoint(url, tls)
+            .map_err(|e| Error::InvalidSetting(format!("control plane URL: {e}")))?
             .connect_timeout(Duration::from_secs(3))
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))

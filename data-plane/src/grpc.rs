@@ -1,17 +1,19 @@
 //! The node's gRPC port: EventService (publisher token), health (serving once a config snapshot
-//! is applied) and reflection.
+//! is applied) and reflection; over TLS when the node has a certificate for it.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use hookplane_proto::v1::event_service_server::{self, EventServiceServer};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::{Error, config::ConfigStore, publish::Publisher};
 
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Identity>,
     config: Arc<ConfigStore>,
     publisher: Publisher,
     stop: impl Future<Output = ()> + Send + 'static,
@@ -38,7 +40,15 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(hookplane_proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| Error::InvalidSetting(format!("reflection: {e}")))?;
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(identity) = tls {
+        // A client stalling in the handshake is dropped rather than held.
+        let tls = ServerTlsConfig::new()
+            .identity(identity)
+            .timeout(Duration::from_secs(10));
+        server = server.tls_config(tls)?;
+    }
+    server
         .add_service(EventServiceServer::new(publisher))
         .add_service(health)
         .add_service(reflection_v1)

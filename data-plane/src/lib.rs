@@ -29,7 +29,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tracing::{info, warn};
 
 pub use error::Error;
-pub use options::{NodeConfig, NodeOptions, QueueChoice};
+pub use options::{NodeConfig, NodeOptions, NodeTls, QueueChoice};
 
 use crate::{
     config::ConfigStore,
@@ -176,7 +176,7 @@ pub async fn run(
             warn!(error = %e, "the saved config cannot be used; waiting for the control plane")
         }
     }
-    let control = ControlPlane::new(&cfg.control_url, &cfg.node_token)?;
+    let control = ControlPlane::new(&cfg.control_url, &cfg.node_token, &cfg.tls.control)?;
     let engine = Arc::new(Engine::new(
         EngineSettings {
             node_id: node_id.clone(),
@@ -271,11 +271,13 @@ pub async fn run(
             header_timeout: *options.ingress_header_timeout,
             max_connections: options.ingress_max_connections,
         },
+        cfg.tls.ingress.clone(),
         Arc::clone(&metrics),
         stop_on(stop_rx.clone()),
     );
     let grpc = grpc::serve(
         grpc,
+        cfg.tls.grpc.clone(),
         Arc::clone(&store),
         publisher,
         stop_on(stop_rx.clone()),

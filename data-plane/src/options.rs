@@ -163,6 +163,29 @@ pub struct NodeConfig {
     pub options: NodeOptions,
     /// Where deliveries may go (shared with the control plane's test events).
     pub outbound: hookplane_outbound::OutboundOptions,
+    /// TLS of the node's ports and of its dial to the control plane.
+    pub tls: NodeTls,
+}
+
+/// TLS of a node: each part off (plaintext) unless given. Its `Debug` shows only what is on.
+#[derive(Clone, Default)]
+pub struct NodeTls {
+    /// What the node trusts and presents when `control_url` is `https://`.
+    pub control: hookplane_client::ClientTls,
+    /// The certificate and key of the gRPC port (EventService, health, reflection).
+    pub grpc: Option<tonic::transport::Identity>,
+    /// The ingress port's TLS (LINE webhooks, probes, metrics), HTTP/1.1 over rustls.
+    pub ingress: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for NodeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeTls")
+            .field("control", &self.control)
+            .field("grpc", &self.grpc.is_some())
+            .field("ingress", &self.ingress.is_some())
+            .finish()
+    }
 }
 
 #[cfg(test)]

@@ -181,6 +181,15 @@ fn read_token(dir: &Path, file: &str) -> anyhow::Result<String> {
         .to_owned())
 }
 
+/// `https` when `args` give the gRPC port(s) a certificate (`--tls-cert`), else `http`.
+fn grpc_scheme(args: &[String]) -> &'static str {
+    if args.iter().any(|a| a == "--tls-cert") {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 /// The value following `flag` in `args`, if given.
 fn flag_value(args: &[String], flag: &str) -> Option<String> {
     args.iter()
@@ -288,7 +297,7 @@ impl Standalone {
     }
 
     pub fn control_url(&self) -> String {
-        format!("http://{}", self.control_addr)
+        format!("{}://{}", grpc_scheme(&self.args), self.control_addr)
     }
 
     pub fn ingress_url(&self) -> String {
@@ -296,7 +305,7 @@ impl Standalone {
     }
 
     pub fn data_grpc_url(&self) -> String {
-        format!("http://{}", self.data_grpc_addr)
+        format!("{}://{}", grpc_scheme(&self.args), self.data_grpc_addr)
     }
 
     /// A client of the control plane with the admin token.
@@ -386,8 +395,9 @@ impl ControlProcess {
         Process::spawn(&all, &dir.join("control.log"), &["control plane"]).await
     }
 
+    /// `https://` when it was started with `--tls-cert`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", grpc_scheme(&self.args), self.addr)
     }
 
     /// Runs `hookctl` against this control plane with the admin token; the environment's
@@ -499,6 +509,8 @@ pub struct NodeSetup {
     /// A program and its arguments to run the node under, given the spool dir (e.g. `strace`
     /// injecting faults on a file there); restarts run it without.
     pub wrapper: Wrapper,
+    /// The `--control-url` to dial instead of the control plane's own URL (another scheme).
+    pub control_url: Option<String>,
 }
 
 /// The command line a node runs under, given its spool dir.
@@ -509,6 +521,7 @@ impl Default for NodeSetup {
         NodeSetup {
             spool_dir: None,
             wrapper: Box::new(|_| Vec::new()),
+            control_url: None,
         }
     }
 }
@@ -553,10 +566,11 @@ impl DataNode {
     ) -> anyhow::Result<DataNode> {
         let dir = tempfile::tempdir()?;
         let spool = setup.spool_dir.unwrap_or_else(|| dir.path().join("spool"));
+        let control_url = setup.control_url.unwrap_or_else(|| control.url());
         let mut args = strings(&[
             "data",
             "--control-url",
-            &control.url(),
+            &control_url,
             "--node-token",
             &control.node_token,
             "--spool-dir",
@@ -612,7 +626,7 @@ impl DataNode {
     }
 
     pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        format!("{}://{}", grpc_scheme(&self.args), self.grpc_addr)
     }
 
     pub fn log(&self) -> String {

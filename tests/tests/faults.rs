@@ -513,6 +513,7 @@ async fn a_failed_sync_answers_503_abandons_the_segment_and_lines_retry_is_store
                 .chain([first_segment(spool).to_str().unwrap().to_owned()])
                 .collect()
             }),
+            ..NodeSetup::default()
         };
         let node = DataNode::start_with(&control, &[], setup).await.unwrap();
         let client = reqwest::Client::new();

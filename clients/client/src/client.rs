@@ -6,7 +6,7 @@ use tonic::{
 };
 
 use crate::{
-    BearerToken, Error,
+    BearerToken, ClientTls, Error,
     v1::{
         channel_service_client::ChannelServiceClient, config_service_client::ConfigServiceClient,
         delivery_service_client::DeliveryServiceClient, event_service_client::EventServiceClient,
@@ -34,11 +34,17 @@ pub struct Client {
 
 impl Client {
     /// Connects now, failing when the server is not reachable. `server` is like
-    /// `http://127.0.0.1:50051`; a bare `host:port` means plain-text HTTP/2. `token` goes out as
-    /// `authorization: Bearer <token>` on every call.
+    /// `http://127.0.0.1:50051`; a bare `host:port` means plain-text HTTP/2; `https://` dials TLS
+    /// trusting the system's roots. `token` goes out as `authorization: Bearer <token>` on every
+    /// call.
     pub async fn connect(server: &str, token: &str) -> Result<Client, Error> {
+        Client::connect_with(server, token, &ClientTls::new()).await
+    }
+
+    /// [`Client::connect`] with what `https://` trusts and presents (a CA, a client certificate).
+    pub async fn connect_with(server: &str, token: &str, tls: &ClientTls) -> Result<Client, Error> {
         let token = BearerToken::new(token)?;
-        let channel = endpoint(server)?
+        let channel = endpoint(server, tls)?
             .connect()
             .await
             .map_err(|source| Error::Connect {
@@ -51,8 +57,13 @@ impl Client {
     /// Like [`Client::connect`] but connects on the first call and reconnects as needed, so a
     /// process may start before its server does.
     pub fn connect_lazy(server: &str, token: &str) -> Result<Client, Error> {
+        Client::connect_lazy_with(server, token, &ClientTls::new())
+    }
+
+    /// [`Client::connect_lazy`] with what `https://` trusts and presents.
+    pub fn connect_lazy_with(server: &str, token: &str, tls: &ClientTls) -> Result<Client, Error> {
         let token = BearerToken::new(token)?;
-        let channel = endpoint(server)?.connect_lazy();
+        let channel = endpoint(server, tls)?.connect_lazy();
         Ok(Client { channel, token })
     }
 
@@ -104,17 +115,10 @@ impl Client {
     }
 }
 
-fn endpoint(server: &str) -> Result<Endpoint, Error> {
-    let uri = if server.contains("://") {
-        server.to_owned()
-    } else {
-        format!("http://{server}")
-    };
-    let endpoint = Endpoint::from_shared(uri).map_err(|source| Error::InvalidServer {
-        server: server.to_owned(),
-        source,
-    })?;
-    Ok(endpoint.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true))
+fn endpoint(server: &str, tls: &ClientTls) -> Result<Endpoint, Error> {
+    Ok(crate::tls::endpoint(server, tls)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true))
 }
 
 #[cfg(test)]

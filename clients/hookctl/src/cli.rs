@@ -1,9 +1,10 @@
 //! The command line: global flags, the subcommand tree, and dispatch to the command modules.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use hookplane_client::Client;
+use hookplane_client::{Client, ClientTls};
 
 use crate::{
     commands::{
@@ -34,7 +35,7 @@ const GLOBAL: &str = "Global options";
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// The control plane's gRPC address.
+    /// The control plane's gRPC address: http://HOST:PORT, or https://HOST:PORT to dial TLS.
     #[arg(
         long,
         global = true,
@@ -52,6 +53,10 @@ pub struct Global {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// A PEM file of CA certificates trusted, besides the system's roots, for an https://
+    /// server (a control plane with a certificate of your own CA).
+    #[arg(long, global = true, help_heading = GLOBAL, env = "HOOKPLANE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Print responses as JSON (proto field names in lowerCamelCase).
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
@@ -93,7 +98,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<Printout> {
         cli.global.token.as_deref(),
         Path::new(token::DEFAULT_TOKEN_FILE),
     )?;
-    let client = Client::connect(&cli.global.server, &token).await?;
+    let tls = match &cli.global.ca_cert {
+        Some(path) => ClientTls::new().with_ca_pem(
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        )?,
+        None => ClientTls::new(),
+    };
+    let client = Client::connect_with(&cli.global.server, &token, &tls).await?;
     match command {
         Command::Tenant(c) => tenant::run(c, &client).await,
         Command::Channel(c) => channel::run(c, &client).await,

@@ -3,7 +3,8 @@
 //! connection idle between requests is closed after it), so half-sent requests do not hold
 //! connections and tasks for ever; at most `max_connections` are held at once, one more is closed
 //! as soon as it is accepted; and a stop lets requests in progress finish. The body's deadline is
-//! the handlers' (`request_body.rs`), since only they read it.
+//! the handlers' (`request_body.rs`), since only they read it. With a TLS config the port takes
+//! HTTPS only; a TLS handshake must end within the header deadline too.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -14,6 +15,7 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_rustls::{TlsAcceptor, rustls::ServerConfig};
 use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
@@ -28,17 +30,19 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
 }
 
-/// Serves `router` on `listener` until `stop` resolves, then waits up to [`STOP_WAIT`] for the
-/// requests in progress.
+/// Serves `router` on `listener` (over TLS when `tls` is given) until `stop` resolves, then
+/// waits up to [`STOP_WAIT`] for the requests in progress.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<Arc<ServerConfig>>,
     metrics: Arc<Metrics>,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
+    let tls = tls.map(TlsAcceptor::from);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
@@ -63,14 +67,32 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let connection = graceful.watch(http.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(router.clone()),
-        ));
+        let service = TowerToHyperService::new(router.clone());
+        let Some(acceptor) = &tls else {
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    // A header deadline passed, or the client went away.
+                    debug!(error = %e, "ingress connection ended");
+                }
+                drop(permit);
+            });
+            continue;
+        };
+        // The handshake runs in the connection's own task, under the header deadline, so a
+        // client that stalls in it holds no more than one that stalls in its headers.
+        let (acceptor, watcher, http) = (acceptor.clone(), graceful.watcher(), http.clone());
+        let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                // A header deadline passed, or the client went away.
-                debug!(error = %e, "ingress connection ended");
+            match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let connection = http.serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(connection).await {
+                        debug!(error = %e, "ingress connection ended");
+                    }
+                }
+                Ok(Err(e)) => debug!(error = %e, "ingress TLS handshake failed"),
+                Err(_) => debug!("ingress TLS handshake did not end within the header deadline"),
             }
             drop(permit);
         });

@@ -402,6 +402,7 @@ impl Node {
             spool_dir: spool.path().join("spool"),
             options,
             outbound,
+            tls: hookplane_data::NodeTls::default(),
         };
         let task = tokio::spawn(hookplane_data::run(
             config,
