@@ -21,11 +21,11 @@ use crate::attempt_writer::AttemptWriter;
 use crate::clock::{Time, duration_to_proto};
 use crate::delivery_log::DeliveryLog;
 use crate::error::Error;
-use crate::sealing::{Sealed, Sealer};
+use crate::sealing::{Place, Sealed, Sealer};
 use crate::shutdown::Stopping;
 use crate::store::{
     ChannelRecord, ForwardingSetRecord, PreviousSecret, Store, SubscriptionRecord, TenantRecord,
-    Touched,
+    Touched, sealed_field,
 };
 use crate::system_stop::SystemStop;
 use crate::tenants::zone_entitlements;
@@ -203,17 +203,18 @@ fn node_tenant(t: &TenantRecord) -> NodeTenant {
 
 /// The current secret first, then the previous one while its grace period runs.
 fn node_secrets(
+    record: &str,
     current: &Sealed,
     previous: Option<&PreviousSecret>,
     sealer: &Sealer,
 ) -> Result<Vec<NodeSecret>, Error> {
     let mut secrets = vec![NodeSecret {
-        secret: sealer.open(current)?,
+        secret: sealer.open(current, Place::new(record, sealed_field::SECRET))?,
         valid_until: None,
     }];
     if let Some(p) = previous.filter(|p| p.still_valid(Time::now())) {
         secrets.push(NodeSecret {
-            secret: sealer.open(&p.secret)?,
+            secret: sealer.open(&p.secret, Place::new(record, sealed_field::PREVIOUS_SECRET))?,
             valid_until: Some(p.valid_until.to_proto()),
         });
     }
@@ -225,9 +226,9 @@ fn node_channel(c: &ChannelRecord, sealer: &Sealer) -> Result<NodeChannel, Error
         id: c.id.clone(),
         tenant_id: c.tenant_id.clone(),
         display_name: c.display_name.clone(),
-        secrets: node_secrets(&c.secret, c.previous_secret.as_ref(), sealer)?,
+        secrets: node_secrets(&c.id, &c.secret, c.previous_secret.as_ref(), sealer)?,
         access_token: match &c.access_token {
-            Some(token) => sealer.open(token)?,
+            Some(token) => sealer.open(token, Place::new(&c.id, sealed_field::ACCESS_TOKEN))?,
             None => String::new(),
         },
         metadata: c
@@ -248,9 +249,15 @@ fn node_forwarding_set(
             login_base_url: g.login_base_url.clone(),
             api_base_url: g.api_base_url.clone(),
             client_id: g.client_id.clone(),
-            client_secret: sealer.open(&g.client_secret)?,
+            client_secret: sealer.open(
+                &g.client_secret,
+                Place::new(&f.id, sealed_field::GENESYS_CLIENT_SECRET),
+            )?,
             integration_id: g.integration_id.clone(),
-            outbound_signature_secret: sealer.open(&g.outbound_signature_secret)?,
+            outbound_signature_secret: sealer.open(
+                &g.outbound_signature_secret,
+                Place::new(&f.id, sealed_field::GENESYS_OUTBOUND_SIGNATURE_SECRET),
+            )?,
             custom_attributes: g
                 .custom_attributes
                 .iter()
@@ -285,7 +292,7 @@ fn node_subscription(s: &SubscriptionRecord, sealer: &Sealer) -> Result<NodeSubs
         event_types: s.event_types.clone(),
         state: s.state,
         signature_scheme: s.signature_scheme,
-        secrets: node_secrets(&s.secret, s.previous_secret.as_ref(), sealer)?,
+        secrets: node_secrets(&s.id, &s.secret, s.previous_secret.as_ref(), sealer)?,
     })
 }
 

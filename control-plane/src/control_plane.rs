@@ -26,6 +26,7 @@ use crate::forwarding::ForwardingApi;
 use crate::notifications::NotificationApi;
 use crate::notify::Notifier;
 use crate::options::ControlOptions;
+use crate::resealing;
 use crate::sealing::Sealer;
 use crate::shutdown::Stopping;
 use crate::store::Store;
@@ -71,17 +72,20 @@ impl std::fmt::Debug for ControlPlane {
 impl ControlPlane {
     /// Creates `data_dir` if missing, opens sled at `data_dir/store`, and loads or generates the
     /// master key and tokens. A generated token is written to `data_dir/<role>.token` (mode
-    /// 0600) and printed once to stdout as `<role> token (stored in <path>): <token>`.
+    /// 0600); the log says where, never the token.
     pub fn open(opts: &ControlOptions) -> Result<ControlPlane, Error> {
         let credentials = Credentials::resolve(opts)?;
-        let store = Store::open(
-            &opts.data_dir.join("store"),
-            Sealer::new(&credentials.master_key),
-        )?;
+        let mut sealer = Sealer::new(&credentials.master_key);
+        if let Some(previous) = &credentials.previous_master_key {
+            sealer = sealer.with_previous(previous);
+        }
+        let store = Store::open(&opts.data_dir.join("store"), sealer)?;
         tracing::info!(
             data_dir = %opts.data_dir.display(),
             revision = store.revision(),
             store_id = store.id(),
+            master_key_id = store.sealer().key_id(),
+            previous_master_key_id = store.sealer().previous_key_id(),
             "control plane store opened"
         );
         let moved = delivery_log::move_attempts_into_pages(&store)?;
@@ -177,6 +181,10 @@ impl ControlPlane {
         .max_encoding_message_size(CONFIG_MESSAGE_LIMIT);
 
         let notifier_tasks = self.notifier.start(&stopping);
+        let resealer = tokio::spawn(resealing::reseal_in_background(
+            store.clone(),
+            stopping.clone(),
+        ));
         let sweeper = tokio::spawn(sweep_periodically(log.clone(), stopping));
         let signal = async move {
             shutdown.await;
@@ -215,6 +223,7 @@ impl ControlPlane {
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await;
         sweeper.abort();
+        resealer.abort();
         for task in notifier_tasks {
             task.abort();
         }

@@ -18,6 +18,7 @@ mod notifications;
 mod notify;
 mod options;
 mod pagination;
+mod resealing;
 mod sample_events;
 mod sealing;
 mod shutdown;
