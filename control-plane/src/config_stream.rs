@@ -21,6 +21,7 @@ use crate::attempt_writer::AttemptWriter;
 use crate::clock::{Time, duration_to_proto};
 use crate::delivery_log::DeliveryLog;
 use crate::error::Error;
+use crate::metrics::{ControlMetrics, SubscriberGuard};
 use crate::sealing::{Place, Sealed, Sealer};
 use crate::shutdown::Stopping;
 use crate::store::{
@@ -37,6 +38,7 @@ pub(crate) struct ConfigApi {
     publisher_token_sha256: String,
     retries: broadcast::Sender<String>,
     stopping: Stopping,
+    metrics: ControlMetrics,
 }
 
 impl ConfigApi {
@@ -47,8 +49,10 @@ impl ConfigApi {
         publisher_token: &str,
         retries: broadcast::Sender<String>,
         stopping: Stopping,
+        metrics: ControlMetrics,
     ) -> Result<ConfigApi, Error> {
         Ok(ConfigApi {
+            metrics,
             store,
             attempts: AttemptWriter::start(log)?,
             system_stop,
@@ -305,6 +309,8 @@ struct NodeStream {
     tx: UpdateSender,
     retries: broadcast::Receiver<String>,
     stopping: Stopping,
+    /// Counts the stream in `hookplane_control_config_subscribers` while it runs.
+    _subscriber: SubscriberGuard,
 }
 
 /// How a node stream ended.
@@ -438,6 +444,7 @@ impl ConfigService for ConfigApi {
             tx,
             retries: self.retries.subscribe(),
             stopping: self.stopping.clone(),
+            _subscriber: self.metrics.config_subscriber(),
         };
         tokio::spawn(stream.run(req.last_revision));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -462,10 +469,12 @@ impl ConfigService for ConfigApi {
                 .filter(|a| !a.subscription_id.is_empty())
                 .cloned()
                 .collect();
-            accepted += self
+            let written = self
                 .attempts
                 .record(report.node_id, report.attempts)
                 .await?;
+            self.metrics.attempts_written(written);
+            accepted += written;
             // The log holds the attempts whatever happens here; failing the report would only
             // make the node send them again. A stop reaches nodes with the flush, which also
             // follows a failure (it may come after a stop was committed).
@@ -708,6 +717,7 @@ mod tests {
             "hp_pub_x",
             retries.clone(),
             stopping,
+            ControlMetrics::new(store.clone()),
         )
         .unwrap();
         let mut stream = api
@@ -762,6 +772,7 @@ mod tests {
             "hp_pub_x",
             retries,
             stopping,
+            ControlMetrics::new(store.clone()),
         )
         .unwrap();
         let mut stream = api

@@ -23,6 +23,7 @@ use crate::credentials::Credentials;
 use crate::delivery_log::{self, DeliveryLog, Retention};
 use crate::error::Error;
 use crate::forwarding::ForwardingApi;
+use crate::metrics::ControlMetrics;
 use crate::notifications::NotificationApi;
 use crate::notify::Notifier;
 use crate::options::ControlOptions;
@@ -59,6 +60,7 @@ pub struct ControlPlane {
     /// Where test events may go; public addresses only unless `with_outbound` allows more.
     outbound: OutboundOptions,
     subscription_failure_stop_after: Duration,
+    metrics: ControlMetrics,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -94,6 +96,7 @@ impl ControlPlane {
         }
         let notifier = Notifier::open(&store, opts)?;
         Ok(ControlPlane {
+            metrics: ControlMetrics::new(store.clone()),
             store,
             credentials,
             notifier,
@@ -123,6 +126,11 @@ impl ControlPlane {
 
     pub fn publisher_token(&self) -> &str {
         &self.credentials.publisher_token
+    }
+
+    /// The control plane's series, to serve with [`crate::serve_metrics`] on `--metrics-listen`.
+    pub fn metrics(&self) -> ControlMetrics {
+        self.metrics.clone()
     }
 
     /// The global configuration revision (0 for an empty store).
@@ -176,6 +184,7 @@ impl ControlPlane {
             &self.credentials.publisher_token,
             retries,
             stopping.clone(),
+            self.metrics.clone(),
         )?)
         .max_decoding_message_size(CONFIG_MESSAGE_LIMIT)
         .max_encoding_message_size(CONFIG_MESSAGE_LIMIT);
@@ -195,6 +204,7 @@ impl ControlPlane {
             // Detects nodes that vanished without closing their config stream.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(self.metrics.rpc_layer())
             .add_service(TenantServiceServer::with_interceptor(
                 TenantApi::new(store.clone()),
                 admin.clone(),

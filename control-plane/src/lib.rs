@@ -14,6 +14,7 @@ mod delivery_log;
 mod error;
 mod forwarding;
 mod ids;
+mod metrics;
 mod notifications;
 mod notify;
 mod options;
@@ -32,6 +33,7 @@ mod validate;
 pub use control_plane::ControlPlane;
 pub use error::Error;
 pub use hookplane_proto::topics;
+pub use metrics::{ControlMetrics, serve_metrics};
 pub use options::ControlOptions;
 
 #[cfg(test)]

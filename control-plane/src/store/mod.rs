@@ -682,6 +682,35 @@ mod tests {
         assert!(matches!(again, Err(Error::MasterKey(_))));
     }
 
+    #[test]
+    fn a_store_made_before_key_ids_opens_and_its_key_check_is_resealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::generate();
+        let path = dir.path().join("store");
+        {
+            let store = Store::open(&path, Sealer::new(&key)).unwrap();
+            let old = store.sealer().seal_first_format(KEY_CHECK_PLAINTEXT);
+            store
+                .tree(ConfigTree::Meta)
+                .insert(KEY_CHECK_KEY, encode(&old))
+                .unwrap();
+            store.inner.db.flush().unwrap();
+        }
+        let store = Store::open(&path, Sealer::new(&key)).unwrap();
+        assert!(store.reseal_key_check(&store.lock_writes()).unwrap());
+        let check: crate::sealing::Sealed = decode(
+            "meta",
+            &store
+                .tree(ConfigTree::Meta)
+                .get(KEY_CHECK_KEY)
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(store.sealer().is_current(&check));
+        assert!(!store.reseal_key_check(&store.lock_writes()).unwrap());
+    }
+
     #[tokio::test]
     async fn a_revision_reaches_the_config_stream_only_once_it_is_durable() {
         let (_dir, store) = store();
