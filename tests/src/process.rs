@@ -122,7 +122,9 @@ impl Process {
 
     /// The `--metrics-listen` address, when it was given.
     fn metrics_url(&self) -> Option<String> {
-        self.addrs.get("metrics").map(|a| format!("http://{a}/metrics"))
+        self.addrs
+            .get("metrics")
+            .map(|a| format!("http://{a}/metrics"))
     }
 
     /// SIGKILL, as `kill -9`: no shutdown code runs.

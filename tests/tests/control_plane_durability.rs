@@ -270,7 +270,10 @@ async fn generated_tokens_are_stored_privately_and_the_log_says_where_not_what()
     };
     let first_run = shown(&control);
     for secret in &secrets {
-        assert!(!first_run.contains(secret.as_str()), "a generated secret was printed");
+        assert!(
+            !first_run.contains(secret.as_str()),
+            "a generated secret was printed"
+        );
     }
     assert!(
         first_run.contains(&control.dir.path().join("admin.token").display().to_string()),

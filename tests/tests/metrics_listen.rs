@@ -82,7 +82,10 @@ async fn the_control_planes_metrics_count_rpcs_subscribers_and_the_revision() {
         "hookplane_control_attempt_log_writes_total 0",
         "hookplane_control_notices{state=\"logged\"} 0",
     ] {
-        assert!(text.lines().any(|l| l == series), "{series} missing from\n{text}");
+        assert!(
+            text.lines().any(|l| l == series),
+            "{series} missing from\n{text}"
+        );
     }
 
     let node = DataNode::start(&control, &[]).await.unwrap();

@@ -87,7 +87,10 @@ async fn a_store_under_another_key_is_refused_naming_the_key_id_not_the_key() {
         .collect();
     control.kill().await;
     let started = control.restart_with(&["--master-key", KEY_B]).await;
-    let err = format!("{:#}", started.err().expect("the store opened under another key"));
+    let err = format!(
+        "{:#}",
+        started.expect_err("the store opened under another key")
+    );
     // The harness's message quotes the command line; the process's own error is its last line.
     let said = err
         .lines()
@@ -157,7 +160,10 @@ async fn a_token_given_both_ways_or_an_unreadable_token_file_stops_the_start_wit
         assert!(!output.status.success(), "{args:?} started");
         let stderr = String::from_utf8_lossy(&output.stderr);
         for needle in needles {
-            assert!(stderr.contains(needle), "{args:?}: {needle} not in {stderr}");
+            assert!(
+                stderr.contains(needle),
+                "{args:?}: {needle} not in {stderr}"
+            );
         }
         assert!(!stderr.contains("hp_admin_x") && !stderr.contains("hp_admin_y"));
     }
