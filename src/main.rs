@@ -79,7 +79,8 @@ struct DataCommand {
     /// A file holding --node-token (keeps it off the command line).
     #[arg(long, env = "HOOKPLANE_NODE_TOKEN_FILE")]
     node_token_file: Option<PathBuf>,
-    /// Address of the HTTP ingress (LINE webhooks, /healthz, /readyz, /metrics).
+    /// Address of the HTTP ingress (LINE webhooks, /healthz, /readyz, and /metrics unless
+    /// --metrics-listen moves it).
     #[arg(
         long,
         env = "HOOKPLANE_INGRESS_LISTEN",
@@ -112,7 +113,8 @@ struct StandaloneCommand {
         default_value = "127.0.0.1:50051"
     )]
     control_listen: SocketAddr,
-    /// Address of the HTTP ingress (LINE webhooks, /healthz, /readyz, /metrics).
+    /// Address of the HTTP ingress (LINE webhooks, /healthz, /readyz, and /metrics unless
+    /// --metrics-listen moves it).
     #[arg(
         long,
         env = "HOOKPLANE_INGRESS_LISTEN",
