@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
 use base64::Engine as _;
@@ -119,9 +119,22 @@ fn random_32() -> [u8; 32] {
     bytes
 }
 
+/// A secret file of the data directory, if it holds one. One others can read is used, with a
+/// warning: refusing would stop a running service over a mode someone else set.
 fn read_trimmed(path: &Path) -> Result<Option<String>, Error> {
     match fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => Ok(Some(text.trim().to_owned())),
+        Ok(text) if !text.trim().is_empty() => {
+            if let Ok(meta) = fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                    "a secret file is readable by others than its owner; chmod 600 it"
+                );
+            }
+            Ok(Some(text.trim().to_owned()))
+        }
         Ok(_) => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(path)(e)),
@@ -136,6 +149,10 @@ fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
         .mode(0o600)
         .open(path)
         .map_err(Error::io(path))?;
+    // `mode` applies to a file it creates only: an empty file left there with a looser mode is
+    // made private before the secret goes in.
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(Error::io(path))?;
     file.write_all(format!("{contents}\n").as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(Error::io(path))
@@ -143,8 +160,6 @@ fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt as _;
-
     use super::*;
 
     #[test]
@@ -169,6 +184,18 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{file}");
         }
+    }
+
+    #[test]
+    fn an_empty_token_file_readable_by_others_is_made_private_before_the_token_goes_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        fs::write(&path, "").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let creds = Credentials::resolve(&ControlOptions::with_data_dir(dir.path())).unwrap();
+        assert!(creds.admin_token.starts_with("hp_admin_"));
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
