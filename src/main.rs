@@ -7,14 +7,15 @@
 
 mod tls;
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hookplane_client::ClientTls;
 use hookplane_control::{ControlOptions, ControlPlane, ControlTls};
-use hookplane_data::{NodeConfig, NodeOptions, NodeTls};
+use hookplane_data::{MetricsListener, NodeConfig, NodeOptions, NodeTls};
 use hookplane_outbound::OutboundOptions;
+use hookplane_secret_file::SecretFlag;
 use tokio::net::TcpListener;
 
 /// sled allocates and frees tree nodes on every write from many threads; glibc's malloc spent
@@ -57,6 +58,10 @@ struct ControlCommand {
     /// Address of the gRPC API.
     #[arg(long, env = "HOOKPLANE_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
+    /// Address serving the control plane's Prometheus `/metrics` (RPCs, config stream
+    /// subscribers, revision, attempt-log writes, notices); unset: not served.
+    #[arg(long, env = "HOOKPLANE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     control: ControlOptions,
     #[command(flatten)]
@@ -82,8 +87,12 @@ struct DataCommand {
     control_tls: tls::ControlDialArgs,
     /// Token the node presents to the control plane (the control plane's `node.token`).
     #[arg(long, env = "HOOKPLANE_NODE_TOKEN", hide_env_values = true)]
-    node_token: String,
-    /// Address of the HTTP ingress (LINE webhooks, /healthz, /readyz, /metrics).
+    node_token: Option<String>,
+    /// A file holding --node-token (keeps it off the command line).
+    #[arg(long, env = "HOOKPLANE_NODE_TOKEN_FILE")]
+    node_token_file: Option<PathBuf>,
+    /// Address of the HTTP ingress (LINE webhooks, /healthz, /readyz, and /metrics unless
+    /// --metrics-listen moves it).
     #[arg(
         long,
         env = "HOOKPLANE_INGRESS_LISTEN",
@@ -93,6 +102,10 @@ struct DataCommand {
     /// Address of the node's gRPC API (event publishing, health, reflection).
     #[arg(long, env = "HOOKPLANE_GRPC_LISTEN", default_value = "127.0.0.1:50052")]
     grpc_listen: SocketAddr,
+    /// Address serving the node's Prometheus `/metrics`; when set, the public ingress port no
+    /// longer does (404). Unset: `/metrics` stays on the ingress.
+    #[arg(long, env = "HOOKPLANE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Where the node keeps deliveries in flight.
     #[arg(long, env = "HOOKPLANE_SPOOL_DIR", default_value = "./hookplane-spool")]
     spool_dir: PathBuf,
@@ -116,7 +129,8 @@ struct StandaloneCommand {
         default_value = "127.0.0.1:50051"
     )]
     control_listen: SocketAddr,
-    /// Address of the HTTP ingress (LINE webhooks, /healthz, /readyz, /metrics).
+    /// Address of the HTTP ingress (LINE webhooks, /healthz, /readyz, and /metrics unless
+    /// --metrics-listen moves it).
     #[arg(
         long,
         env = "HOOKPLANE_INGRESS_LISTEN",
@@ -131,6 +145,11 @@ struct StandaloneCommand {
         default_value = "127.0.0.1:50052"
     )]
     data_grpc_listen: SocketAddr,
+    /// Address serving `/metrics` with both planes' series (the node's, then the control
+    /// plane's `hookplane_control_*`): one process, one scrape target. When set, the public
+    /// ingress port no longer serves `/metrics`; unset, it serves the node's as before.
+    #[arg(long, env = "HOOKPLANE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Where the node keeps deliveries in flight; defaults to `spool/` inside the data dir.
     #[arg(long, env = "HOOKPLANE_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
@@ -198,9 +217,34 @@ async fn run_control(cmd: ControlCommand) -> anyhow::Result<()> {
         control = control.with_tls(tls);
     }
     let listener = bind("control plane", cmd.listen).await?;
-    control.serve(listener, shutdown_signal()).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = match cmd.metrics_listen {
+        Some(addr) => {
+            let listener = bind("metrics", addr).await?;
+            let series = control.metrics();
+            Some(tokio::spawn(hookplane_control::serve_metrics(
+                listener,
+                move || series.render(),
+                stopped(stop_rx),
+            )))
+        }
+        None => None,
+    };
+    let served = control.serve(listener, shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    if let Some(metrics) = metrics {
+        metrics.await??;
+    }
+    served?;
     Ok(())
 }
+
+/// Resolves once `rx` says stop (or its sender is gone).
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+const NODE_TOKEN: SecretFlag = SecretFlag::new("--node-token", "--node-token-file");
 
 async fn run_data(cmd: DataCommand) -> anyhow::Result<()> {
     let tls = NodeTls {
@@ -210,17 +254,29 @@ async fn run_data(cmd: DataCommand) -> anyhow::Result<()> {
     };
     // A URL that does not fit the TLS flags stops the start before anything listens.
     hookplane_client::endpoint(&cmd.control_url, &tls.control).context("--control-url")?;
+    let node_token = NODE_TOKEN
+        .resolve(cmd.node_token.as_deref(), cmd.node_token_file.as_deref())?
+        .context(
+            "the node needs --node-token or --node-token-file (the control plane's node.token)",
+        )?;
     let ingress = bind("ingress", cmd.ingress_listen).await?;
     let grpc = bind("data-plane gRPC", cmd.grpc_listen).await?;
+    let metrics = match cmd.metrics_listen {
+        Some(addr) => Some(MetricsListener {
+            listener: bind("metrics", addr).await?,
+            more: None,
+        }),
+        None => None,
+    };
     let config = NodeConfig {
         control_url: cmd.control_url,
-        node_token: cmd.node_token,
+        node_token,
         spool_dir: cmd.spool_dir,
         options: cmd.node,
         outbound: cmd.outbound,
         tls,
     };
-    hookplane_data::run(config, ingress, grpc, shutdown_signal()).await?;
+    hookplane_data::run_with_metrics(config, ingress, grpc, metrics, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -244,6 +300,16 @@ async fn run_standalone(cmd: StandaloneCommand) -> anyhow::Result<()> {
     let control_addr = control_listener.local_addr()?;
     let ingress = bind("ingress", cmd.ingress_listen).await?;
     let grpc = bind("data-plane gRPC", cmd.data_grpc_listen).await?;
+    let metrics = match cmd.metrics_listen {
+        Some(addr) => {
+            let series = control.metrics();
+            Some(MetricsListener {
+                listener: bind("metrics", addr).await?,
+                more: Some(Arc::new(move || series.render())),
+            })
+        }
+        None => None,
+    };
     let config = NodeConfig {
         control_url: format!("{scheme}://{control_addr}"),
         node_token: control.node_token().to_owned(),
@@ -259,11 +325,14 @@ async fn run_standalone(cmd: StandaloneCommand) -> anyhow::Result<()> {
         },
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
     let mut control_task = tokio::spawn(control.serve(control_listener, stopped(stop_rx.clone())));
-    let mut node_task = tokio::spawn(hookplane_data::run(config, ingress, grpc, stopped(stop_rx)));
+    let mut node_task = tokio::spawn(hookplane_data::run_with_metrics(
+        config,
+        ingress,
+        grpc,
+        metrics,
+        stopped(stop_rx),
+    ));
     // Either half ending on its own is a failure of the whole: stop the other and report it.
     let early_end = tokio::select! {
         () = shutdown_signal() => None,

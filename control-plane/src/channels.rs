@@ -13,8 +13,9 @@ use crate::clock::Time;
 use crate::error::Error;
 use crate::ids;
 use crate::pagination::Page;
+use crate::sealing::Place;
 use crate::store::{
-    Change, ChannelRecord, Index, PreviousSecret, Store, child_id_of, index_prefix,
+    Change, ChannelRecord, Index, PreviousSecret, Store, child_id_of, index_prefix, sealed_field,
 };
 use crate::validate;
 
@@ -47,11 +48,16 @@ impl ChannelApi {
             MAX_SECRET_CHARS,
         )?;
         let now = Time::now();
+        let id = ids::new_id(ids::CHANNEL);
+        let secret = self.store.sealer().seal(
+            &input.line_channel_secret,
+            Place::new(&id, sealed_field::SECRET),
+        );
         let mut record = ChannelRecord {
-            id: ids::new_id(ids::CHANNEL),
+            id,
             tenant_id: tenant_id.to_owned(),
             display_name: String::new(),
-            secret: self.store.sealer().seal(&input.line_channel_secret),
+            secret,
             previous_secret: None,
             access_token: None,
             metadata: BTreeMap::new(),
@@ -123,7 +129,10 @@ impl ChannelApi {
                     )?;
                     // A plain update replaces the secret outright; RotateChannelSecret is the way
                     // to keep the old one working for a while.
-                    record.secret = sealer.seal(&input.line_channel_secret);
+                    record.secret = sealer.seal(
+                        &input.line_channel_secret,
+                        Place::new(&record.id, sealed_field::SECRET),
+                    );
                     record.previous_secret = None;
                 }
                 "line_channel_access_token" => {
@@ -135,7 +144,10 @@ impl ChannelApi {
                             &input.line_channel_access_token,
                             MAX_ACCESS_TOKEN_CHARS,
                         )?;
-                        Some(sealer.seal(&input.line_channel_access_token))
+                        Some(sealer.seal(
+                            &input.line_channel_access_token,
+                            Place::new(&record.id, sealed_field::ACCESS_TOKEN),
+                        ))
                     };
                 }
                 "metadata" => record.metadata = metadata("channel.metadata", &input.metadata)?,
@@ -152,11 +164,22 @@ impl ChannelApi {
         let guard = self.store.lock_writes();
         let mut record = self.store.channel(id)?;
         let now = Time::now();
-        record.previous_secret = (!grace.is_zero()).then(|| PreviousSecret {
-            secret: record.secret.clone(),
-            valid_until: now.plus(grace),
-        });
-        record.secret = self.store.sealer().seal(&req.new_secret);
+        let sealer = self.store.sealer();
+        let current = Place::new(&record.id, sealed_field::SECRET);
+        // Each value is bound to its field: the current secret is sealed again as the previous.
+        record.previous_secret = if grace.is_zero() {
+            None
+        } else {
+            Some(PreviousSecret {
+                secret: sealer.reseal(
+                    &record.secret,
+                    current,
+                    Place::new(&record.id, sealed_field::PREVIOUS_SECRET),
+                )?,
+                valid_until: now.plus(grace),
+            })
+        };
+        record.secret = sealer.seal(&req.new_secret, current);
         record.update_time = now;
         let mut change = Change::default();
         change.put_channel(&record);
@@ -423,10 +446,18 @@ mod tests {
         assert!((before + 3600..=before + 3601).contains(&until));
         let record = store.channel(&channel.id).unwrap();
         let sealer = store.sealer();
-        assert_eq!(sealer.open(&record.secret).unwrap(), "rotated-secret");
-        let previous = record.previous_secret.unwrap();
+        let at = |field| Place::new(&record.id, field);
         assert_eq!(
-            sealer.open(&previous.secret).unwrap(),
+            sealer
+                .open(&record.secret, at(sealed_field::SECRET))
+                .unwrap(),
+            "rotated-secret"
+        );
+        let previous = record.previous_secret.as_ref().unwrap();
+        assert_eq!(
+            sealer
+                .open(&previous.secret, at(sealed_field::PREVIOUS_SECRET))
+                .unwrap(),
             "line-secret-0123456789"
         );
     }

@@ -21,11 +21,12 @@ use crate::attempt_writer::AttemptWriter;
 use crate::clock::{Time, duration_to_proto};
 use crate::delivery_log::{DeliveryLog, RetryBatch};
 use crate::error::Error;
-use crate::sealing::{Sealed, Sealer};
+use crate::metrics::{ControlMetrics, SubscriberGuard};
+use crate::sealing::{Place, Sealed, Sealer};
 use crate::shutdown::Stopping;
 use crate::store::{
     ChannelRecord, ForwardingSetRecord, PreviousSecret, Store, SubscriptionRecord, TenantRecord,
-    Touched,
+    Touched, sealed_field,
 };
 use crate::system_stop::SystemStop;
 use crate::tenants::zone_entitlements;
@@ -41,6 +42,7 @@ pub(crate) struct ConfigApi {
     publisher_token_sha256: String,
     retries: broadcast::Sender<RetryBatch>,
     stopping: Stopping,
+    metrics: ControlMetrics,
 }
 
 impl ConfigApi {
@@ -51,8 +53,10 @@ impl ConfigApi {
         publisher_token: &str,
         retries: broadcast::Sender<RetryBatch>,
         stopping: Stopping,
+        metrics: ControlMetrics,
     ) -> Result<ConfigApi, Error> {
         Ok(ConfigApi {
+            metrics,
             store,
             attempts: AttemptWriter::start(log)?,
             system_stop,
@@ -207,17 +211,18 @@ fn node_tenant(t: &TenantRecord) -> NodeTenant {
 
 /// The current secret first, then the previous one while its grace period runs.
 fn node_secrets(
+    record: &str,
     current: &Sealed,
     previous: Option<&PreviousSecret>,
     sealer: &Sealer,
 ) -> Result<Vec<NodeSecret>, Error> {
     let mut secrets = vec![NodeSecret {
-        secret: sealer.open(current)?,
+        secret: sealer.open(current, Place::new(record, sealed_field::SECRET))?,
         valid_until: None,
     }];
     if let Some(p) = previous.filter(|p| p.still_valid(Time::now())) {
         secrets.push(NodeSecret {
-            secret: sealer.open(&p.secret)?,
+            secret: sealer.open(&p.secret, Place::new(record, sealed_field::PREVIOUS_SECRET))?,
             valid_until: Some(p.valid_until.to_proto()),
         });
     }
@@ -229,9 +234,9 @@ fn node_channel(c: &ChannelRecord, sealer: &Sealer) -> Result<NodeChannel, Error
         id: c.id.clone(),
         tenant_id: c.tenant_id.clone(),
         display_name: c.display_name.clone(),
-        secrets: node_secrets(&c.secret, c.previous_secret.as_ref(), sealer)?,
+        secrets: node_secrets(&c.id, &c.secret, c.previous_secret.as_ref(), sealer)?,
         access_token: match &c.access_token {
-            Some(token) => sealer.open(token)?,
+            Some(token) => sealer.open(token, Place::new(&c.id, sealed_field::ACCESS_TOKEN))?,
             None => String::new(),
         },
         metadata: c
@@ -252,9 +257,15 @@ fn node_forwarding_set(
             login_base_url: g.login_base_url.clone(),
             api_base_url: g.api_base_url.clone(),
             client_id: g.client_id.clone(),
-            client_secret: sealer.open(&g.client_secret)?,
+            client_secret: sealer.open(
+                &g.client_secret,
+                Place::new(&f.id, sealed_field::GENESYS_CLIENT_SECRET),
+            )?,
             integration_id: g.integration_id.clone(),
-            outbound_signature_secret: sealer.open(&g.outbound_signature_secret)?,
+            outbound_signature_secret: sealer.open(
+                &g.outbound_signature_secret,
+                Place::new(&f.id, sealed_field::GENESYS_OUTBOUND_SIGNATURE_SECRET),
+            )?,
             custom_attributes: g
                 .custom_attributes
                 .iter()
@@ -289,7 +300,7 @@ fn node_subscription(s: &SubscriptionRecord, sealer: &Sealer) -> Result<NodeSubs
         event_types: s.event_types.clone(),
         state: s.state,
         signature_scheme: s.signature_scheme,
-        secrets: node_secrets(&s.secret, s.previous_secret.as_ref(), sealer)?,
+        secrets: node_secrets(&s.id, &s.secret, s.previous_secret.as_ref(), sealer)?,
     })
 }
 
@@ -302,6 +313,8 @@ struct NodeStream {
     tx: UpdateSender,
     retries: broadcast::Receiver<RetryBatch>,
     stopping: Stopping,
+    /// Counts the stream in `hookplane_control_config_subscribers` while it runs.
+    _subscriber: SubscriberGuard,
 }
 
 /// How a node stream ended.
@@ -437,6 +450,7 @@ impl ConfigService for ConfigApi {
             tx,
             retries: self.retries.subscribe(),
             stopping: self.stopping.clone(),
+            _subscriber: self.metrics.config_subscriber(),
         };
         tokio::spawn(stream.run(req.last_revision));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -461,10 +475,12 @@ impl ConfigService for ConfigApi {
                 .filter(|a| !a.subscription_id.is_empty())
                 .cloned()
                 .collect();
-            accepted += self
+            let written = self
                 .attempts
                 .record(report.node_id, report.attempts)
                 .await?;
+            self.metrics.attempts_written(written);
+            accepted += written;
             // The log holds the attempts whatever happens here; failing the report would only
             // make the node send them again. A stop reaches nodes with the flush, which also
             // follows a failure (it may come after a stop was committed).
@@ -707,6 +723,7 @@ mod tests {
             "hp_pub_x",
             retries.clone(),
             stopping,
+            ControlMetrics::new(store.clone()),
         )
         .unwrap();
         let mut stream = api
@@ -763,6 +780,7 @@ mod tests {
             "hp_pub_x",
             retries,
             stopping,
+            ControlMetrics::new(store.clone()),
         )
         .unwrap();
         let mut stream = api

@@ -23,9 +23,11 @@ use crate::credentials::Credentials;
 use crate::delivery_log::{self, DeliveryLog, Retention};
 use crate::error::Error;
 use crate::forwarding::ForwardingApi;
+use crate::metrics::ControlMetrics;
 use crate::notifications::NotificationApi;
 use crate::notify::Notifier;
 use crate::options::ControlOptions;
+use crate::resealing;
 use crate::sealing::Sealer;
 use crate::shutdown::Stopping;
 use crate::store::Store;
@@ -61,6 +63,7 @@ pub struct ControlPlane {
     subscription_failure_stop_after: Duration,
     /// TLS of the port (and mTLS of ConfigService); plaintext when `None`.
     tls: Option<ControlTls>,
+    metrics: ControlMetrics,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -74,17 +77,20 @@ impl std::fmt::Debug for ControlPlane {
 impl ControlPlane {
     /// Creates `data_dir` if missing, opens sled at `data_dir/store`, and loads or generates the
     /// master key and tokens. A generated token is written to `data_dir/<role>.token` (mode
-    /// 0600) and printed once to stdout as `<role> token (stored in <path>): <token>`.
+    /// 0600); the log says where, never the token.
     pub fn open(opts: &ControlOptions) -> Result<ControlPlane, Error> {
         let credentials = Credentials::resolve(opts)?;
-        let store = Store::open(
-            &opts.data_dir.join("store"),
-            Sealer::new(&credentials.master_key),
-        )?;
+        let mut sealer = Sealer::new(&credentials.master_key);
+        if let Some(previous) = &credentials.previous_master_key {
+            sealer = sealer.with_previous(previous);
+        }
+        let store = Store::open(&opts.data_dir.join("store"), sealer)?;
         tracing::info!(
             data_dir = %opts.data_dir.display(),
             revision = store.revision(),
             store_id = store.id(),
+            master_key_id = store.sealer().key_id(),
+            previous_master_key_id = store.sealer().previous_key_id(),
             "control plane store opened"
         );
         let moved = delivery_log::move_attempts_into_pages(&store)?;
@@ -93,6 +99,7 @@ impl ControlPlane {
         }
         let notifier = Notifier::open(&store, opts)?;
         Ok(ControlPlane {
+            metrics: ControlMetrics::new(store.clone()),
             store,
             credentials,
             notifier,
@@ -130,6 +137,11 @@ impl ControlPlane {
 
     pub fn publisher_token(&self) -> &str {
         &self.credentials.publisher_token
+    }
+
+    /// The control plane's series, to serve with [`crate::serve_metrics`] on `--metrics-listen`.
+    pub fn metrics(&self) -> ControlMetrics {
+        self.metrics.clone()
     }
 
     /// The global configuration revision (0 for an empty store).
@@ -184,6 +196,7 @@ impl ControlPlane {
             &self.credentials.publisher_token,
             retries,
             stopping.clone(),
+            self.metrics.clone(),
         )?)
         .max_decoding_message_size(CONFIG_MESSAGE_LIMIT)
         .max_encoding_message_size(CONFIG_MESSAGE_LIMIT);
@@ -200,6 +213,10 @@ impl ControlPlane {
         }
 
         let notifier_tasks = self.notifier.start(&stopping);
+        let resealer = tokio::spawn(resealing::reseal_in_background(
+            store.clone(),
+            stopping.clone(),
+        ));
         let sweeper = tokio::spawn(sweep_periodically(log.clone(), stopping));
         let signal = async move {
             shutdown.await;
@@ -210,6 +227,7 @@ impl ControlPlane {
             // Detects nodes that vanished without closing their config stream.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(self.metrics.rpc_layer())
             .add_service(TenantServiceServer::with_interceptor(
                 TenantApi::new(store.clone()),
                 admin.clone(),
@@ -241,6 +259,7 @@ impl ControlPlane {
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await;
         sweeper.abort();
+        resealer.abort();
         for task in notifier_tasks {
             task.abort();
         }

@@ -48,6 +48,15 @@ pub enum Error {
     /// A sealed value did not open under the master key.
     #[error("a sealed value could not be opened (wrong master key or corrupt data)")]
     Unseal,
+    /// A sealed value names a master key this process was not given.
+    #[error(
+        "a sealed value is under master key id {key_id}, which this process was not given \
+         (pass that key as --master-key, or as --previous-master-key while a rotation re-seals)"
+    )]
+    UnknownMasterKey { key_id: String },
+    /// A secret flag or its file twin (`--admin-token-file`) could not be used.
+    #[error("{0}")]
+    SecretFile(#[from] hookplane_secret_file::SecretFileError),
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -104,6 +113,8 @@ impl From<Error> for tonic::Status {
             | Error::Io { .. }
             | Error::MasterKey(_)
             | Error::Unseal
+            | Error::UnknownMasterKey { .. }
+            | Error::SecretFile(_)
             | Error::Transport(_)
             | Error::Reflection(_)
             | Error::Outbound(_)

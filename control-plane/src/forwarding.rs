@@ -14,9 +14,10 @@ use crate::clock::{Time, duration_to_proto};
 use crate::error::Error;
 use crate::ids;
 use crate::pagination::Page;
-use crate::sealing::Sealer;
+use crate::sealing::{Place, Sealed, Sealer};
 use crate::store::{
     Change, ForwardingSetRecord, GenesysRecord, Index, Store, child_id_of, index_prefix,
+    sealed_field,
 };
 use crate::validate;
 
@@ -186,7 +187,11 @@ fn apply(
                     ));
                 }
                 let settings = validate::present("forwarding_set.genesys", input.genesys.as_ref())?;
-                record.genesys = Some(genesys(settings, record.genesys.as_ref(), sealer)?);
+                let sealing = Sealing {
+                    sealer,
+                    record: &record.id,
+                };
+                record.genesys = Some(genesys(settings, record.genesys.as_ref(), sealing)?);
             }
             _ => {}
         }
@@ -209,12 +214,25 @@ fn check_whole(record: &ForwardingSetRecord) -> Result<(), Error> {
     Ok(())
 }
 
+/// Seals the secrets of one forwarding set, each bound to the set and its field.
+#[derive(Clone, Copy)]
+struct Sealing<'a> {
+    sealer: &'a Sealer,
+    record: &'a str,
+}
+
+impl Sealing<'_> {
+    fn seal(&self, secret: &str, field: &'static str) -> Sealed {
+        self.sealer.seal(secret, Place::new(self.record, field))
+    }
+}
+
 /// Validates Genesys settings. Secrets left empty on an update keep their stored values, since
 /// they are never returned and a caller cannot send them back.
 fn genesys(
     input: &GenesysSettings,
     existing: Option<&GenesysRecord>,
-    sealer: &Sealer,
+    sealing: Sealing<'_>,
 ) -> Result<GenesysRecord, Error> {
     const F: &str = "forwarding_set.genesys";
     let client_id = validate::required_text(
@@ -231,7 +249,7 @@ fn genesys(
         ("", Some(existing)) => existing.client_secret.clone(),
         (secret, _) => {
             validate::secret(&format!("{F}.client_secret"), secret, MAX_CREDENTIAL_CHARS)?;
-            sealer.seal(secret)
+            sealing.seal(secret, sealed_field::GENESYS_CLIENT_SECRET)
         }
     };
     let outbound_signature_secret = match (input.outbound_signature_secret.as_str(), existing) {
@@ -242,7 +260,7 @@ fn genesys(
                 secret,
                 MAX_CREDENTIAL_CHARS,
             )?;
-            sealer.seal(secret)
+            sealing.seal(secret, sealed_field::GENESYS_OUTBOUND_SIGNATURE_SECRET)
         }
     };
     let region_domain = input.region_domain.trim().to_owned();
@@ -618,8 +636,9 @@ mod tests {
         let updated = update(&store, change, &["genesys"]).await.unwrap();
         assert_eq!(updated.genesys.unwrap().client_id, "new-client");
         let record = store.forwarding_set(&set.id).unwrap().genesys.unwrap();
+        let at = Place::new(&set.id, sealed_field::GENESYS_CLIENT_SECRET);
         assert_eq!(
-            store.sealer().open(&record.client_secret).unwrap(),
+            store.sealer().open(&record.client_secret, at).unwrap(),
             "genesys-client-secret"
         );
     }

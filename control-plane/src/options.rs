@@ -12,16 +12,36 @@ pub struct ControlOptions {
     /// Bearer token of the admin services; generated into `<data-dir>/admin.token` when unset.
     #[arg(long, env = "HOOKPLANE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A file holding --admin-token (keeps it off the command line).
+    #[arg(long, env = "HOOKPLANE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Bearer token data-plane nodes present; generated into `<data-dir>/node.token` when unset.
     #[arg(long, env = "HOOKPLANE_NODE_TOKEN", hide_env_values = true)]
     pub node_token: Option<String>,
+    /// A file holding --node-token.
+    #[arg(long, env = "HOOKPLANE_NODE_TOKEN_FILE")]
+    pub node_token_file: Option<PathBuf>,
     /// Bearer token of event publishers on nodes; generated into `<data-dir>/publisher.token` when unset.
     #[arg(long, env = "HOOKPLANE_PUBLISHER_TOKEN", hide_env_values = true)]
     pub publisher_token: Option<String>,
+    /// A file holding --publisher-token.
+    #[arg(long, env = "HOOKPLANE_PUBLISHER_TOKEN_FILE")]
+    pub publisher_token_file: Option<PathBuf>,
     /// Key sealing secrets at rest: 32 bytes as base64 or 64 hex characters; generated into
     /// `<data-dir>/master.key` when unset.
     #[arg(long, env = "HOOKPLANE_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
+    /// A file holding --master-key.
+    #[arg(long, env = "HOOKPLANE_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// The master key being rotated away from: values sealed under it still open, and are
+    /// re-sealed under --master-key in the background (logged `re-seal done`); then it is no
+    /// longer needed.
+    #[arg(long, env = "HOOKPLANE_PREVIOUS_MASTER_KEY", hide_env_values = true)]
+    pub previous_master_key: Option<String>,
+    /// A file holding --previous-master-key.
+    #[arg(long, env = "HOOKPLANE_PREVIOUS_MASTER_KEY_FILE")]
+    pub previous_master_key_file: Option<PathBuf>,
     /// Delivery attempts kept per forwarding set or subscription.
     #[arg(
         long,
@@ -66,9 +86,15 @@ impl ControlOptions {
         ControlOptions {
             data_dir: data_dir.into(),
             admin_token: None,
+            admin_token_file: None,
             node_token: None,
+            node_token_file: None,
             publisher_token: None,
+            publisher_token_file: None,
             master_key: None,
+            master_key_file: None,
+            previous_master_key: None,
+            previous_master_key_file: None,
             attempt_retention_count: 1000,
             attempt_retention_age: std::time::Duration::from_secs(7 * 24 * 3600).into(),
             smtp_url: None,
@@ -100,6 +126,12 @@ impl std::fmt::Debug for ControlOptions {
             .field("node_token", &Redacted(&self.node_token))
             .field("publisher_token", &Redacted(&self.publisher_token))
             .field("master_key", &Redacted(&self.master_key))
+            .field("previous_master_key", &Redacted(&self.previous_master_key))
+            .field("admin_token_file", &self.admin_token_file)
+            .field("node_token_file", &self.node_token_file)
+            .field("publisher_token_file", &self.publisher_token_file)
+            .field("master_key_file", &self.master_key_file)
+            .field("previous_master_key_file", &self.previous_master_key_file)
             .field("attempt_retention_count", &self.attempt_retention_count)
             .field("attempt_retention_age", &self.attempt_retention_age)
             .field(
@@ -126,6 +158,7 @@ mod tests {
         let mut opts = ControlOptions::with_data_dir("/tmp/x");
         opts.admin_token = Some("hp_admin_visible".into());
         opts.master_key = Some("key-material".into());
+        opts.previous_master_key = Some("old-key-material".into());
         let shown = format!("{opts:?}");
         assert!(!shown.contains("hp_admin_visible"));
         assert!(!shown.contains("key-material"));

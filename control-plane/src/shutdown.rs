@@ -12,6 +12,11 @@ impl Stopping {
         (tx, Stopping(rx))
     }
 
+    /// Whether shutdown has begun, for work that checks between steps instead of awaiting.
+    pub fn is_stopping(&self) -> bool {
+        *self.0.borrow()
+    }
+
     pub async fn wait(&mut self) {
         // The guard `wait_for` returns is dropped at once: holding it across an await would make
         // the callers' futures !Send.

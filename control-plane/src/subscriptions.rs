@@ -20,9 +20,10 @@ use crate::clock::Time;
 use crate::error::Error;
 use crate::ids;
 use crate::pagination::Page;
+use crate::sealing::Place;
 use crate::store::{
     Change, Index, PreviousSecret, Store, SubscriptionRecord, TenantRecord, WriteGuard,
-    child_id_of, index_prefix,
+    child_id_of, index_prefix, sealed_field,
 };
 use crate::system_stop;
 use crate::test_events::{TestEvents, TestTarget};
@@ -57,15 +58,20 @@ impl SubscriptionApi {
         let tenant_id = validate::id("tenant_id", &req.tenant_id)?;
         let input = validate::present("subscription", req.subscription.as_ref())?;
         let now = Time::now();
+        let id = ids::new_id(ids::SUBSCRIPTION);
+        let secret = self
+            .store
+            .sealer()
+            .seal(&new_share_secret(), Place::new(&id, sealed_field::SECRET));
         let mut record = SubscriptionRecord {
-            id: ids::new_id(ids::SUBSCRIPTION),
+            id,
             tenant_id: tenant_id.to_owned(),
             name: String::new(),
             url: String::new(),
             event_types: Vec::new(),
             state: SubscriptionState::Active as i32,
             signature_scheme: SignatureScheme::Maac as i32,
-            secret: self.store.sealer().seal(&new_share_secret()),
+            secret,
             previous_secret: None,
             state_reason: String::new(),
             stopped_by_system: false,
@@ -199,7 +205,10 @@ impl SubscriptionApi {
         now: Time,
     ) -> Result<RevealSecretResponse, Error> {
         Ok(RevealSecretResponse {
-            secret: self.store.sealer().open(&record.secret)?,
+            secret: self
+                .store
+                .sealer()
+                .open(&record.secret, Place::new(&record.id, sealed_field::SECRET))?,
             previous_secret_valid_until: record
                 .previous_secret
                 .as_ref()
@@ -214,11 +223,22 @@ impl SubscriptionApi {
         let guard = self.store.lock_writes();
         let mut record = self.store.subscription(id)?;
         let now = Time::now();
-        record.previous_secret = (!grace.is_zero()).then(|| PreviousSecret {
-            secret: record.secret.clone(),
-            valid_until: now.plus(grace),
-        });
-        record.secret = self.store.sealer().seal(&new_share_secret());
+        let sealer = self.store.sealer();
+        let current = Place::new(&record.id, sealed_field::SECRET);
+        // Each value is bound to its field: the current secret is sealed again as the previous.
+        record.previous_secret = if grace.is_zero() {
+            None
+        } else {
+            Some(PreviousSecret {
+                secret: sealer.reseal(
+                    &record.secret,
+                    current,
+                    Place::new(&record.id, sealed_field::PREVIOUS_SECRET),
+                )?,
+                valid_until: now.plus(grace),
+            })
+        };
+        record.secret = sealer.seal(&new_share_secret(), current);
         record.update_time = now;
         let mut change = Change::default();
         change.put_subscription(&record);
@@ -257,13 +277,14 @@ impl SubscriptionApi {
         }
         let now = Time::now();
         let sealer = self.store.sealer();
-        let mut secrets = vec![sealer.open(&record.secret)?];
+        let at = |field| Place::new(&record.id, field);
+        let mut secrets = vec![sealer.open(&record.secret, at(sealed_field::SECRET))?];
         if let Some(previous) = record
             .previous_secret
             .as_ref()
             .filter(|p| p.still_valid(now))
         {
-            secrets.push(sealer.open(&previous.secret)?);
+            secrets.push(sealer.open(&previous.secret, at(sealed_field::PREVIOUS_SECRET))?);
         }
         let scheme =
             SignatureScheme::try_from(record.signature_scheme).unwrap_or(SignatureScheme::Maac);
@@ -796,8 +817,9 @@ mod tests {
         assert!(rotated.previous_secret_valid_until.is_some());
         assert_eq!(reveal(&store, &sub.id).await.secret, rotated.secret);
         let record = store.subscription(&sub.id).unwrap();
-        let previous = record.previous_secret.unwrap();
-        assert_eq!(store.sealer().open(&previous.secret).unwrap(), old);
+        let previous = record.previous_secret.as_ref().unwrap();
+        let at = Place::new(&record.id, sealed_field::PREVIOUS_SECRET);
+        assert_eq!(store.sealer().open(&previous.secret, at).unwrap(), old);
     }
 
     #[tokio::test]

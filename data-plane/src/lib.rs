@@ -128,12 +128,34 @@ fn spool_limits(
     Ok(limits)
 }
 
+const CONFIG_CACHE_KEY: hookplane_secret_file::SecretFlag =
+    hookplane_secret_file::SecretFlag::new("--config-cache-key", "--config-cache-key-file");
+
 /// Runs a node until `shutdown` resolves: HTTP ingress (+ /healthz /readyz /metrics) on
 /// `ingress`, gRPC (EventService, health, reflection) on `grpc`.
 pub async fn run(
     cfg: NodeConfig,
     ingress: TcpListener,
     grpc: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    run_with_metrics(cfg, ingress, grpc, None, shutdown).await
+}
+
+/// `/metrics` on a listener of its own (`--metrics-listen`), off the public ingress port.
+pub struct MetricsListener {
+    pub listener: TcpListener,
+    /// More exposition text after the node's: in standalone, the control plane's series, so one
+    /// process is one scrape target.
+    pub more: Option<ingress::MoreMetrics>,
+}
+
+/// [`run`], with `/metrics` served on `metrics` instead of the ingress when it is given.
+pub async fn run_with_metrics(
+    cfg: NodeConfig,
+    ingress: TcpListener,
+    grpc: TcpListener,
+    metrics_listener: Option<MetricsListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let options = cfg.options.clone();
@@ -158,9 +180,15 @@ pub async fn run(
     }
     let store = Arc::new(ConfigStore::default());
     // The config saved when the node last ran: served until the control plane is reached.
+    let cache_key = CONFIG_CACHE_KEY
+        .resolve(
+            options.config_cache_key.as_deref(),
+            options.config_cache_key_file.as_deref(),
+        )
+        .map_err(|e| Error::InvalidSetting(e.to_string()))?;
     let cache = Arc::new(config::ConfigCache::new(
         &cfg.spool_dir,
-        options.config_cache_key.as_deref(),
+        cache_key.as_deref(),
         &cfg.node_token,
     )?);
     match cache.load() {
@@ -242,14 +270,30 @@ pub async fn run(
         deadline: *options.ingress_body_timeout,
     };
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let router = ingress::router(Arc::new(Ingress {
+    let ingress_state = Arc::new(Ingress {
         config: Arc::clone(&store),
         queue: Arc::clone(&queue),
         metrics: Arc::clone(&metrics),
         body,
         draining: Arc::clone(&draining),
-    }))
-    .merge(connectors::genesys::outbound::router(Arc::new(
+    });
+    let (router, metrics_server) = match metrics_listener {
+        None => (ingress::router(ingress_state), None),
+        Some(MetricsListener { listener, more }) => (
+            ingress::router_without_metrics(Arc::clone(&ingress_state)),
+            Some(
+                axum::serve(listener, ingress::metrics_router(ingress_state, more))
+                    .with_graceful_shutdown(stop_on(stop_rx.clone())),
+            ),
+        ),
+    };
+    let metrics_served = async move {
+        match metrics_server {
+            Some(server) => server.await.map_err(Error::Io),
+            None => Ok(()),
+        }
+    };
+    let router = router.merge(connectors::genesys::outbound::router(Arc::new(
         OutboundEndpoint {
             config: Arc::clone(&store),
             queue: Arc::clone(&queue),
@@ -294,7 +338,11 @@ pub async fn run(
         tokio::time::sleep(grace).await;
         stopper.send_replace(true);
     });
-    let served = tokio::try_join!(async { http.await.map_err(Error::Io) }, grpc,);
+    let served = tokio::try_join!(
+        async { http.await.map_err(Error::Io) },
+        grpc,
+        metrics_served
+    );
     // Whichever way serving ended, everything else stops too.
     stop_tx.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {

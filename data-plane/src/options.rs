@@ -66,6 +66,9 @@ pub struct NodeOptions {
     /// with while the control plane is away; default: one derived from the node token.
     #[arg(long, env = "HOOKPLANE_CONFIG_CACHE_KEY", hide_env_values = true)]
     pub config_cache_key: Option<String>,
+    /// A file holding --config-cache-key (keeps it off the command line).
+    #[arg(long, env = "HOOKPLANE_CONFIG_CACHE_KEY_FILE")]
+    pub config_cache_key_file: Option<PathBuf>,
     /// On SIGTERM, how long the node keeps answering with /readyz at 503 (so a load balancer
     /// moves away) before it stops accepting and settles its attempts in flight.
     #[arg(long, env = "HOOKPLANE_DRAIN_GRACE", default_value = "5s")]
@@ -129,6 +132,7 @@ impl Default for NodeOptions {
             ingress_body_timeout: Duration::from_secs(5).into(),
             ingress_max_connections: 4096,
             config_cache_key: None,
+            config_cache_key_file: None,
             drain_grace: Duration::from_secs(5).into(),
             max_attempts: 20,
             max_delivery_age: Duration::from_secs(24 * 3600).into(),

@@ -89,6 +89,10 @@ impl Process {
         });
         let mut addrs = HashMap::new();
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let mut listeners = listeners.to_vec();
+        if args.iter().any(|a| a == "--metrics-listen") {
+            listeners.push("metrics");
+        }
         while listeners.iter().any(|l| !addrs.contains_key(*l)) {
             match tokio::time::timeout_at(deadline, addr_rx.recv()).await {
                 Ok(Some((what, addr))) => {
@@ -114,6 +118,13 @@ impl Process {
 
     fn addr(&self, what: &str) -> SocketAddr {
         self.addrs[what]
+    }
+
+    /// The `--metrics-listen` address, when it was given.
+    fn metrics_url(&self) -> Option<String> {
+        self.addrs
+            .get("metrics")
+            .map(|a| format!("http://{a}/metrics"))
     }
 
     /// SIGKILL, as `kill -9`: no shutdown code runs.
@@ -187,6 +198,22 @@ fn grpc_scheme(args: &[String]) -> &'static str {
         "https"
     } else {
         "http"
+    }
+}
+
+/// The token `args` give with `flag` or in the file `flag`-file names, if any.
+fn given_token(args: &[String], flag: &str) -> anyhow::Result<Option<String>> {
+    if let Some(token) = flag_value(args, flag) {
+        return Ok(Some(token));
+    }
+    match flag_value(args, &format!("{flag}-file")) {
+        Some(path) => Ok(Some(
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {path}"))?
+                .trim()
+                .to_owned(),
+        )),
+        None => Ok(None),
     }
 }
 
@@ -323,6 +350,11 @@ impl Standalone {
         self.process.stdout.lock().unwrap().clone()
     }
 
+    /// The URL of `/metrics` on `--metrics-listen`, when it was given.
+    pub fn metrics_url(&self) -> Option<String> {
+        self.process.metrics_url()
+    }
+
     /// What the process logged (every run in this directory).
     pub fn log(&self) -> String {
         self.process.log()
@@ -377,7 +409,7 @@ impl ControlProcess {
         let process = ControlProcess::launch(&args, dir.path(), "127.0.0.1:0").await?;
         Ok(ControlProcess {
             addr: process.addr("control plane"),
-            admin_token: match flag_value(&args, "--admin-token") {
+            admin_token: match given_token(&args, "--admin-token")? {
                 Some(token) => token,
                 None => read_token(dir.path(), "admin.token")?,
             },
@@ -420,6 +452,11 @@ impl ControlProcess {
         self.process.stdout.lock().unwrap().clone()
     }
 
+    /// The URL of `/metrics` on `--metrics-listen`, when it was given.
+    pub fn metrics_url(&self) -> Option<String> {
+        self.process.metrics_url()
+    }
+
     pub fn log(&self) -> String {
         self.process.log()
     }
@@ -438,6 +475,15 @@ impl ControlProcess {
         self.process =
             ControlProcess::launch(&self.args, self.dir.path(), &self.addr.to_string()).await?;
         Ok(())
+    }
+
+    /// Starts it again (killing it first if it runs) on the same directory and port, with
+    /// `extra` in place of the flags it was started with (e.g. another master key).
+    pub async fn restart_with(&mut self, extra: &[&str]) -> anyhow::Result<()> {
+        let mut args = self.args[..5].to_vec();
+        args.extend(strings(extra));
+        self.args = args;
+        self.restart().await
     }
 
     /// Another control plane in `stopped`'s place: its port and tokens, so nodes reconnect to
@@ -571,13 +617,14 @@ impl DataNode {
             "data",
             "--control-url",
             &control_url,
-            "--node-token",
-            &control.node_token,
             "--spool-dir",
             spool.to_str().expect("utf-8 spool dir"),
             "--allow-target-network",
             "127.0.0.0/8",
         ]);
+        if !extra.contains(&"--node-token-file") {
+            args.extend(strings(&["--node-token", &control.node_token]));
+        }
         args.extend(strings(extra));
         let all = DataNode::with_listeners(&args, None);
         let process = Process::spawn_wrapped(
@@ -631,6 +678,11 @@ impl DataNode {
 
     pub fn log(&self) -> String {
         self.process.log()
+    }
+
+    /// The URL of `/metrics` on `--metrics-listen`, when it was given.
+    pub fn metrics_url(&self) -> Option<String> {
+        self.process.metrics_url()
     }
 
     pub async fn kill(&mut self) {

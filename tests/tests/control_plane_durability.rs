@@ -1,6 +1,6 @@
 //! What the control plane keeps: restarts lose nothing (the revision and the store's id
-//! included), secrets are sealed on disk and absent from logs, and a generated admin token is
-//! stored privately and shown once.
+//! included), secrets are sealed on disk and absent from logs, and generated tokens are stored
+//! privately and never shown, only where they are.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -249,22 +249,41 @@ async fn the_store_files_and_logs_hold_no_secret_in_plain_text() {
 }
 
 #[tokio::test]
-async fn a_generated_admin_token_is_stored_privately_and_printed_once() {
+async fn generated_tokens_are_stored_privately_and_the_log_says_where_not_what() {
     let mut control = ControlProcess::start().await.unwrap();
-    let path = control.dir.path().join("admin.token");
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
-    let key_mode = std::fs::metadata(control.dir.path().join("master.key"))
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(key_mode, 0o600);
-    let token = control.admin_token.clone();
-    let printed = |lines: Vec<String>| lines.iter().filter(|l| l.contains(&token)).count();
-    assert_eq!(printed(control.stdout_lines()), 1);
+    for file in ["admin.token", "node.token", "publisher.token", "master.key"] {
+        let path = control.dir.path().join(file);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    let master_key = std::fs::read_to_string(control.dir.path().join("master.key")).unwrap();
+    let secrets = [
+        control.admin_token.clone(),
+        control.node_token.clone(),
+        control.publisher_token.clone(),
+        master_key.trim().to_owned(),
+    ];
+    let shown = |control: &ControlProcess| {
+        let mut all = control.log();
+        all.push_str(&control.stdout_lines().join("\n"));
+        all
+    };
+    let first_run = shown(&control);
+    for secret in &secrets {
+        assert!(
+            !first_run.contains(secret.as_str()),
+            "a generated secret was printed"
+        );
+    }
+    assert!(
+        first_run.contains(&control.dir.path().join("admin.token").display().to_string()),
+        "the log names where the admin token is: {first_run}"
+    );
     control.restart().await.unwrap();
-    assert_eq!(printed(control.stdout_lines()), 0);
+    let both_runs = shown(&control);
+    for secret in &secrets {
+        assert!(!both_runs.contains(secret.as_str()), "a secret was printed");
+    }
     // And it still works after the restart.
     let client = control.admin().await.unwrap();
     client

@@ -5,6 +5,7 @@
 //! can tell it from another (an empty store or a restored one).
 
 mod records;
+mod reseal;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -19,10 +20,11 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use tokio::sync::watch;
 
 pub(crate) use records::*;
+pub(crate) use reseal::{Resealed, SealedTree};
 
 use crate::delivery_log::{ATTEMPT_PAGES, Shelves};
 use crate::error::Error;
-use crate::sealing::Sealer;
+use crate::sealing::{Place, Sealer};
 
 /// How many revisions the change log keeps; a node further behind gets a snapshot.
 const CHANGE_LOG_LEN: u64 = 100_000;
@@ -30,6 +32,10 @@ const REVISION_KEY: &[u8] = b"revision";
 const STORE_ID_KEY: &[u8] = b"store_id";
 const KEY_CHECK_KEY: &[u8] = b"master_key_check";
 const KEY_CHECK_PLAINTEXT: &str = "hookplane master key check";
+const KEY_CHECK_PLACE: Place<'static> = Place {
+    record: "store",
+    field: "master_key_check",
+};
 
 /// The configuration trees, in the order of `Store::config_trees`.
 #[derive(Debug, Clone, Copy)]
@@ -231,15 +237,31 @@ impl Store {
         match meta.get(KEY_CHECK_KEY)? {
             Some(sealed) => {
                 let sealed = decode("meta", &sealed)?;
-                if sealer.open(&sealed).is_err() {
-                    return Err(Error::MasterKey(format!(
-                        "it does not open the store at {}",
-                        path.display()
-                    )));
+                match sealer.open(&sealed, KEY_CHECK_PLACE) {
+                    Ok(_) => {}
+                    Err(Error::UnknownMasterKey { key_id }) => {
+                        return Err(Error::MasterKey(format!(
+                            "the store at {} is sealed under master key id {key_id}, and this \
+                             process holds {} (give that key as --master-key, or as \
+                             --previous-master-key to rotate to a new one)",
+                            path.display(),
+                            std::iter::once(sealer.key_id())
+                                .chain(sealer.previous_key_id())
+                                .collect::<Vec<_>>()
+                                .join(" and ")
+                        )));
+                    }
+                    Err(_) => {
+                        return Err(Error::MasterKey(format!(
+                            "it does not open the store at {}",
+                            path.display()
+                        )));
+                    }
                 }
             }
             None => {
-                meta.insert(KEY_CHECK_KEY, encode(&sealer.seal(KEY_CHECK_PLAINTEXT)))?;
+                let check = sealer.seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_PLACE);
+                meta.insert(KEY_CHECK_KEY, encode(&check))?;
             }
         }
         // Made once, when the store is created. A store made before stores had ids gets one at
@@ -660,6 +682,35 @@ mod tests {
         assert!(matches!(again, Err(Error::MasterKey(_))));
     }
 
+    #[test]
+    fn a_store_made_before_key_ids_opens_and_its_key_check_is_resealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::generate();
+        let path = dir.path().join("store");
+        {
+            let store = Store::open(&path, Sealer::new(&key)).unwrap();
+            let old = store.sealer().seal_first_format(KEY_CHECK_PLAINTEXT);
+            store
+                .tree(ConfigTree::Meta)
+                .insert(KEY_CHECK_KEY, encode(&old))
+                .unwrap();
+            store.inner.db.flush().unwrap();
+        }
+        let store = Store::open(&path, Sealer::new(&key)).unwrap();
+        assert!(store.reseal_key_check(&store.lock_writes()).unwrap());
+        let check: crate::sealing::Sealed = decode(
+            "meta",
+            &store
+                .tree(ConfigTree::Meta)
+                .get(KEY_CHECK_KEY)
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(store.sealer().is_current(&check));
+        assert!(!store.reseal_key_check(&store.lock_writes()).unwrap());
+    }
+
     #[tokio::test]
     async fn a_revision_reaches_the_config_stream_only_once_it_is_durable() {
         let (_dir, store) = store();
@@ -746,7 +797,9 @@ mod tests {
                 id: id.into(),
                 tenant_id: tenant_id.into(),
                 display_name: "x".into(),
-                secret: store.sealer().seal("s"),
+                secret: store
+                    .sealer()
+                    .seal("s", Place::new(id, sealed_field::SECRET)),
                 previous_secret: None,
                 access_token: None,
                 metadata: Default::default(),

@@ -8,6 +8,73 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Time;
 use crate::sealing::Sealed;
 
+/// The fields holding sealed values, as their seals name them (`<record id>/<field>` is each
+/// value's associated data). Never rename one: the values stored under it would no longer open.
+pub(crate) mod sealed_field {
+    pub const SECRET: &str = "secret";
+    pub const PREVIOUS_SECRET: &str = "previous_secret";
+    pub const ACCESS_TOKEN: &str = "access_token";
+    pub const GENESYS_CLIENT_SECRET: &str = "genesys.client_secret";
+    pub const GENESYS_OUTBOUND_SIGNATURE_SECRET: &str = "genesys.outbound_signature_secret";
+}
+
+/// A record that holds sealed values, each with the field its seal names: what the re-seal
+/// walks (resealing.rs). A new sealed field is listed here or it is never re-sealed.
+pub(crate) trait SealedFields {
+    fn record_id(&self) -> &str;
+    fn sealed_fields(&mut self) -> Vec<(&'static str, &mut Sealed)>;
+}
+
+impl SealedFields for ChannelRecord {
+    fn record_id(&self) -> &str {
+        &self.id
+    }
+
+    fn sealed_fields(&mut self) -> Vec<(&'static str, &mut Sealed)> {
+        let mut fields = vec![(sealed_field::SECRET, &mut self.secret)];
+        if let Some(previous) = &mut self.previous_secret {
+            fields.push((sealed_field::PREVIOUS_SECRET, &mut previous.secret));
+        }
+        if let Some(token) = &mut self.access_token {
+            fields.push((sealed_field::ACCESS_TOKEN, token));
+        }
+        fields
+    }
+}
+
+impl SealedFields for ForwardingSetRecord {
+    fn record_id(&self) -> &str {
+        &self.id
+    }
+
+    fn sealed_fields(&mut self) -> Vec<(&'static str, &mut Sealed)> {
+        match &mut self.genesys {
+            Some(g) => vec![
+                (sealed_field::GENESYS_CLIENT_SECRET, &mut g.client_secret),
+                (
+                    sealed_field::GENESYS_OUTBOUND_SIGNATURE_SECRET,
+                    &mut g.outbound_signature_secret,
+                ),
+            ],
+            None => Vec::new(),
+        }
+    }
+}
+
+impl SealedFields for SubscriptionRecord {
+    fn record_id(&self) -> &str {
+        &self.id
+    }
+
+    fn sealed_fields(&mut self) -> Vec<(&'static str, &mut Sealed)> {
+        let mut fields = vec![(sealed_field::SECRET, &mut self.secret)];
+        if let Some(previous) = &mut self.previous_secret {
+            fields.push((sealed_field::PREVIOUS_SECRET, &mut previous.secret));
+        }
+        fields
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TenantRecord {
     pub id: String,

@@ -44,13 +44,29 @@ pub struct Ingress {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// The ingress's routes with `/metrics`, as a node without `--metrics-listen` serves them.
 pub fn router(ingress: Arc<Ingress>) -> Router {
+    router_without_metrics(Arc::clone(&ingress)).merge(metrics_router(ingress, None))
+}
+
+/// The ingress's routes when `/metrics` is served on a listener of its own (`--metrics-listen`):
+/// the public port then answers 404 there.
+pub fn router_without_metrics(ingress: Arc<Ingress>) -> Router {
     Router::new()
         .route("/api/webhook/line/{channel_id}/events", any(line_webhook))
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
-        .route("/metrics", get(probes::metrics))
         .with_state(ingress)
+}
+
+/// More exposition text served after the node's own (in standalone, the control plane's).
+pub type MoreMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// `/metrics` alone: the node's series, then `more`'s.
+pub fn metrics_router(ingress: Arc<Ingress>, more: Option<MoreMetrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(probes::metrics))
+        .with_state(Arc::new(probes::MetricsPage { ingress, more }))
 }
 
 /// How a webhook request ended, as counted in `hookplane_ingress_requests_total`.

@@ -1,4 +1,4 @@
-//! Liveness, readiness and metrics on the ingress port.
+//! Liveness and readiness on the ingress port, and metrics there or on `--metrics-listen`.
 
 use std::sync::Arc;
 
@@ -62,18 +62,35 @@ pub async fn readyz(State(ingress): State<Arc<Ingress>>) -> Response {
     }
 }
 
-pub async fn metrics(State(ingress): State<Arc<Ingress>>) -> Response {
+/// What `/metrics` shows: the node's series, then any more (the control plane's in standalone).
+pub struct MetricsPage {
+    pub ingress: Arc<Ingress>,
+    pub more: Option<super::MoreMetrics>,
+}
+
+/// The text format's end marker: one text holds it once, at its end.
+const EOF_LINE: &str = "# EOF\n";
+
+pub async fn metrics(State(page): State<Arc<MetricsPage>>) -> Response {
+    let ingress = &page.ingress;
     let depth = ingress.queue.depth().await.unwrap_or(0);
     ingress.metrics.spool_storage(&ingress.queue.storage());
     if let Some(usage) = ingress.queue.usage() {
         ingress.metrics.spool_usage(&usage);
+    }
+    let mut text = ingress.metrics.render(depth);
+    if let Some(more) = &page.more {
+        if let Some(body) = text.strip_suffix(EOF_LINE) {
+            text.truncate(body.len());
+        }
+        text.push_str(&more());
     }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        ingress.metrics.render(depth),
+        text,
     )
         .into_response()
 }
