@@ -15,7 +15,7 @@ use hookplane_client::ClientTls;
 use hookplane_control::{ControlOptions, ControlPlane, ControlTls};
 use hookplane_data::{MetricsListener, NodeConfig, NodeOptions, NodeTls};
 use hookplane_outbound::OutboundOptions;
-use hookplane_secret_file::SecretFlag;
+use hookplane_secret_file::{SecretFlag, SecretValue};
 use tokio::net::TcpListener;
 
 /// sled allocates and frees tree nodes on every write from many threads; glibc's malloc spent
@@ -87,7 +87,7 @@ struct DataCommand {
     control_tls: tls::ControlDialArgs,
     /// Token the node presents to the control plane (the control plane's `node.token`).
     #[arg(long, env = "HOOKPLANE_NODE_TOKEN", hide_env_values = true)]
-    node_token: Option<String>,
+    node_token: Option<SecretValue>,
     /// A file holding --node-token (keeps it off the command line).
     #[arg(long, env = "HOOKPLANE_NODE_TOKEN_FILE")]
     node_token_file: Option<PathBuf>,
@@ -255,7 +255,10 @@ async fn run_data(cmd: DataCommand) -> anyhow::Result<()> {
     // A URL that does not fit the TLS flags stops the start before anything listens.
     hookplane_client::endpoint(&cmd.control_url, &tls.control).context("--control-url")?;
     let node_token = NODE_TOKEN
-        .resolve(cmd.node_token.as_deref(), cmd.node_token_file.as_deref())?
+        .resolve(
+            cmd.node_token.as_ref().map(SecretValue::expose),
+            cmd.node_token_file.as_deref(),
+        )?
         .context(
             "the node needs --node-token or --node-token-file (the control plane's node.token)",
         )?;

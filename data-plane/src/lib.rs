@@ -182,7 +182,10 @@ pub async fn run_with_metrics(
     // The config saved when the node last ran: served until the control plane is reached.
     let cache_key = CONFIG_CACHE_KEY
         .resolve(
-            options.config_cache_key.as_deref(),
+            options
+                .config_cache_key
+                .as_ref()
+                .map(hookplane_secret_file::SecretValue::expose),
             options.config_cache_key_file.as_deref(),
         )
         .map_err(|e| Error::InvalidSetting(e.to_string()))?;

@@ -65,7 +65,7 @@ pub struct NodeOptions {
     /// The key (32 bytes, hex or base64) that seals the config the node keeps on disk to start
     /// with while the control plane is away; default: one derived from the node token.
     #[arg(long, env = "HOOKPLANE_CONFIG_CACHE_KEY", hide_env_values = true)]
-    pub config_cache_key: Option<String>,
+    pub config_cache_key: Option<hookplane_secret_file::SecretValue>,
     /// A file holding --config-cache-key (keeps it off the command line).
     #[arg(long, env = "HOOKPLANE_CONFIG_CACHE_KEY_FILE")]
     pub config_cache_key_file: Option<PathBuf>,
@@ -155,8 +155,8 @@ const DEFAULT_RETRY_SCHEDULE: [u64; 13] = [
     1, 2, 4, 10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800,
 ];
 
-/// Everything [`crate::run`] needs.
-#[derive(Debug, Clone)]
+/// Everything [`crate::run`] needs. Its `Debug` leaves the node token out.
+#[derive(Clone)]
 pub struct NodeConfig {
     /// The control plane's gRPC URL, e.g. `http://control:50051`.
     pub control_url: String,
@@ -180,6 +180,19 @@ pub struct NodeTls {
     pub grpc: Option<tonic::transport::Identity>,
     /// The ingress port's TLS (LINE webhooks, probes, metrics), HTTP/1.1 over rustls.
     pub ingress: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("control_url", &self.control_url)
+            .field("node_token", &"<redacted>")
+            .field("spool_dir", &self.spool_dir)
+            .field("options", &self.options)
+            .field("outbound", &self.outbound)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for NodeTls {
@@ -208,6 +221,23 @@ mod tests {
         Cli::try_parse_from(std::iter::once("hookplane").chain(args.iter().copied()))
             .unwrap()
             .node
+    }
+
+    #[test]
+    fn debug_never_prints_the_config_cache_key_or_the_node_token() {
+        let options = parse(&["--config-cache-key", "cache-key-visible"]);
+        let config = NodeConfig {
+            control_url: "http://control:50051".into(),
+            node_token: "hp_node_visible".into(),
+            spool_dir: "spool".into(),
+            options,
+            outbound: hookplane_outbound::OutboundOptions::default(),
+            tls: NodeTls::default(),
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("cache-key-visible"), "{shown}");
+        assert!(!shown.contains("hp_node_visible"), "{shown}");
+        assert!(shown.contains("http://control:50051"), "{shown}");
     }
 
     #[test]

@@ -85,11 +85,45 @@ impl SecretFlag {
     }
 }
 
+/// A secret flag's value as clap parses it: its `Debug` never shows it, so an options struct
+/// that derives `Debug` cannot print it by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for SecretValue {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<SecretValue, Self::Err> {
+        Ok(SecretValue(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const ADMIN: SecretFlag = SecretFlag::new("--admin-token", "--admin-token-file");
+
+    #[test]
+    fn a_secret_values_debug_never_shows_it() {
+        let value: SecretValue = "hp_node_visible".parse().unwrap();
+        assert_eq!(format!("{value:?}"), "<redacted>");
+        assert_eq!(format!("{:?}", Some(value.clone())), "Some(<redacted>)");
+        assert_eq!(value.expose(), "hp_node_visible");
+    }
 
     #[test]
     fn a_file_gives_its_content_without_the_trailing_newline() {
