@@ -1,9 +1,10 @@
 //! Everything hookplane sends to a brand's URL, shared by the data plane (forwards and event
 //! deliveries) and the control plane (test events): the SSRF guard, the pooled HTTP sender,
-//! failure reasons as a person reads them, `Retry-After`, and the event webhook wire format
+//! failure reasons as a person reads them, `Retry-After`, brand URLs as emails and logs show them, and the event webhook wire format
 //! (the envelope and its MAAC / Standard Webhooks signatures).
 
 mod error;
+mod masked_url;
 mod options;
 mod parsed_urls;
 
@@ -15,4 +16,5 @@ pub mod signing;
 pub mod ssrf;
 
 pub use error::Error;
+pub use masked_url::masked_url;
 pub use options::OutboundOptions;

@@ -258,6 +258,28 @@ async fn a_failed_forward_emails_the_tenant_over_smtp() {
 }
 
 #[tokio::test]
+async fn a_failure_email_shows_the_endpoint_without_its_credentials() {
+    let smtp = SmtpReceiver::start().await.unwrap();
+    let target = Receiver::start_with(Respond::Status(404)).await.unwrap();
+    let url = target
+        .url("/LineServer/index.html?token=t0ken-in-url&brand=7")
+        .replacen("http://", "http://bot:pa55word@", 1);
+    let f = Forwarding::start(&url, &["--smtp-url", &smtp.url()]).await;
+
+    assert_eq!(f.post(&text_event(1)).await.status(), 200);
+    let mails = smtp.wait_for(1, WAIT).await.unwrap();
+    let shown = target
+        .url("/LineServer/index.html?token=***&brand=***")
+        .replacen("http://", "http://***@", 1);
+    assert_reminder_names(&mails[0], &shown, "404 Not Found");
+    for part in [mails[0].text(), mails[0].html()] {
+        for secret in ["t0ken-in-url", "pa55word", "bot:"] {
+            assert!(!part.contains(secret), "{secret} in\n{part}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_second_failure_within_the_window_waits_and_is_summed_up_after_it() {
     let smtp = SmtpReceiver::start().await.unwrap();
     let target = Receiver::start_with(Respond::Status(404)).await.unwrap();

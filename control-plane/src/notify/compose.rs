@@ -1,8 +1,11 @@
 //! The words of every notice: its subject, plain text and HTML, in the shape of the forwarding
-//! help page's "system notification letter".
+//! help page's "system notification letter". Brand URLs appear masked (`masked_url`): an email
+//! goes to several people and is kept in the notifications tree.
 
 use std::fmt::Write as _;
 use std::time::Duration;
+
+use hookplane_outbound::masked_url;
 
 use crate::clock::Time;
 
@@ -156,7 +159,7 @@ pub(crate) fn failure_reminder(
                 "\nOfficial account: {}\nError reason: {}\nWebhook endpoint URL: {}\nForwarding set: {}\nCount: {} {over}, {}\n",
                 endpoint.official_account,
                 reason.reason,
-                endpoint.url,
+                masked_url(&endpoint.url),
                 endpoint.forwarding_set,
                 attempts(reason.count),
                 when(reason),
@@ -169,7 +172,7 @@ pub(crate) fn failure_reminder(
                 html_escape(&endpoint.forwarding_set),
                 attempts(reason.count),
                 html_escape(&when(reason)),
-                url = html_escape(&endpoint.url),
+                url = html_escape(&masked_url(&endpoint.url)),
             );
             if let Some((since, total)) = endpoint.failing_since {
                 let line = format!(
@@ -210,7 +213,7 @@ pub(crate) fn subscription_stopped(tenant_name: &str, webhook: &StoppedWebhook) 
         "Dear {} Partner:\n{STOPPED}\n\nWebhook name: {}\nWebhook URL: {}\nReason: {}\nStopped since: {since}\n\n{AFTER}\n",
         one_line(tenant_name),
         webhook.name,
-        webhook.url,
+        masked_url(&webhook.url),
         webhook.reason,
     );
     let html = format!(
@@ -218,7 +221,7 @@ pub(crate) fn subscription_stopped(tenant_name: &str, webhook: &StoppedWebhook) 
         html_escape(tenant_name),
         html_escape(&webhook.name),
         html_escape(&webhook.reason),
-        url = html_escape(&webhook.url),
+        url = html_escape(&masked_url(&webhook.url)),
     );
     Email {
         subject: format!(
@@ -351,11 +354,7 @@ mod tests {
         );
         assert!(email.html.contains("Dear &lt;Brand &amp; Co&gt; Partner:"));
         assert!(email.html.contains("OA &quot;quoted&quot;"));
-        assert!(
-            email
-                .html
-                .contains("https://x.example/?a=1&amp;b=&lt;2&gt;")
-        );
+        assert!(email.html.contains("https://x.example/?a=***&amp;b=***"));
         assert!(!email.html.contains("<Brand"));
     }
 
@@ -428,5 +427,45 @@ mod tests {
             assert!(email.text.contains(needle), "{needle:?} missing");
         }
         assert!(email.html.contains("<b>Receipts</b>"));
+    }
+
+    #[test]
+    fn credentials_in_a_url_never_reach_an_email() {
+        let reminder = failure_reminder(
+            "Brand",
+            &[endpoint(
+                "Brand OA",
+                "https://bot:pa55word@crm.brand.example/line?token=t0ken",
+                &[("404 Not Found", 1)],
+            )],
+            Occasion::Reminder,
+        );
+        let stopped = subscription_stopped(
+            "Brand",
+            &StoppedWebhook {
+                name: "Receipts".into(),
+                url: "https://hooks.brand.example/r?key=k3y".into(),
+                reason: "500 Internal Server Error".into(),
+                since: at(1_700_000_000),
+            },
+        );
+        for email in [&reminder, &stopped] {
+            for secret in ["pa55word", "bot:", "t0ken", "k3y"] {
+                assert!(!email.text.contains(secret), "{secret} in {}", email.text);
+                assert!(!email.html.contains(secret), "{secret} in {}", email.html);
+            }
+        }
+        assert!(
+            reminder
+                .text
+                .contains("Webhook endpoint URL: https://***@crm.brand.example/line?token=***"),
+            "{}",
+            reminder.text
+        );
+        assert!(
+            stopped
+                .text
+                .contains("Webhook URL: https://hooks.brand.example/r?key=***")
+        );
     }
 }
