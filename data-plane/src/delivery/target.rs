@@ -16,7 +16,7 @@ use hookplane_outbound::{
 use hookplane_proto::v1::{
     NodeChannel, NodeForwardingSet, NodeSubscription, SignatureScheme, SubscriptionState,
 };
-use reqwest::header::HeaderMap;
+use http::HeaderMap;
 
 use crate::{
     attempt::AttemptResult,
