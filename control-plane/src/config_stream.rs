@@ -9,8 +9,8 @@ use hookplane_proto::v1::config_resource::Resource;
 use hookplane_proto::v1::config_service_server::ConfigService;
 use hookplane_proto::v1::{
     ConfigResource, ConfigUpdate, DeliveryReport, ForwardingKind, GenesysSettings, NodeChannel,
-    NodeForwardingSet, NodeSecret, NodeSubscription, NodeTenant, ReportDeliveriesResponse,
-    ResourceKey, ResourceKind, WatchConfigRequest,
+    NodeForwardingSet, NodePublisherToken, NodeSecret, NodeSubscription, NodeTenant,
+    ReportDeliveriesResponse, ResourceKey, ResourceKind, WatchConfigRequest,
 };
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{broadcast, mpsc};
@@ -25,10 +25,11 @@ use crate::sealing::{Sealed, Sealer};
 use crate::shutdown::Stopping;
 use crate::store::{
     ChannelRecord, ForwardingSetRecord, PreviousSecret, Store, SubscriptionRecord, TenantRecord,
-    Touched,
+    TokenRecord, Touched,
 };
 use crate::system_stop::SystemStop;
 use crate::tenants::zone_entitlements;
+use crate::tokens::publishes;
 
 pub(crate) struct ConfigApi {
     store: Store,
@@ -125,6 +126,13 @@ impl UpdateBuilder {
                     &s, sealer,
                 )?)));
         }
+        for t in self.store.all_tokens()? {
+            if let Some(token) = node_publisher_token(&t) {
+                update
+                    .upserts
+                    .push(resource(Resource::PublisherToken(token)));
+            }
+        }
         Ok(update)
     }
 
@@ -178,6 +186,13 @@ impl UpdateBuilder {
                 Some(s) => Some(Resource::Subscription(node_subscription(&s, sealer)?)),
                 None => None,
             },
+            // A token that may not publish goes to nodes as a delete, like a revoked one.
+            Ok(ResourceKind::PublisherToken) => self
+                .store
+                .find_token(id)?
+                .as_ref()
+                .and_then(node_publisher_token)
+                .map(Resource::PublisherToken),
             Ok(ResourceKind::Unspecified) | Err(_) => None,
         })
     }
@@ -191,6 +206,16 @@ impl UpdateBuilder {
 
 fn resource(r: Resource) -> ConfigResource {
     ConfigResource { resource: Some(r) }
+}
+
+/// What a node needs to check a token that may publish: never the secret, only its hash.
+fn node_publisher_token(t: &TokenRecord) -> Option<NodePublisherToken> {
+    publishes(t.role).then(|| NodePublisherToken {
+        id: t.id.clone(),
+        secret_sha256: t.secret_sha256.clone(),
+        tenant_id: t.tenant_id.clone(),
+        expire_time: t.expire_time.map(Time::to_proto),
+    })
 }
 
 fn node_tenant(t: &TenantRecord) -> NodeTenant {
@@ -513,6 +538,7 @@ mod tests {
                 Some(Resource::Channel(c)) => c.id.clone(),
                 Some(Resource::ForwardingSet(f)) => f.id.clone(),
                 Some(Resource::Subscription(s)) => s.id.clone(),
+                Some(Resource::PublisherToken(t)) => t.id.clone(),
                 None => String::new(),
             })
             .collect()
@@ -582,7 +608,7 @@ mod tests {
         let (_dir, store) = store();
         let (_, channel, _, _) = populated(&store).await;
         ChannelApi::new(store.clone())
-            .rotate_channel_secret(Request::new(RotateChannelSecretRequest {
+            .rotate_channel_secret(crate::test_fixtures::operator(RotateChannelSecretRequest {
                 id: channel.clone(),
                 new_secret: "new-secret".into(),
                 grace_period: Some(prost_types::Duration {
@@ -670,7 +696,7 @@ mod tests {
         let held = store.revision();
         let other = create_tenant(&store, tenant_input()).await;
         TenantApi::new(store.clone())
-            .delete_tenant(Request::new(DeleteTenantRequest { id: tenant.clone() }))
+            .delete_tenant(crate::test_fixtures::operator(DeleteTenantRequest { id: tenant.clone() }))
             .await
             .unwrap();
         let update = builder(&store).first(held).unwrap();
@@ -704,7 +730,7 @@ mod tests {
         )
         .unwrap();
         let mut stream = api
-            .watch_config(Request::new(WatchConfigRequest {
+            .watch_config(crate::test_fixtures::operator(WatchConfigRequest {
                 node_id: "node-1".into(),
                 last_revision: 0,
             }))
@@ -758,7 +784,7 @@ mod tests {
         )
         .unwrap();
         let mut stream = api
-            .watch_config(Request::new(WatchConfigRequest::default()))
+            .watch_config(crate::test_fixtures::operator(WatchConfigRequest::default()))
             .await
             .unwrap()
             .into_inner();

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use hookplane_outbound::OutboundOptions;
+use hookplane_proto::v1::audit_service_server::{self, AuditServiceServer};
 use hookplane_proto::v1::channel_service_server::{self, ChannelServiceServer};
 use hookplane_proto::v1::config_service_server::{self, ConfigServiceServer};
 use hookplane_proto::v1::delivery_service_server::{self, DeliveryServiceServer};
@@ -11,12 +12,14 @@ use hookplane_proto::v1::forwarding_service_server::{self, ForwardingServiceServ
 use hookplane_proto::v1::notification_service_server::{self, NotificationServiceServer};
 use hookplane_proto::v1::subscription_service_server::{self, SubscriptionServiceServer};
 use hookplane_proto::v1::tenant_service_server::{self, TenantServiceServer};
+use hookplane_proto::v1::token_service_server::{self, TokenServiceServer};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 
-use crate::auth::TokenCheck;
+use crate::audit::AuditLog;
+use crate::auth::{AdminCheck, TokenCheck};
 use crate::channels::ChannelApi;
 use crate::config_stream::ConfigApi;
 use crate::credentials::Credentials;
@@ -33,14 +36,18 @@ use crate::subscriptions::SubscriptionApi;
 use crate::system_stop::SystemStop;
 use crate::tenants::TenantApi;
 use crate::test_events::TestEvents;
+use crate::tokens::{LastUsed, TokenApi};
 
 /// Snapshots of 10,000 channels exceed tonic's 4 MiB default.
 const CONFIG_MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
+const AUDIT_TRIM_EVERY: Duration = Duration::from_secs(3600);
 const RETRY_BROADCAST_CAPACITY: usize = 1024;
 
-const SERVICE_NAMES: [&str; 7] = [
+const SERVICE_NAMES: [&str; 9] = [
     tenant_service_server::SERVICE_NAME,
+    token_service_server::SERVICE_NAME,
+    audit_service_server::SERVICE_NAME,
     channel_service_server::SERVICE_NAME,
     forwarding_service_server::SERVICE_NAME,
     subscription_service_server::SERVICE_NAME,
@@ -58,6 +65,7 @@ pub struct ControlPlane {
     /// Where test events may go; public addresses only unless `with_outbound` allows more.
     outbound: OutboundOptions,
     subscription_failure_stop_after: Duration,
+    audit_retention: Duration,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -99,6 +107,7 @@ impl ControlPlane {
             },
             outbound: OutboundOptions::default(),
             subscription_failure_stop_after: *opts.subscription_failure_stop_after,
+            audit_retention: *opts.audit_retention,
         })
     }
 
@@ -127,7 +136,7 @@ impl ControlPlane {
     }
 
     /// Serves every control-plane gRPC service on `listener` until `shutdown` resolves: the admin
-    /// services (admin token), ConfigService (node token), and reflection (v1 and v1alpha) and
+    /// services (the bootstrap admin token or an API token, see `caller`), ConfigService (node token), and reflection (v1 and v1alpha) and
     /// `grpc.health.v1` without a token. Open config streams are ended so shutdown completes.
     pub async fn serve(
         self,
@@ -139,7 +148,8 @@ impl ControlPlane {
         let (retries, _) = broadcast::channel(RETRY_BROADCAST_CAPACITY);
         let log = DeliveryLog::new(store.clone(), self.retention, retries.clone())
             .with_notifier(self.notifier.clone());
-        let admin = TokenCheck::new(&self.credentials.admin_token, "admin");
+        let last_used = LastUsed::new(&store);
+        let admin = AdminCheck::new(&self.credentials.admin_token, store.clone(), last_used.clone());
         let node = TokenCheck::new(&self.credentials.node_token, "node");
         let test_events = TestEvents::new(&self.outbound)?;
         let system_stop = SystemStop::new(
@@ -177,6 +187,12 @@ impl ControlPlane {
         .max_encoding_message_size(CONFIG_MESSAGE_LIMIT);
 
         let notifier_tasks = self.notifier.start(&stopping);
+        let audit = AuditLog::new(&store);
+        let audit_trim = tokio::spawn(audit.clone().trim_periodically(
+            self.audit_retention,
+            AUDIT_TRIM_EVERY,
+            stopping.clone(),
+        ));
         let sweeper = tokio::spawn(sweep_periodically(log.clone(), stopping));
         let signal = async move {
             shutdown.await;
@@ -206,8 +222,13 @@ impl ControlPlane {
             .add_service(DeliveryServiceServer::with_interceptor(log, admin.clone()))
             .add_service(NotificationServiceServer::with_interceptor(
                 NotificationApi::new(store.clone()),
-                admin,
+                admin.clone(),
             ))
+            .add_service(TokenServiceServer::with_interceptor(
+                TokenApi::new(store.clone(), last_used),
+                admin.clone(),
+            ))
+            .add_service(AuditServiceServer::with_interceptor(audit, admin))
             .add_service(InterceptedService::new(config, node))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -215,6 +236,7 @@ impl ControlPlane {
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await;
         sweeper.abort();
+        audit_trim.abort();
         for task in notifier_tasks {
             task.abort();
         }

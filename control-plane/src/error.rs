@@ -16,6 +16,10 @@ pub enum Error {
     /// A call came without the token its service needs, or with another one.
     #[error("missing or invalid {role} token")]
     Unauthenticated { role: &'static str },
+    /// The caller's token is valid but may not do this (another tenant's resource, an
+    /// operator-only call). The message names the caller's limits, never another tenant's data.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The request is well formed but the system's state forbids it (quota, entitlement, state).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -88,6 +92,7 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
             Error::Unauthenticated { .. } => tonic::Status::unauthenticated(message),
             Error::NotFound { .. } => tonic::Status::not_found(message),
+            Error::PermissionDenied(_) => tonic::Status::permission_denied(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::Unavailable(_) => tonic::Status::unavailable(message),
             Error::Store(_)

@@ -1,10 +1,12 @@
 //! The hookplane control plane: the sled store of tenants, channels, forwarding sets and
-//! subscriptions (secrets sealed at rest), the token checks, every admin gRPC service, the config
-//! stream to data-plane nodes, the delivery log, and the notifier that emails tenants about
-//! failing forwards.
+//! subscriptions (secrets sealed at rest), API tokens and who may do what with them, the audit
+//! trail, every admin gRPC service, the config stream to data-plane nodes, the delivery log, and
+//! the notifier that emails tenants about failing forwards.
 
 mod attempt_writer;
+mod audit;
 mod auth;
+mod caller;
 mod channels;
 mod clock;
 mod config_stream;
@@ -26,6 +28,7 @@ mod subscriptions;
 mod system_stop;
 mod tenants;
 mod test_events;
+mod tokens;
 mod validate;
 
 pub use control_plane::ControlPlane;

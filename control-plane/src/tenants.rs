@@ -2,13 +2,15 @@
 
 use std::collections::HashSet;
 
-use hookplane_proto::v1::tenant_service_server::TenantService;
+use hookplane_proto::v1::tenant_service_server::{self, TenantService};
 use hookplane_proto::v1::{
     CreateTenantRequest, DeleteTenantRequest, Entitlements, GetTenantRequest, ListTenantsRequest,
     ListTenantsResponse, Tenant, UpdateTenantRequest, Zone, ZoneEntitlement,
 };
 use tonic::{Request, Response, Status};
 
+use crate::audit::AuditLog;
+use crate::caller::Caller;
 use crate::clock::Time;
 use crate::error::Error;
 use crate::ids;
@@ -27,14 +29,38 @@ const UPDATE_PATHS: &[&str] = &[
 
 pub(crate) struct TenantApi {
     store: Store,
+    audit: AuditLog,
+}
+
+/// The fields of `input` a create sets, for the audit trail.
+fn given_fields(input: &Tenant) -> Vec<&'static str> {
+    let mut set = Vec::new();
+    if !input.display_name.is_empty() {
+        set.push("display_name");
+    }
+    if !input.notification_emails.is_empty() {
+        set.push("notification_emails");
+    }
+    if input.entitlements.is_some() {
+        set.push("entitlements");
+    }
+    set
+}
+
+fn method(name: &str) -> String {
+    format!("{}/{name}", tenant_service_server::SERVICE_NAME)
 }
 
 impl TenantApi {
     pub fn new(store: Store) -> TenantApi {
-        TenantApi { store }
+        TenantApi {
+            audit: AuditLog::new(&store),
+            store,
+        }
     }
 
-    fn create(&self, req: CreateTenantRequest) -> Result<Tenant, Error> {
+    fn create(&self, caller: &Caller, req: CreateTenantRequest) -> Result<Tenant, Error> {
+        caller.require_operator("create tenants")?;
         let input = validate::present("tenant", req.tenant.as_ref())?;
         let now = Time::now();
         let mut record = TenantRecord {
@@ -59,22 +85,21 @@ impl TenantApi {
         Ok(to_proto(&record))
     }
 
-    fn update(&self, req: UpdateTenantRequest) -> Result<Tenant, Error> {
+    /// Returns the tenant and the paths it changed.
+    fn update(
+        &self,
+        caller: &Caller,
+        req: UpdateTenantRequest,
+    ) -> Result<(Tenant, Vec<String>), Error> {
         let input = validate::present("tenant", req.tenant.as_ref())?;
         let id = validate::id("tenant.id", &input.id)?;
-        let paths = validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || {
-            let mut set = Vec::new();
-            if !input.display_name.is_empty() {
-                set.push("display_name");
-            }
-            if !input.notification_emails.is_empty() {
-                set.push("notification_emails");
-            }
-            if input.entitlements.is_some() {
-                set.push("entitlements");
-            }
-            set
-        })?;
+        caller.check_tenant(id)?;
+        let paths =
+            validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || given_fields(input))?;
+        if paths.iter().any(|p| p.starts_with("entitlements")) {
+            // What a tenant has bought is the operator's to say.
+            caller.require_operator("change a tenant's entitlements")?;
+        }
         let guard = self.store.lock_writes();
         let mut record = self.store.tenant(id)?;
         apply(&mut record, input, &paths)?;
@@ -82,12 +107,13 @@ impl TenantApi {
         let mut change = Change::default();
         change.put_tenant(&record);
         self.store.commit(&guard, change)?;
-        Ok(to_proto(&record))
+        Ok((to_proto(&record), paths))
     }
 
-    /// Removes the tenant with its channels, their forwarding sets and its subscriptions, in one
-    /// revision.
-    fn delete(&self, id: &str) -> Result<(), Error> {
+    /// Removes the tenant with its channels, their forwarding sets, its subscriptions and its
+    /// tokens, in one revision.
+    fn delete(&self, caller: &Caller, id: &str) -> Result<(), Error> {
+        caller.require_operator("delete tenants")?;
         let guard = self.store.lock_writes();
         self.store.tenant(id)?;
         let mut change = Change::default();
@@ -103,14 +129,28 @@ impl TenantApi {
         for sub_id in self.store.child_ids(Index::TenantSubscriptions, id)? {
             change.remove_subscription(id, &sub_id);
         }
+        for token_id in self.store.child_ids(Index::TenantTokens, id)? {
+            change.remove_token(id, &token_id);
+        }
         change.remove_tenant(id);
         self.store.commit(&guard, change)?;
         Ok(())
     }
 
-    fn list(&self, req: &ListTenantsRequest) -> Result<ListTenantsResponse, Error> {
-        let page =
-            Page::new(req.page_size, &req.page_token, b"")?.read(self.store.tenants_tree())?;
+    fn list(&self, caller: &Caller, req: &ListTenantsRequest) -> Result<ListTenantsResponse, Error> {
+        let page = Page::new(req.page_size, &req.page_token, b"")?;
+        if let Some(own) = caller.own_tenant() {
+            // A tenant admin's listing holds its own tenant, on the first page.
+            let tenants = match page.after() {
+                None => vec![to_proto(&self.store.tenant(own)?)],
+                Some(_) => Vec::new(),
+            };
+            return Ok(ListTenantsResponse {
+                tenants,
+                next_page_token: String::new(),
+            });
+        }
+        let page = page.read(self.store.tenants_tree())?;
         let tenants = page
             .items
             .iter()
@@ -225,7 +265,16 @@ impl TenantService for TenantApi {
         &self,
         request: Request<CreateTenantRequest>,
     ) -> Result<Response<Tenant>, Status> {
-        let tenant = self.create(request.into_inner())?;
+        let caller = Caller::of(&request)?;
+        let fields = request
+            .get_ref()
+            .tenant
+            .as_ref()
+            .map(given_fields)
+            .unwrap_or_default();
+        let tenant = self.create(&caller, request.into_inner())?;
+        self.audit
+            .record(&caller, &method("CreateTenant"), &tenant.id, &tenant.id, &fields)?;
         self.store.flush().await?;
         Ok(Response::new(tenant))
     }
@@ -234,7 +283,9 @@ impl TenantService for TenantApi {
         &self,
         request: Request<GetTenantRequest>,
     ) -> Result<Response<Tenant>, Status> {
+        let caller = Caller::of(&request)?;
         let id = validate::id("id", &request.get_ref().id)?;
+        caller.check_tenant(id)?;
         Ok(Response::new(to_proto(&self.store.tenant(id)?)))
     }
 
@@ -242,14 +293,19 @@ impl TenantService for TenantApi {
         &self,
         request: Request<ListTenantsRequest>,
     ) -> Result<Response<ListTenantsResponse>, Status> {
-        Ok(Response::new(self.list(request.get_ref())?))
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(self.list(&caller, request.get_ref())?))
     }
 
     async fn update_tenant(
         &self,
         request: Request<UpdateTenantRequest>,
     ) -> Result<Response<Tenant>, Status> {
-        let tenant = self.update(request.into_inner())?;
+        let caller = Caller::of(&request)?;
+        let (tenant, paths) = self.update(&caller, request.into_inner())?;
+        let fields: Vec<&str> = paths.iter().map(String::as_str).collect();
+        self.audit
+            .record(&caller, &method("UpdateTenant"), &tenant.id, &tenant.id, &fields)?;
         self.store.flush().await?;
         Ok(Response::new(tenant))
     }
@@ -258,8 +314,11 @@ impl TenantService for TenantApi {
         &self,
         request: Request<DeleteTenantRequest>,
     ) -> Result<Response<()>, Status> {
+        let caller = Caller::of(&request)?;
         let id = validate::id("id", &request.get_ref().id)?;
-        self.delete(id)?;
+        self.delete(&caller, id)?;
+        self.audit
+            .record(&caller, &method("DeleteTenant"), id, id, &[])?;
         self.store.flush().await?;
         Ok(Response::new(()))
     }
@@ -284,7 +343,7 @@ mod tests {
 
     async fn create(store: &Store, tenant: Tenant) -> Result<Tenant, Status> {
         api(store)
-            .create_tenant(Request::new(CreateTenantRequest {
+            .create_tenant(crate::test_fixtures::operator(CreateTenantRequest {
                 tenant: Some(tenant),
             }))
             .await
@@ -388,7 +447,7 @@ mod tests {
     async fn getting_an_unknown_tenant_names_it() {
         let (_dir, store) = store();
         let result = api(&store)
-            .get_tenant(Request::new(GetTenantRequest { id: "tnt_x".into() }))
+            .get_tenant(crate::test_fixtures::operator(GetTenantRequest { id: "tnt_x".into() }))
             .await;
         assert_status(result, Code::NotFound, "tenant \"tnt_x\" not found");
     }
@@ -397,7 +456,7 @@ mod tests {
     async fn getting_without_an_id_is_invalid() {
         let (_dir, store) = store();
         let result = api(&store)
-            .get_tenant(Request::new(GetTenantRequest::default()))
+            .get_tenant(crate::test_fixtures::operator(GetTenantRequest::default()))
             .await;
         assert_status(result, Code::InvalidArgument, "id: required");
     }
@@ -407,7 +466,7 @@ mod tests {
         let (_dir, store) = store();
         let tenant = create(&store, tenant_input()).await.unwrap();
         let updated = api(&store)
-            .update_tenant(Request::new(UpdateTenantRequest {
+            .update_tenant(crate::test_fixtures::operator(UpdateTenantRequest {
                 tenant: Some(Tenant {
                     id: tenant.id.clone(),
                     display_name: "Renamed".into(),
@@ -430,7 +489,7 @@ mod tests {
         let (_dir, store) = store();
         let tenant = create(&store, tenant_input()).await.unwrap();
         let updated = api(&store)
-            .update_tenant(Request::new(UpdateTenantRequest {
+            .update_tenant(crate::test_fixtures::operator(UpdateTenantRequest {
                 tenant: Some(Tenant {
                     id: tenant.id.clone(),
                     notification_emails: vec!["new@brand.example".into()],
@@ -450,7 +509,7 @@ mod tests {
         let (_dir, store) = store();
         let tenant = create(&store, tenant_input()).await.unwrap();
         let result = api(&store)
-            .update_tenant(Request::new(UpdateTenantRequest {
+            .update_tenant(crate::test_fixtures::operator(UpdateTenantRequest {
                 tenant: Some(Tenant {
                     id: tenant.id,
                     ..Default::default()
@@ -492,7 +551,7 @@ mod tests {
         let before = store.revision();
 
         api(&store)
-            .delete_tenant(Request::new(DeleteTenantRequest {
+            .delete_tenant(crate::test_fixtures::operator(DeleteTenantRequest {
                 id: tenant.id.clone(),
             }))
             .await
@@ -512,15 +571,15 @@ mod tests {
         );
         let channels = ChannelApi::new(store.clone());
         let gone = channels
-            .get_channel(Request::new(GetChannelRequest { id: channel.id }))
+            .get_channel(crate::test_fixtures::operator(GetChannelRequest { id: channel.id }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
         let gone = ForwardingApi::new(store.clone())
-            .get_forwarding_set(Request::new(GetForwardingSetRequest { id: set.id }))
+            .get_forwarding_set(crate::test_fixtures::operator(GetForwardingSetRequest { id: set.id }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
         let gone = subscription_api(&store)
-            .get_subscription(Request::new(GetSubscriptionRequest { id: sub.id }))
+            .get_subscription(crate::test_fixtures::operator(GetSubscriptionRequest { id: sub.id }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
         for index in [
@@ -543,7 +602,7 @@ mod tests {
         let mut token = String::new();
         loop {
             let page = api(&store)
-                .list_tenants(Request::new(ListTenantsRequest {
+                .list_tenants(crate::test_fixtures::operator(ListTenantsRequest {
                     page_size: 2,
                     page_token: token.clone(),
                 }))

@@ -16,7 +16,7 @@ use std::time::Duration;
 pub(crate) use pages::TREE as ATTEMPT_PAGES;
 pub(crate) use upgrade::move_attempts_into_pages;
 
-use hookplane_proto::v1::delivery_service_server::DeliveryService;
+use hookplane_proto::v1::delivery_service_server::{self, DeliveryService};
 use hookplane_proto::v1::{
     AttemptOutcome, Delivery, DeliveryAttempt, DeliveryState, ListDeliveryAttemptsRequest,
     ListDeliveryAttemptsResponse, RetryDeliveryRequest,
@@ -24,6 +24,8 @@ use hookplane_proto::v1::{
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
+use crate::audit::AuditLog;
+use crate::caller::Caller;
 use crate::clock::Time;
 use crate::error::Error;
 use crate::ids;
@@ -353,17 +355,35 @@ impl DeliveryLog {
         }
     }
 
+    /// The tenant of a forwarding set or subscription, if it still exists.
+    fn tenant_of_target(&self, forwarding_set_id: &str, subscription_id: &str) -> Result<Option<String>, Error> {
+        if !forwarding_set_id.is_empty() {
+            return Ok(self
+                .store
+                .find_forwarding_set(forwarding_set_id)?
+                .map(|f| f.tenant_id));
+        }
+        if !subscription_id.is_empty() {
+            return Ok(self
+                .store
+                .find_subscription(subscription_id)?
+                .map(|s| s.tenant_id));
+        }
+        Ok(None)
+    }
+
     fn list(
         &self,
+        caller: &Caller,
         req: &ListDeliveryAttemptsRequest,
     ) -> Result<ListDeliveryAttemptsResponse, Error> {
         let target = match (req.forwarding_set_id.as_str(), req.subscription_id.as_str()) {
             (fwd, "") if !fwd.is_empty() => {
-                self.store.forwarding_set(fwd)?;
+                caller.check_tenant(&self.store.forwarding_set(fwd)?.tenant_id)?;
                 fwd
             }
             ("", sub) if !sub.is_empty() => {
-                self.store.subscription(sub)?;
+                caller.check_tenant(&self.store.subscription(sub)?.tenant_id)?;
                 sub
             }
             _ => {
@@ -395,14 +415,25 @@ impl DeliveryLog {
         })
     }
 
-    /// Marks a failed delivery pending again and asks the nodes to re-enqueue it.
-    fn retry(&self, id: &str) -> Result<Delivery, Error> {
+    /// Marks a failed delivery pending again and asks the nodes to re-enqueue it; returns it
+    /// with its tenant (empty when its target is gone).
+    fn retry(&self, caller: &Caller, id: &str) -> Result<(Delivery, String), Error> {
         let _guard = self.store.lock_delivery_log();
         let mut record = self
             .store
             .find_delivery(id)?
             // Delivered deliveries keep no record, so the message names what is kept.
             .ok_or_else(|| Error::not_found("failed or pending delivery", id))?;
+        let tenant_id = self
+            .tenant_of_target(&record.forwarding_set_id, &record.subscription_id)?
+            .unwrap_or_default();
+        // A delivery whose target is gone belongs to no tenant a tenant admin could prove.
+        match caller.own_tenant() {
+            Some(_) if tenant_id.is_empty() => {
+                caller.require_operator("retry a delivery whose target was deleted")?;
+            }
+            _ => caller.check_tenant(&tenant_id)?,
+        }
         if record.state != DeliveryState::DeliveryFailed as i32 {
             let state = DeliveryState::try_from(record.state)
                 .map(|s| s.as_str_name())
@@ -415,7 +446,7 @@ impl DeliveryLog {
         self.store.put_delivery(&record)?;
         // No connected node means nobody can act on it now; the state still records the request.
         let _ = self.retries.send(id.to_owned());
-        Ok(to_proto(&record))
+        Ok((to_proto(&record), tenant_id))
     }
 }
 
@@ -437,15 +468,24 @@ impl DeliveryService for DeliveryLog {
         &self,
         request: Request<ListDeliveryAttemptsRequest>,
     ) -> Result<Response<ListDeliveryAttemptsResponse>, Status> {
-        Ok(Response::new(self.list(request.get_ref())?))
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(self.list(&caller, request.get_ref())?))
     }
 
     async fn retry_delivery(
         &self,
         request: Request<RetryDeliveryRequest>,
     ) -> Result<Response<Delivery>, Status> {
+        let caller = Caller::of(&request)?;
         let id = validate::id("id", &request.get_ref().id)?;
-        let delivery = self.retry(id)?;
+        let (delivery, tenant_id) = self.retry(&caller, id)?;
+        AuditLog::new(&self.store).record(
+            &caller,
+            &format!("{}/RetryDelivery", delivery_service_server::SERVICE_NAME),
+            &tenant_id,
+            id,
+            &["state"],
+        )?;
         self.store.flush().await?;
         Ok(Response::new(delivery))
     }
@@ -516,7 +556,7 @@ mod tests {
     }
 
     async fn list(log: &DeliveryLog, fwd_id: &str) -> Vec<DeliveryAttempt> {
-        log.list_delivery_attempts(Request::new(ListDeliveryAttemptsRequest {
+        log.list_delivery_attempts(crate::test_fixtures::operator(ListDeliveryAttemptsRequest {
             forwarding_set_id: fwd_id.into(),
             ..Default::default()
         }))
@@ -527,7 +567,7 @@ mod tests {
     }
 
     async fn retry(log: &DeliveryLog, id: &str) -> Result<Delivery, Status> {
-        log.retry_delivery(Request::new(RetryDeliveryRequest { id: id.into() }))
+        log.retry_delivery(crate::test_fixtures::operator(RetryDeliveryRequest { id: id.into() }))
             .await
             .map(Response::into_inner)
     }
@@ -640,7 +680,7 @@ mod tests {
         let s = setup(100, DAY).await;
         let result = s
             .log
-            .list_delivery_attempts(Request::new(ListDeliveryAttemptsRequest {
+            .list_delivery_attempts(crate::test_fixtures::operator(ListDeliveryAttemptsRequest {
                 forwarding_set_id: s.fwd_id.clone(),
                 subscription_id: "sub_x".into(),
                 ..Default::default()
@@ -658,7 +698,7 @@ mod tests {
         let s = setup(100, DAY).await;
         let result = s
             .log
-            .list_delivery_attempts(Request::new(ListDeliveryAttemptsRequest {
+            .list_delivery_attempts(crate::test_fixtures::operator(ListDeliveryAttemptsRequest {
                 subscription_id: "sub_missing".into(),
                 ..Default::default()
             }))
