@@ -607,4 +607,92 @@ mod tests {
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
     }
+
+    #[tokio::test]
+    async fn a_tenant_admin_gets_permission_denied_on_another_tenants_channel() {
+        let (_dir, store) = store();
+        let own = create_tenant(&store, tenant_input()).await;
+        let other = create_tenant(&store, tenant_input()).await;
+        let theirs = create_channel(&store, &other.id).await;
+        let mine = create_channel(&store, &own.id).await;
+        let admin = tenant_admin_caller(&own.id);
+        let api = api(&store);
+        api.get_channel(as_caller(&admin, GetChannelRequest { id: mine.id.clone() }))
+            .await
+            .unwrap();
+        let denied = |result: Result<Response<Channel>, Status>| {
+            assert_eq!(result.unwrap_err().code(), Code::PermissionDenied);
+        };
+        denied(
+            api.get_channel(as_caller(&admin, GetChannelRequest { id: theirs.id.clone() }))
+                .await,
+        );
+        denied(
+            api.update_channel(as_caller(
+                &admin,
+                UpdateChannelRequest {
+                    channel: Some(Channel {
+                        id: theirs.id.clone(),
+                        display_name: "Taken".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: None,
+                },
+            ))
+            .await,
+        );
+        denied(
+            api.rotate_channel_secret(as_caller(
+                &admin,
+                RotateChannelSecretRequest {
+                    id: theirs.id.clone(),
+                    new_secret: "new-secret".into(),
+                    grace_period: None,
+                },
+            ))
+            .await,
+        );
+        denied(
+            api.create_channel(as_caller(
+                &admin,
+                CreateChannelRequest {
+                    tenant_id: other.id.clone(),
+                    channel: Some(channel_input()),
+                },
+            ))
+            .await,
+        );
+        let deleted = api
+            .delete_channel(as_caller(&admin, DeleteChannelRequest { id: theirs.id.clone() }))
+            .await;
+        assert_eq!(deleted.unwrap_err().code(), Code::PermissionDenied);
+        assert_eq!(store.channel(&theirs.id).unwrap().display_name, "Brand OA");
+    }
+
+    #[tokio::test]
+    async fn a_tenant_admin_listing_channels_sees_only_its_tenant() {
+        let (_dir, store) = store();
+        let own = create_tenant(&store, tenant_input()).await;
+        let other = create_tenant(&store, tenant_input()).await;
+        let mine = create_channel(&store, &own.id).await;
+        create_channel(&store, &other.id).await;
+        let admin = tenant_admin_caller(&own.id);
+        let listed = api(&store)
+            .list_channels(as_caller(&admin, ListChannelsRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        let ids: Vec<_> = listed.channels.iter().map(|c| c.id.clone()).collect();
+        assert_eq!(ids, [mine.id]);
+        let refused = api(&store)
+            .list_channels(as_caller(
+                &admin,
+                ListChannelsRequest {
+                    tenant_id: other.id,
+                    ..Default::default()
+                },
+            ))
+            .await;
+        assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
+    }
 }

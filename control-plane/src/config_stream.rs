@@ -797,4 +797,78 @@ mod tests {
         assert_eq!(last.unwrap_err().code(), tonic::Code::Unavailable);
         assert!(stream.next().await.is_none());
     }
+
+    async fn make_token(store: &Store, role: hookplane_proto::v1::Role, tenant_id: &str) -> String {
+        use hookplane_proto::v1::token_service_server::TokenService as _;
+        crate::tokens::TokenApi::new(store.clone(), crate::tokens::LastUsed::new(store))
+            .create_token(operator(hookplane_proto::v1::CreateTokenRequest {
+                token: Some(hookplane_proto::v1::Token {
+                    display_name: "token".into(),
+                    role: role as i32,
+                    tenant_id: tenant_id.into(),
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+            .unwrap()
+            .id
+    }
+
+    fn publisher_tokens(update: &ConfigUpdate) -> Vec<NodePublisherToken> {
+        update
+            .upserts
+            .iter()
+            .filter_map(|r| match &r.resource {
+                Some(Resource::PublisherToken(t)) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn nodes_get_the_hashes_of_tokens_that_may_publish_and_no_other() {
+        use hookplane_proto::v1::Role;
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let publisher = make_token(&store, Role::Publisher, &tenant.id).await;
+        let operator_token = make_token(&store, Role::Operator, "").await;
+        make_token(&store, Role::TenantAdmin, &tenant.id).await;
+        let update = builder(&store).first(0).unwrap();
+        let mut sent = publisher_tokens(&update);
+        sent.sort_by(|a, b| a.id.cmp(&b.id));
+        let ids: Vec<_> = sent.iter().map(|t| t.id.clone()).collect();
+        assert_eq!(ids, [publisher.clone(), operator_token]);
+        assert_eq!(sent[0].tenant_id, tenant.id);
+        assert!(sent[1].tenant_id.is_empty());
+        assert_eq!(
+            sent[0].secret_sha256,
+            store.token(&publisher).unwrap().secret_sha256
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_reaches_nodes_as_a_delete() {
+        use hookplane_proto::v1::token_service_server::TokenService as _;
+        use hookplane_proto::v1::{RevokeTokenRequest, Role};
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let token = make_token(&store, Role::Publisher, &tenant.id).await;
+        let held = store.revision();
+        crate::tokens::TokenApi::new(store.clone(), crate::tokens::LastUsed::new(&store))
+            .revoke_token(operator(RevokeTokenRequest { id: token.clone() }))
+            .await
+            .unwrap();
+        let update = builder(&store).first(held).unwrap();
+        assert!(!update.snapshot);
+        assert_eq!(
+            update.deletes,
+            [ResourceKey {
+                kind: ResourceKind::PublisherToken as i32,
+                id: token,
+            }]
+        );
+    }
 }

@@ -620,4 +620,108 @@ mod tests {
         }
         assert_eq!(seen, created);
     }
+
+    #[tokio::test]
+    async fn a_tenant_admin_listing_tenants_sees_only_its_own() {
+        let (_dir, store) = store();
+        let own = create(&store, tenant_input()).await.unwrap();
+        create(&store, tenant_input()).await.unwrap();
+        let admin = tenant_admin_caller(&own.id);
+        let listed = api(&store)
+            .list_tenants(as_caller(&admin, ListTenantsRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        let ids: Vec<_> = listed.tenants.iter().map(|t| t.id.clone()).collect();
+        assert_eq!(ids, [own.id]);
+        assert!(listed.next_page_token.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_tenant_admin_reads_and_renames_its_own_tenant_but_no_other() {
+        let (_dir, store) = store();
+        let own = create(&store, tenant_input()).await.unwrap();
+        let other = create(&store, tenant_input()).await.unwrap();
+        let admin = tenant_admin_caller(&own.id);
+        let api = api(&store);
+        api.get_tenant(as_caller(&admin, GetTenantRequest { id: own.id.clone() }))
+            .await
+            .unwrap();
+        let refused = api
+            .get_tenant(as_caller(&admin, GetTenantRequest { id: other.id.clone() }))
+            .await;
+        assert_status(
+            refused,
+            Code::PermissionDenied,
+            &format!("this token may act on tenant \"{}\" only", own.id),
+        );
+        let rename = |id: &str| UpdateTenantRequest {
+            tenant: Some(Tenant {
+                id: id.into(),
+                display_name: "Renamed".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["display_name".into()],
+            }),
+        };
+        api.update_tenant(as_caller(&admin, rename(&own.id)))
+            .await
+            .unwrap();
+        let refused = api.update_tenant(as_caller(&admin, rename(&other.id))).await;
+        assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
+    }
+
+    #[tokio::test]
+    async fn only_an_operator_creates_or_deletes_tenants_or_changes_entitlements() {
+        let (_dir, store) = store();
+        let own = create(&store, tenant_input()).await.unwrap();
+        let admin = tenant_admin_caller(&own.id);
+        let api = api(&store);
+        let created = api
+            .create_tenant(as_caller(
+                &admin,
+                CreateTenantRequest {
+                    tenant: Some(tenant_input()),
+                },
+            ))
+            .await;
+        assert_status(
+            created,
+            Code::PermissionDenied,
+            "only an operator token may create tenants",
+        );
+        let deleted = api
+            .delete_tenant(as_caller(&admin, DeleteTenantRequest { id: own.id.clone() }))
+            .await;
+        assert_eq!(deleted.unwrap_err().code(), Code::PermissionDenied);
+        let entitled = api
+            .update_tenant(as_caller(
+                &admin,
+                UpdateTenantRequest {
+                    tenant: Some(Tenant {
+                        id: own.id.clone(),
+                        ..tenant_input()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["entitlements.zones".into()],
+                    }),
+                },
+            ))
+            .await;
+        assert_status(
+            entitled,
+            Code::PermissionDenied,
+            "only an operator token may change a tenant's entitlements",
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_did_not_pass_the_admin_check_is_refused() {
+        let (_dir, store) = store();
+        let refused = api(&store)
+            .list_tenants(Request::new(ListTenantsRequest::default()))
+            .await;
+        assert_eq!(refused.unwrap_err().code(), Code::Unauthenticated);
+    }
 }

@@ -29,6 +29,16 @@ pub(crate) fn operator<T>(message: T) -> Request<T> {
     request
 }
 
+/// A tenant admin token's caller.
+pub(crate) fn tenant_admin_caller(tenant_id: &str) -> Caller {
+    Caller {
+        token_id: "tok_01TENANTADMIN0000000000000".into(),
+        name: "brand console".into(),
+        scope: crate::caller::Scope::Tenant(tenant_id.into()),
+        peer: None,
+    }
+}
+
 /// A request as the admin check passes it on for `caller`.
 pub(crate) fn as_caller<T>(caller: &Caller, message: T) -> Request<T> {
     let mut request = Request::new(message);
