@@ -45,10 +45,11 @@ impl Publisher {
         }
         // One snapshot for the whole call, as for a webhook.
         let snapshot = self.config.load();
-        auth::check(metadata, &snapshot.publisher_token_sha256)?;
+        let publishing = auth::check(metadata, &snapshot, SystemTime::now())?;
         if req.tenant_id.is_empty() {
             return Err(Error::invalid("tenant_id", "required"));
         }
+        publishing.allows(&req.tenant_id)?;
         let zone = topics::zone_of(&req.topic).ok_or_else(|| {
             Error::invalid(
                 "topic",
