@@ -7,6 +7,7 @@ use hookplane_client::Client;
 
 use crate::{
     commands::{
+        audit::{self, AuditArgs},
         channel::{self, ChannelCommand},
         deliveries::{self, AttemptsArgs},
         forwarding::{self, ForwardingCommand},
@@ -14,6 +15,7 @@ use crate::{
         notifications::{self, NotificationsArgs},
         subscription::{self, SubscriptionCommand},
         tenant::{self, TenantCommand},
+        tokens::{self, TokenCommand},
     },
     output::Printout,
     token,
@@ -43,7 +45,8 @@ pub struct Global {
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
-    /// The admin token; default: the content of ./hookplane-data/admin.token.
+    /// The admin token, or an API token (`hp_tok_...`); default: the content of
+    /// ./hookplane-data/admin.token.
     #[arg(
         long,
         global = true,
@@ -77,6 +80,10 @@ pub enum Command {
     /// Emails sent (or logged) for a tenant.
     Notifications(NotificationsArgs),
     #[command(subcommand)]
+    Token(TokenCommand),
+    /// Audit events (admin writes, secret reveals and rotations, token changes), newest first.
+    Audit(AuditArgs),
+    #[command(subcommand)]
     Line(LineCommand),
 }
 
@@ -99,6 +106,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Printout> {
         Command::Attempts(args) => deliveries::attempts(args, &client).await,
         Command::RetryDelivery { id } => deliveries::retry(id, &client).await,
         Command::Notifications(args) => notifications::run(args, &client).await,
+        Command::Token(c) => tokens::run(c, &client).await,
+        Command::Audit(args) => audit::run(args, &client).await,
         Command::Line(c) => line::run(c),
     }
 }
