@@ -388,6 +388,8 @@ mod tests {
             "",
             "hookplane.v1.TenantService",
             "hookplane.v1.ConfigService",
+            "hookplane.v1.TokenService",
+            "hookplane.v1.AuditService",
         ] {
             let status = health
                 .check(HealthCheckRequest {
