@@ -225,11 +225,7 @@ mod tests {
     }
 
     fn methods(response: &ListAuditEventsResponse) -> Vec<&str> {
-        response
-            .events
-            .iter()
-            .map(|e| e.method.as_str())
-            .collect()
+        response.events.iter().map(|e| e.method.as_str()).collect()
     }
 
     #[test]
@@ -266,7 +262,9 @@ mod tests {
             page_token,
             ..Default::default()
         };
-        let first = log.list(&operator_caller(), &request(String::new())).unwrap();
+        let first = log
+            .list(&operator_caller(), &request(String::new()))
+            .unwrap();
         assert_eq!(methods(&first), ["3", "2"]);
         let second = log
             .list(&operator_caller(), &request(first.next_page_token))
@@ -286,7 +284,9 @@ mod tests {
         log.record(&operator_caller(), "nobodys", "", "tok_9", &[])
             .unwrap();
         let admin = tenant_admin("tnt_a");
-        let listed = log.list(&admin, &ListAuditEventsRequest::default()).unwrap();
+        let listed = log
+            .list(&admin, &ListAuditEventsRequest::default())
+            .unwrap();
         assert_eq!(methods(&listed), ["ours"]);
         let by_resource = log
             .list(

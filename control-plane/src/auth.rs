@@ -201,8 +201,8 @@ mod tests {
         assert!(check.call(request_with(Some("tok"))).is_err());
     }
 
-    use hookplane_proto::v1::{CreateTokenRequest, RevokeTokenRequest, Token};
     use hookplane_proto::v1::token_service_server::TokenService as _;
+    use hookplane_proto::v1::{CreateTokenRequest, RevokeTokenRequest, Token};
 
     use crate::test_fixtures::{create_tenant, in_days, operator, store, tenant_input};
     use crate::tokens::TokenApi;

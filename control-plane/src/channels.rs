@@ -109,8 +109,9 @@ impl ChannelApi {
     ) -> Result<(Channel, Vec<String>), Error> {
         let input = validate::present("channel", req.channel.as_ref())?;
         let id = validate::id("channel.id", &input.id)?;
-        let paths =
-            validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || given_fields(input))?;
+        let paths = validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || {
+            given_fields(input)
+        })?;
         let guard = self.store.lock_writes();
         let mut record = self.store.channel(id)?;
         caller.check_tenant(&record.tenant_id)?;
@@ -211,7 +212,11 @@ impl ChannelApi {
         Ok(to_proto(&record))
     }
 
-    fn list(&self, caller: &Caller, req: &ListChannelsRequest) -> Result<ListChannelsResponse, Error> {
+    fn list(
+        &self,
+        caller: &Caller,
+        req: &ListChannelsRequest,
+    ) -> Result<ListChannelsResponse, Error> {
         let tenant_id = validate::id("tenant_id", caller.listing_tenant(&req.tenant_id)?)?;
         let prefix = index_prefix(tenant_id);
         let page = Page::new(req.page_size, &req.page_token, &prefix)?;
@@ -598,12 +603,16 @@ mod tests {
             .unwrap();
         let before = store.revision();
         api(&store)
-            .delete_channel(crate::test_fixtures::operator(DeleteChannelRequest { id: channel.id }))
+            .delete_channel(crate::test_fixtures::operator(DeleteChannelRequest {
+                id: channel.id,
+            }))
             .await
             .unwrap();
         assert_eq!(store.revision(), before + 1);
         let gone = ForwardingApi::new(store.clone())
-            .get_forwarding_set(crate::test_fixtures::operator(GetForwardingSetRequest { id: set.id }))
+            .get_forwarding_set(crate::test_fixtures::operator(GetForwardingSetRequest {
+                id: set.id,
+            }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
     }
@@ -617,15 +626,25 @@ mod tests {
         let mine = create_channel(&store, &own.id).await;
         let admin = tenant_admin_caller(&own.id);
         let api = api(&store);
-        api.get_channel(as_caller(&admin, GetChannelRequest { id: mine.id.clone() }))
-            .await
-            .unwrap();
+        api.get_channel(as_caller(
+            &admin,
+            GetChannelRequest {
+                id: mine.id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
         let denied = |result: Result<Response<Channel>, Status>| {
             assert_eq!(result.unwrap_err().code(), Code::PermissionDenied);
         };
         denied(
-            api.get_channel(as_caller(&admin, GetChannelRequest { id: theirs.id.clone() }))
-                .await,
+            api.get_channel(as_caller(
+                &admin,
+                GetChannelRequest {
+                    id: theirs.id.clone(),
+                },
+            ))
+            .await,
         );
         denied(
             api.update_channel(as_caller(
@@ -663,7 +682,12 @@ mod tests {
             .await,
         );
         let deleted = api
-            .delete_channel(as_caller(&admin, DeleteChannelRequest { id: theirs.id.clone() }))
+            .delete_channel(as_caller(
+                &admin,
+                DeleteChannelRequest {
+                    id: theirs.id.clone(),
+                },
+            ))
             .await;
         assert_eq!(deleted.unwrap_err().code(), Code::PermissionDenied);
         assert_eq!(store.channel(&theirs.id).unwrap().display_name, "Brand OA");

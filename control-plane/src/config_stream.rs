@@ -696,7 +696,9 @@ mod tests {
         let held = store.revision();
         let other = create_tenant(&store, tenant_input()).await;
         TenantApi::new(store.clone())
-            .delete_tenant(crate::test_fixtures::operator(DeleteTenantRequest { id: tenant.clone() }))
+            .delete_tenant(crate::test_fixtures::operator(DeleteTenantRequest {
+                id: tenant.clone(),
+            }))
             .await
             .unwrap();
         let update = builder(&store).first(held).unwrap();

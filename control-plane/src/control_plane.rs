@@ -149,7 +149,11 @@ impl ControlPlane {
         let log = DeliveryLog::new(store.clone(), self.retention, retries.clone())
             .with_notifier(self.notifier.clone());
         let last_used = LastUsed::new(&store);
-        let admin = AdminCheck::new(&self.credentials.admin_token, store.clone(), last_used.clone());
+        let admin = AdminCheck::new(
+            &self.credentials.admin_token,
+            store.clone(),
+            last_used.clone(),
+        );
         let node = TokenCheck::new(&self.credentials.node_token, "node");
         let test_events = TestEvents::new(&self.outbound)?;
         let system_stop = SystemStop::new(

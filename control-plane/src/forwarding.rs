@@ -133,8 +133,9 @@ impl ForwardingApi {
     ) -> Result<(ForwardingSet, String, Vec<String>), Error> {
         let input = validate::present("forwarding_set", req.forwarding_set.as_ref())?;
         let id = validate::id("forwarding_set.id", &input.id)?;
-        let paths =
-            validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || given_fields(input))?;
+        let paths = validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || {
+            given_fields(input)
+        })?;
         let guard = self.store.lock_writes();
         let mut record = self.store.forwarding_set(id)?;
         caller.check_tenant(&record.tenant_id)?;

@@ -83,17 +83,17 @@ impl SubscriptionApi {
     }
 
     /// The subscription `id`, if the caller may act on its tenant.
-    fn subscription(
-        &self,
-        caller: &Caller,
-        id: &str,
-    ) -> Result<SubscriptionRecord, Error> {
+    fn subscription(&self, caller: &Caller, id: &str) -> Result<SubscriptionRecord, Error> {
         let record = self.store.subscription(id)?;
         caller.check_tenant(&record.tenant_id)?;
         Ok(record)
     }
 
-    fn create(&self, caller: &Caller, req: CreateSubscriptionRequest) -> Result<Subscription, Error> {
+    fn create(
+        &self,
+        caller: &Caller,
+        req: CreateSubscriptionRequest,
+    ) -> Result<Subscription, Error> {
         let tenant_id = validate::id("tenant_id", &req.tenant_id)?;
         caller.check_tenant(tenant_id)?;
         let input = validate::present("subscription", req.subscription.as_ref())?;
@@ -160,8 +160,9 @@ impl SubscriptionApi {
     ) -> Result<(Subscription, Vec<String>), Error> {
         let input = validate::present("subscription", req.subscription.as_ref())?;
         let id = validate::id("subscription.id", &input.id)?;
-        let paths =
-            validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || given_fields(input))?;
+        let paths = validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || {
+            given_fields(input)
+        })?;
         let guard = self.store.lock_writes();
         let mut record = self.subscription(caller, id)?;
         apply(&mut record, input, &paths)?;
@@ -223,7 +224,10 @@ impl SubscriptionApi {
     /// The current secret, and the subscription's tenant for the audit trail.
     fn reveal(&self, caller: &Caller, id: &str) -> Result<(RevealSecretResponse, String), Error> {
         let record = self.subscription(caller, id)?;
-        Ok((self.secret_response(&record, Time::now())?, record.tenant_id))
+        Ok((
+            self.secret_response(&record, Time::now())?,
+            record.tenant_id,
+        ))
     }
 
     fn secret_response(
@@ -625,7 +629,9 @@ impl SubscriptionService for SubscriptionApi {
         request: Request<SendTestEventRequest>,
     ) -> Result<Response<SendTestEventResponse>, Status> {
         let caller = Caller::of(&request)?;
-        Ok(Response::new(self.send_test(&caller, request.get_ref()).await?))
+        Ok(Response::new(
+            self.send_test(&caller, request.get_ref()).await?,
+        ))
     }
 }
 
@@ -645,7 +651,9 @@ mod tests {
 
     async fn stop(store: &Store, id: &str) -> Subscription {
         api(store)
-            .stop_subscription(crate::test_fixtures::operator(StopSubscriptionRequest { id: id.into() }))
+            .stop_subscription(crate::test_fixtures::operator(StopSubscriptionRequest {
+                id: id.into(),
+            }))
             .await
             .unwrap()
             .into_inner()
@@ -653,14 +661,18 @@ mod tests {
 
     async fn resume(store: &Store, id: &str) -> Result<Subscription, Status> {
         api(store)
-            .resume_subscription(crate::test_fixtures::operator(ResumeSubscriptionRequest { id: id.into() }))
+            .resume_subscription(crate::test_fixtures::operator(ResumeSubscriptionRequest {
+                id: id.into(),
+            }))
             .await
             .map(Response::into_inner)
     }
 
     async fn reveal(store: &Store, id: &str) -> RevealSecretResponse {
         api(store)
-            .reveal_secret(crate::test_fixtures::operator(RevealSecretRequest { id: id.into() }))
+            .reveal_secret(crate::test_fixtures::operator(RevealSecretRequest {
+                id: id.into(),
+            }))
             .await
             .unwrap()
             .into_inner()
@@ -839,10 +851,13 @@ mod tests {
                 let api = Arc::clone(&api);
                 let tenant_id = tenant.id.clone();
                 std::thread::spawn(move || {
-                    api.create(&operator_caller(), CreateSubscriptionRequest {
-                        tenant_id,
-                        subscription: Some(subscription_input()),
-                    })
+                    api.create(
+                        &operator_caller(),
+                        CreateSubscriptionRequest {
+                            tenant_id,
+                            subscription: Some(subscription_input()),
+                        },
+                    )
                     .is_ok()
                 })
             })
@@ -1114,7 +1129,9 @@ mod tests {
             .await
             .unwrap();
         let got = api(&store)
-            .get_subscription(crate::test_fixtures::operator(GetSubscriptionRequest { id: sub.id }))
+            .get_subscription(crate::test_fixtures::operator(GetSubscriptionRequest {
+                id: sub.id,
+            }))
             .await
             .unwrap()
             .into_inner();

@@ -94,8 +94,9 @@ impl TenantApi {
         let input = validate::present("tenant", req.tenant.as_ref())?;
         let id = validate::id("tenant.id", &input.id)?;
         caller.check_tenant(id)?;
-        let paths =
-            validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || given_fields(input))?;
+        let paths = validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || {
+            given_fields(input)
+        })?;
         if paths.iter().any(|p| p.starts_with("entitlements")) {
             // What a tenant has bought is the operator's to say.
             caller.require_operator("change a tenant's entitlements")?;
@@ -137,7 +138,11 @@ impl TenantApi {
         Ok(())
     }
 
-    fn list(&self, caller: &Caller, req: &ListTenantsRequest) -> Result<ListTenantsResponse, Error> {
+    fn list(
+        &self,
+        caller: &Caller,
+        req: &ListTenantsRequest,
+    ) -> Result<ListTenantsResponse, Error> {
         let page = Page::new(req.page_size, &req.page_token, b"")?;
         if let Some(own) = caller.own_tenant() {
             // A tenant admin's listing holds its own tenant, on the first page.
@@ -273,8 +278,13 @@ impl TenantService for TenantApi {
             .map(given_fields)
             .unwrap_or_default();
         let tenant = self.create(&caller, request.into_inner())?;
-        self.audit
-            .record(&caller, &method("CreateTenant"), &tenant.id, &tenant.id, &fields)?;
+        self.audit.record(
+            &caller,
+            &method("CreateTenant"),
+            &tenant.id,
+            &tenant.id,
+            &fields,
+        )?;
         self.store.flush().await?;
         Ok(Response::new(tenant))
     }
@@ -304,8 +314,13 @@ impl TenantService for TenantApi {
         let caller = Caller::of(&request)?;
         let (tenant, paths) = self.update(&caller, request.into_inner())?;
         let fields: Vec<&str> = paths.iter().map(String::as_str).collect();
-        self.audit
-            .record(&caller, &method("UpdateTenant"), &tenant.id, &tenant.id, &fields)?;
+        self.audit.record(
+            &caller,
+            &method("UpdateTenant"),
+            &tenant.id,
+            &tenant.id,
+            &fields,
+        )?;
         self.store.flush().await?;
         Ok(Response::new(tenant))
     }
@@ -447,7 +462,9 @@ mod tests {
     async fn getting_an_unknown_tenant_names_it() {
         let (_dir, store) = store();
         let result = api(&store)
-            .get_tenant(crate::test_fixtures::operator(GetTenantRequest { id: "tnt_x".into() }))
+            .get_tenant(crate::test_fixtures::operator(GetTenantRequest {
+                id: "tnt_x".into(),
+            }))
             .await;
         assert_status(result, Code::NotFound, "tenant \"tnt_x\" not found");
     }
@@ -571,15 +588,21 @@ mod tests {
         );
         let channels = ChannelApi::new(store.clone());
         let gone = channels
-            .get_channel(crate::test_fixtures::operator(GetChannelRequest { id: channel.id }))
+            .get_channel(crate::test_fixtures::operator(GetChannelRequest {
+                id: channel.id,
+            }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
         let gone = ForwardingApi::new(store.clone())
-            .get_forwarding_set(crate::test_fixtures::operator(GetForwardingSetRequest { id: set.id }))
+            .get_forwarding_set(crate::test_fixtures::operator(GetForwardingSetRequest {
+                id: set.id,
+            }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
         let gone = subscription_api(&store)
-            .get_subscription(crate::test_fixtures::operator(GetSubscriptionRequest { id: sub.id }))
+            .get_subscription(crate::test_fixtures::operator(GetSubscriptionRequest {
+                id: sub.id,
+            }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
         for index in [
@@ -648,7 +671,12 @@ mod tests {
             .await
             .unwrap();
         let refused = api
-            .get_tenant(as_caller(&admin, GetTenantRequest { id: other.id.clone() }))
+            .get_tenant(as_caller(
+                &admin,
+                GetTenantRequest {
+                    id: other.id.clone(),
+                },
+            ))
             .await;
         assert_status(
             refused,
@@ -668,7 +696,9 @@ mod tests {
         api.update_tenant(as_caller(&admin, rename(&own.id)))
             .await
             .unwrap();
-        let refused = api.update_tenant(as_caller(&admin, rename(&other.id))).await;
+        let refused = api
+            .update_tenant(as_caller(&admin, rename(&other.id)))
+            .await;
         assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
     }
 
@@ -692,7 +722,10 @@ mod tests {
             "only an operator token may create tenants",
         );
         let deleted = api
-            .delete_tenant(as_caller(&admin, DeleteTenantRequest { id: own.id.clone() }))
+            .delete_tenant(as_caller(
+                &admin,
+                DeleteTenantRequest { id: own.id.clone() },
+            ))
             .await;
         assert_eq!(deleted.unwrap_err().code(), Code::PermissionDenied);
         let entitled = api

@@ -9,8 +9,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hookplane_proto::v1::token_service_server::{self, TokenService};
 use hookplane_proto::v1::{
-    CreateTokenRequest, CreateTokenResponse, ListTokensRequest, ListTokensResponse, Role,
-    RevokeTokenRequest, Token,
+    CreateTokenRequest, CreateTokenResponse, ListTokensRequest, ListTokensResponse,
+    RevokeTokenRequest, Role, Token,
 };
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
@@ -146,9 +146,8 @@ impl TokenApi {
         let expire_time = match &input.expire_time {
             None => None,
             Some(ts) => {
-                let end = Time::from_proto(ts).ok_or_else(|| {
-                    Error::invalid("token.expire_time", "not a valid timestamp")
-                })?;
+                let end = Time::from_proto(ts)
+                    .ok_or_else(|| Error::invalid("token.expire_time", "not a valid timestamp"))?;
                 if end <= now {
                     return Err(Error::invalid("token.expire_time", "must be in the future"));
                 }
@@ -365,10 +364,7 @@ mod tests {
         let other = create_tenant(&store, tenant_input()).await;
         let api = api(&store);
         let admin = tenant_admin(&own.id);
-        assert!(
-            api.create(&admin, &token(Role::Publisher, &own.id))
-                .is_ok()
-        );
+        assert!(api.create(&admin, &token(Role::Publisher, &own.id)).is_ok());
         let err = api
             .create(&admin, &token(Role::TenantAdmin, &other.id))
             .unwrap_err();

@@ -13,8 +13,10 @@ pub fn token_id(secret: &str) -> Option<&str> {
     let rest = secret.strip_prefix(PREFIX)?;
     let id = rest.get(..ID_LEN)?;
     let random = rest.get(ID_LEN..)?.strip_prefix('_')?;
-    (id.starts_with("tok_") && id[4..].bytes().all(|b| b.is_ascii_alphanumeric()) && !random.is_empty())
-        .then_some(id)
+    (id.starts_with("tok_")
+        && id[4..].bytes().all(|b| b.is_ascii_alphanumeric())
+        && !random.is_empty())
+    .then_some(id)
 }
 
 #[cfg(test)]

@@ -36,8 +36,7 @@ async fn events(client: &Client, request: v1::ListAuditEventsRequest) -> Vec<v1:
 }
 
 #[tokio::test]
-async fn a_change_and_a_reveal_are_listed_with_their_caller_method_fields_and_peer_and_no_secret()
-{
+async fn a_change_and_a_reveal_are_listed_with_their_caller_method_fields_and_peer_and_no_secret() {
     let sa = Standalone::start().await.unwrap();
     let admin = sa.admin().await.unwrap();
     let brand = create_tenant(&admin, "Brand").await.unwrap();
@@ -167,7 +166,9 @@ async fn a_tenant_admin_lists_only_its_tenants_audit_events() {
     let admin = sa.admin().await.unwrap();
     let ours = create_tenant(&admin, "Ours").await.unwrap();
     let theirs = create_tenant(&admin, "Theirs").await.unwrap();
-    let our_channel = create_channel(&admin, &ours.id, "our-secret").await.unwrap();
+    let our_channel = create_channel(&admin, &ours.id, "our-secret")
+        .await
+        .unwrap();
     let their_channel = create_channel(&admin, &theirs.id, "their-secret")
         .await
         .unwrap();

@@ -50,7 +50,10 @@ fn points_event(tenant_id: &str) -> v1::PublishEventRequest {
     }
 }
 
-async fn publish(client: &Client, tenant_id: &str) -> Result<v1::PublishEventResponse, tonic::Status> {
+async fn publish(
+    client: &Client,
+    tenant_id: &str,
+) -> Result<v1::PublishEventResponse, tonic::Status> {
     client
         .events()
         .publish_event(points_event(tenant_id))
@@ -73,7 +76,9 @@ async fn two_brands() -> TwoBrands {
     let admin = sa.admin().await.unwrap();
     let ours = create_tenant(&admin, "Ours").await.unwrap();
     let theirs = create_tenant(&admin, "Theirs").await.unwrap();
-    create_channel(&admin, &ours.id, "our-secret").await.unwrap();
+    create_channel(&admin, &ours.id, "our-secret")
+        .await
+        .unwrap();
     let their_channel = create_channel(&admin, &theirs.id, "their-secret")
         .await
         .unwrap();
@@ -229,9 +234,11 @@ async fn a_publisher_token_publishes_for_its_tenant_only_and_not_after_it_is_rev
         .unwrap();
 
     // The token reaches the node through the config stream.
-    eventually(WAIT, "the node to accept the new publisher token", || async {
-        publish(&producer, &b.ours.id).await.ok()
-    })
+    eventually(
+        WAIT,
+        "the node to accept the new publisher token",
+        || async { publish(&producer, &b.ours.id).await.ok() },
+    )
     .await
     .unwrap();
     assert_eq!(
@@ -365,12 +372,18 @@ async fn hookctl_creates_lists_and_revokes_a_token() {
     let listed = hookctl(&sa, &sa.admin_token, &["token", "list"]);
     assert!(listed.status.success());
     let table = String::from_utf8_lossy(&listed.stdout);
-    assert!(table.contains(&id) && table.contains("brand console"), "{table}");
+    assert!(
+        table.contains(&id) && table.contains("brand console"),
+        "{table}"
+    );
     assert!(!table.contains(&secret), "{table}");
 
     let revoked = hookctl(&sa, &sa.admin_token, &["token", "revoke", &id]);
     assert!(revoked.status.success());
-    assert_eq!(String::from_utf8_lossy(&revoked.stdout), format!("revoked {id}\n"));
+    assert_eq!(
+        String::from_utf8_lossy(&revoked.stdout),
+        format!("revoked {id}\n")
+    );
 
     let refused = hookctl(&sa, &secret, &["tenant", "list"]);
     assert!(!refused.status.success());

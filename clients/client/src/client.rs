@@ -9,8 +9,8 @@ use crate::{
     BearerToken, Error,
     v1::{
         audit_service_client::AuditServiceClient, channel_service_client::ChannelServiceClient,
-        config_service_client::ConfigServiceClient,
-        delivery_service_client::DeliveryServiceClient, event_service_client::EventServiceClient,
+        config_service_client::ConfigServiceClient, delivery_service_client::DeliveryServiceClient,
+        event_service_client::EventServiceClient,
         forwarding_service_client::ForwardingServiceClient,
         notification_service_client::NotificationServiceClient,
         subscription_service_client::SubscriptionServiceClient,

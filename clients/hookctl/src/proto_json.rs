@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 
 use hookplane_client::v1::{
-    AttemptOutcome, AuditEvent, Channel, CreateTokenResponse, Delivery, DeliveryAttempt, DeliveryState, Entitlements,
-    ForwardingKind, ForwardingSet, GenesysSettings, Notification, NotificationState,
-    RevealSecretResponse, Role, SendTestEventResponse, SignatureScheme, Subscription,
-    SubscriptionState, Tenant, Token, Zone, ZoneEntitlement,
+    AttemptOutcome, AuditEvent, Channel, CreateTokenResponse, Delivery, DeliveryAttempt,
+    DeliveryState, Entitlements, ForwardingKind, ForwardingSet, GenesysSettings, Notification,
+    NotificationState, RevealSecretResponse, Role, SendTestEventResponse, SignatureScheme,
+    Subscription, SubscriptionState, Tenant, Token, Zone, ZoneEntitlement,
 };
 use serde_json::{Value, json};
 

@@ -356,7 +356,11 @@ impl DeliveryLog {
     }
 
     /// The tenant of a forwarding set or subscription, if it still exists.
-    fn tenant_of_target(&self, forwarding_set_id: &str, subscription_id: &str) -> Result<Option<String>, Error> {
+    fn tenant_of_target(
+        &self,
+        forwarding_set_id: &str,
+        subscription_id: &str,
+    ) -> Result<Option<String>, Error> {
         if !forwarding_set_id.is_empty() {
             return Ok(self
                 .store
@@ -556,10 +560,12 @@ mod tests {
     }
 
     async fn list(log: &DeliveryLog, fwd_id: &str) -> Vec<DeliveryAttempt> {
-        log.list_delivery_attempts(crate::test_fixtures::operator(ListDeliveryAttemptsRequest {
-            forwarding_set_id: fwd_id.into(),
-            ..Default::default()
-        }))
+        log.list_delivery_attempts(crate::test_fixtures::operator(
+            ListDeliveryAttemptsRequest {
+                forwarding_set_id: fwd_id.into(),
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -567,9 +573,11 @@ mod tests {
     }
 
     async fn retry(log: &DeliveryLog, id: &str) -> Result<Delivery, Status> {
-        log.retry_delivery(crate::test_fixtures::operator(RetryDeliveryRequest { id: id.into() }))
-            .await
-            .map(Response::into_inner)
+        log.retry_delivery(crate::test_fixtures::operator(RetryDeliveryRequest {
+            id: id.into(),
+        }))
+        .await
+        .map(Response::into_inner)
     }
 
     /// How many attempts the tree holds for `target`, whatever the page size.
@@ -680,11 +688,13 @@ mod tests {
         let s = setup(100, DAY).await;
         let result = s
             .log
-            .list_delivery_attempts(crate::test_fixtures::operator(ListDeliveryAttemptsRequest {
-                forwarding_set_id: s.fwd_id.clone(),
-                subscription_id: "sub_x".into(),
-                ..Default::default()
-            }))
+            .list_delivery_attempts(crate::test_fixtures::operator(
+                ListDeliveryAttemptsRequest {
+                    forwarding_set_id: s.fwd_id.clone(),
+                    subscription_id: "sub_x".into(),
+                    ..Default::default()
+                },
+            ))
             .await;
         assert_status(
             result,
@@ -698,10 +708,12 @@ mod tests {
         let s = setup(100, DAY).await;
         let result = s
             .log
-            .list_delivery_attempts(crate::test_fixtures::operator(ListDeliveryAttemptsRequest {
-                subscription_id: "sub_missing".into(),
-                ..Default::default()
-            }))
+            .list_delivery_attempts(crate::test_fixtures::operator(
+                ListDeliveryAttemptsRequest {
+                    subscription_id: "sub_missing".into(),
+                    ..Default::default()
+                },
+            ))
             .await;
         assert_status(
             result,

@@ -138,10 +138,10 @@ mod tests {
             .list(
                 &crate::test_fixtures::operator_caller(),
                 &hookplane_proto::v1::ListDeliveryAttemptsRequest {
-                forwarding_set_id: fwd.id.clone(),
-                page_size: 1000,
-                ..Default::default()
-            },
+                    forwarding_set_id: fwd.id.clone(),
+                    page_size: 1000,
+                    ..Default::default()
+                },
             )
             .unwrap()
             .attempts;

@@ -57,8 +57,8 @@ pub fn check(
         .and_then(bearer_token)
         .ok_or(REFUSED)?;
     let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    if let Some(api_token) = hookplane_proto::token_secret::token_id(token)
-        .and_then(|id| snapshot.publisher_token(id))
+    if let Some(api_token) =
+        hookplane_proto::token_secret::token_id(token).and_then(|id| snapshot.publisher_token(id))
     {
         let expired = api_token.expire_time.as_ref().is_some_and(|end| {
             let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -114,10 +114,8 @@ mod tests {
                     id: TOKEN_ID.into(),
                     secret_sha256: sha256_hex(TOKEN_SECRET),
                     tenant_id: tenant.into(),
-                    expire_time: expire_secs.map(|seconds| prost_types::Timestamp {
-                        seconds,
-                        nanos: 0,
-                    }),
+                    expire_time: expire_secs
+                        .map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
                 })),
             })
             .into_iter()

@@ -148,15 +148,20 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<TokenCommand, clap::Error> {
-        Cli::try_parse_from(std::iter::once("token").chain(args.iter().copied()))
-            .map(|c| c.command)
+        Cli::try_parse_from(std::iter::once("token").chain(args.iter().copied())).map(|c| c.command)
     }
 
     #[test]
     fn a_publisher_token_needs_its_tenant() {
         assert!(parse(&["create", "--name", "crm", "--role", "publisher"]).is_err());
         let TokenCommand::Create(args) = parse(&[
-            "create", "--name", "crm", "--role", "publisher", "--tenant", "tnt_1",
+            "create",
+            "--name",
+            "crm",
+            "--role",
+            "publisher",
+            "--tenant",
+            "tnt_1",
         ])
         .unwrap() else {
             panic!("expected create");
@@ -187,6 +192,9 @@ mod tests {
             ..Token::default()
         };
         let text = table(&[t]).render();
-        assert!(text.lines().nth(1).unwrap().contains("ROLE_TENANT_ADMIN"), "{text}");
+        assert!(
+            text.lines().nth(1).unwrap().contains("ROLE_TENANT_ADMIN"),
+            "{text}"
+        );
     }
 }
