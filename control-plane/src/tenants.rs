@@ -130,11 +130,17 @@ impl TenantApi {
         for sub_id in self.store.child_ids(Index::TenantSubscriptions, id)? {
             change.remove_subscription(id, &sub_id);
         }
-        for token_id in self.store.child_ids(Index::TenantTokens, id)? {
-            change.remove_token(id, &token_id);
+        let token_ids = self.store.child_ids(Index::TenantTokens, id)?;
+        for token_id in &token_ids {
+            change.remove_token(id, token_id);
         }
         change.remove_tenant(id);
         self.store.commit(&guard, change)?;
+        for token_id in &token_ids {
+            self.store
+                .token_last_used_tree()
+                .remove(token_id.as_bytes())?;
+        }
         Ok(())
     }
 
@@ -756,5 +762,33 @@ mod tests {
             .list_tenants(Request::new(ListTenantsRequest::default()))
             .await;
         assert_eq!(refused.unwrap_err().code(), Code::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_tenant_revokes_its_tokens() {
+        use hookplane_proto::v1::token_service_server::TokenService as _;
+        use hookplane_proto::v1::{CreateTokenRequest, Role, Token};
+        let (_dir, store) = store();
+        let tenant = create(&store, tenant_input()).await.unwrap();
+        let tokens =
+            crate::tokens::TokenApi::new(store.clone(), crate::tokens::LastUsed::new(&store));
+        let made = tokens
+            .create_token(operator(CreateTokenRequest {
+                token: Some(Token {
+                    display_name: "crm".into(),
+                    role: Role::Publisher as i32,
+                    tenant_id: tenant.id.clone(),
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let id = made.token.unwrap().id;
+        api(&store)
+            .delete_tenant(operator(DeleteTenantRequest { id: tenant.id }))
+            .await
+            .unwrap();
+        assert!(store.find_token(&id).unwrap().is_none());
     }
 }
