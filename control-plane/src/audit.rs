@@ -215,7 +215,8 @@ mod tests {
     use crate::caller::Scope;
     use crate::test_fixtures::*;
 
-    fn tenant_admin(tenant: &str) -> Caller {
+    /// A tenant admin calling from a known address.
+    fn tenant_admin_from_afar(tenant: &str) -> Caller {
         Caller {
             token_id: "tok_1".into(),
             name: "console".into(),
@@ -232,7 +233,7 @@ mod tests {
     fn events_are_listed_newest_first_with_who_what_and_where() {
         let (_dir, store) = store();
         let log = AuditLog::new(&store);
-        let admin = tenant_admin("tnt_a");
+        let admin = tenant_admin_from_afar("tnt_a");
         log.record(&admin, "first", "tnt_a", "ch_1", &["display_name"])
             .unwrap();
         log.record(&admin, "second", "tnt_a", "ch_1", &[]).unwrap();
@@ -283,7 +284,7 @@ mod tests {
             .unwrap();
         log.record(&operator_caller(), "nobodys", "", "tok_9", &[])
             .unwrap();
-        let admin = tenant_admin("tnt_a");
+        let admin = tenant_admin_from_afar("tnt_a");
         let listed = log
             .list(&admin, &ListAuditEventsRequest::default())
             .unwrap();

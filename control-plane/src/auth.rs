@@ -149,9 +149,13 @@ impl tonic::service::Interceptor for AdminCheck {
 
 #[cfg(test)]
 mod tests {
+    use hookplane_proto::v1::token_service_server::TokenService as _;
+    use hookplane_proto::v1::{CreateTokenRequest, RevokeTokenRequest, Token};
     use tonic::service::Interceptor as _;
 
     use super::*;
+    use crate::test_fixtures::{create_tenant, in_days, operator, store, tenant_input};
+    use crate::tokens::TokenApi;
 
     fn request_with(header: Option<&str>) -> Request<()> {
         let mut request = Request::new(());
@@ -200,12 +204,6 @@ mod tests {
         let mut check = TokenCheck::new("tok", "admin");
         assert!(check.call(request_with(Some("tok"))).is_err());
     }
-
-    use hookplane_proto::v1::token_service_server::TokenService as _;
-    use hookplane_proto::v1::{CreateTokenRequest, RevokeTokenRequest, Token};
-
-    use crate::test_fixtures::{create_tenant, in_days, operator, store, tenant_input};
-    use crate::tokens::TokenApi;
 
     struct Tokens {
         _dir: tempfile::TempDir,
@@ -259,6 +257,10 @@ mod tests {
                 .call(request_with(Some(&format!("Bearer {secret}"))))?;
             Ok(request.extensions().get::<Caller>().unwrap().clone())
         }
+
+        fn last_used(&self, id: &str) -> Option<Time> {
+            LastUsed::new(&self.store).get(id).unwrap()
+        }
     }
 
     #[tokio::test]
@@ -279,13 +281,7 @@ mod tests {
         assert_eq!(caller.scope, Scope::Tenant(tenant.id));
         assert_eq!(caller.token_id, id);
         assert_eq!(caller.name, "console");
-        assert!(t.api_last_used(&id).is_some());
-    }
-
-    impl Tokens {
-        fn api_last_used(&self, id: &str) -> Option<Time> {
-            LastUsed::new(&self.store).get(id).unwrap()
-        }
+        assert!(t.last_used(&id).is_some());
     }
 
     #[tokio::test]

@@ -399,7 +399,7 @@ mod tests {
 
     async fn create(store: &Store, tenant_id: &str, channel: Channel) -> Result<Channel, Status> {
         api(store)
-            .create_channel(crate::test_fixtures::operator(CreateChannelRequest {
+            .create_channel(operator(CreateChannelRequest {
                 tenant_id: tenant_id.into(),
                 channel: Some(channel),
             }))
@@ -413,7 +413,7 @@ mod tests {
         grace_seconds: Option<i64>,
     ) -> Result<Channel, Status> {
         api(store)
-            .rotate_channel_secret(crate::test_fixtures::operator(RotateChannelSecretRequest {
+            .rotate_channel_secret(operator(RotateChannelSecretRequest {
                 id: id.into(),
                 new_secret: "rotated-secret".into(),
                 grace_period: grace_seconds
@@ -470,7 +470,7 @@ mod tests {
         assert!(channel.line_channel_access_token.is_empty());
         assert!(channel.has_access_token);
         let fetched = api(&store)
-            .get_channel(crate::test_fixtures::operator(GetChannelRequest {
+            .get_channel(operator(GetChannelRequest {
                 id: channel.id.clone(),
             }))
             .await
@@ -546,7 +546,7 @@ mod tests {
         input.line_channel_access_token = "token".into();
         let channel = create(&store, &tenant.id, input).await.unwrap();
         let updated = api(&store)
-            .update_channel(crate::test_fixtures::operator(UpdateChannelRequest {
+            .update_channel(operator(UpdateChannelRequest {
                 channel: Some(Channel {
                     id: channel.id,
                     ..Default::default()
@@ -566,7 +566,7 @@ mod tests {
     async fn listing_channels_of_an_unknown_tenant_is_not_found() {
         let (_dir, store) = store();
         let result = api(&store)
-            .list_channels(crate::test_fixtures::operator(ListChannelsRequest {
+            .list_channels(operator(ListChannelsRequest {
                 tenant_id: "tnt_missing".into(),
                 ..Default::default()
             }))
@@ -582,7 +582,7 @@ mod tests {
         let mine = create(&store, &a.id, channel_input()).await.unwrap();
         create(&store, &b.id, channel_input()).await.unwrap();
         let listed = api(&store)
-            .list_channels(crate::test_fixtures::operator(ListChannelsRequest {
+            .list_channels(operator(ListChannelsRequest {
                 tenant_id: a.id,
                 ..Default::default()
             }))
@@ -603,16 +603,12 @@ mod tests {
             .unwrap();
         let before = store.revision();
         api(&store)
-            .delete_channel(crate::test_fixtures::operator(DeleteChannelRequest {
-                id: channel.id,
-            }))
+            .delete_channel(operator(DeleteChannelRequest { id: channel.id }))
             .await
             .unwrap();
         assert_eq!(store.revision(), before + 1);
         let gone = ForwardingApi::new(store.clone())
-            .get_forwarding_set(crate::test_fixtures::operator(GetForwardingSetRequest {
-                id: set.id,
-            }))
+            .get_forwarding_set(operator(GetForwardingSetRequest { id: set.id }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
     }

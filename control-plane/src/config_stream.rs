@@ -608,7 +608,7 @@ mod tests {
         let (_dir, store) = store();
         let (_, channel, _, _) = populated(&store).await;
         ChannelApi::new(store.clone())
-            .rotate_channel_secret(crate::test_fixtures::operator(RotateChannelSecretRequest {
+            .rotate_channel_secret(operator(RotateChannelSecretRequest {
                 id: channel.clone(),
                 new_secret: "new-secret".into(),
                 grace_period: Some(prost_types::Duration {
@@ -696,9 +696,7 @@ mod tests {
         let held = store.revision();
         let other = create_tenant(&store, tenant_input()).await;
         TenantApi::new(store.clone())
-            .delete_tenant(crate::test_fixtures::operator(DeleteTenantRequest {
-                id: tenant.clone(),
-            }))
+            .delete_tenant(operator(DeleteTenantRequest { id: tenant.clone() }))
             .await
             .unwrap();
         let update = builder(&store).first(held).unwrap();
@@ -732,7 +730,7 @@ mod tests {
         )
         .unwrap();
         let mut stream = api
-            .watch_config(crate::test_fixtures::operator(WatchConfigRequest {
+            .watch_config(operator(WatchConfigRequest {
                 node_id: "node-1".into(),
                 last_revision: 0,
             }))
@@ -786,7 +784,7 @@ mod tests {
         )
         .unwrap();
         let mut stream = api
-            .watch_config(crate::test_fixtures::operator(WatchConfigRequest::default()))
+            .watch_config(operator(WatchConfigRequest::default()))
             .await
             .unwrap()
             .into_inner();

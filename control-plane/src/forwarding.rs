@@ -480,7 +480,7 @@ mod tests {
         paths: &[&str],
     ) -> Result<ForwardingSet, Status> {
         api(store)
-            .update_forwarding_set(crate::test_fixtures::operator(UpdateForwardingSetRequest {
+            .update_forwarding_set(operator(UpdateForwardingSetRequest {
                 forwarding_set: Some(set),
                 update_mask: Some(prost_types::FieldMask {
                     paths: paths.iter().map(|p| (*p).to_owned()).collect(),
@@ -532,7 +532,7 @@ mod tests {
         let (_dir, store) = store();
         let tenant = create_tenant(&store, tenant_input()).await;
         TenantApi::new(store.clone())
-            .update_tenant(crate::test_fixtures::operator(UpdateTenantRequest {
+            .update_tenant(operator(UpdateTenantRequest {
                 tenant: Some(Tenant {
                     id: tenant.id.clone(),
                     entitlements: Some(Entitlements {
@@ -731,5 +731,66 @@ mod tests {
         )
         .await;
         assert_eq!(result.unwrap_err().code(), Code::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_admin_cannot_touch_another_tenants_forwarding_sets() {
+        let (_dir, store) = store();
+        let own = create_tenant(&store, tenant_input()).await;
+        let other = create_tenant(&store, tenant_input()).await;
+        let their_channel = create_channel(&store, &other.id).await;
+        let theirs = create_forwarding_set(&store, &their_channel.id, raw_set_input())
+            .await
+            .unwrap();
+        let admin = tenant_admin_caller(&own.id);
+        let api = api(&store);
+        let denied = |code: Code| assert_eq!(code, Code::PermissionDenied);
+        denied(
+            api.create_forwarding_set(as_caller(
+                &admin,
+                CreateForwardingSetRequest {
+                    channel_id: their_channel.id.clone(),
+                    forwarding_set: Some(raw_set_input()),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        );
+        denied(
+            api.get_forwarding_set(as_caller(
+                &admin,
+                GetForwardingSetRequest {
+                    id: theirs.id.clone(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        );
+        denied(
+            api.list_forwarding_sets(as_caller(
+                &admin,
+                ListForwardingSetsRequest {
+                    channel_id: their_channel.id.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        );
+        denied(
+            api.delete_forwarding_set(as_caller(
+                &admin,
+                DeleteForwardingSetRequest {
+                    id: theirs.id.clone(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        );
+        assert!(store.find_forwarding_set(&theirs.id).unwrap().is_some());
     }
 }

@@ -87,7 +87,7 @@ mod tests {
                 .unwrap();
         }
         let listed = NotificationApi::new(store.clone())
-            .list_notifications(crate::test_fixtures::operator(ListNotificationsRequest {
+            .list_notifications(operator(ListNotificationsRequest {
                 tenant_id: tenant.id,
                 ..Default::default()
             }))
@@ -102,7 +102,7 @@ mod tests {
     async fn listing_notifications_of_an_unknown_tenant_is_not_found() {
         let (_dir, store) = store();
         let result = NotificationApi::new(store)
-            .list_notifications(crate::test_fixtures::operator(ListNotificationsRequest {
+            .list_notifications(operator(ListNotificationsRequest {
                 tenant_id: "tnt_x".into(),
                 ..Default::default()
             }))

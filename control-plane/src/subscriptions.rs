@@ -651,9 +651,7 @@ mod tests {
 
     async fn stop(store: &Store, id: &str) -> Subscription {
         api(store)
-            .stop_subscription(crate::test_fixtures::operator(StopSubscriptionRequest {
-                id: id.into(),
-            }))
+            .stop_subscription(operator(StopSubscriptionRequest { id: id.into() }))
             .await
             .unwrap()
             .into_inner()
@@ -661,18 +659,14 @@ mod tests {
 
     async fn resume(store: &Store, id: &str) -> Result<Subscription, Status> {
         api(store)
-            .resume_subscription(crate::test_fixtures::operator(ResumeSubscriptionRequest {
-                id: id.into(),
-            }))
+            .resume_subscription(operator(ResumeSubscriptionRequest { id: id.into() }))
             .await
             .map(Response::into_inner)
     }
 
     async fn reveal(store: &Store, id: &str) -> RevealSecretResponse {
         api(store)
-            .reveal_secret(crate::test_fixtures::operator(RevealSecretRequest {
-                id: id.into(),
-            }))
+            .reveal_secret(operator(RevealSecretRequest { id: id.into() }))
             .await
             .unwrap()
             .into_inner()
@@ -907,7 +901,7 @@ mod tests {
             .unwrap();
         let old = reveal(&store, &sub.id).await.secret;
         let rotated = api(&store)
-            .rotate_secret(crate::test_fixtures::operator(RotateSecretRequest {
+            .rotate_secret(operator(RotateSecretRequest {
                 id: sub.id.clone(),
                 grace_period: Some(prost_types::Duration {
                     seconds: 600,
@@ -933,7 +927,7 @@ mod tests {
             .await
             .unwrap();
         let rotated = api(&store)
-            .rotate_secret(crate::test_fixtures::operator(RotateSecretRequest {
+            .rotate_secret(operator(RotateSecretRequest {
                 id: sub.id.clone(),
                 grace_period: None,
             }))
@@ -951,7 +945,7 @@ mod tests {
             .await
             .unwrap();
         let result = api(&store)
-            .update_subscription(crate::test_fixtures::operator(UpdateSubscriptionRequest {
+            .update_subscription(operator(UpdateSubscriptionRequest {
                 subscription: Some(Subscription {
                     id: sub.id,
                     event_types: vec!["message.first_open".into()],
@@ -992,7 +986,7 @@ mod tests {
         event_type: &str,
     ) -> Result<SendTestEventResponse, Status> {
         api(store)
-            .send_test_event(crate::test_fixtures::operator(SendTestEventRequest {
+            .send_test_event(operator(SendTestEventRequest {
                 id: id.into(),
                 event_type: event_type.into(),
             }))
@@ -1113,7 +1107,7 @@ mod tests {
             .await
             .unwrap();
         crate::tenants::TenantApi::new(store.clone())
-            .update_tenant(crate::test_fixtures::operator(UpdateTenantRequest {
+            .update_tenant(operator(UpdateTenantRequest {
                 tenant: Some(Tenant {
                     id: tenant.id.clone(),
                     entitlements: Some(Entitlements {
@@ -1129,9 +1123,7 @@ mod tests {
             .await
             .unwrap();
         let got = api(&store)
-            .get_subscription(crate::test_fixtures::operator(GetSubscriptionRequest {
-                id: sub.id,
-            }))
+            .get_subscription(operator(GetSubscriptionRequest { id: sub.id }))
             .await
             .unwrap()
             .into_inner();

@@ -364,7 +364,7 @@ mod tests {
 
     async fn create(store: &Store, tenant: Tenant) -> Result<Tenant, Status> {
         api(store)
-            .create_tenant(crate::test_fixtures::operator(CreateTenantRequest {
+            .create_tenant(operator(CreateTenantRequest {
                 tenant: Some(tenant),
             }))
             .await
@@ -468,9 +468,7 @@ mod tests {
     async fn getting_an_unknown_tenant_names_it() {
         let (_dir, store) = store();
         let result = api(&store)
-            .get_tenant(crate::test_fixtures::operator(GetTenantRequest {
-                id: "tnt_x".into(),
-            }))
+            .get_tenant(operator(GetTenantRequest { id: "tnt_x".into() }))
             .await;
         assert_status(result, Code::NotFound, "tenant \"tnt_x\" not found");
     }
@@ -479,7 +477,7 @@ mod tests {
     async fn getting_without_an_id_is_invalid() {
         let (_dir, store) = store();
         let result = api(&store)
-            .get_tenant(crate::test_fixtures::operator(GetTenantRequest::default()))
+            .get_tenant(operator(GetTenantRequest::default()))
             .await;
         assert_status(result, Code::InvalidArgument, "id: required");
     }
@@ -489,7 +487,7 @@ mod tests {
         let (_dir, store) = store();
         let tenant = create(&store, tenant_input()).await.unwrap();
         let updated = api(&store)
-            .update_tenant(crate::test_fixtures::operator(UpdateTenantRequest {
+            .update_tenant(operator(UpdateTenantRequest {
                 tenant: Some(Tenant {
                     id: tenant.id.clone(),
                     display_name: "Renamed".into(),
@@ -512,7 +510,7 @@ mod tests {
         let (_dir, store) = store();
         let tenant = create(&store, tenant_input()).await.unwrap();
         let updated = api(&store)
-            .update_tenant(crate::test_fixtures::operator(UpdateTenantRequest {
+            .update_tenant(operator(UpdateTenantRequest {
                 tenant: Some(Tenant {
                     id: tenant.id.clone(),
                     notification_emails: vec!["new@brand.example".into()],
@@ -532,7 +530,7 @@ mod tests {
         let (_dir, store) = store();
         let tenant = create(&store, tenant_input()).await.unwrap();
         let result = api(&store)
-            .update_tenant(crate::test_fixtures::operator(UpdateTenantRequest {
+            .update_tenant(operator(UpdateTenantRequest {
                 tenant: Some(Tenant {
                     id: tenant.id,
                     ..Default::default()
@@ -574,7 +572,7 @@ mod tests {
         let before = store.revision();
 
         api(&store)
-            .delete_tenant(crate::test_fixtures::operator(DeleteTenantRequest {
+            .delete_tenant(operator(DeleteTenantRequest {
                 id: tenant.id.clone(),
             }))
             .await
@@ -594,21 +592,15 @@ mod tests {
         );
         let channels = ChannelApi::new(store.clone());
         let gone = channels
-            .get_channel(crate::test_fixtures::operator(GetChannelRequest {
-                id: channel.id,
-            }))
+            .get_channel(operator(GetChannelRequest { id: channel.id }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
         let gone = ForwardingApi::new(store.clone())
-            .get_forwarding_set(crate::test_fixtures::operator(GetForwardingSetRequest {
-                id: set.id,
-            }))
+            .get_forwarding_set(operator(GetForwardingSetRequest { id: set.id }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
         let gone = subscription_api(&store)
-            .get_subscription(crate::test_fixtures::operator(GetSubscriptionRequest {
-                id: sub.id,
-            }))
+            .get_subscription(operator(GetSubscriptionRequest { id: sub.id }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
         for index in [
@@ -631,7 +623,7 @@ mod tests {
         let mut token = String::new();
         loop {
             let page = api(&store)
-                .list_tenants(crate::test_fixtures::operator(ListTenantsRequest {
+                .list_tenants(operator(ListTenantsRequest {
                     page_size: 2,
                     page_token: token.clone(),
                 }))

@@ -296,20 +296,10 @@ mod tests {
     use tonic::Code;
 
     use super::*;
-    use crate::caller::Scope;
     use crate::test_fixtures::*;
 
     fn api(store: &Store) -> TokenApi {
         TokenApi::new(store.clone(), LastUsed::new(store))
-    }
-
-    fn tenant_admin(tenant: &str) -> Caller {
-        Caller {
-            token_id: "tok_admin".into(),
-            name: "console".into(),
-            scope: Scope::Tenant(tenant.into()),
-            peer: None,
-        }
     }
 
     fn token(role: Role, tenant_id: &str) -> CreateTokenRequest {
@@ -348,7 +338,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(tonic::Status::from(err).code(), Code::InvalidArgument);
         let err = api
-            .create(&tenant_admin(&tenant.id), &token(Role::Operator, ""))
+            .create(&tenant_admin_caller(&tenant.id), &token(Role::Operator, ""))
             .unwrap_err();
         assert_eq!(tonic::Status::from(err).code(), Code::PermissionDenied);
         assert!(
@@ -363,7 +353,7 @@ mod tests {
         let own = create_tenant(&store, tenant_input()).await;
         let other = create_tenant(&store, tenant_input()).await;
         let api = api(&store);
-        let admin = tenant_admin(&own.id);
+        let admin = tenant_admin_caller(&own.id);
         assert!(api.create(&admin, &token(Role::Publisher, &own.id)).is_ok());
         let err = api
             .create(&admin, &token(Role::TenantAdmin, &other.id))
@@ -414,7 +404,7 @@ mod tests {
             .unwrap();
         api.create(&operator_caller(), &token(Role::Operator, ""))
             .unwrap();
-        let admin = tenant_admin(&own.id);
+        let admin = tenant_admin_caller(&own.id);
         let listed = api.list(&admin, &ListTokensRequest::default()).unwrap();
         let ids: Vec<_> = listed.tokens.iter().map(|t| t.id.clone()).collect();
         assert_eq!(ids, [mine.id]);
@@ -448,7 +438,7 @@ mod tests {
             .create(&operator_caller(), &token(Role::Operator, ""))
             .unwrap()
             .0;
-        let admin = tenant_admin(&own.id);
+        let admin = tenant_admin_caller(&own.id);
         for id in [&theirs.id, &operator.id] {
             let err = api.revoke(&admin, id).unwrap_err();
             assert_eq!(tonic::Status::from(err).code(), Code::PermissionDenied);

@@ -560,12 +560,10 @@ mod tests {
     }
 
     async fn list(log: &DeliveryLog, fwd_id: &str) -> Vec<DeliveryAttempt> {
-        log.list_delivery_attempts(crate::test_fixtures::operator(
-            ListDeliveryAttemptsRequest {
-                forwarding_set_id: fwd_id.into(),
-                ..Default::default()
-            },
-        ))
+        log.list_delivery_attempts(operator(ListDeliveryAttemptsRequest {
+            forwarding_set_id: fwd_id.into(),
+            ..Default::default()
+        }))
         .await
         .unwrap()
         .into_inner()
@@ -573,11 +571,9 @@ mod tests {
     }
 
     async fn retry(log: &DeliveryLog, id: &str) -> Result<Delivery, Status> {
-        log.retry_delivery(crate::test_fixtures::operator(RetryDeliveryRequest {
-            id: id.into(),
-        }))
-        .await
-        .map(Response::into_inner)
+        log.retry_delivery(operator(RetryDeliveryRequest { id: id.into() }))
+            .await
+            .map(Response::into_inner)
     }
 
     /// How many attempts the tree holds for `target`, whatever the page size.
@@ -688,13 +684,11 @@ mod tests {
         let s = setup(100, DAY).await;
         let result = s
             .log
-            .list_delivery_attempts(crate::test_fixtures::operator(
-                ListDeliveryAttemptsRequest {
-                    forwarding_set_id: s.fwd_id.clone(),
-                    subscription_id: "sub_x".into(),
-                    ..Default::default()
-                },
-            ))
+            .list_delivery_attempts(operator(ListDeliveryAttemptsRequest {
+                forwarding_set_id: s.fwd_id.clone(),
+                subscription_id: "sub_x".into(),
+                ..Default::default()
+            }))
             .await;
         assert_status(
             result,
@@ -708,12 +702,10 @@ mod tests {
         let s = setup(100, DAY).await;
         let result = s
             .log
-            .list_delivery_attempts(crate::test_fixtures::operator(
-                ListDeliveryAttemptsRequest {
-                    subscription_id: "sub_missing".into(),
-                    ..Default::default()
-                },
-            ))
+            .list_delivery_attempts(operator(ListDeliveryAttemptsRequest {
+                subscription_id: "sub_missing".into(),
+                ..Default::default()
+            }))
             .await;
         assert_status(
             result,
@@ -1157,5 +1149,36 @@ mod tests {
         assert_eq!(stored(&restarted, "fwd_x"), 2);
         restarted.record("n", batch(1)).unwrap();
         assert_eq!(stored(&restarted, "fwd_x"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_admin_cannot_read_or_retry_another_tenants_deliveries() {
+        let s = setup(10, Duration::from_secs(3600)).await;
+        s.report("dlv_1", 1, AttemptOutcome::Failed);
+        let other = create_tenant(&s.log.store, tenant_input()).await;
+        let admin = tenant_admin_caller(&other.id);
+        let listed = s
+            .log
+            .list_delivery_attempts(as_caller(
+                &admin,
+                ListDeliveryAttemptsRequest {
+                    forwarding_set_id: s.fwd_id.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        assert_eq!(listed.unwrap_err().code(), Code::PermissionDenied);
+        let retried = s
+            .log
+            .retry_delivery(as_caller(
+                &admin,
+                RetryDeliveryRequest { id: "dlv_1".into() },
+            ))
+            .await;
+        assert_eq!(retried.unwrap_err().code(), Code::PermissionDenied);
+        assert_eq!(
+            s.log.store.find_delivery("dlv_1").unwrap().unwrap().state,
+            DeliveryState::DeliveryFailed as i32
+        );
     }
 }
