@@ -6,7 +6,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use hookplane_client::{Client, v1};
-use hookplane_tests::{Standalone, api::*, binaries, eventually};
+use hookplane_tests::{ControlProcess, DataNode, Standalone, api::*, binaries, eventually};
 use prost_types::{Struct, Value, value::Kind};
 use tonic::Code;
 
@@ -315,6 +315,49 @@ async fn a_revoked_admin_token_is_unauthenticated() {
         })
         .await;
     assert_eq!(code(after), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_node_restarted_while_the_control_plane_is_away_keeps_its_publisher_tokens() {
+    let mut control = ControlProcess::start().await.unwrap();
+    let admin = control.admin().await.unwrap();
+    let ours = create_tenant(&admin, "Ours").await.unwrap();
+    let theirs = create_tenant(&admin, "Theirs").await.unwrap();
+    let mut node = DataNode::start(&control, &[]).await.unwrap();
+    let saved = node.dir.path().join("spool").join("config.sealed");
+    let modified = || std::fs::metadata(&saved).and_then(|m| m.modified()).ok();
+    eventually(WAIT, "the node to save its config", || async { modified() })
+        .await
+        .unwrap();
+    let before = modified();
+
+    let secret = make_token(&admin, v1::Role::Publisher, &ours.id)
+        .await
+        .unwrap()
+        .secret;
+    let producer = Client::connect_lazy(&node.grpc_url(), &secret).unwrap();
+    eventually(
+        WAIT,
+        "the node to accept the new publisher token",
+        || async { publish(&producer, &ours.id).await.ok() },
+    )
+    .await
+    .unwrap();
+    eventually(
+        WAIT,
+        "the node to save the config with the token",
+        || async { (modified() != before).then_some(()) },
+    )
+    .await
+    .unwrap();
+
+    control.kill().await;
+    node.restart().await.unwrap();
+    publish(&producer, &ours.id).await.unwrap();
+    assert_eq!(
+        code(publish(&producer, &theirs.id).await),
+        Code::PermissionDenied
+    );
 }
 
 // ---------------------------------------------------------------- hookctl
