@@ -4,13 +4,15 @@
 //! to the system stop.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use hookplane_proto::v1::config_resource::Resource;
 use hookplane_proto::v1::config_service_server::ConfigService;
 use hookplane_proto::v1::{
     ConfigResource, ConfigUpdate, DeliveryReport, ForwardingKind, GenesysSettings, NodeChannel,
     NodeForwardingSet, NodePublisherToken, NodeSecret, NodeSubscription, NodeTenant,
-    ReportDeliveriesResponse, ResourceKey, ResourceKind, WatchConfigRequest,
+    ReportDeliveriesResponse, ReportTokenUseRequest, ReportTokenUseResponse, ResourceKey,
+    ResourceKind, WatchConfigRequest,
 };
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{broadcast, mpsc};
@@ -29,7 +31,7 @@ use crate::store::{
 };
 use crate::system_stop::SystemStop;
 use crate::tenants::zone_entitlements;
-use crate::tokens::publishes;
+use crate::tokens::{LastUsed, publishes};
 
 pub(crate) struct ConfigApi {
     store: Store,
@@ -38,6 +40,7 @@ pub(crate) struct ConfigApi {
     publisher_token_sha256: String,
     retries: broadcast::Sender<String>,
     stopping: Stopping,
+    last_used: Arc<LastUsed>,
 }
 
 impl ConfigApi {
@@ -48,6 +51,7 @@ impl ConfigApi {
         publisher_token: &str,
         retries: broadcast::Sender<String>,
         stopping: Stopping,
+        last_used: Arc<LastUsed>,
     ) -> Result<ConfigApi, Error> {
         Ok(ConfigApi {
             store,
@@ -56,6 +60,7 @@ impl ConfigApi {
             publisher_token_sha256: hex::encode(Sha256::digest(publisher_token.as_bytes())),
             retries,
             stopping,
+            last_used,
         })
     }
 }
@@ -498,6 +503,19 @@ impl ConfigService for ConfigApi {
         }
         Ok(Response::new(ReportDeliveriesResponse { accepted }))
     }
+
+    async fn report_token_use(
+        &self,
+        request: Request<ReportTokenUseRequest>,
+    ) -> Result<Response<ReportTokenUseResponse>, Status> {
+        for id in &request.get_ref().token_ids {
+            // A token revoked meanwhile keeps no last use.
+            if self.store.find_token(id)?.is_some() {
+                self.last_used.touch(id)?;
+            }
+        }
+        Ok(Response::new(ReportTokenUseResponse {}))
+    }
 }
 
 #[cfg(test)]
@@ -727,6 +745,7 @@ mod tests {
             "hp_pub_x",
             retries.clone(),
             stopping,
+            LastUsed::new(&store),
         )
         .unwrap();
         let mut stream = api
@@ -781,6 +800,7 @@ mod tests {
             "hp_pub_x",
             retries,
             stopping,
+            LastUsed::new(&store),
         )
         .unwrap();
         let mut stream = api
@@ -870,5 +890,42 @@ mod tests {
                 id: token,
             }]
         );
+    }
+
+    #[tokio::test]
+    async fn a_nodes_report_of_token_use_sets_the_last_use_of_tokens_that_still_exist() {
+        use hookplane_proto::v1::Role;
+        let (dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let token = make_token(&store, Role::Publisher, &tenant.id).await;
+        let (retries, _) = broadcast::channel(16);
+        let (_stop, stopping) = Stopping::new();
+        let log = DeliveryLog::new(
+            store.clone(),
+            Retention {
+                count: 10,
+                age: Duration::from_secs(60),
+            },
+            retries.clone(),
+        );
+        let last_used = LastUsed::new(&store);
+        let api = ConfigApi::new(
+            store.clone(),
+            log,
+            system_stop(&dir, &store),
+            "hp_pub_x",
+            retries,
+            stopping,
+            last_used.clone(),
+        )
+        .unwrap();
+        api.report_token_use(Request::new(ReportTokenUseRequest {
+            node_id: "node-1".into(),
+            token_ids: vec![token.clone(), "tok_revoked".into()],
+        }))
+        .await
+        .unwrap();
+        assert!(last_used.get(&token).unwrap().is_some());
+        assert!(last_used.get("tok_revoked").unwrap().is_none());
     }
 }

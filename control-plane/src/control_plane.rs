@@ -186,6 +186,7 @@ impl ControlPlane {
             &self.credentials.publisher_token,
             retries,
             stopping.clone(),
+            last_used.clone(),
         )?)
         .max_decoding_message_size(CONFIG_MESSAGE_LIMIT)
         .max_encoding_message_size(CONFIG_MESSAGE_LIMIT);

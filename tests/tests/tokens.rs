@@ -258,6 +258,28 @@ async fn a_publisher_token_publishes_for_its_tenant_only_and_not_after_it_is_rev
         .await;
     assert_eq!(code(on_admin_api), Code::PermissionDenied);
 
+    // The node tells the control plane of the token's first use.
+    eventually(WAIT, "the token's last use to be listed", || async {
+        let tokens = b
+            .admin
+            .tokens()
+            .list_tokens(v1::ListTokensRequest {
+                tenant_id: b.ours.id.clone(),
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .tokens;
+        tokens
+            .iter()
+            .find(|t| t.id == token_id)?
+            .last_used_time
+            .map(|_| ())
+    })
+    .await
+    .unwrap();
+
     b.admin
         .tokens()
         .revoke_token(v1::RevokeTokenRequest { id: token_id })
@@ -321,16 +343,9 @@ async fn a_revoked_admin_token_is_unauthenticated() {
 async fn a_node_restarted_while_the_control_plane_is_away_keeps_its_publisher_tokens() {
     let mut control = ControlProcess::start().await.unwrap();
     let admin = control.admin().await.unwrap();
+    let mut node = DataNode::start(&control, &[]).await.unwrap();
     let ours = create_tenant(&admin, "Ours").await.unwrap();
     let theirs = create_tenant(&admin, "Theirs").await.unwrap();
-    let mut node = DataNode::start(&control, &[]).await.unwrap();
-    let saved = node.dir.path().join("spool").join("config.sealed");
-    let modified = || std::fs::metadata(&saved).and_then(|m| m.modified()).ok();
-    eventually(WAIT, "the node to save its config", || async { modified() })
-        .await
-        .unwrap();
-    let before = modified();
-
     let secret = make_token(&admin, v1::Role::Publisher, &ours.id)
         .await
         .unwrap()
@@ -343,10 +358,18 @@ async fn a_node_restarted_while_the_control_plane_is_away_keeps_its_publisher_to
     )
     .await
     .unwrap();
+    // The node saves its config a second after an update (a second in which later updates join
+    // it), so one more change makes a save after this instant, which holds the token.
+    let changed_at = std::time::SystemTime::now();
+    create_tenant(&admin, "Later").await.unwrap();
+    let saved = node.dir.path().join("spool").join("config.sealed");
     eventually(
         WAIT,
         "the node to save the config with the token",
-        || async { (modified() != before).then_some(()) },
+        || async {
+            let modified = std::fs::metadata(&saved).and_then(|m| m.modified()).ok()?;
+            (modified > changed_at).then_some(())
+        },
     )
     .await
     .unwrap();

@@ -36,6 +36,14 @@ impl Publishing {
     }
 }
 
+/// Who passed the check.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub publishing: Publishing,
+    /// The API token's id; `None` for the bootstrap publisher token.
+    pub token_id: Option<String>,
+}
+
 /// Whether `presented` hashes to `expected_sha256` (hex), compared in constant time: how much
 /// of a guess matches must not show in timing.
 fn matches(presented: &[u8; 32], expected_sha256: &str) -> bool {
@@ -50,7 +58,7 @@ pub fn check(
     metadata: &MetadataMap,
     snapshot: &Snapshot,
     now: SystemTime,
-) -> Result<Publishing, Error> {
+) -> Result<Verified, Error> {
     let token = metadata
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -67,14 +75,21 @@ pub fn check(
         if !matches(&presented, &api_token.secret_sha256) || expired {
             return Err(REFUSED);
         }
-        return Ok(if api_token.tenant_id.is_empty() {
+        let publishing = if api_token.tenant_id.is_empty() {
             Publishing::AnyTenant
         } else {
             Publishing::Tenant(api_token.tenant_id.clone())
+        };
+        return Ok(Verified {
+            publishing,
+            token_id: Some(api_token.id.clone()),
         });
     }
     if matches(&presented, &snapshot.publisher_token_sha256) {
-        Ok(Publishing::AnyTenant)
+        Ok(Verified {
+            publishing: Publishing::AnyTenant,
+            token_id: None,
+        })
     } else {
         Err(REFUSED)
     }
@@ -133,7 +148,7 @@ mod tests {
         })
     }
 
-    fn check(metadata: &MetadataMap, expected_sha256: &str) -> Result<Publishing, Error> {
+    fn check(metadata: &MetadataMap, expected_sha256: &str) -> Result<Verified, Error> {
         let mut s = snapshot("", None, None);
         s.publisher_token_sha256 = expected_sha256.to_owned();
         super::check(metadata, &s, SystemTime::now())
@@ -146,7 +161,9 @@ mod tests {
     #[test]
     fn a_publisher_token_publishes_for_its_tenant_only() {
         let s = snapshot("hp_pub_1", Some("tnt_a"), None);
-        let who = super::check(&bearer(TOKEN_SECRET), &s, SystemTime::now()).unwrap();
+        let verified = super::check(&bearer(TOKEN_SECRET), &s, SystemTime::now()).unwrap();
+        assert_eq!(verified.token_id.as_deref(), Some(TOKEN_ID));
+        let who = verified.publishing;
         assert_eq!(who, Publishing::Tenant("tnt_a".into()));
         assert!(who.allows("tnt_a").is_ok());
         let refused = who.allows("tnt_b").unwrap_err();
@@ -161,13 +178,14 @@ mod tests {
         let s = snapshot("hp_pub_1", Some(""), None);
         let now = SystemTime::now();
         assert_eq!(
-            super::check(&bearer(TOKEN_SECRET), &s, now).unwrap(),
+            super::check(&bearer(TOKEN_SECRET), &s, now)
+                .unwrap()
+                .publishing,
             Publishing::AnyTenant
         );
-        assert_eq!(
-            super::check(&bearer("hp_pub_1"), &s, now).unwrap(),
-            Publishing::AnyTenant
-        );
+        let bootstrap = super::check(&bearer("hp_pub_1"), &s, now).unwrap();
+        assert_eq!(bootstrap.publishing, Publishing::AnyTenant);
+        assert_eq!(bootstrap.token_id, None);
     }
 
     #[test]
