@@ -2,13 +2,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use hookplane_proto::v1::channel_service_server::ChannelService;
+use hookplane_proto::v1::channel_service_server::{self, ChannelService};
 use hookplane_proto::v1::{
     Channel, CreateChannelRequest, DeleteChannelRequest, GetChannelRequest, ListChannelsRequest,
     ListChannelsResponse, RotateChannelSecretRequest, UpdateChannelRequest,
 };
 use tonic::{Request, Response, Status};
 
+use crate::audit::AuditLog;
+use crate::caller::Caller;
 use crate::clock::Time;
 use crate::error::Error;
 use crate::ids;
@@ -32,15 +34,42 @@ const MAX_METADATA_VALUE_CHARS: usize = 2048;
 
 pub(crate) struct ChannelApi {
     store: Store,
+    audit: AuditLog,
+}
+
+/// The fields of `input` that are set, by name.
+fn given_fields(input: &Channel) -> Vec<&'static str> {
+    let mut set = Vec::new();
+    if !input.display_name.is_empty() {
+        set.push("display_name");
+    }
+    if !input.line_channel_secret.is_empty() {
+        set.push("line_channel_secret");
+    }
+    if !input.line_channel_access_token.is_empty() {
+        set.push("line_channel_access_token");
+    }
+    if !input.metadata.is_empty() {
+        set.push("metadata");
+    }
+    set
+}
+
+fn method(name: &str) -> String {
+    format!("{}/{name}", channel_service_server::SERVICE_NAME)
 }
 
 impl ChannelApi {
     pub fn new(store: Store) -> ChannelApi {
-        ChannelApi { store }
+        ChannelApi {
+            audit: AuditLog::new(&store),
+            store,
+        }
     }
 
-    fn create(&self, req: CreateChannelRequest) -> Result<Channel, Error> {
+    fn create(&self, caller: &Caller, req: CreateChannelRequest) -> Result<Channel, Error> {
         let tenant_id = validate::id("tenant_id", &req.tenant_id)?;
+        caller.check_tenant(tenant_id)?;
         let input = validate::present("channel", req.channel.as_ref())?;
         validate::secret(
             "channel.line_channel_secret",
@@ -78,33 +107,26 @@ impl ChannelApi {
         Ok(to_proto(&record))
     }
 
-    fn update(&self, req: UpdateChannelRequest) -> Result<Channel, Error> {
+    /// Returns the channel and the paths it changed.
+    fn update(
+        &self,
+        caller: &Caller,
+        req: UpdateChannelRequest,
+    ) -> Result<(Channel, Vec<String>), Error> {
         let input = validate::present("channel", req.channel.as_ref())?;
         let id = validate::id("channel.id", &input.id)?;
         let paths = validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || {
-            let mut set = Vec::new();
-            if !input.display_name.is_empty() {
-                set.push("display_name");
-            }
-            if !input.line_channel_secret.is_empty() {
-                set.push("line_channel_secret");
-            }
-            if !input.line_channel_access_token.is_empty() {
-                set.push("line_channel_access_token");
-            }
-            if !input.metadata.is_empty() {
-                set.push("metadata");
-            }
-            set
+            given_fields(input)
         })?;
         let guard = self.store.lock_writes();
         let mut record = self.store.channel(id)?;
+        caller.check_tenant(&record.tenant_id)?;
         self.apply(&mut record, input, &paths)?;
         record.update_time = Time::now();
         let mut change = Change::default();
         change.put_channel(&record);
         self.store.commit(&guard, change)?;
-        Ok(to_proto(&record))
+        Ok((to_proto(&record), paths))
     }
 
     /// Copies the fields named by `paths` from `input` into `record`, validating and sealing.
@@ -157,12 +179,17 @@ impl ChannelApi {
         Ok(())
     }
 
-    fn rotate_secret(&self, req: RotateChannelSecretRequest) -> Result<Channel, Error> {
+    fn rotate_secret(
+        &self,
+        caller: &Caller,
+        req: RotateChannelSecretRequest,
+    ) -> Result<Channel, Error> {
         let id = validate::id("id", &req.id)?;
         validate::secret("new_secret", &req.new_secret, MAX_SECRET_CHARS)?;
         let grace = validate::grace_period("grace_period", req.grace_period.as_ref())?;
         let guard = self.store.lock_writes();
         let mut record = self.store.channel(id)?;
+        caller.check_tenant(&record.tenant_id)?;
         let now = Time::now();
         let sealer = self.store.sealer();
         let current = Place::new(&record.id, sealed_field::SECRET);
@@ -188,20 +215,32 @@ impl ChannelApi {
     }
 
     /// Removes the channel with its forwarding sets, in one revision.
-    fn delete(&self, id: &str) -> Result<(), Error> {
+    /// Returns the tenant the channel belonged to.
+    fn delete(&self, caller: &Caller, id: &str) -> Result<String, Error> {
         let guard = self.store.lock_writes();
         let record = self.store.channel(id)?;
+        caller.check_tenant(&record.tenant_id)?;
         let mut change = Change::default();
         for fwd_id in self.store.child_ids(Index::ChannelForwardingSets, id)? {
             change.remove_forwarding_set(id, &fwd_id);
         }
         change.remove_channel(&record.tenant_id, id);
         self.store.commit(&guard, change)?;
-        Ok(())
+        Ok(record.tenant_id)
     }
 
-    fn list(&self, req: &ListChannelsRequest) -> Result<ListChannelsResponse, Error> {
-        let tenant_id = validate::id("tenant_id", &req.tenant_id)?;
+    fn get(&self, caller: &Caller, id: &str) -> Result<Channel, Error> {
+        let record = self.store.channel(id)?;
+        caller.check_tenant(&record.tenant_id)?;
+        Ok(to_proto(&record))
+    }
+
+    fn list(
+        &self,
+        caller: &Caller,
+        req: &ListChannelsRequest,
+    ) -> Result<ListChannelsResponse, Error> {
+        let tenant_id = validate::id("tenant_id", caller.listing_tenant(&req.tenant_id)?)?;
         let prefix = index_prefix(tenant_id);
         let page = Page::new(req.page_size, &req.page_token, &prefix)?;
         self.store.tenant(tenant_id)?;
@@ -278,7 +317,21 @@ impl ChannelService for ChannelApi {
         &self,
         request: Request<CreateChannelRequest>,
     ) -> Result<Response<Channel>, Status> {
-        let channel = self.create(request.into_inner())?;
+        let caller = Caller::of(&request)?;
+        let fields = request
+            .get_ref()
+            .channel
+            .as_ref()
+            .map(given_fields)
+            .unwrap_or_default();
+        let channel = self.create(&caller, request.into_inner())?;
+        self.audit.record(
+            &caller,
+            &method("CreateChannel"),
+            &channel.tenant_id,
+            &channel.id,
+            &fields,
+        )?;
         self.store.flush().await?;
         Ok(Response::new(channel))
     }
@@ -287,22 +340,33 @@ impl ChannelService for ChannelApi {
         &self,
         request: Request<GetChannelRequest>,
     ) -> Result<Response<Channel>, Status> {
+        let caller = Caller::of(&request)?;
         let id = validate::id("id", &request.get_ref().id)?;
-        Ok(Response::new(to_proto(&self.store.channel(id)?)))
+        Ok(Response::new(self.get(&caller, id)?))
     }
 
     async fn list_channels(
         &self,
         request: Request<ListChannelsRequest>,
     ) -> Result<Response<ListChannelsResponse>, Status> {
-        Ok(Response::new(self.list(request.get_ref())?))
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(self.list(&caller, request.get_ref())?))
     }
 
     async fn update_channel(
         &self,
         request: Request<UpdateChannelRequest>,
     ) -> Result<Response<Channel>, Status> {
-        let channel = self.update(request.into_inner())?;
+        let caller = Caller::of(&request)?;
+        let (channel, paths) = self.update(&caller, request.into_inner())?;
+        let fields: Vec<&str> = paths.iter().map(String::as_str).collect();
+        self.audit.record(
+            &caller,
+            &method("UpdateChannel"),
+            &channel.tenant_id,
+            &channel.id,
+            &fields,
+        )?;
         self.store.flush().await?;
         Ok(Response::new(channel))
     }
@@ -311,8 +375,11 @@ impl ChannelService for ChannelApi {
         &self,
         request: Request<DeleteChannelRequest>,
     ) -> Result<Response<()>, Status> {
+        let caller = Caller::of(&request)?;
         let id = validate::id("id", &request.get_ref().id)?;
-        self.delete(id)?;
+        let tenant_id = self.delete(&caller, id)?;
+        self.audit
+            .record(&caller, &method("DeleteChannel"), &tenant_id, id, &[])?;
         self.store.flush().await?;
         Ok(Response::new(()))
     }
@@ -321,7 +388,19 @@ impl ChannelService for ChannelApi {
         &self,
         request: Request<RotateChannelSecretRequest>,
     ) -> Result<Response<Channel>, Status> {
-        let channel = self.rotate_secret(request.into_inner())?;
+        let caller = Caller::of(&request)?;
+        let channel = self.rotate_secret(&caller, request.into_inner())?;
+        let mut fields = vec!["line_channel_secret"];
+        if channel.previous_secret_valid_until.is_some() {
+            fields.push("grace_period");
+        }
+        self.audit.record(
+            &caller,
+            &method("RotateChannelSecret"),
+            &channel.tenant_id,
+            &channel.id,
+            &fields,
+        )?;
         self.store.flush().await?;
         Ok(Response::new(channel))
     }
@@ -343,7 +422,7 @@ mod tests {
 
     async fn create(store: &Store, tenant_id: &str, channel: Channel) -> Result<Channel, Status> {
         api(store)
-            .create_channel(Request::new(CreateChannelRequest {
+            .create_channel(operator(CreateChannelRequest {
                 tenant_id: tenant_id.into(),
                 channel: Some(channel),
             }))
@@ -357,7 +436,7 @@ mod tests {
         grace_seconds: Option<i64>,
     ) -> Result<Channel, Status> {
         api(store)
-            .rotate_channel_secret(Request::new(RotateChannelSecretRequest {
+            .rotate_channel_secret(operator(RotateChannelSecretRequest {
                 id: id.into(),
                 new_secret: "rotated-secret".into(),
                 grace_period: grace_seconds
@@ -414,7 +493,7 @@ mod tests {
         assert!(channel.line_channel_access_token.is_empty());
         assert!(channel.has_access_token);
         let fetched = api(&store)
-            .get_channel(Request::new(GetChannelRequest {
+            .get_channel(operator(GetChannelRequest {
                 id: channel.id.clone(),
             }))
             .await
@@ -498,7 +577,7 @@ mod tests {
         input.line_channel_access_token = "token".into();
         let channel = create(&store, &tenant.id, input).await.unwrap();
         let updated = api(&store)
-            .update_channel(Request::new(UpdateChannelRequest {
+            .update_channel(operator(UpdateChannelRequest {
                 channel: Some(Channel {
                     id: channel.id,
                     ..Default::default()
@@ -518,7 +597,7 @@ mod tests {
     async fn listing_channels_of_an_unknown_tenant_is_not_found() {
         let (_dir, store) = store();
         let result = api(&store)
-            .list_channels(Request::new(ListChannelsRequest {
+            .list_channels(operator(ListChannelsRequest {
                 tenant_id: "tnt_missing".into(),
                 ..Default::default()
             }))
@@ -534,7 +613,7 @@ mod tests {
         let mine = create(&store, &a.id, channel_input()).await.unwrap();
         create(&store, &b.id, channel_input()).await.unwrap();
         let listed = api(&store)
-            .list_channels(Request::new(ListChannelsRequest {
+            .list_channels(operator(ListChannelsRequest {
                 tenant_id: a.id,
                 ..Default::default()
             }))
@@ -555,13 +634,116 @@ mod tests {
             .unwrap();
         let before = store.revision();
         api(&store)
-            .delete_channel(Request::new(DeleteChannelRequest { id: channel.id }))
+            .delete_channel(operator(DeleteChannelRequest { id: channel.id }))
             .await
             .unwrap();
         assert_eq!(store.revision(), before + 1);
         let gone = ForwardingApi::new(store.clone())
-            .get_forwarding_set(Request::new(GetForwardingSetRequest { id: set.id }))
+            .get_forwarding_set(operator(GetForwardingSetRequest { id: set.id }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_admin_gets_permission_denied_on_another_tenants_channel() {
+        let (_dir, store) = store();
+        let own = create_tenant(&store, tenant_input()).await;
+        let other = create_tenant(&store, tenant_input()).await;
+        let theirs = create_channel(&store, &other.id).await;
+        let mine = create_channel(&store, &own.id).await;
+        let admin = tenant_admin_caller(&own.id);
+        let api = api(&store);
+        api.get_channel(as_caller(
+            &admin,
+            GetChannelRequest {
+                id: mine.id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+        let denied = |result: Result<Response<Channel>, Status>| {
+            assert_eq!(result.unwrap_err().code(), Code::PermissionDenied);
+        };
+        denied(
+            api.get_channel(as_caller(
+                &admin,
+                GetChannelRequest {
+                    id: theirs.id.clone(),
+                },
+            ))
+            .await,
+        );
+        denied(
+            api.update_channel(as_caller(
+                &admin,
+                UpdateChannelRequest {
+                    channel: Some(Channel {
+                        id: theirs.id.clone(),
+                        display_name: "Taken".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: None,
+                },
+            ))
+            .await,
+        );
+        denied(
+            api.rotate_channel_secret(as_caller(
+                &admin,
+                RotateChannelSecretRequest {
+                    id: theirs.id.clone(),
+                    new_secret: "new-secret".into(),
+                    grace_period: None,
+                },
+            ))
+            .await,
+        );
+        denied(
+            api.create_channel(as_caller(
+                &admin,
+                CreateChannelRequest {
+                    tenant_id: other.id.clone(),
+                    channel: Some(channel_input()),
+                },
+            ))
+            .await,
+        );
+        let deleted = api
+            .delete_channel(as_caller(
+                &admin,
+                DeleteChannelRequest {
+                    id: theirs.id.clone(),
+                },
+            ))
+            .await;
+        assert_eq!(deleted.unwrap_err().code(), Code::PermissionDenied);
+        assert_eq!(store.channel(&theirs.id).unwrap().display_name, "Brand OA");
+    }
+
+    #[tokio::test]
+    async fn a_tenant_admin_listing_channels_sees_only_its_tenant() {
+        let (_dir, store) = store();
+        let own = create_tenant(&store, tenant_input()).await;
+        let other = create_tenant(&store, tenant_input()).await;
+        let mine = create_channel(&store, &own.id).await;
+        create_channel(&store, &other.id).await;
+        let admin = tenant_admin_caller(&own.id);
+        let listed = api(&store)
+            .list_channels(as_caller(&admin, ListChannelsRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        let ids: Vec<_> = listed.channels.iter().map(|c| c.id.clone()).collect();
+        assert_eq!(ids, [mine.id]);
+        let refused = api(&store)
+            .list_channels(as_caller(
+                &admin,
+                ListChannelsRequest {
+                    tenant_id: other.id,
+                    ..Default::default()
+                },
+            ))
+            .await;
+        assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
     }
 }

@@ -4,13 +4,15 @@
 //! to the system stop.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use hookplane_proto::v1::config_resource::Resource;
 use hookplane_proto::v1::config_service_server::ConfigService;
 use hookplane_proto::v1::{
     ConfigResource, ConfigUpdate, DeliveryReport, ForwardingKind, GenesysSettings, NodeChannel,
-    NodeForwardingSet, NodeSecret, NodeSubscription, NodeTenant, ReportDeliveriesResponse,
-    ResourceKey, ResourceKind, WatchConfigRequest,
+    NodeForwardingSet, NodePublisherToken, NodeSecret, NodeSubscription, NodeTenant,
+    ReportDeliveriesResponse, ReportTokenUseRequest, ReportTokenUseResponse, ResourceKey,
+    ResourceKind, WatchConfigRequest,
 };
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{broadcast, mpsc};
@@ -26,10 +28,11 @@ use crate::sealing::{Place, Sealed, Sealer};
 use crate::shutdown::Stopping;
 use crate::store::{
     ChannelRecord, ForwardingSetRecord, PreviousSecret, Store, SubscriptionRecord, TenantRecord,
-    Touched, sealed_field,
+    TokenRecord, Touched, sealed_field,
 };
 use crate::system_stop::SystemStop;
 use crate::tenants::zone_entitlements;
+use crate::tokens::{LastUsed, publishes};
 
 /// Delivery ids one config update carries at most: a recover's thousands go in several, each
 /// far below the stream's message limit.
@@ -43,6 +46,7 @@ pub(crate) struct ConfigApi {
     retries: broadcast::Sender<RetryBatch>,
     stopping: Stopping,
     metrics: ControlMetrics,
+    last_used: Arc<LastUsed>,
 }
 
 impl ConfigApi {
@@ -54,6 +58,7 @@ impl ConfigApi {
         retries: broadcast::Sender<RetryBatch>,
         stopping: Stopping,
         metrics: ControlMetrics,
+        last_used: Arc<LastUsed>,
     ) -> Result<ConfigApi, Error> {
         Ok(ConfigApi {
             metrics,
@@ -63,6 +68,7 @@ impl ConfigApi {
             publisher_token_sha256: hex::encode(Sha256::digest(publisher_token.as_bytes())),
             retries,
             stopping,
+            last_used,
         })
     }
 }
@@ -133,6 +139,13 @@ impl UpdateBuilder {
                     &s, sealer,
                 )?)));
         }
+        for t in self.store.all_tokens()? {
+            if let Some(token) = node_publisher_token(&t) {
+                update
+                    .upserts
+                    .push(resource(Resource::PublisherToken(token)));
+            }
+        }
         Ok(update)
     }
 
@@ -186,6 +199,13 @@ impl UpdateBuilder {
                 Some(s) => Some(Resource::Subscription(node_subscription(&s, sealer)?)),
                 None => None,
             },
+            // A token that may not publish goes to nodes as a delete, like a revoked one.
+            Ok(ResourceKind::PublisherToken) => self
+                .store
+                .find_token(id)?
+                .as_ref()
+                .and_then(node_publisher_token)
+                .map(Resource::PublisherToken),
             Ok(ResourceKind::Unspecified) | Err(_) => None,
         })
     }
@@ -199,6 +219,16 @@ impl UpdateBuilder {
 
 fn resource(r: Resource) -> ConfigResource {
     ConfigResource { resource: Some(r) }
+}
+
+/// What a node needs to check a token that may publish: never the secret, only its hash.
+fn node_publisher_token(t: &TokenRecord) -> Option<NodePublisherToken> {
+    publishes(t.role).then(|| NodePublisherToken {
+        id: t.id.clone(),
+        secret_sha256: t.secret_sha256.clone(),
+        tenant_id: t.tenant_id.clone(),
+        expire_time: t.expire_time.map(Time::to_proto),
+    })
 }
 
 fn node_tenant(t: &TenantRecord) -> NodeTenant {
@@ -495,6 +525,19 @@ impl ConfigService for ConfigApi {
         }
         Ok(Response::new(ReportDeliveriesResponse { accepted }))
     }
+
+    async fn report_token_use(
+        &self,
+        request: Request<ReportTokenUseRequest>,
+    ) -> Result<Response<ReportTokenUseResponse>, Status> {
+        for id in &request.get_ref().token_ids {
+            // A token revoked meanwhile keeps no last use.
+            if self.store.find_token(id)?.is_some() {
+                self.last_used.touch(id)?;
+            }
+        }
+        Ok(Response::new(ReportTokenUseResponse {}))
+    }
 }
 
 #[cfg(test)]
@@ -535,6 +578,7 @@ mod tests {
                 Some(Resource::Channel(c)) => c.id.clone(),
                 Some(Resource::ForwardingSet(f)) => f.id.clone(),
                 Some(Resource::Subscription(s)) => s.id.clone(),
+                Some(Resource::PublisherToken(t)) => t.id.clone(),
                 None => String::new(),
             })
             .collect()
@@ -604,7 +648,7 @@ mod tests {
         let (_dir, store) = store();
         let (_, channel, _, _) = populated(&store).await;
         ChannelApi::new(store.clone())
-            .rotate_channel_secret(Request::new(RotateChannelSecretRequest {
+            .rotate_channel_secret(operator(RotateChannelSecretRequest {
                 id: channel.clone(),
                 new_secret: "new-secret".into(),
                 grace_period: Some(prost_types::Duration {
@@ -692,7 +736,7 @@ mod tests {
         let held = store.revision();
         let other = create_tenant(&store, tenant_input()).await;
         TenantApi::new(store.clone())
-            .delete_tenant(Request::new(DeleteTenantRequest { id: tenant.clone() }))
+            .delete_tenant(operator(DeleteTenantRequest { id: tenant.clone() }))
             .await
             .unwrap();
         let update = builder(&store).first(held).unwrap();
@@ -724,10 +768,11 @@ mod tests {
             retries.clone(),
             stopping,
             ControlMetrics::new(store.clone()),
+            LastUsed::new(&store),
         )
         .unwrap();
         let mut stream = api
-            .watch_config(Request::new(WatchConfigRequest {
+            .watch_config(operator(WatchConfigRequest {
                 node_id: "node-1".into(),
                 last_revision: 0,
             }))
@@ -781,10 +826,11 @@ mod tests {
             retries,
             stopping,
             ControlMetrics::new(store.clone()),
+            LastUsed::new(&store),
         )
         .unwrap();
         let mut stream = api
-            .watch_config(Request::new(WatchConfigRequest::default()))
+            .watch_config(operator(WatchConfigRequest::default()))
             .await
             .unwrap()
             .into_inner();
@@ -796,5 +842,117 @@ mod tests {
             .unwrap();
         assert_eq!(last.unwrap_err().code(), tonic::Code::Unavailable);
         assert!(stream.next().await.is_none());
+    }
+
+    async fn make_token(store: &Store, role: hookplane_proto::v1::Role, tenant_id: &str) -> String {
+        use hookplane_proto::v1::token_service_server::TokenService as _;
+        crate::tokens::TokenApi::new(store.clone(), crate::tokens::LastUsed::new(store))
+            .create_token(operator(hookplane_proto::v1::CreateTokenRequest {
+                token: Some(hookplane_proto::v1::Token {
+                    display_name: "token".into(),
+                    role: role as i32,
+                    tenant_id: tenant_id.into(),
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+            .unwrap()
+            .id
+    }
+
+    fn publisher_tokens(update: &ConfigUpdate) -> Vec<NodePublisherToken> {
+        update
+            .upserts
+            .iter()
+            .filter_map(|r| match &r.resource {
+                Some(Resource::PublisherToken(t)) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn nodes_get_the_hashes_of_tokens_that_may_publish_and_no_other() {
+        use hookplane_proto::v1::Role;
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let publisher = make_token(&store, Role::Publisher, &tenant.id).await;
+        let operator_token = make_token(&store, Role::Operator, "").await;
+        make_token(&store, Role::TenantAdmin, &tenant.id).await;
+        let update = builder(&store).first(0).unwrap();
+        let mut sent = publisher_tokens(&update);
+        sent.sort_by(|a, b| a.id.cmp(&b.id));
+        let ids: Vec<_> = sent.iter().map(|t| t.id.clone()).collect();
+        assert_eq!(ids, [publisher.clone(), operator_token]);
+        assert_eq!(sent[0].tenant_id, tenant.id);
+        assert!(sent[1].tenant_id.is_empty());
+        assert_eq!(
+            sent[0].secret_sha256,
+            store.token(&publisher).unwrap().secret_sha256
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_reaches_nodes_as_a_delete() {
+        use hookplane_proto::v1::token_service_server::TokenService as _;
+        use hookplane_proto::v1::{RevokeTokenRequest, Role};
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let token = make_token(&store, Role::Publisher, &tenant.id).await;
+        let held = store.revision();
+        crate::tokens::TokenApi::new(store.clone(), crate::tokens::LastUsed::new(&store))
+            .revoke_token(operator(RevokeTokenRequest { id: token.clone() }))
+            .await
+            .unwrap();
+        let update = builder(&store).first(held).unwrap();
+        assert!(!update.snapshot);
+        assert_eq!(
+            update.deletes,
+            [ResourceKey {
+                kind: ResourceKind::PublisherToken as i32,
+                id: token,
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_nodes_report_of_token_use_sets_the_last_use_of_tokens_that_still_exist() {
+        use hookplane_proto::v1::Role;
+        let (dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let token = make_token(&store, Role::Publisher, &tenant.id).await;
+        let (retries, _) = broadcast::channel(16);
+        let (_stop, stopping) = Stopping::new();
+        let log = DeliveryLog::new(
+            store.clone(),
+            Retention {
+                count: 10,
+                age: Duration::from_secs(60),
+            },
+            retries.clone(),
+        );
+        let last_used = LastUsed::new(&store);
+        let api = ConfigApi::new(
+            store.clone(),
+            log,
+            system_stop(&dir, &store),
+            "hp_pub_x",
+            retries,
+            stopping,
+            ControlMetrics::new(store.clone()),
+            last_used.clone(),
+        )
+        .unwrap();
+        api.report_token_use(Request::new(ReportTokenUseRequest {
+            node_id: "node-1".into(),
+            token_ids: vec![token.clone(), "tok_revoked".into()],
+        }))
+        .await
+        .unwrap();
+        assert!(last_used.get(&token).unwrap().is_some());
+        assert!(last_used.get("tok_revoked").unwrap().is_none());
     }
 }

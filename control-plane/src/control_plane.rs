@@ -4,6 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use hookplane_outbound::OutboundOptions;
+use hookplane_proto::v1::audit_service_server::{self, AuditServiceServer};
 use hookplane_proto::v1::channel_service_server::{self, ChannelServiceServer};
 use hookplane_proto::v1::config_service_server::{self, ConfigServiceServer};
 use hookplane_proto::v1::delivery_service_server::{self, DeliveryServiceServer};
@@ -11,12 +12,14 @@ use hookplane_proto::v1::forwarding_service_server::{self, ForwardingServiceServ
 use hookplane_proto::v1::notification_service_server::{self, NotificationServiceServer};
 use hookplane_proto::v1::subscription_service_server::{self, SubscriptionServiceServer};
 use hookplane_proto::v1::tenant_service_server::{self, TenantServiceServer};
+use hookplane_proto::v1::token_service_server::{self, TokenServiceServer};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 
-use crate::auth::TokenCheck;
+use crate::audit::AuditLog;
+use crate::auth::{AdminCheck, TokenCheck};
 use crate::channels::ChannelApi;
 use crate::config_stream::ConfigApi;
 use crate::credentials::Credentials;
@@ -36,14 +39,18 @@ use crate::system_stop::SystemStop;
 use crate::tenants::TenantApi;
 use crate::test_events::TestEvents;
 use crate::tls::{ControlTls, NodeCertificateCheck};
+use crate::tokens::{LastUsed, TokenApi};
 
 /// Snapshots of 10,000 channels exceed tonic's 4 MiB default.
 const CONFIG_MESSAGE_LIMIT: usize = 64 * 1024 * 1024;
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
+const AUDIT_TRIM_EVERY: Duration = Duration::from_secs(3600);
 const RETRY_BROADCAST_CAPACITY: usize = 1024;
 
-const SERVICE_NAMES: [&str; 7] = [
+const SERVICE_NAMES: [&str; 9] = [
     tenant_service_server::SERVICE_NAME,
+    token_service_server::SERVICE_NAME,
+    audit_service_server::SERVICE_NAME,
     channel_service_server::SERVICE_NAME,
     forwarding_service_server::SERVICE_NAME,
     subscription_service_server::SERVICE_NAME,
@@ -64,6 +71,7 @@ pub struct ControlPlane {
     /// TLS of the port (and mTLS of ConfigService); plaintext when `None`.
     tls: Option<ControlTls>,
     metrics: ControlMetrics,
+    audit_retention: Duration,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -110,6 +118,7 @@ impl ControlPlane {
             outbound: OutboundOptions::default(),
             subscription_failure_stop_after: *opts.subscription_failure_stop_after,
             tls: None,
+            audit_retention: *opts.audit_retention,
         })
     }
 
@@ -150,8 +159,8 @@ impl ControlPlane {
     }
 
     /// Serves every control-plane gRPC service on `listener` until `shutdown` resolves: the admin
-    /// services (admin token), ConfigService (node token, and under mTLS a node client
-    /// certificate), and reflection (v1 and v1alpha) and
+    /// services (the bootstrap admin token or an API token, see `caller`), ConfigService (node
+    /// token, and under mTLS a node client certificate), and reflection (v1 and v1alpha) and
     /// `grpc.health.v1` without a token. Open config streams are ended so shutdown completes.
     pub async fn serve(
         self,
@@ -163,7 +172,12 @@ impl ControlPlane {
         let (retries, _) = broadcast::channel(RETRY_BROADCAST_CAPACITY);
         let log = DeliveryLog::new(store.clone(), self.retention, retries.clone())
             .with_notifier(self.notifier.clone());
-        let admin = TokenCheck::new(&self.credentials.admin_token, "admin");
+        let last_used = LastUsed::new(&store);
+        let admin = AdminCheck::new(
+            &self.credentials.admin_token,
+            store.clone(),
+            last_used.clone(),
+        );
         let node = TokenCheck::new(&self.credentials.node_token, "node");
         let test_events = TestEvents::new(&self.outbound)?;
         let system_stop = SystemStop::new(
@@ -197,6 +211,7 @@ impl ControlPlane {
             retries,
             stopping.clone(),
             self.metrics.clone(),
+            last_used.clone(),
         )?)
         .max_decoding_message_size(CONFIG_MESSAGE_LIMIT)
         .max_encoding_message_size(CONFIG_MESSAGE_LIMIT);
@@ -215,6 +230,12 @@ impl ControlPlane {
         let notifier_tasks = self.notifier.start(&stopping);
         let resealer = tokio::spawn(resealing::reseal_in_background(
             store.clone(),
+            stopping.clone(),
+        ));
+        let audit = AuditLog::new(&store);
+        let audit_trim = tokio::spawn(audit.clone().trim_periodically(
+            self.audit_retention,
+            AUDIT_TRIM_EVERY,
             stopping.clone(),
         ));
         let sweeper = tokio::spawn(sweep_periodically(log.clone(), stopping));
@@ -247,8 +268,13 @@ impl ControlPlane {
             .add_service(DeliveryServiceServer::with_interceptor(log, admin.clone()))
             .add_service(NotificationServiceServer::with_interceptor(
                 NotificationApi::new(store.clone()),
-                admin,
+                admin.clone(),
             ))
+            .add_service(TokenServiceServer::with_interceptor(
+                TokenApi::new(store.clone(), last_used),
+                admin.clone(),
+            ))
+            .add_service(AuditServiceServer::with_interceptor(audit, admin))
             .add_service(InterceptedService::new(
                 InterceptedService::new(config, node),
                 node_certificate,
@@ -260,6 +286,7 @@ impl ControlPlane {
             .await;
         sweeper.abort();
         resealer.abort();
+        audit_trim.abort();
         for task in notifier_tasks {
             task.abort();
         }
@@ -411,6 +438,8 @@ mod tests {
             "",
             "hookplane.v1.TenantService",
             "hookplane.v1.ConfigService",
+            "hookplane.v1.TokenService",
+            "hookplane.v1.AuditService",
         ] {
             let status = health
                 .check(HealthCheckRequest {

@@ -23,6 +23,10 @@ pub enum Error {
          --tls-client-key"
     )]
     NodeCertificateRequired,
+    /// The caller's token is valid but may not do this (another tenant's resource, an
+    /// operator-only call). The message names the caller's limits, never another tenant's data.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The request is well formed but the system's state forbids it (quota, entitlement, state).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -106,6 +110,7 @@ impl From<Error> for tonic::Status {
                 tonic::Status::unauthenticated(message)
             }
             Error::NotFound { .. } => tonic::Status::not_found(message),
+            Error::PermissionDenied(_) => tonic::Status::permission_denied(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::Unavailable(_) => tonic::Status::unavailable(message),
             Error::Store(_)

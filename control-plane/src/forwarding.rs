@@ -1,7 +1,7 @@
 //! ForwardingService: where a channel's LINE webhooks go (raw forwards or Genesys connectors),
 //! within the tenant's per-channel limit.
 
-use hookplane_proto::v1::forwarding_service_server::ForwardingService;
+use hookplane_proto::v1::forwarding_service_server::{self, ForwardingService};
 use hookplane_proto::v1::{
     CreateForwardingSetRequest, DeleteForwardingSetRequest, ForwardingKind, ForwardingSet,
     GenesysSettings, GetForwardingSetRequest, ListForwardingSetsRequest,
@@ -9,6 +9,8 @@ use hookplane_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::audit::AuditLog;
+use crate::caller::Caller;
 use crate::channels::metadata;
 use crate::clock::{Time, duration_to_proto};
 use crate::error::Error;
@@ -26,14 +28,48 @@ const MAX_CREDENTIAL_CHARS: usize = 1024;
 
 pub(crate) struct ForwardingApi {
     store: Store,
+    audit: AuditLog,
+}
+
+/// The fields of `input` that are set, by name.
+fn given_fields(input: &ForwardingSet) -> Vec<&'static str> {
+    let mut set = Vec::new();
+    if !input.name.is_empty() {
+        set.push("name");
+    }
+    if !input.url.is_empty() {
+        set.push("url");
+    }
+    if input.enabled.is_some() {
+        set.push("enabled");
+    }
+    if input.timeout.is_some() {
+        set.push("timeout");
+    }
+    if input.genesys.is_some() {
+        set.push("genesys");
+    }
+    set
+}
+
+fn method(name: &str) -> String {
+    format!("{}/{name}", forwarding_service_server::SERVICE_NAME)
 }
 
 impl ForwardingApi {
     pub fn new(store: Store) -> ForwardingApi {
-        ForwardingApi { store }
+        ForwardingApi {
+            audit: AuditLog::new(&store),
+            store,
+        }
     }
 
-    fn create(&self, req: CreateForwardingSetRequest) -> Result<ForwardingSet, Error> {
+    /// Returns the set and its tenant.
+    fn create(
+        &self,
+        caller: &Caller,
+        req: CreateForwardingSetRequest,
+    ) -> Result<(ForwardingSet, String), Error> {
         let channel_id = validate::id("channel_id", &req.channel_id)?;
         let input = validate::present("forwarding_set", req.forwarding_set.as_ref())?;
         let kind = match ForwardingKind::try_from(input.kind) {
@@ -70,6 +106,7 @@ impl ForwardingApi {
 
         let guard = self.store.lock_writes();
         let channel = self.store.channel(channel_id)?;
+        caller.check_tenant(&channel.tenant_id)?;
         let tenant = self.store.tenant(&channel.tenant_id)?;
         let limit = tenant.max_forwarding_sets_per_channel();
         let count = self
@@ -86,56 +123,59 @@ impl ForwardingApi {
         let mut change = Change::default();
         change.put_forwarding_set(&record);
         self.store.commit(&guard, change)?;
-        Ok(to_proto(&record))
+        Ok((to_proto(&record), record.tenant_id))
     }
 
-    fn update(&self, req: UpdateForwardingSetRequest) -> Result<ForwardingSet, Error> {
+    /// Returns the set, its tenant and the paths it changed.
+    fn update(
+        &self,
+        caller: &Caller,
+        req: UpdateForwardingSetRequest,
+    ) -> Result<(ForwardingSet, String, Vec<String>), Error> {
         let input = validate::present("forwarding_set", req.forwarding_set.as_ref())?;
         let id = validate::id("forwarding_set.id", &input.id)?;
         let paths = validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || {
-            let mut set = Vec::new();
-            if !input.name.is_empty() {
-                set.push("name");
-            }
-            if !input.url.is_empty() {
-                set.push("url");
-            }
-            if input.enabled.is_some() {
-                set.push("enabled");
-            }
-            if input.timeout.is_some() {
-                set.push("timeout");
-            }
-            if input.genesys.is_some() {
-                set.push("genesys");
-            }
-            set
+            given_fields(input)
         })?;
         let guard = self.store.lock_writes();
         let mut record = self.store.forwarding_set(id)?;
+        caller.check_tenant(&record.tenant_id)?;
         apply(&mut record, input, &paths, self.store.sealer())?;
         check_whole(&record)?;
         record.update_time = Time::now();
         let mut change = Change::default();
         change.put_forwarding_set(&record);
         self.store.commit(&guard, change)?;
-        Ok(to_proto(&record))
+        Ok((to_proto(&record), record.tenant_id, paths))
     }
 
-    fn delete(&self, id: &str) -> Result<(), Error> {
+    /// Returns the tenant the set belonged to.
+    fn delete(&self, caller: &Caller, id: &str) -> Result<String, Error> {
         let guard = self.store.lock_writes();
         let record = self.store.forwarding_set(id)?;
+        caller.check_tenant(&record.tenant_id)?;
         let mut change = Change::default();
         change.remove_forwarding_set(&record.channel_id, id);
         self.store.commit(&guard, change)?;
-        Ok(())
+        Ok(record.tenant_id)
     }
 
-    fn list(&self, req: &ListForwardingSetsRequest) -> Result<ListForwardingSetsResponse, Error> {
+    fn get(&self, caller: &Caller, id: &str) -> Result<ForwardingSet, Error> {
+        let record = self.store.forwarding_set(id)?;
+        caller.check_tenant(&record.tenant_id)?;
+        Ok(to_proto(&record))
+    }
+
+    fn list(
+        &self,
+        caller: &Caller,
+        req: &ListForwardingSetsRequest,
+    ) -> Result<ListForwardingSetsResponse, Error> {
         let channel_id = validate::id("channel_id", &req.channel_id)?;
         let prefix = index_prefix(channel_id);
         let page = Page::new(req.page_size, &req.page_token, &prefix)?;
-        self.store.channel(channel_id)?;
+        let channel = self.store.channel(channel_id)?;
+        caller.check_tenant(&channel.tenant_id)?;
         let entries = page.read(self.store.index_tree(Index::ChannelForwardingSets))?;
         let mut forwarding_sets = Vec::with_capacity(entries.items.len());
         for (key, _) in &entries.items {
@@ -347,7 +387,21 @@ impl ForwardingService for ForwardingApi {
         &self,
         request: Request<CreateForwardingSetRequest>,
     ) -> Result<Response<ForwardingSet>, Status> {
-        let set = self.create(request.into_inner())?;
+        let caller = Caller::of(&request)?;
+        let fields = request
+            .get_ref()
+            .forwarding_set
+            .as_ref()
+            .map(given_fields)
+            .unwrap_or_default();
+        let (set, tenant_id) = self.create(&caller, request.into_inner())?;
+        self.audit.record(
+            &caller,
+            &method("CreateForwardingSet"),
+            &tenant_id,
+            &set.id,
+            &fields,
+        )?;
         self.store.flush().await?;
         Ok(Response::new(set))
     }
@@ -356,22 +410,33 @@ impl ForwardingService for ForwardingApi {
         &self,
         request: Request<GetForwardingSetRequest>,
     ) -> Result<Response<ForwardingSet>, Status> {
+        let caller = Caller::of(&request)?;
         let id = validate::id("id", &request.get_ref().id)?;
-        Ok(Response::new(to_proto(&self.store.forwarding_set(id)?)))
+        Ok(Response::new(self.get(&caller, id)?))
     }
 
     async fn list_forwarding_sets(
         &self,
         request: Request<ListForwardingSetsRequest>,
     ) -> Result<Response<ListForwardingSetsResponse>, Status> {
-        Ok(Response::new(self.list(request.get_ref())?))
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(self.list(&caller, request.get_ref())?))
     }
 
     async fn update_forwarding_set(
         &self,
         request: Request<UpdateForwardingSetRequest>,
     ) -> Result<Response<ForwardingSet>, Status> {
-        let set = self.update(request.into_inner())?;
+        let caller = Caller::of(&request)?;
+        let (set, tenant_id, paths) = self.update(&caller, request.into_inner())?;
+        let fields: Vec<&str> = paths.iter().map(String::as_str).collect();
+        self.audit.record(
+            &caller,
+            &method("UpdateForwardingSet"),
+            &tenant_id,
+            &set.id,
+            &fields,
+        )?;
         self.store.flush().await?;
         Ok(Response::new(set))
     }
@@ -380,8 +445,11 @@ impl ForwardingService for ForwardingApi {
         &self,
         request: Request<DeleteForwardingSetRequest>,
     ) -> Result<Response<()>, Status> {
+        let caller = Caller::of(&request)?;
         let id = validate::id("id", &request.get_ref().id)?;
-        self.delete(id)?;
+        let tenant_id = self.delete(&caller, id)?;
+        self.audit
+            .record(&caller, &method("DeleteForwardingSet"), &tenant_id, id, &[])?;
         self.store.flush().await?;
         Ok(Response::new(()))
     }
@@ -430,7 +498,7 @@ mod tests {
         paths: &[&str],
     ) -> Result<ForwardingSet, Status> {
         api(store)
-            .update_forwarding_set(Request::new(UpdateForwardingSetRequest {
+            .update_forwarding_set(operator(UpdateForwardingSetRequest {
                 forwarding_set: Some(set),
                 update_mask: Some(prost_types::FieldMask {
                     paths: paths.iter().map(|p| (*p).to_owned()).collect(),
@@ -482,7 +550,7 @@ mod tests {
         let (_dir, store) = store();
         let tenant = create_tenant(&store, tenant_input()).await;
         TenantApi::new(store.clone())
-            .update_tenant(Request::new(UpdateTenantRequest {
+            .update_tenant(operator(UpdateTenantRequest {
                 tenant: Some(Tenant {
                     id: tenant.id.clone(),
                     entitlements: Some(Entitlements {
@@ -682,5 +750,66 @@ mod tests {
         )
         .await;
         assert_eq!(result.unwrap_err().code(), Code::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_admin_cannot_touch_another_tenants_forwarding_sets() {
+        let (_dir, store) = store();
+        let own = create_tenant(&store, tenant_input()).await;
+        let other = create_tenant(&store, tenant_input()).await;
+        let their_channel = create_channel(&store, &other.id).await;
+        let theirs = create_forwarding_set(&store, &their_channel.id, raw_set_input())
+            .await
+            .unwrap();
+        let admin = tenant_admin_caller(&own.id);
+        let api = api(&store);
+        let denied = |code: Code| assert_eq!(code, Code::PermissionDenied);
+        denied(
+            api.create_forwarding_set(as_caller(
+                &admin,
+                CreateForwardingSetRequest {
+                    channel_id: their_channel.id.clone(),
+                    forwarding_set: Some(raw_set_input()),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        );
+        denied(
+            api.get_forwarding_set(as_caller(
+                &admin,
+                GetForwardingSetRequest {
+                    id: theirs.id.clone(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        );
+        denied(
+            api.list_forwarding_sets(as_caller(
+                &admin,
+                ListForwardingSetsRequest {
+                    channel_id: their_channel.id.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        );
+        denied(
+            api.delete_forwarding_set(as_caller(
+                &admin,
+                DeleteForwardingSetRequest {
+                    id: theirs.id.clone(),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        );
+        assert!(store.find_forwarding_set(&theirs.id).unwrap().is_some());
     }
 }

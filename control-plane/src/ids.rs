@@ -10,6 +10,10 @@ pub(crate) const FORWARDING_SET: &str = "fwd";
 pub(crate) const SUBSCRIPTION: &str = "sub";
 pub(crate) const ATTEMPT: &str = "att";
 pub(crate) const NOTIFICATION: &str = "ntf";
+/// An API token (its secret is `hp_tok_..._...`).
+pub(crate) const TOKEN: &str = "tok";
+/// An audit event.
+pub(crate) const AUDIT_EVENT: &str = "aud";
 /// A test event sent by SendTestEvent.
 pub(crate) const EVENT: &str = "evt";
 /// The store itself, named once when it is created (nodes remember which store they follow).

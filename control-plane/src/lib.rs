@@ -1,11 +1,13 @@
 //! The hookplane control plane: the sled store of tenants, channels, forwarding sets and
-//! subscriptions (secrets sealed at rest), the token checks, every admin gRPC service, the config
-//! stream to data-plane nodes, the delivery log, and the notifier that emails tenants about
-//! failing forwards. The port takes TLS, and mTLS for the config stream, when given a
-//! certificate.
+//! subscriptions (secrets sealed at rest), API tokens and who may do what with them, the audit
+//! trail, every admin gRPC service, the config stream to data-plane nodes, the delivery log, and
+//! the notifier that emails tenants about failing forwards. The port takes TLS, and mTLS for the
+//! config stream, when given a certificate.
 
 mod attempt_writer;
+mod audit;
 mod auth;
+mod caller;
 mod channels;
 mod clock;
 mod config_stream;
@@ -30,6 +32,7 @@ mod system_stop;
 mod tenants;
 mod test_events;
 mod tls;
+mod tokens;
 mod validate;
 
 pub use control_plane::ControlPlane;

@@ -5,6 +5,7 @@ use hookplane_proto::v1::{ListNotificationsRequest, ListNotificationsResponse, N
 use prost::Message as _;
 use tonic::{Request, Response, Status};
 
+use crate::caller::Caller;
 use crate::error::Error;
 use crate::pagination::Page;
 use crate::store::{Store, index_prefix};
@@ -20,8 +21,12 @@ impl NotificationApi {
         NotificationApi { store }
     }
 
-    fn list(&self, req: &ListNotificationsRequest) -> Result<ListNotificationsResponse, Error> {
-        let tenant_id = validate::id("tenant_id", &req.tenant_id)?;
+    fn list(
+        &self,
+        caller: &Caller,
+        req: &ListNotificationsRequest,
+    ) -> Result<ListNotificationsResponse, Error> {
+        let tenant_id = validate::id("tenant_id", caller.listing_tenant(&req.tenant_id)?)?;
         let page = Page::new(req.page_size, &req.page_token, &index_prefix(tenant_id))?;
         self.store.tenant(tenant_id)?;
         let entries = page.read(self.store.notifications_tree())?;
@@ -48,7 +53,8 @@ impl NotificationService for NotificationApi {
         &self,
         request: Request<ListNotificationsRequest>,
     ) -> Result<Response<ListNotificationsResponse>, Status> {
-        Ok(Response::new(self.list(request.get_ref())?))
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(self.list(&caller, request.get_ref())?))
     }
 }
 
@@ -81,7 +87,7 @@ mod tests {
                 .unwrap();
         }
         let listed = NotificationApi::new(store.clone())
-            .list_notifications(Request::new(ListNotificationsRequest {
+            .list_notifications(operator(ListNotificationsRequest {
                 tenant_id: tenant.id,
                 ..Default::default()
             }))
@@ -96,7 +102,7 @@ mod tests {
     async fn listing_notifications_of_an_unknown_tenant_is_not_found() {
         let (_dir, store) = store();
         let result = NotificationApi::new(store)
-            .list_notifications(Request::new(ListNotificationsRequest {
+            .list_notifications(operator(ListNotificationsRequest {
                 tenant_id: "tnt_x".into(),
                 ..Default::default()
             }))

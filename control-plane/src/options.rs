@@ -78,6 +78,10 @@ pub struct ControlOptions {
         default_value = "5d"
     )]
     pub subscription_failure_stop_after: humantime::Duration,
+    /// Audit events (admin writes, secret reveals and rotations, token changes) older than this
+    /// are removed.
+    #[arg(long, env = "HOOKPLANE_AUDIT_RETENTION", default_value = "365d")]
+    pub audit_retention: humantime::Duration,
 }
 
 impl ControlOptions {
@@ -102,6 +106,7 @@ impl ControlOptions {
             notify_window: std::time::Duration::from_secs(3600).into(),
             failure_sweep_interval: std::time::Duration::from_secs(7 * 24 * 3600).into(),
             subscription_failure_stop_after: std::time::Duration::from_secs(5 * 24 * 3600).into(),
+            audit_retention: std::time::Duration::from_secs(365 * 24 * 3600).into(),
         }
     }
 }
@@ -145,6 +150,7 @@ impl std::fmt::Debug for ControlOptions {
                 "subscription_failure_stop_after",
                 &self.subscription_failure_stop_after,
             )
+            .field("audit_retention", &self.audit_retention)
             .finish()
     }
 }
@@ -228,5 +234,19 @@ mod tests {
             *ControlOptions::with_data_dir("/x").subscription_failure_stop_after,
             std::time::Duration::from_secs(5 * 24 * 3600)
         );
+    }
+
+    #[test]
+    fn audit_events_are_kept_a_year_by_default() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            control: ControlOptions,
+        }
+        let cli = Cli::try_parse_from(["hookplane"]).unwrap();
+        let year = std::time::Duration::from_secs(365 * 24 * 3600);
+        assert_eq!(*cli.control.audit_retention, year);
+        assert_eq!(*ControlOptions::with_data_dir("/x").audit_retention, year);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hookplane_proto::v1::subscription_service_server::SubscriptionService;
+use hookplane_proto::v1::subscription_service_server::{self, SubscriptionService};
 use hookplane_proto::v1::{
     CreateSubscriptionRequest, DeleteSubscriptionRequest, GetSubscriptionRequest,
     ListSubscriptionsRequest, ListSubscriptionsResponse, ResumeSubscriptionRequest,
@@ -16,6 +16,8 @@ use hookplane_proto::v1::{
 use rand::RngCore;
 use tonic::{Request, Response, Status};
 
+use crate::audit::AuditLog;
+use crate::caller::Caller;
 use crate::clock::Time;
 use crate::error::Error;
 use crate::ids;
@@ -36,6 +38,29 @@ const STOPPED_BY_ADMIN: &str = "stopped by an admin";
 pub(crate) struct SubscriptionApi {
     store: Store,
     test_events: TestEvents,
+    audit: AuditLog,
+}
+
+/// The fields of `input` that are set, by name.
+fn given_fields(input: &Subscription) -> Vec<&'static str> {
+    let mut set = Vec::new();
+    if !input.name.is_empty() {
+        set.push("name");
+    }
+    if !input.url.is_empty() {
+        set.push("url");
+    }
+    if !input.event_types.is_empty() {
+        set.push("event_types");
+    }
+    if input.signature_scheme != 0 {
+        set.push("signature_scheme");
+    }
+    set
+}
+
+fn method(name: &str) -> String {
+    format!("{}/{name}", subscription_service_server::SERVICE_NAME)
 }
 
 /// `whsec_` and standard base64 of 32 random bytes.
@@ -51,11 +76,27 @@ fn is_active(r: &SubscriptionRecord) -> bool {
 
 impl SubscriptionApi {
     pub fn new(store: Store, test_events: TestEvents) -> SubscriptionApi {
-        SubscriptionApi { store, test_events }
+        SubscriptionApi {
+            audit: AuditLog::new(&store),
+            store,
+            test_events,
+        }
     }
 
-    fn create(&self, req: CreateSubscriptionRequest) -> Result<Subscription, Error> {
+    /// The subscription `id`, if the caller may act on its tenant.
+    fn subscription(&self, caller: &Caller, id: &str) -> Result<SubscriptionRecord, Error> {
+        let record = self.store.subscription(id)?;
+        caller.check_tenant(&record.tenant_id)?;
+        Ok(record)
+    }
+
+    fn create(
+        &self,
+        caller: &Caller,
+        req: CreateSubscriptionRequest,
+    ) -> Result<Subscription, Error> {
         let tenant_id = validate::id("tenant_id", &req.tenant_id)?;
+        caller.check_tenant(tenant_id)?;
         let input = validate::present("subscription", req.subscription.as_ref())?;
         let now = Time::now();
         let id = ids::new_id(ids::SUBSCRIPTION);
@@ -117,27 +158,19 @@ impl SubscriptionApi {
         Ok(())
     }
 
-    fn update(&self, req: UpdateSubscriptionRequest) -> Result<Subscription, Error> {
+    /// Returns the subscription and the paths it changed.
+    fn update(
+        &self,
+        caller: &Caller,
+        req: UpdateSubscriptionRequest,
+    ) -> Result<(Subscription, Vec<String>), Error> {
         let input = validate::present("subscription", req.subscription.as_ref())?;
         let id = validate::id("subscription.id", &input.id)?;
         let paths = validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || {
-            let mut set = Vec::new();
-            if !input.name.is_empty() {
-                set.push("name");
-            }
-            if !input.url.is_empty() {
-                set.push("url");
-            }
-            if !input.event_types.is_empty() {
-                set.push("event_types");
-            }
-            if input.signature_scheme != 0 {
-                set.push("signature_scheme");
-            }
-            set
+            given_fields(input)
         })?;
         let guard = self.store.lock_writes();
-        let mut record = self.store.subscription(id)?;
+        let mut record = self.subscription(caller, id)?;
         apply(&mut record, input, &paths)?;
         let tenant = self.store.tenant(&record.tenant_id)?;
         let now = Time::now();
@@ -153,12 +186,12 @@ impl SubscriptionApi {
             // Failures of the old URL say nothing about the new one.
             system_stop::start_afresh(&self.store, &record.id, now)?;
         }
-        Ok(to_proto(&record, Some(&tenant), now))
+        Ok((to_proto(&record, Some(&tenant), now), paths))
     }
 
-    fn stop(&self, id: &str) -> Result<Subscription, Error> {
+    fn stop(&self, caller: &Caller, id: &str) -> Result<Subscription, Error> {
         let guard = self.store.lock_writes();
-        let mut record = self.store.subscription(id)?;
+        let mut record = self.subscription(caller, id)?;
         let tenant = self.store.find_tenant(&record.tenant_id)?;
         let now = Time::now();
         if is_active(&record) {
@@ -173,9 +206,9 @@ impl SubscriptionApi {
         Ok(to_proto(&record, tenant.as_ref(), now))
     }
 
-    fn resume(&self, id: &str) -> Result<Subscription, Error> {
+    fn resume(&self, caller: &Caller, id: &str) -> Result<Subscription, Error> {
         let guard = self.store.lock_writes();
-        let mut record = self.store.subscription(id)?;
+        let mut record = self.subscription(caller, id)?;
         let tenant = self.store.tenant(&record.tenant_id)?;
         let now = Time::now();
         if !is_active(&record) {
@@ -194,9 +227,13 @@ impl SubscriptionApi {
         Ok(to_proto(&record, Some(&tenant), now))
     }
 
-    fn reveal(&self, id: &str) -> Result<RevealSecretResponse, Error> {
-        let record = self.store.subscription(id)?;
-        self.secret_response(&record, Time::now())
+    /// The current secret, and the subscription's tenant for the audit trail.
+    fn reveal(&self, caller: &Caller, id: &str) -> Result<(RevealSecretResponse, String), Error> {
+        let record = self.subscription(caller, id)?;
+        Ok((
+            self.secret_response(&record, Time::now())?,
+            record.tenant_id,
+        ))
     }
 
     fn secret_response(
@@ -217,11 +254,16 @@ impl SubscriptionApi {
         })
     }
 
-    fn rotate(&self, req: &RotateSecretRequest) -> Result<RevealSecretResponse, Error> {
+    /// The new secret, and the subscription's tenant for the audit trail.
+    fn rotate(
+        &self,
+        caller: &Caller,
+        req: &RotateSecretRequest,
+    ) -> Result<(RevealSecretResponse, String), Error> {
         let id = validate::id("id", &req.id)?;
         let grace = validate::grace_period("grace_period", req.grace_period.as_ref())?;
         let guard = self.store.lock_writes();
-        let mut record = self.store.subscription(id)?;
+        let mut record = self.subscription(caller, id)?;
         let now = Time::now();
         let sealer = self.store.sealer();
         let current = Place::new(&record.id, sealed_field::SECRET);
@@ -243,25 +285,30 @@ impl SubscriptionApi {
         let mut change = Change::default();
         change.put_subscription(&record);
         self.store.commit(&guard, change)?;
-        self.secret_response(&record, now)
+        Ok((self.secret_response(&record, now)?, record.tenant_id))
     }
 
-    fn delete(&self, id: &str) -> Result<(), Error> {
+    /// Returns the tenant the subscription belonged to.
+    fn delete(&self, caller: &Caller, id: &str) -> Result<String, Error> {
         let guard = self.store.lock_writes();
-        let record = self.store.subscription(id)?;
+        let record = self.subscription(caller, id)?;
         let mut change = Change::default();
         change.remove_subscription(&record.tenant_id, id);
         self.store.commit(&guard, change)?;
         system_stop::forget(&self.store, id)?;
-        Ok(())
+        Ok(record.tenant_id)
     }
 
     /// Sends a sample of the event type (the subscription's first when none is named) to the
     /// subscription's URL now, whatever its state and entitlements: it is how a brand checks an
     /// integration before resuming it.
-    async fn send_test(&self, req: &SendTestEventRequest) -> Result<SendTestEventResponse, Error> {
+    async fn send_test(
+        &self,
+        caller: &Caller,
+        req: &SendTestEventRequest,
+    ) -> Result<SendTestEventResponse, Error> {
         let id = validate::id("id", &req.id)?;
-        let record = self.store.subscription(id)?;
+        let record = self.subscription(caller, id)?;
         let topic = match req.event_type.as_str() {
             "" => record.event_types.first().cloned().unwrap_or_default(),
             named => named.to_owned(),
@@ -296,14 +343,18 @@ impl SubscriptionApi {
         Ok(self.test_events.send(&target, &topic).await)
     }
 
-    fn get(&self, id: &str) -> Result<Subscription, Error> {
-        let record = self.store.subscription(id)?;
+    fn get(&self, caller: &Caller, id: &str) -> Result<Subscription, Error> {
+        let record = self.subscription(caller, id)?;
         let tenant = self.store.find_tenant(&record.tenant_id)?;
         Ok(to_proto(&record, tenant.as_ref(), Time::now()))
     }
 
-    fn list(&self, req: &ListSubscriptionsRequest) -> Result<ListSubscriptionsResponse, Error> {
-        let tenant_id = validate::id("tenant_id", &req.tenant_id)?;
+    fn list(
+        &self,
+        caller: &Caller,
+        req: &ListSubscriptionsRequest,
+    ) -> Result<ListSubscriptionsResponse, Error> {
+        let tenant_id = validate::id("tenant_id", caller.listing_tenant(&req.tenant_id)?)?;
         let prefix = index_prefix(tenant_id);
         let page = Page::new(req.page_size, &req.page_token, &prefix)?;
         let tenant = self.store.tenant(tenant_id)?;
@@ -456,7 +507,21 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<CreateSubscriptionRequest>,
     ) -> Result<Response<Subscription>, Status> {
-        let subscription = self.create(request.into_inner())?;
+        let caller = Caller::of(&request)?;
+        let fields = request
+            .get_ref()
+            .subscription
+            .as_ref()
+            .map(given_fields)
+            .unwrap_or_default();
+        let subscription = self.create(&caller, request.into_inner())?;
+        self.audit.record(
+            &caller,
+            &method("CreateSubscription"),
+            &subscription.tenant_id,
+            &subscription.id,
+            &fields,
+        )?;
         self.store.flush().await?;
         Ok(Response::new(subscription))
     }
@@ -465,22 +530,33 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<GetSubscriptionRequest>,
     ) -> Result<Response<Subscription>, Status> {
+        let caller = Caller::of(&request)?;
         let id = validate::id("id", &request.get_ref().id)?;
-        Ok(Response::new(self.get(id)?))
+        Ok(Response::new(self.get(&caller, id)?))
     }
 
     async fn list_subscriptions(
         &self,
         request: Request<ListSubscriptionsRequest>,
     ) -> Result<Response<ListSubscriptionsResponse>, Status> {
-        Ok(Response::new(self.list(request.get_ref())?))
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(self.list(&caller, request.get_ref())?))
     }
 
     async fn update_subscription(
         &self,
         request: Request<UpdateSubscriptionRequest>,
     ) -> Result<Response<Subscription>, Status> {
-        let subscription = self.update(request.into_inner())?;
+        let caller = Caller::of(&request)?;
+        let (subscription, paths) = self.update(&caller, request.into_inner())?;
+        let fields: Vec<&str> = paths.iter().map(String::as_str).collect();
+        self.audit.record(
+            &caller,
+            &method("UpdateSubscription"),
+            &subscription.tenant_id,
+            &subscription.id,
+            &fields,
+        )?;
         self.store.flush().await?;
         Ok(Response::new(subscription))
     }
@@ -489,8 +565,11 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<DeleteSubscriptionRequest>,
     ) -> Result<Response<()>, Status> {
+        let caller = Caller::of(&request)?;
         let id = validate::id("id", &request.get_ref().id)?;
-        self.delete(id)?;
+        let tenant_id = self.delete(&caller, id)?;
+        self.audit
+            .record(&caller, &method("DeleteSubscription"), &tenant_id, id, &[])?;
         self.store.flush().await?;
         Ok(Response::new(()))
     }
@@ -499,8 +578,16 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<StopSubscriptionRequest>,
     ) -> Result<Response<Subscription>, Status> {
+        let caller = Caller::of(&request)?;
         let id = validate::id("id", &request.get_ref().id)?;
-        let subscription = self.stop(id)?;
+        let subscription = self.stop(&caller, id)?;
+        self.audit.record(
+            &caller,
+            &method("StopSubscription"),
+            &subscription.tenant_id,
+            id,
+            &["state"],
+        )?;
         self.store.flush().await?;
         Ok(Response::new(subscription))
     }
@@ -509,8 +596,16 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<ResumeSubscriptionRequest>,
     ) -> Result<Response<Subscription>, Status> {
+        let caller = Caller::of(&request)?;
         let id = validate::id("id", &request.get_ref().id)?;
-        let subscription = self.resume(id)?;
+        let subscription = self.resume(&caller, id)?;
+        self.audit.record(
+            &caller,
+            &method("ResumeSubscription"),
+            &subscription.tenant_id,
+            id,
+            &["state"],
+        )?;
         self.store.flush().await?;
         Ok(Response::new(subscription))
     }
@@ -519,15 +614,33 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<RevealSecretRequest>,
     ) -> Result<Response<RevealSecretResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let id = validate::id("id", &request.get_ref().id)?;
-        Ok(Response::new(self.reveal(id)?))
+        let (secret, tenant_id) = self.reveal(&caller, id)?;
+        self.audit
+            .record(&caller, &method("RevealSecret"), &tenant_id, id, &[])?;
+        // A reveal changes no config; the flush only makes its audit event durable.
+        self.store.flush().await?;
+        Ok(Response::new(secret))
     }
 
     async fn rotate_secret(
         &self,
         request: Request<RotateSecretRequest>,
     ) -> Result<Response<RevealSecretResponse>, Status> {
-        let response = self.rotate(request.get_ref())?;
+        let caller = Caller::of(&request)?;
+        let (response, tenant_id) = self.rotate(&caller, request.get_ref())?;
+        let mut fields = vec!["secret"];
+        if response.previous_secret_valid_until.is_some() {
+            fields.push("grace_period");
+        }
+        self.audit.record(
+            &caller,
+            &method("RotateSecret"),
+            &tenant_id,
+            &request.get_ref().id,
+            &fields,
+        )?;
         self.store.flush().await?;
         Ok(Response::new(response))
     }
@@ -536,7 +649,10 @@ impl SubscriptionService for SubscriptionApi {
         &self,
         request: Request<SendTestEventRequest>,
     ) -> Result<Response<SendTestEventResponse>, Status> {
-        Ok(Response::new(self.send_test(request.get_ref()).await?))
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(
+            self.send_test(&caller, request.get_ref()).await?,
+        ))
     }
 }
 
@@ -556,7 +672,7 @@ mod tests {
 
     async fn stop(store: &Store, id: &str) -> Subscription {
         api(store)
-            .stop_subscription(Request::new(StopSubscriptionRequest { id: id.into() }))
+            .stop_subscription(operator(StopSubscriptionRequest { id: id.into() }))
             .await
             .unwrap()
             .into_inner()
@@ -564,14 +680,14 @@ mod tests {
 
     async fn resume(store: &Store, id: &str) -> Result<Subscription, Status> {
         api(store)
-            .resume_subscription(Request::new(ResumeSubscriptionRequest { id: id.into() }))
+            .resume_subscription(operator(ResumeSubscriptionRequest { id: id.into() }))
             .await
             .map(Response::into_inner)
     }
 
     async fn reveal(store: &Store, id: &str) -> RevealSecretResponse {
         api(store)
-            .reveal_secret(Request::new(RevealSecretRequest { id: id.into() }))
+            .reveal_secret(operator(RevealSecretRequest { id: id.into() }))
             .await
             .unwrap()
             .into_inner()
@@ -750,10 +866,13 @@ mod tests {
                 let api = Arc::clone(&api);
                 let tenant_id = tenant.id.clone();
                 std::thread::spawn(move || {
-                    api.create(CreateSubscriptionRequest {
-                        tenant_id,
-                        subscription: Some(subscription_input()),
-                    })
+                    api.create(
+                        &operator_caller(),
+                        CreateSubscriptionRequest {
+                            tenant_id,
+                            subscription: Some(subscription_input()),
+                        },
+                    )
                     .is_ok()
                 })
             })
@@ -803,7 +922,7 @@ mod tests {
             .unwrap();
         let old = reveal(&store, &sub.id).await.secret;
         let rotated = api(&store)
-            .rotate_secret(Request::new(RotateSecretRequest {
+            .rotate_secret(operator(RotateSecretRequest {
                 id: sub.id.clone(),
                 grace_period: Some(prost_types::Duration {
                     seconds: 600,
@@ -830,7 +949,7 @@ mod tests {
             .await
             .unwrap();
         let rotated = api(&store)
-            .rotate_secret(Request::new(RotateSecretRequest {
+            .rotate_secret(operator(RotateSecretRequest {
                 id: sub.id.clone(),
                 grace_period: None,
             }))
@@ -848,7 +967,7 @@ mod tests {
             .await
             .unwrap();
         let result = api(&store)
-            .update_subscription(Request::new(UpdateSubscriptionRequest {
+            .update_subscription(operator(UpdateSubscriptionRequest {
                 subscription: Some(Subscription {
                     id: sub.id,
                     event_types: vec!["message.first_open".into()],
@@ -889,7 +1008,7 @@ mod tests {
         event_type: &str,
     ) -> Result<SendTestEventResponse, Status> {
         api(store)
-            .send_test_event(Request::new(SendTestEventRequest {
+            .send_test_event(operator(SendTestEventRequest {
                 id: id.into(),
                 event_type: event_type.into(),
             }))
@@ -1010,7 +1129,7 @@ mod tests {
             .await
             .unwrap();
         crate::tenants::TenantApi::new(store.clone())
-            .update_tenant(Request::new(UpdateTenantRequest {
+            .update_tenant(operator(UpdateTenantRequest {
                 tenant: Some(Tenant {
                     id: tenant.id.clone(),
                     entitlements: Some(Entitlements {
@@ -1026,7 +1145,7 @@ mod tests {
             .await
             .unwrap();
         let got = api(&store)
-            .get_subscription(Request::new(GetSubscriptionRequest { id: sub.id }))
+            .get_subscription(operator(GetSubscriptionRequest { id: sub.id }))
             .await
             .unwrap()
             .into_inner();

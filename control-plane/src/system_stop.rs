@@ -357,7 +357,7 @@ mod tests {
             ])
             .unwrap();
         let listed = crate::notifications::NotificationApi::new(store.clone())
-            .list_notifications(tonic::Request::new(ListNotificationsRequest {
+            .list_notifications(operator(ListNotificationsRequest {
                 tenant_id,
                 ..Default::default()
             }))
@@ -413,9 +413,7 @@ mod tests {
         use hookplane_proto::v1::subscription_service_server::SubscriptionService as _;
         let (_dir, store, watch, sub) = setup(WINDOW).await;
         subscription_api(&store)
-            .stop_subscription(tonic::Request::new(StopSubscriptionRequest {
-                id: sub.clone(),
-            }))
+            .stop_subscription(operator(StopSubscriptionRequest { id: sub.clone() }))
             .await
             .unwrap();
         watch

@@ -2,13 +2,15 @@
 
 use std::collections::HashSet;
 
-use hookplane_proto::v1::tenant_service_server::TenantService;
+use hookplane_proto::v1::tenant_service_server::{self, TenantService};
 use hookplane_proto::v1::{
     CreateTenantRequest, DeleteTenantRequest, Entitlements, GetTenantRequest, ListTenantsRequest,
     ListTenantsResponse, Tenant, UpdateTenantRequest, Zone, ZoneEntitlement,
 };
 use tonic::{Request, Response, Status};
 
+use crate::audit::AuditLog;
+use crate::caller::Caller;
 use crate::clock::Time;
 use crate::error::Error;
 use crate::ids;
@@ -27,14 +29,38 @@ const UPDATE_PATHS: &[&str] = &[
 
 pub(crate) struct TenantApi {
     store: Store,
+    audit: AuditLog,
+}
+
+/// The fields of `input` a create sets, for the audit trail.
+fn given_fields(input: &Tenant) -> Vec<&'static str> {
+    let mut set = Vec::new();
+    if !input.display_name.is_empty() {
+        set.push("display_name");
+    }
+    if !input.notification_emails.is_empty() {
+        set.push("notification_emails");
+    }
+    if input.entitlements.is_some() {
+        set.push("entitlements");
+    }
+    set
+}
+
+fn method(name: &str) -> String {
+    format!("{}/{name}", tenant_service_server::SERVICE_NAME)
 }
 
 impl TenantApi {
     pub fn new(store: Store) -> TenantApi {
-        TenantApi { store }
+        TenantApi {
+            audit: AuditLog::new(&store),
+            store,
+        }
     }
 
-    fn create(&self, req: CreateTenantRequest) -> Result<Tenant, Error> {
+    fn create(&self, caller: &Caller, req: CreateTenantRequest) -> Result<Tenant, Error> {
+        caller.require_operator("create tenants")?;
         let input = validate::present("tenant", req.tenant.as_ref())?;
         let now = Time::now();
         let mut record = TenantRecord {
@@ -59,22 +85,22 @@ impl TenantApi {
         Ok(to_proto(&record))
     }
 
-    fn update(&self, req: UpdateTenantRequest) -> Result<Tenant, Error> {
+    /// Returns the tenant and the paths it changed.
+    fn update(
+        &self,
+        caller: &Caller,
+        req: UpdateTenantRequest,
+    ) -> Result<(Tenant, Vec<String>), Error> {
         let input = validate::present("tenant", req.tenant.as_ref())?;
         let id = validate::id("tenant.id", &input.id)?;
+        caller.check_tenant(id)?;
         let paths = validate::update_paths(req.update_mask.as_ref(), UPDATE_PATHS, || {
-            let mut set = Vec::new();
-            if !input.display_name.is_empty() {
-                set.push("display_name");
-            }
-            if !input.notification_emails.is_empty() {
-                set.push("notification_emails");
-            }
-            if input.entitlements.is_some() {
-                set.push("entitlements");
-            }
-            set
+            given_fields(input)
         })?;
+        if paths.iter().any(|p| p.starts_with("entitlements")) {
+            // What a tenant has bought is the operator's to say.
+            caller.require_operator("change a tenant's entitlements")?;
+        }
         let guard = self.store.lock_writes();
         let mut record = self.store.tenant(id)?;
         apply(&mut record, input, &paths)?;
@@ -82,12 +108,13 @@ impl TenantApi {
         let mut change = Change::default();
         change.put_tenant(&record);
         self.store.commit(&guard, change)?;
-        Ok(to_proto(&record))
+        Ok((to_proto(&record), paths))
     }
 
-    /// Removes the tenant with its channels, their forwarding sets and its subscriptions, in one
-    /// revision.
-    fn delete(&self, id: &str) -> Result<(), Error> {
+    /// Removes the tenant with its channels, their forwarding sets, its subscriptions and its
+    /// tokens, in one revision.
+    fn delete(&self, caller: &Caller, id: &str) -> Result<(), Error> {
+        caller.require_operator("delete tenants")?;
         let guard = self.store.lock_writes();
         self.store.tenant(id)?;
         let mut change = Change::default();
@@ -103,14 +130,38 @@ impl TenantApi {
         for sub_id in self.store.child_ids(Index::TenantSubscriptions, id)? {
             change.remove_subscription(id, &sub_id);
         }
+        let token_ids = self.store.child_ids(Index::TenantTokens, id)?;
+        for token_id in &token_ids {
+            change.remove_token(id, token_id);
+        }
         change.remove_tenant(id);
         self.store.commit(&guard, change)?;
+        for token_id in &token_ids {
+            self.store
+                .token_last_used_tree()
+                .remove(token_id.as_bytes())?;
+        }
         Ok(())
     }
 
-    fn list(&self, req: &ListTenantsRequest) -> Result<ListTenantsResponse, Error> {
-        let page =
-            Page::new(req.page_size, &req.page_token, b"")?.read(self.store.tenants_tree())?;
+    fn list(
+        &self,
+        caller: &Caller,
+        req: &ListTenantsRequest,
+    ) -> Result<ListTenantsResponse, Error> {
+        let page = Page::new(req.page_size, &req.page_token, b"")?;
+        if let Some(own) = caller.own_tenant() {
+            // A tenant admin's listing holds its own tenant, on the first page.
+            let tenants = match page.after() {
+                None => vec![to_proto(&self.store.tenant(own)?)],
+                Some(_) => Vec::new(),
+            };
+            return Ok(ListTenantsResponse {
+                tenants,
+                next_page_token: String::new(),
+            });
+        }
+        let page = page.read(self.store.tenants_tree())?;
         let tenants = page
             .items
             .iter()
@@ -225,7 +276,21 @@ impl TenantService for TenantApi {
         &self,
         request: Request<CreateTenantRequest>,
     ) -> Result<Response<Tenant>, Status> {
-        let tenant = self.create(request.into_inner())?;
+        let caller = Caller::of(&request)?;
+        let fields = request
+            .get_ref()
+            .tenant
+            .as_ref()
+            .map(given_fields)
+            .unwrap_or_default();
+        let tenant = self.create(&caller, request.into_inner())?;
+        self.audit.record(
+            &caller,
+            &method("CreateTenant"),
+            &tenant.id,
+            &tenant.id,
+            &fields,
+        )?;
         self.store.flush().await?;
         Ok(Response::new(tenant))
     }
@@ -234,7 +299,9 @@ impl TenantService for TenantApi {
         &self,
         request: Request<GetTenantRequest>,
     ) -> Result<Response<Tenant>, Status> {
+        let caller = Caller::of(&request)?;
         let id = validate::id("id", &request.get_ref().id)?;
+        caller.check_tenant(id)?;
         Ok(Response::new(to_proto(&self.store.tenant(id)?)))
     }
 
@@ -242,14 +309,24 @@ impl TenantService for TenantApi {
         &self,
         request: Request<ListTenantsRequest>,
     ) -> Result<Response<ListTenantsResponse>, Status> {
-        Ok(Response::new(self.list(request.get_ref())?))
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(self.list(&caller, request.get_ref())?))
     }
 
     async fn update_tenant(
         &self,
         request: Request<UpdateTenantRequest>,
     ) -> Result<Response<Tenant>, Status> {
-        let tenant = self.update(request.into_inner())?;
+        let caller = Caller::of(&request)?;
+        let (tenant, paths) = self.update(&caller, request.into_inner())?;
+        let fields: Vec<&str> = paths.iter().map(String::as_str).collect();
+        self.audit.record(
+            &caller,
+            &method("UpdateTenant"),
+            &tenant.id,
+            &tenant.id,
+            &fields,
+        )?;
         self.store.flush().await?;
         Ok(Response::new(tenant))
     }
@@ -258,8 +335,11 @@ impl TenantService for TenantApi {
         &self,
         request: Request<DeleteTenantRequest>,
     ) -> Result<Response<()>, Status> {
+        let caller = Caller::of(&request)?;
         let id = validate::id("id", &request.get_ref().id)?;
-        self.delete(id)?;
+        self.delete(&caller, id)?;
+        self.audit
+            .record(&caller, &method("DeleteTenant"), id, id, &[])?;
         self.store.flush().await?;
         Ok(Response::new(()))
     }
@@ -284,7 +364,7 @@ mod tests {
 
     async fn create(store: &Store, tenant: Tenant) -> Result<Tenant, Status> {
         api(store)
-            .create_tenant(Request::new(CreateTenantRequest {
+            .create_tenant(operator(CreateTenantRequest {
                 tenant: Some(tenant),
             }))
             .await
@@ -388,7 +468,7 @@ mod tests {
     async fn getting_an_unknown_tenant_names_it() {
         let (_dir, store) = store();
         let result = api(&store)
-            .get_tenant(Request::new(GetTenantRequest { id: "tnt_x".into() }))
+            .get_tenant(operator(GetTenantRequest { id: "tnt_x".into() }))
             .await;
         assert_status(result, Code::NotFound, "tenant \"tnt_x\" not found");
     }
@@ -397,7 +477,7 @@ mod tests {
     async fn getting_without_an_id_is_invalid() {
         let (_dir, store) = store();
         let result = api(&store)
-            .get_tenant(Request::new(GetTenantRequest::default()))
+            .get_tenant(operator(GetTenantRequest::default()))
             .await;
         assert_status(result, Code::InvalidArgument, "id: required");
     }
@@ -407,7 +487,7 @@ mod tests {
         let (_dir, store) = store();
         let tenant = create(&store, tenant_input()).await.unwrap();
         let updated = api(&store)
-            .update_tenant(Request::new(UpdateTenantRequest {
+            .update_tenant(operator(UpdateTenantRequest {
                 tenant: Some(Tenant {
                     id: tenant.id.clone(),
                     display_name: "Renamed".into(),
@@ -430,7 +510,7 @@ mod tests {
         let (_dir, store) = store();
         let tenant = create(&store, tenant_input()).await.unwrap();
         let updated = api(&store)
-            .update_tenant(Request::new(UpdateTenantRequest {
+            .update_tenant(operator(UpdateTenantRequest {
                 tenant: Some(Tenant {
                     id: tenant.id.clone(),
                     notification_emails: vec!["new@brand.example".into()],
@@ -450,7 +530,7 @@ mod tests {
         let (_dir, store) = store();
         let tenant = create(&store, tenant_input()).await.unwrap();
         let result = api(&store)
-            .update_tenant(Request::new(UpdateTenantRequest {
+            .update_tenant(operator(UpdateTenantRequest {
                 tenant: Some(Tenant {
                     id: tenant.id,
                     ..Default::default()
@@ -492,7 +572,7 @@ mod tests {
         let before = store.revision();
 
         api(&store)
-            .delete_tenant(Request::new(DeleteTenantRequest {
+            .delete_tenant(operator(DeleteTenantRequest {
                 id: tenant.id.clone(),
             }))
             .await
@@ -512,15 +592,15 @@ mod tests {
         );
         let channels = ChannelApi::new(store.clone());
         let gone = channels
-            .get_channel(Request::new(GetChannelRequest { id: channel.id }))
+            .get_channel(operator(GetChannelRequest { id: channel.id }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
         let gone = ForwardingApi::new(store.clone())
-            .get_forwarding_set(Request::new(GetForwardingSetRequest { id: set.id }))
+            .get_forwarding_set(operator(GetForwardingSetRequest { id: set.id }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
         let gone = subscription_api(&store)
-            .get_subscription(Request::new(GetSubscriptionRequest { id: sub.id }))
+            .get_subscription(operator(GetSubscriptionRequest { id: sub.id }))
             .await;
         assert_eq!(gone.unwrap_err().code(), Code::NotFound);
         for index in [
@@ -543,7 +623,7 @@ mod tests {
         let mut token = String::new();
         loop {
             let page = api(&store)
-                .list_tenants(Request::new(ListTenantsRequest {
+                .list_tenants(operator(ListTenantsRequest {
                     page_size: 2,
                     page_token: token.clone(),
                 }))
@@ -560,5 +640,147 @@ mod tests {
             token = page.next_page_token;
         }
         assert_eq!(seen, created);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_admin_listing_tenants_sees_only_its_own() {
+        let (_dir, store) = store();
+        let own = create(&store, tenant_input()).await.unwrap();
+        create(&store, tenant_input()).await.unwrap();
+        let admin = tenant_admin_caller(&own.id);
+        let listed = api(&store)
+            .list_tenants(as_caller(&admin, ListTenantsRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        let ids: Vec<_> = listed.tenants.iter().map(|t| t.id.clone()).collect();
+        assert_eq!(ids, [own.id]);
+        assert!(listed.next_page_token.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_tenant_admin_reads_and_renames_its_own_tenant_but_no_other() {
+        let (_dir, store) = store();
+        let own = create(&store, tenant_input()).await.unwrap();
+        let other = create(&store, tenant_input()).await.unwrap();
+        let admin = tenant_admin_caller(&own.id);
+        let api = api(&store);
+        api.get_tenant(as_caller(&admin, GetTenantRequest { id: own.id.clone() }))
+            .await
+            .unwrap();
+        let refused = api
+            .get_tenant(as_caller(
+                &admin,
+                GetTenantRequest {
+                    id: other.id.clone(),
+                },
+            ))
+            .await;
+        assert_status(
+            refused,
+            Code::PermissionDenied,
+            &format!("this token may act on tenant \"{}\" only", own.id),
+        );
+        let rename = |id: &str| UpdateTenantRequest {
+            tenant: Some(Tenant {
+                id: id.into(),
+                display_name: "Renamed".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["display_name".into()],
+            }),
+        };
+        api.update_tenant(as_caller(&admin, rename(&own.id)))
+            .await
+            .unwrap();
+        let refused = api
+            .update_tenant(as_caller(&admin, rename(&other.id)))
+            .await;
+        assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
+    }
+
+    #[tokio::test]
+    async fn only_an_operator_creates_or_deletes_tenants_or_changes_entitlements() {
+        let (_dir, store) = store();
+        let own = create(&store, tenant_input()).await.unwrap();
+        let admin = tenant_admin_caller(&own.id);
+        let api = api(&store);
+        let created = api
+            .create_tenant(as_caller(
+                &admin,
+                CreateTenantRequest {
+                    tenant: Some(tenant_input()),
+                },
+            ))
+            .await;
+        assert_status(
+            created,
+            Code::PermissionDenied,
+            "only an operator token may create tenants",
+        );
+        let deleted = api
+            .delete_tenant(as_caller(
+                &admin,
+                DeleteTenantRequest { id: own.id.clone() },
+            ))
+            .await;
+        assert_eq!(deleted.unwrap_err().code(), Code::PermissionDenied);
+        let entitled = api
+            .update_tenant(as_caller(
+                &admin,
+                UpdateTenantRequest {
+                    tenant: Some(Tenant {
+                        id: own.id.clone(),
+                        ..tenant_input()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["entitlements.zones".into()],
+                    }),
+                },
+            ))
+            .await;
+        assert_status(
+            entitled,
+            Code::PermissionDenied,
+            "only an operator token may change a tenant's entitlements",
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_did_not_pass_the_admin_check_is_refused() {
+        let (_dir, store) = store();
+        let refused = api(&store)
+            .list_tenants(Request::new(ListTenantsRequest::default()))
+            .await;
+        assert_eq!(refused.unwrap_err().code(), Code::Unauthenticated);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_tenant_revokes_its_tokens() {
+        use hookplane_proto::v1::token_service_server::TokenService as _;
+        use hookplane_proto::v1::{CreateTokenRequest, Role, Token};
+        let (_dir, store) = store();
+        let tenant = create(&store, tenant_input()).await.unwrap();
+        let tokens =
+            crate::tokens::TokenApi::new(store.clone(), crate::tokens::LastUsed::new(&store));
+        let made = tokens
+            .create_token(operator(CreateTokenRequest {
+                token: Some(Token {
+                    display_name: "crm".into(),
+                    role: Role::Publisher as i32,
+                    tenant_id: tenant.id.clone(),
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let id = made.token.unwrap().id;
+        api(&store)
+            .delete_tenant(operator(DeleteTenantRequest { id: tenant.id }))
+            .await
+            .unwrap();
+        assert!(store.find_token(&id).unwrap().is_none());
     }
 }

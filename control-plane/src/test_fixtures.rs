@@ -7,6 +7,7 @@ use hookplane_proto::v1::{
 };
 use tonic::{Code, Request, Status};
 
+use crate::caller::Caller;
 use crate::channels::ChannelApi;
 use crate::clock::Time;
 use crate::forwarding::ForwardingApi;
@@ -15,6 +16,35 @@ use crate::store::Store;
 use crate::subscriptions::SubscriptionApi;
 use crate::tenants::TenantApi;
 use crate::test_events::TestEvents;
+
+/// The bootstrap admin token's caller: an operator.
+pub(crate) fn operator_caller() -> Caller {
+    Caller::bootstrap(None)
+}
+
+/// A request as the admin check passes it on for the bootstrap admin token.
+pub(crate) fn operator<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.extensions_mut().insert(operator_caller());
+    request
+}
+
+/// A tenant admin token's caller.
+pub(crate) fn tenant_admin_caller(tenant_id: &str) -> Caller {
+    Caller {
+        token_id: "tok_01TENANTADMIN0000000000000".into(),
+        name: "brand console".into(),
+        scope: crate::caller::Scope::Tenant(tenant_id.into()),
+        peer: None,
+    }
+}
+
+/// A request as the admin check passes it on for `caller`.
+pub(crate) fn as_caller<T>(caller: &Caller, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.extensions_mut().insert(caller.clone());
+    request
+}
 
 pub(crate) fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -96,7 +126,7 @@ pub(crate) fn subscription_input() -> Subscription {
 pub(crate) async fn create_tenant(store: &Store, tenant: Tenant) -> Tenant {
     use hookplane_proto::v1::tenant_service_server::TenantService as _;
     TenantApi::new(store.clone())
-        .create_tenant(Request::new(CreateTenantRequest {
+        .create_tenant(operator(CreateTenantRequest {
             tenant: Some(tenant),
         }))
         .await
@@ -107,7 +137,7 @@ pub(crate) async fn create_tenant(store: &Store, tenant: Tenant) -> Tenant {
 pub(crate) async fn create_channel(store: &Store, tenant_id: &str) -> Channel {
     use hookplane_proto::v1::channel_service_server::ChannelService as _;
     ChannelApi::new(store.clone())
-        .create_channel(Request::new(CreateChannelRequest {
+        .create_channel(operator(CreateChannelRequest {
             tenant_id: tenant_id.into(),
             channel: Some(channel_input()),
         }))
@@ -123,7 +153,7 @@ pub(crate) async fn create_forwarding_set(
 ) -> Result<ForwardingSet, Status> {
     use hookplane_proto::v1::forwarding_service_server::ForwardingService as _;
     ForwardingApi::new(store.clone())
-        .create_forwarding_set(Request::new(CreateForwardingSetRequest {
+        .create_forwarding_set(operator(CreateForwardingSetRequest {
             channel_id: channel_id.into(),
             forwarding_set: Some(set),
         }))
@@ -146,7 +176,7 @@ pub(crate) async fn create_subscription(
 ) -> Result<Subscription, Status> {
     use hookplane_proto::v1::subscription_service_server::SubscriptionService as _;
     subscription_api(store)
-        .create_subscription(Request::new(CreateSubscriptionRequest {
+        .create_subscription(operator(CreateSubscriptionRequest {
             tenant_id: tenant_id.into(),
             subscription: Some(subscription),
         }))

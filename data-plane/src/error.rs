@@ -41,6 +41,9 @@ pub enum Error {
     /// A call came without the token its service needs, or with another one.
     #[error("missing or invalid {role} token")]
     Unauthenticated { role: &'static str },
+    /// The token is valid but may not do this (publish for another tenant).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The node has not received its first configuration snapshot yet.
     #[error("this node has no configuration yet; try again shortly")]
     NotReady,
@@ -65,6 +68,7 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
             Error::NotFound { .. } => tonic::Status::not_found(message),
             Error::Unauthenticated { .. } => tonic::Status::unauthenticated(message),
+            Error::PermissionDenied(_) => tonic::Status::permission_denied(message),
             // Not this node's failure: the caller's tenant has used its room until its
             // deliveries drain.
             Error::SpoolFull(_) => tonic::Status::resource_exhausted(message),

@@ -40,7 +40,10 @@ use crate::{
     metrics::Metrics,
     nats::Nats,
     outcomes::{OutcomeLog, Outcomes, jetstream::SharedOutcomes},
-    publish::{IdempotencyBook, IdempotencyKeys, Publisher, SharedIdempotencyKeys},
+    publish::{
+        IdempotencyBook, IdempotencyKeys, Publisher, SharedIdempotencyKeys, TokenUses,
+        report_token_uses,
+    },
     queue::{
         Queue,
         budget::{self, ByteSize},
@@ -226,10 +229,12 @@ pub async fn run_with_metrics(
         Arc::clone(&metrics),
     ));
 
+    let token_uses = Arc::new(TokenUses::default());
     let publisher = Publisher {
         config: Arc::clone(&store),
         queue: Arc::clone(&queue),
         book: idempotency,
+        token_uses: Arc::clone(&token_uses),
     };
     let delivery = DeliveryRuntime::start(options.delivery_threads)?;
 
@@ -247,6 +252,12 @@ pub async fn run_with_metrics(
             node_id: node_id.clone(),
             cache_path: cache.path().to_path_buf(),
         },
+        stop_rx.clone(),
+    ));
+    tasks.spawn(report_token_uses(
+        token_uses,
+        control.clone(),
+        node_id.clone(),
         stop_rx.clone(),
     ));
     tasks.spawn(config::save_config(

@@ -1,7 +1,9 @@
 //! The `hookplane.v1` API: messages and gRPC stubs generated from `hookplane/v1/*.proto`, the
-//! encoded descriptor set that every gRPC port serves through reflection, and the catalog of event
-//! topics that the API's subscriptions and published events name.
+//! encoded descriptor set that every gRPC port serves through reflection, the catalog of event
+//! topics that the API's subscriptions and published events name, and the format of API token
+//! secrets.
 
+pub mod token_secret;
 pub mod topics;
 
 pub mod v1 {

@@ -100,6 +100,8 @@ async fn the_control_port_lists_every_admin_service_through_both_reflection_vers
             "hookplane.v1.SubscriptionService",
             "hookplane.v1.DeliveryService",
             "hookplane.v1.ConfigService",
+            "hookplane.v1.TokenService",
+            "hookplane.v1.AuditService",
             "grpc.health.v1.Health",
         ] {
             assert!(

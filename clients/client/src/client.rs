@@ -8,12 +8,13 @@ use tonic::{
 use crate::{
     BearerToken, ClientTls, Error,
     v1::{
-        channel_service_client::ChannelServiceClient, config_service_client::ConfigServiceClient,
-        delivery_service_client::DeliveryServiceClient, event_service_client::EventServiceClient,
+        audit_service_client::AuditServiceClient, channel_service_client::ChannelServiceClient,
+        config_service_client::ConfigServiceClient, delivery_service_client::DeliveryServiceClient,
+        event_service_client::EventServiceClient,
         forwarding_service_client::ForwardingServiceClient,
         notification_service_client::NotificationServiceClient,
         subscription_service_client::SubscriptionServiceClient,
-        tenant_service_client::TenantServiceClient,
+        tenant_service_client::TenantServiceClient, token_service_client::TokenServiceClient,
     },
 };
 
@@ -101,6 +102,16 @@ impl Client {
 
     pub fn notifications(&self) -> NotificationServiceClient<AuthedChannel> {
         NotificationServiceClient::new(self.authed())
+    }
+
+    /// API tokens: create (the secret is returned once), list, revoke.
+    pub fn tokens(&self) -> TokenServiceClient<AuthedChannel> {
+        TokenServiceClient::new(self.authed())
+    }
+
+    /// The audit trail of admin writes, secret reveals and token changes.
+    pub fn audit(&self) -> AuditServiceClient<AuthedChannel> {
+        AuditServiceClient::new(self.authed())
     }
 
     /// Event publishing on a data-plane node; needs the publisher token.

@@ -8,6 +8,7 @@ use hookplane_client::{Client, ClientTls};
 
 use crate::{
     commands::{
+        audit::{self, AuditArgs},
         channel::{self, ChannelCommand},
         deliveries::{self, AttemptsArgs, RecoverArgs},
         forwarding::{self, ForwardingCommand},
@@ -15,6 +16,7 @@ use crate::{
         notifications::{self, NotificationsArgs},
         subscription::{self, SubscriptionCommand},
         tenant::{self, TenantCommand},
+        tokens::{self, TokenCommand},
     },
     output::Printout,
     token,
@@ -44,7 +46,8 @@ pub struct Global {
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
-    /// The admin token; default: the content of ./hookplane-data/admin.token.
+    /// The admin token, or an API token (`hp_tok_...`); default: the content of
+    /// ./hookplane-data/admin.token.
     #[arg(
         long,
         global = true,
@@ -85,6 +88,10 @@ pub enum Command {
     /// Emails sent (or logged) for a tenant.
     Notifications(NotificationsArgs),
     #[command(subcommand)]
+    Token(TokenCommand),
+    /// Audit events (admin writes, secret reveals and rotations, token changes), newest first.
+    Audit(AuditArgs),
+    #[command(subcommand)]
     Line(LineCommand),
 }
 
@@ -114,6 +121,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Printout> {
         Command::RetryDelivery { id } => deliveries::retry(id, &client).await,
         Command::Recover(args) => deliveries::recover(args, &client).await,
         Command::Notifications(args) => notifications::run(args, &client).await,
+        Command::Token(c) => tokens::run(c, &client).await,
+        Command::Audit(args) => audit::run(args, &client).await,
         Command::Line(c) => line::run(c),
     }
 }

@@ -12,6 +12,8 @@ pub enum Printout {
         next_page_token: String,
     },
     Deleted(String),
+    /// A token revoked (`revoked <id>`; `{}` as JSON).
+    Revoked(String),
     /// Exact text, the same with or without `--json` (`line sign`).
     Text(String),
 }
@@ -30,10 +32,11 @@ impl Printout {
             (Printout::Resource(value), true) | (Printout::List { json: value, .. }, true) => {
                 pretty(value)
             }
-            (Printout::Deleted(_), true) => "{}\n".to_owned(),
+            (Printout::Deleted(_) | Printout::Revoked(_), true) => "{}\n".to_owned(),
             (Printout::Resource(value), false) => key_value_lines(value),
             (Printout::List { table, .. }, false) => table.render(),
             (Printout::Deleted(id), false) => format!("deleted {id}\n"),
+            (Printout::Revoked(id), false) => format!("revoked {id}\n"),
         };
         let stderr = match self {
             Printout::List {

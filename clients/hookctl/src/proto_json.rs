@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 
 use hookplane_client::v1::{
-    AttemptOutcome, Channel, Delivery, DeliveryAttempt, DeliveryState, Entitlements,
-    ForwardingKind, ForwardingSet, GenesysSettings, Notification, NotificationState,
-    RevealSecretResponse, SendTestEventResponse, SignatureScheme, Subscription, SubscriptionState,
-    Tenant, Zone, ZoneEntitlement,
+    AttemptOutcome, AuditEvent, Channel, CreateTokenResponse, Delivery, DeliveryAttempt,
+    DeliveryState, Entitlements, ForwardingKind, ForwardingSet, GenesysSettings, Notification,
+    NotificationState, RevealSecretResponse, Role, SendTestEventResponse, SignatureScheme,
+    Subscription, SubscriptionState, Tenant, Token, Zone, ZoneEntitlement,
 };
 use serde_json::{Value, json};
 
@@ -184,6 +184,40 @@ pub fn notification(n: &Notification) -> Value {
         "createTime": timestamp(n.create_time.as_ref()),
         "sentTime": timestamp(n.sent_time.as_ref()),
         "lastError": n.last_error,
+    })
+}
+
+pub fn token(t: &Token) -> Value {
+    json!({
+        "id": t.id,
+        "displayName": t.display_name,
+        "role": enumeration(t.role, |r: Role| r.as_str_name()),
+        "tenantId": t.tenant_id,
+        "createTime": timestamp(t.create_time.as_ref()),
+        "lastUsedTime": timestamp(t.last_used_time.as_ref()),
+        "expireTime": timestamp(t.expire_time.as_ref()),
+    })
+}
+
+/// A new token with its secret, which the server shows this once.
+pub fn created_token(r: &CreateTokenResponse) -> Value {
+    json!({
+        "token": r.token.as_ref().map_or(Value::Null, token),
+        "secret": r.secret,
+    })
+}
+
+pub fn audit_event(e: &AuditEvent) -> Value {
+    json!({
+        "id": e.id,
+        "time": timestamp(e.time.as_ref()),
+        "tokenId": e.token_id,
+        "tokenName": e.token_name,
+        "method": e.method,
+        "resourceId": e.resource_id,
+        "tenantId": e.tenant_id,
+        "fields": e.fields,
+        "peer": e.peer,
     })
 }
 

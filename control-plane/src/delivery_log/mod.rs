@@ -16,7 +16,7 @@ use std::time::Duration;
 pub(crate) use pages::TREE as ATTEMPT_PAGES;
 pub(crate) use upgrade::move_attempts_into_pages;
 
-use hookplane_proto::v1::delivery_service_server::DeliveryService;
+use hookplane_proto::v1::delivery_service_server::{self, DeliveryService};
 use hookplane_proto::v1::{
     AttemptOutcome, Delivery, DeliveryAttempt, DeliveryState, ListDeliveryAttemptsRequest,
     ListDeliveryAttemptsResponse, RecoverDeliveriesRequest, RecoverDeliveriesResponse,
@@ -25,6 +25,8 @@ use hookplane_proto::v1::{
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
+use crate::audit::AuditLog;
+use crate::caller::Caller;
 use crate::clock::Time;
 use crate::error::Error;
 use crate::ids;
@@ -362,19 +364,21 @@ impl DeliveryLog {
         }
     }
 
-    /// The one target a request names, which must exist.
+    /// The one target a request names, which must exist and be of a tenant the caller may
+    /// act for.
     fn target<'a>(
         &self,
+        caller: &Caller,
         forwarding_set_id: &'a str,
         subscription_id: &'a str,
     ) -> Result<&'a str, Error> {
         match (forwarding_set_id, subscription_id) {
             (fwd, "") if !fwd.is_empty() => {
-                self.store.forwarding_set(fwd)?;
+                caller.check_tenant(&self.store.forwarding_set(fwd)?.tenant_id)?;
                 Ok(fwd)
             }
             ("", sub) if !sub.is_empty() => {
-                self.store.subscription(sub)?;
+                caller.check_tenant(&self.store.subscription(sub)?.tenant_id)?;
                 Ok(sub)
             }
             _ => Err(Error::invalid(
@@ -384,11 +388,33 @@ impl DeliveryLog {
         }
     }
 
+    /// The tenant of a forwarding set or subscription, if it still exists.
+    fn tenant_of_target(
+        &self,
+        forwarding_set_id: &str,
+        subscription_id: &str,
+    ) -> Result<Option<String>, Error> {
+        if !forwarding_set_id.is_empty() {
+            return Ok(self
+                .store
+                .find_forwarding_set(forwarding_set_id)?
+                .map(|f| f.tenant_id));
+        }
+        if !subscription_id.is_empty() {
+            return Ok(self
+                .store
+                .find_subscription(subscription_id)?
+                .map(|s| s.tenant_id));
+        }
+        Ok(None)
+    }
+
     fn list(
         &self,
+        caller: &Caller,
         req: &ListDeliveryAttemptsRequest,
     ) -> Result<ListDeliveryAttemptsResponse, Error> {
-        let target = self.target(&req.forwarding_set_id, &req.subscription_id)?;
+        let target = self.target(caller, &req.forwarding_set_id, &req.subscription_id)?;
         let prefix = target_prefix(target);
         let page = Page::new(req.page_size, &req.page_token, &prefix)?;
         let after = page
@@ -411,14 +437,25 @@ impl DeliveryLog {
         })
     }
 
-    /// Marks a failed delivery pending again and asks the nodes to re-enqueue it.
-    fn retry(&self, id: &str) -> Result<Delivery, Error> {
+    /// Marks a failed delivery pending again and asks the nodes to re-enqueue it; returns it
+    /// with its tenant (empty when its target is gone).
+    fn retry(&self, caller: &Caller, id: &str) -> Result<(Delivery, String), Error> {
         let _guard = self.store.lock_delivery_log();
         let mut record = self
             .store
             .find_delivery(id)?
             // Delivered deliveries keep no record, so the message names what is kept.
             .ok_or_else(|| Error::not_found("failed or pending delivery", id))?;
+        let tenant_id = self
+            .tenant_of_target(&record.forwarding_set_id, &record.subscription_id)?
+            .unwrap_or_default();
+        // A delivery whose target is gone belongs to no tenant a tenant admin could prove.
+        match caller.own_tenant() {
+            Some(_) if tenant_id.is_empty() => {
+                caller.require_operator("retry a delivery whose target was deleted")?;
+            }
+            _ => caller.check_tenant(&tenant_id)?,
+        }
         if record.state != DeliveryState::DeliveryFailed as i32 {
             let state = DeliveryState::try_from(record.state)
                 .map(|s| s.as_str_name())
@@ -431,7 +468,7 @@ impl DeliveryLog {
         self.store.put_delivery(&record)?;
         // No connected node means nobody can act on it now; the state still records the request.
         let _ = self.retries.send(RetryBatch::from([id.to_owned()]));
-        Ok(to_proto(&record))
+        Ok((to_proto(&record), tenant_id))
     }
 
     /// Marks pending again every delivery of `target` that failed for good at or after
@@ -480,15 +517,24 @@ impl DeliveryService for DeliveryLog {
         &self,
         request: Request<ListDeliveryAttemptsRequest>,
     ) -> Result<Response<ListDeliveryAttemptsResponse>, Status> {
-        Ok(Response::new(self.list(request.get_ref())?))
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(self.list(&caller, request.get_ref())?))
     }
 
     async fn retry_delivery(
         &self,
         request: Request<RetryDeliveryRequest>,
     ) -> Result<Response<Delivery>, Status> {
+        let caller = Caller::of(&request)?;
         let id = validate::id("id", &request.get_ref().id)?;
-        let delivery = self.retry(id)?;
+        let (delivery, tenant_id) = self.retry(&caller, id)?;
+        AuditLog::new(&self.store).record(
+            &caller,
+            &format!("{}/RetryDelivery", delivery_service_server::SERVICE_NAME),
+            &tenant_id,
+            id,
+            &["state"],
+        )?;
         self.store.flush().await?;
         Ok(Response::new(delivery))
     }
@@ -497,12 +543,26 @@ impl DeliveryService for DeliveryLog {
         &self,
         request: Request<RecoverDeliveriesRequest>,
     ) -> Result<Response<RecoverDeliveriesResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let req = request.get_ref();
-        let target = self.target(&req.forwarding_set_id, &req.subscription_id)?;
+        let target = self.target(&caller, &req.forwarding_set_id, &req.subscription_id)?;
         let since = validate::present("since", req.since.as_ref())?;
         let since = Time::from_proto(since)
             .ok_or_else(|| Error::invalid("since", "must be a valid timestamp"))?;
         let delivery_count = self.recover(target, since)?;
+        let tenant_id = self
+            .tenant_of_target(&req.forwarding_set_id, &req.subscription_id)?
+            .unwrap_or_default();
+        AuditLog::new(&self.store).record(
+            &caller,
+            &format!(
+                "{}/RecoverDeliveries",
+                delivery_service_server::SERVICE_NAME
+            ),
+            &tenant_id,
+            target,
+            &["since"],
+        )?;
         self.store.flush().await?;
         Ok(Response::new(RecoverDeliveriesResponse { delivery_count }))
     }
@@ -573,7 +633,7 @@ mod tests {
     }
 
     async fn list(log: &DeliveryLog, fwd_id: &str) -> Vec<DeliveryAttempt> {
-        log.list_delivery_attempts(Request::new(ListDeliveryAttemptsRequest {
+        log.list_delivery_attempts(operator(ListDeliveryAttemptsRequest {
             forwarding_set_id: fwd_id.into(),
             ..Default::default()
         }))
@@ -584,7 +644,7 @@ mod tests {
     }
 
     async fn retry(log: &DeliveryLog, id: &str) -> Result<Delivery, Status> {
-        log.retry_delivery(Request::new(RetryDeliveryRequest { id: id.into() }))
+        log.retry_delivery(operator(RetryDeliveryRequest { id: id.into() }))
             .await
             .map(Response::into_inner)
     }
@@ -697,7 +757,7 @@ mod tests {
         let s = setup(100, DAY).await;
         let result = s
             .log
-            .list_delivery_attempts(Request::new(ListDeliveryAttemptsRequest {
+            .list_delivery_attempts(operator(ListDeliveryAttemptsRequest {
                 forwarding_set_id: s.fwd_id.clone(),
                 subscription_id: "sub_x".into(),
                 ..Default::default()
@@ -715,7 +775,7 @@ mod tests {
         let s = setup(100, DAY).await;
         let result = s
             .log
-            .list_delivery_attempts(Request::new(ListDeliveryAttemptsRequest {
+            .list_delivery_attempts(operator(ListDeliveryAttemptsRequest {
                 subscription_id: "sub_missing".into(),
                 ..Default::default()
             }))
@@ -862,7 +922,7 @@ mod tests {
         fwd_id: &str,
         since: Option<prost_types::Timestamp>,
     ) -> Result<u32, Status> {
-        log.recover_deliveries(Request::new(RecoverDeliveriesRequest {
+        log.recover_deliveries(operator(RecoverDeliveriesRequest {
             forwarding_set_id: fwd_id.into(),
             subscription_id: String::new(),
             since,
@@ -1263,5 +1323,72 @@ mod tests {
         assert_eq!(stored(&restarted, "fwd_x"), 2);
         restarted.record("n", batch(1)).unwrap();
         assert_eq!(stored(&restarted, "fwd_x"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_admin_cannot_read_or_retry_another_tenants_deliveries() {
+        let s = setup(10, Duration::from_secs(3600)).await;
+        s.report("dlv_1", 1, AttemptOutcome::Failed);
+        let other = create_tenant(&s.log.store, tenant_input()).await;
+        let admin = tenant_admin_caller(&other.id);
+        let listed = s
+            .log
+            .list_delivery_attempts(as_caller(
+                &admin,
+                ListDeliveryAttemptsRequest {
+                    forwarding_set_id: s.fwd_id.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        assert_eq!(listed.unwrap_err().code(), Code::PermissionDenied);
+        let retried = s
+            .log
+            .retry_delivery(as_caller(
+                &admin,
+                RetryDeliveryRequest { id: "dlv_1".into() },
+            ))
+            .await;
+        assert_eq!(retried.unwrap_err().code(), Code::PermissionDenied);
+        let recovered = s
+            .log
+            .recover_deliveries(as_caller(
+                &admin,
+                RecoverDeliveriesRequest {
+                    forwarding_set_id: s.fwd_id.clone(),
+                    since: seconds_ago(60),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        assert_eq!(recovered.unwrap_err().code(), Code::PermissionDenied);
+        assert_eq!(
+            s.log.store.find_delivery("dlv_1").unwrap().unwrap().state,
+            DeliveryState::DeliveryFailed as i32
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recover_is_in_the_audit_trail() {
+        let s = setup(100, DAY).await;
+        s.report("dlv_a", 60, AttemptOutcome::Failed);
+        recover(&s.log, &s.fwd_id, seconds_ago(300)).await.unwrap();
+        use hookplane_proto::v1::ListAuditEventsRequest;
+        use hookplane_proto::v1::audit_service_server::AuditService as _;
+        let events = AuditLog::new(&s.log.store)
+            .list_audit_events(operator(ListAuditEventsRequest {
+                resource_id: s.fwd_id.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        assert!(
+            events
+                .iter()
+                .any(|e| e.method.ends_with("/RecoverDeliveries")),
+            "{events:?}"
+        );
     }
 }

@@ -135,11 +135,14 @@ mod tests {
             broadcast::channel(16).0,
         );
         let listed = log
-            .list(&hookplane_proto::v1::ListDeliveryAttemptsRequest {
-                forwarding_set_id: fwd.id.clone(),
-                page_size: 1000,
-                ..Default::default()
-            })
+            .list(
+                &crate::test_fixtures::operator_caller(),
+                &hookplane_proto::v1::ListDeliveryAttemptsRequest {
+                    forwarding_set_id: fwd.id.clone(),
+                    page_size: 1000,
+                    ..Default::default()
+                },
+            )
             .unwrap()
             .attempts;
         let expected: Vec<String> = (0..count).rev().map(|i| format!("att_{i:04}")).collect();

@@ -517,7 +517,7 @@ mod tests {
         let s = setup(&["https://crm.brand.example/a"]).await;
         s.report(0, Some("404 Not Found"), at(1_000));
         crate::tenants::TenantApi::new(s.reminders.store.clone())
-            .delete_tenant(tonic::Request::new(DeleteTenantRequest {
+            .delete_tenant(operator(DeleteTenantRequest {
                 id: s.tenant_id.clone(),
             }))
             .await

@@ -49,9 +49,11 @@ enum ConfigTree {
     TenantSubscriptions,
     Changes,
     Meta,
+    Tokens,
+    TenantTokens,
 }
 
-const CONFIG_TREE_NAMES: [&str; 9] = [
+const CONFIG_TREE_NAMES: [&str; 11] = [
     "tenants",
     "channels",
     "forwarding_sets",
@@ -61,6 +63,8 @@ const CONFIG_TREE_NAMES: [&str; 9] = [
     "tenant_subscriptions",
     "changes",
     "meta",
+    "tokens",
+    "tenant_tokens",
 ];
 
 /// One resource touched by a revision, as logged.
@@ -168,6 +172,28 @@ impl Change {
         self.remove(ConfigTree::TenantSubscriptions, index_key(tenant_id, id));
         self.touch(ResourceKind::Subscription, id);
     }
+
+    /// Tokens are configuration: nodes learn of publishing tokens, and of their revocation,
+    /// through the config stream like any other change.
+    pub fn put_token(&mut self, r: &TokenRecord) {
+        self.put(ConfigTree::Tokens, r.id.clone().into_bytes(), encode(r));
+        if !r.tenant_id.is_empty() {
+            self.put(
+                ConfigTree::TenantTokens,
+                index_key(&r.tenant_id, &r.id),
+                Vec::new(),
+            );
+        }
+        self.touch(ResourceKind::PublisherToken, &r.id);
+    }
+
+    pub fn remove_token(&mut self, tenant_id: &str, id: &str) {
+        self.remove(ConfigTree::Tokens, id.as_bytes().to_vec());
+        if !tenant_id.is_empty() {
+            self.remove(ConfigTree::TenantTokens, index_key(tenant_id, id));
+        }
+        self.touch(ResourceKind::PublisherToken, id);
+    }
 }
 
 /// Proof that the caller holds the single writer lock: configuration writes check quotas by
@@ -180,6 +206,7 @@ pub(crate) enum Index {
     TenantChannels,
     ChannelForwardingSets,
     TenantSubscriptions,
+    TenantTokens,
 }
 
 /// Handle to the store; cheap to clone.
@@ -194,6 +221,10 @@ struct Inner {
     attempt_pages: Tree,
     deliveries: Tree,
     notifications: Tree,
+    audit_events: Tree,
+    audit_by_tenant: Tree,
+    audit_by_resource: Tree,
+    token_last_used: Tree,
     sealer: Sealer,
     writes: Mutex<()>,
     /// The shelves are only true while every writer of the attempt pages holds this lock, so
@@ -285,6 +316,10 @@ impl Store {
                 attempt_pages: db.open_tree(ATTEMPT_PAGES)?,
                 deliveries: db.open_tree("deliveries")?,
                 notifications: db.open_tree("notifications")?,
+                audit_events: db.open_tree("audit_events")?,
+                audit_by_tenant: db.open_tree("audit_by_tenant")?,
+                audit_by_resource: db.open_tree("audit_by_resource")?,
+                token_last_used: db.open_tree("token_last_used")?,
                 db,
                 config_trees,
                 sealer,
@@ -477,6 +512,23 @@ impl Store {
             .ok_or_else(|| Error::not_found("subscription", id))
     }
 
+    pub fn find_token(&self, id: &str) -> Result<Option<TokenRecord>, Error> {
+        self.get(ConfigTree::Tokens, "tokens", id)
+    }
+
+    pub fn token(&self, id: &str) -> Result<TokenRecord, Error> {
+        self.find_token(id)?
+            .ok_or_else(|| Error::not_found("token", id))
+    }
+
+    pub fn all_tokens(&self) -> Result<Vec<TokenRecord>, Error> {
+        self.all(ConfigTree::Tokens, "tokens")
+    }
+
+    pub fn tokens_tree(&self) -> &Tree {
+        self.tree(ConfigTree::Tokens)
+    }
+
     pub fn all_tenants(&self) -> Result<Vec<TenantRecord>, Error> {
         self.all(ConfigTree::Tenants, "tenants")
     }
@@ -502,6 +554,7 @@ impl Store {
             Index::TenantChannels => ConfigTree::TenantChannels,
             Index::ChannelForwardingSets => ConfigTree::ChannelForwardingSets,
             Index::TenantSubscriptions => ConfigTree::TenantSubscriptions,
+            Index::TenantTokens => ConfigTree::TenantTokens,
         })
     }
 
@@ -525,6 +578,32 @@ impl Store {
 
     pub fn notifications_tree(&self) -> &Tree {
         &self.inner.notifications
+    }
+
+    /// The audit trail, newest first: see `audit`.
+    pub fn audit_events_tree(&self) -> &Tree {
+        &self.inner.audit_events
+    }
+
+    /// The audit trail by tenant (`tenant_id/` and the event's key).
+    pub fn audit_by_tenant_tree(&self) -> &Tree {
+        &self.inner.audit_by_tenant
+    }
+
+    /// The audit trail by resource (`resource_id/` and the event's key).
+    pub fn audit_by_resource_tree(&self) -> &Tree {
+        &self.inner.audit_by_resource
+    }
+
+    /// When each API token was last used (kept apart from the configuration: a use is no change
+    /// the nodes need to hear of).
+    pub fn token_last_used_tree(&self) -> &Tree {
+        &self.inner.token_last_used
+    }
+
+    /// A number larger than any this store gave before, across restarts.
+    pub fn next_sequence(&self) -> Result<u64, Error> {
+        Ok(self.inner.db.generate_id()?)
     }
 
     /// A tree outside the configuration that one module owns (the notifier's ledgers).

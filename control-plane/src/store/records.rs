@@ -205,3 +205,26 @@ pub(crate) struct DeliveryRecord {
     pub last_reason: String,
     pub last_attempt_time: Time,
 }
+
+/// An API token. Its secret is kept only as a SHA-256: the secret holds 256 random bits, so
+/// nothing short of the secret itself finds a preimage, and a slow password hash would buy
+/// nothing but a slower check on every call (nodes check it on every publish).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct TokenRecord {
+    pub id: String,
+    pub display_name: String,
+    /// The `hookplane.v1.Role` value, never UNSPECIFIED.
+    pub role: i32,
+    /// Empty for an operator token.
+    pub tenant_id: String,
+    /// SHA-256 of the secret, hex.
+    pub secret_sha256: String,
+    pub create_time: Time,
+    pub expire_time: Option<Time>,
+}
+
+impl TokenRecord {
+    pub fn expired(&self, now: Time) -> bool {
+        self.expire_time.is_some_and(|end| end <= now)
+    }
+}

@@ -3,8 +3,8 @@
 use std::{collections::HashMap, sync::Arc};
 
 use hookplane_proto::v1::{
-    ConfigUpdate, ForwardingKind, NodeChannel, NodeForwardingSet, NodeSubscription, NodeTenant,
-    ResourceKind, config_resource::Resource,
+    ConfigUpdate, ForwardingKind, NodeChannel, NodeForwardingSet, NodePublisherToken,
+    NodeSubscription, NodeTenant, ResourceKind, config_resource::Resource,
 };
 
 /// One revision of the configuration, with the lookups the hot path needs precomputed.
@@ -14,7 +14,10 @@ pub struct Snapshot {
     /// The control plane's store this config came from (empty: none named yet). Saved with the
     /// config, so the node still knows it after a restart.
     pub store_id: String,
+    /// The bootstrap publisher token's hash: it publishes for any tenant.
     pub publisher_token_sha256: String,
+    /// API tokens that may publish, by id. A config saved before tokens existed holds none.
+    publisher_tokens: HashMap<String, Arc<NodePublisherToken>>,
     tenants: HashMap<String, Arc<NodeTenant>>,
     channel_records: HashMap<String, Arc<NodeChannel>>,
     forwarding_sets: HashMap<String, Arc<NodeForwardingSet>>,
@@ -55,6 +58,11 @@ impl Snapshot {
                     .values()
                     .map(|s| Resource::Subscription((**s).clone())),
             )
+            .chain(
+                self.publisher_tokens
+                    .values()
+                    .map(|t| Resource::PublisherToken((**t).clone())),
+            )
             .map(|r| hookplane_proto::v1::ConfigResource { resource: Some(r) })
             .collect();
         ConfigUpdate {
@@ -81,6 +89,11 @@ impl Snapshot {
 
     pub fn subscription(&self, id: &str) -> Option<&Arc<NodeSubscription>> {
         self.subscriptions.get(id)
+    }
+
+    /// The API token `id`, if it may publish and has not been revoked.
+    pub fn publisher_token(&self, id: &str) -> Option<&Arc<NodePublisherToken>> {
+        self.publisher_tokens.get(id)
     }
 
     /// The tenant's subscriptions (any state), ordered by id.
@@ -126,6 +139,9 @@ impl Snapshot {
                 Ok(ResourceKind::Subscription) => {
                     next.subscriptions.remove(&key.id);
                 }
+                Ok(ResourceKind::PublisherToken) => {
+                    next.publisher_tokens.remove(&key.id);
+                }
                 Ok(ResourceKind::Unspecified) | Err(_) => {}
             }
         }
@@ -144,6 +160,10 @@ impl Snapshot {
                 }
                 Some(Resource::Subscription(s)) => {
                     next.subscriptions.insert(s.id.clone(), Arc::new(s.clone()));
+                }
+                Some(Resource::PublisherToken(t)) => {
+                    next.publisher_tokens
+                        .insert(t.id.clone(), Arc::new(t.clone()));
                 }
                 None => {}
             }
@@ -400,5 +420,33 @@ mod tests {
         let ids: Vec<&str> = entry.genesys.iter().map(|g| g.id.as_str()).collect();
         assert_eq!(ids, ["fwd_g1", "fwd_g2"]);
         assert_eq!(target_ids(&s, "ch_1"), vec!["fwd_raw"]);
+    }
+
+    fn publisher_token(id: &str, tenant: &str) -> ConfigResource {
+        ConfigResource {
+            resource: Some(Resource::PublisherToken(NodePublisherToken {
+                id: id.to_owned(),
+                secret_sha256: "00".repeat(32),
+                tenant_id: tenant.to_owned(),
+                expire_time: None,
+            })),
+        }
+    }
+
+    #[test]
+    fn publisher_tokens_are_kept_until_deleted_and_saved_with_the_config() {
+        let s = Snapshot::default().apply(&full(1, vec![publisher_token("tok_a", "tnt_1")]));
+        assert_eq!(s.publisher_token("tok_a").unwrap().tenant_id, "tnt_1");
+        let saved = Snapshot::default().apply(&s.to_update());
+        assert!(saved.publisher_token("tok_a").is_some());
+        let revoked = s.apply(&ConfigUpdate {
+            revision: 2,
+            deletes: vec![ResourceKey {
+                kind: ResourceKind::PublisherToken.into(),
+                id: "tok_a".to_owned(),
+            }],
+            ..ConfigUpdate::default()
+        });
+        assert!(revoked.publisher_token("tok_a").is_none());
     }
 }

@@ -6,6 +6,7 @@ mod auth;
 pub mod idempotency;
 mod json;
 mod matching;
+mod token_uses;
 
 use std::{sync::Arc, time::SystemTime};
 
@@ -19,6 +20,8 @@ use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{debug, error};
 
 pub use idempotency::{IdempotencyBook, IdempotencyKeys, SharedIdempotencyKeys};
+pub use token_uses::TokenUses;
+pub(crate) use token_uses::report_token_uses;
 
 use crate::{
     Error,
@@ -32,6 +35,7 @@ pub struct Publisher {
     pub config: Arc<ConfigStore>,
     pub queue: Arc<dyn Queue>,
     pub book: Arc<dyn IdempotencyKeys>,
+    pub token_uses: Arc<TokenUses>,
 }
 
 impl Publisher {
@@ -45,9 +49,13 @@ impl Publisher {
         }
         // One snapshot for the whole call, as for a webhook.
         let snapshot = self.config.load();
-        auth::check(metadata, &snapshot.publisher_token_sha256)?;
+        let caller = auth::check(metadata, &snapshot, SystemTime::now())?;
         if req.tenant_id.is_empty() {
             return Err(Error::invalid("tenant_id", "required"));
+        }
+        caller.publishing.allows(&req.tenant_id)?;
+        if let Some(id) = &caller.token_id {
+            self.token_uses.note(id);
         }
         let zone = topics::zone_of(&req.topic).ok_or_else(|| {
             Error::invalid(

@@ -22,7 +22,8 @@ use hookplane_data::{NodeConfig, NodeOptions};
 use hookplane_outbound::OutboundOptions;
 use hookplane_proto::v1::{
     ConfigResource, ConfigUpdate, DeliveryAttempt, DeliveryReport, NodeChannel, NodeForwardingSet,
-    NodeSecret, NodeTenant, ReportDeliveriesResponse, WatchConfigRequest,
+    NodeSecret, NodeTenant, ReportDeliveriesResponse, ReportTokenUseRequest,
+    ReportTokenUseResponse, WatchConfigRequest,
     config_resource::Resource,
     config_service_server::{ConfigService, ConfigServiceServer},
 };
@@ -303,6 +304,14 @@ impl ConfigService for FakeControl {
         }
         self.reported.notify_waiters();
         Ok(tonic::Response::new(ReportDeliveriesResponse { accepted }))
+    }
+
+    async fn report_token_use(
+        &self,
+        request: Request<ReportTokenUseRequest>,
+    ) -> Result<tonic::Response<ReportTokenUseResponse>, Status> {
+        self.check_token(&request)?;
+        Ok(tonic::Response::new(ReportTokenUseResponse {}))
     }
 }
 

@@ -1,5 +1,6 @@
 //! One module per top-level subcommand: its flags, the requests they make, and the call.
 
+pub mod audit;
 pub mod channel;
 pub mod deliveries;
 pub mod forwarding;
@@ -7,3 +8,4 @@ pub mod line;
 pub mod notifications;
 pub mod subscription;
 pub mod tenant;
+pub mod tokens;
