@@ -55,11 +55,12 @@ impl ConfigApi {
         log: DeliveryLog,
         system_stop: SystemStop,
         publisher_token: &str,
-        retries: broadcast::Sender<RetryBatch>,
         stopping: Stopping,
         metrics: ControlMetrics,
         last_used: Arc<LastUsed>,
     ) -> Result<ConfigApi, Error> {
+        // The delivery log is where admins' retries are asked for; each stream passes them on.
+        let retries = log.retry_requests();
         Ok(ConfigApi {
             metrics,
             store,
@@ -765,7 +766,6 @@ mod tests {
             log,
             system_stop(&dir, &store),
             "hp_pub_x",
-            retries.clone(),
             stopping,
             ControlMetrics::new(store.clone()),
             LastUsed::new(&store),
@@ -823,7 +823,6 @@ mod tests {
             log,
             system_stop(&dir, &store),
             "hp_pub_x",
-            retries,
             stopping,
             ControlMetrics::new(store.clone()),
             LastUsed::new(&store),
@@ -940,7 +939,6 @@ mod tests {
             log,
             system_stop(&dir, &store),
             "hp_pub_x",
-            retries,
             stopping,
             ControlMetrics::new(store.clone()),
             last_used.clone(),

@@ -170,7 +170,7 @@ impl ControlPlane {
         let store = self.store;
         let (stop, stopping) = Stopping::new();
         let (retries, _) = broadcast::channel(RETRY_BROADCAST_CAPACITY);
-        let log = DeliveryLog::new(store.clone(), self.retention, retries.clone())
+        let log = DeliveryLog::new(store.clone(), self.retention, retries)
             .with_notifier(self.notifier.clone());
         let last_used = LastUsed::new(&store);
         let admin = AdminCheck::new(
@@ -208,7 +208,6 @@ impl ControlPlane {
             log.clone(),
             system_stop,
             &self.credentials.publisher_token,
-            retries,
             stopping.clone(),
             self.metrics.clone(),
             last_used.clone(),

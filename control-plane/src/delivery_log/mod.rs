@@ -364,6 +364,11 @@ impl DeliveryLog {
         }
     }
 
+    /// Where the retries admins ask for are announced, for the config streams to pass on.
+    pub(crate) fn retry_requests(&self) -> broadcast::Sender<RetryBatch> {
+        self.retries.clone()
+    }
+
     /// The one target a request names, which must exist and be of a tenant the caller may
     /// act for.
     fn target<'a>(
