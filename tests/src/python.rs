@@ -1,5 +1,6 @@
-//! Receivers written with the official libraries (`tests/receivers/*.py`, packages from
-//! `tests/requirements.txt`), run as real processes: they check our wire format, not our reading of it.
+//! Receivers and clients written with the official libraries (`tests/receivers/*.py`,
+//! `tests/clients/*.py`, packages from `tests/requirements.txt`), run as real processes: they check
+//! our wire format, not our reading of it.
 
 use std::{path::PathBuf, process::Stdio, sync::OnceLock, time::Duration};
 
@@ -82,6 +83,34 @@ impl PyReceiver {
     }
 }
 
+/// The services `target` (`host:port`) lists through gRPC server reflection over TLS, trusting
+/// only the CA in `ca_pem` and naming the server `server_name`: grpcurl's `-cacert ... list`,
+/// done by grpcio (`tests/clients/grpc_reflection_list.py`). An error carries what it printed.
+pub fn grpc_reflection_list(
+    target: &str,
+    ca_pem: &std::path::Path,
+    server_name: &str,
+) -> anyhow::Result<Vec<String>> {
+    ensure_requirements();
+    let script = crate::binaries::repo_path("tests/clients/grpc_reflection_list.py");
+    let output = std::process::Command::new(python())
+        .arg(&script)
+        .arg(target)
+        .arg(ca_pem)
+        .arg(server_name)
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
 /// The interpreter the receivers run on: the tests' own virtual environment under
 /// `target/test-venv`, made from `$PYTHON` (default `python3`) on first use, so a system Python
 /// that refuses `pip install` (PEP 668) never matters and nothing is installed system-wide.
@@ -111,7 +140,10 @@ fn ensure_requirements() {
             );
         }
         let present = std::process::Command::new(python())
-            .args(["-c", "import linebot.v3, standardwebhooks, aiosmtpd"])
+            .args([
+                "-c",
+                "import linebot.v3, standardwebhooks, aiosmtpd, grpc, grpc_reflection",
+            ])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());

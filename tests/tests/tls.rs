@@ -2,7 +2,8 @@
 //! TLS, a LINE request forwarded by a node that dialled its control plane over `https://`,
 //! plaintext refused by a TLS port and `https://` never falling back to plaintext, mTLS for the
 //! config stream, `standalone` with TLS, hookctl's `--ca-cert`, the ingress over HTTPS, and
-//! grpcurl with `-cacert` (when grpcurl is installed). Certificates are made at run time.
+//! a gRPC client trusting only the CA listing services by reflection (grpcio; grpcurl itself
+//! when installed). Certificates are made at run time.
 
 use std::{
     path::{Path, PathBuf},
@@ -559,6 +560,43 @@ async fn grpcurl_lists_the_services_with_cacert() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("hookplane.v1.TenantService"));
+}
+
+/// What grpcurl's `-cacert` check does, by an independent gRPC implementation (grpcio, from the
+/// tests' virtual environment): reflection lists the services to a client that trusts only the
+/// CA, and the same client trusting another CA is refused.
+#[tokio::test]
+async fn a_grpc_client_trusting_only_the_ca_lists_the_services_through_reflection() {
+    let pki = Pki::new();
+    let control = ControlProcess::start_with(&pki.control_args())
+        .await
+        .unwrap();
+    let target = format!("127.0.0.1:{}", control.addr.port());
+    let services = tokio::task::spawn_blocking({
+        let (target, ca) = (target.clone(), pki.ca.path.clone());
+        move || hookplane_tests::python::grpc_reflection_list(&target, &ca, "localhost")
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    for service in [
+        "hookplane.v1.TenantService",
+        "hookplane.v1.TokenService",
+        "hookplane.v1.AuditService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            services.iter().any(|s| s == service),
+            "{service} not in {services:?}"
+        );
+    }
+    let stranger = pki.other_ca("stranger");
+    let refused = tokio::task::spawn_blocking(move || {
+        hookplane_tests::python::grpc_reflection_list(&target, &stranger.path, "localhost")
+    })
+    .await
+    .unwrap();
+    assert!(refused.is_err(), "{refused:?}");
 }
 
 /// `hookplane ARGS` run to its end: whether it succeeded, and what it printed (stdout, then
