@@ -243,6 +243,8 @@ pub async fn run_with_metrics(
         let _ = rx.wait_for(|s| *s).await;
     };
     let mut tasks = tokio::task::JoinSet::new();
+    // Before the stream starts, so the saver sees its first snapshot.
+    let applied = store.watch_applied();
     tasks.spawn(config::watch_config(
         control.clone(),
         config::Watching {
@@ -263,6 +265,7 @@ pub async fn run_with_metrics(
     tasks.spawn(config::save_config(
         Arc::clone(&store),
         cache,
+        applied,
         stop_rx.clone(),
     ));
     tasks.spawn_on(

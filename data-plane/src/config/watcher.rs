@@ -233,13 +233,15 @@ async fn requeue(queue: &Arc<dyn Queue>, ids: &[String]) {
 const SAVE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Saves the config in force to `cache` after the updates applied from the control plane, until
-/// `stop` turns true.
+/// `stop` turns true. `applied` is `store.watch_applied()` taken before the config stream starts:
+/// subscribed here, a first snapshot applied before this task first ran would count as seen and
+/// the node would save nothing until the next change.
 pub async fn save_config(
     store: Arc<ConfigStore>,
     cache: Arc<ConfigCache>,
+    mut applied: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut applied = store.watch_applied();
     loop {
         tokio::select! {
             changed = applied.changed() => if changed.is_err() { return },
@@ -284,6 +286,36 @@ mod tests {
         let store = ConfigStore::default();
         store.install(Snapshot::default().apply(&update(store_id, revision)), true);
         store
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_applied_before_the_saver_first_runs_is_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(ConfigCache::new(dir.path(), None, "hp_node_x").unwrap());
+        let store = Arc::new(ConfigStore::default());
+        let applied = store.watch_applied();
+        store.install(Snapshot::default().apply(&update("st_1", 7)), true);
+        let (stop_tx, stop) = watch::channel(false);
+        let saver = tokio::spawn(save_config(
+            Arc::clone(&store),
+            Arc::clone(&cache),
+            applied,
+            stop,
+        ));
+        let saved = async {
+            loop {
+                if let Some(saved) = cache.load().unwrap() {
+                    return saved;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
+        let saved = tokio::time::timeout(std::time::Duration::from_secs(10), saved)
+            .await
+            .expect("the snapshot is saved");
+        assert_eq!(saved.revision, 7);
+        stop_tx.send(true).unwrap();
+        saver.await.unwrap();
     }
 
     #[test]
