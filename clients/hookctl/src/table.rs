@@ -48,30 +48,11 @@ impl Table {
     }
 }
 
-/// Columns a terminal gives the text: CJK and other East Asian wide characters take two, which
-/// matters because brand and account names are often Chinese or Japanese.
+/// Columns a terminal gives the text (unicode-width): East Asian wide characters take two and
+/// combining marks none, which matters because brand and account names are often Chinese,
+/// Japanese or Thai (whose vowel and tone marks sit on the consonant before them).
 fn display_width(s: &str) -> usize {
-    s.chars().map(|c| if is_wide(c) { 2 } else { 1 }).sum()
-}
-
-fn is_wide(c: char) -> bool {
-    matches!(
-        u32::from(c),
-        0x1100..=0x115F
-            | 0x2E80..=0x303E
-            | 0x3041..=0x33FF
-            | 0x3400..=0x4DBF
-            | 0x4E00..=0x9FFF
-            | 0xA000..=0xA4CF
-            | 0xAC00..=0xD7A3
-            | 0xF900..=0xFAFF
-            | 0xFE30..=0xFE4F
-            | 0xFF00..=0xFF60
-            | 0xFFE0..=0xFFE6
-            | 0x1F300..=0x1F64F
-            | 0x1F900..=0x1F9FF
-            | 0x20000..=0x3FFFD
-    )
+    unicode_width::UnicodeWidthStr::width(s)
 }
 
 #[cfg(test)]
@@ -104,5 +85,14 @@ mod tests {
         t.row(vec!["咖啡".into(), "1".into()]);
         t.row(vec!["ab".into(), "2".into()]);
         assert_eq!(t.render(), "N     X\n咖啡  1\nab    2\n");
+    }
+
+    #[test]
+    fn thai_vowel_and_tone_marks_take_no_column() {
+        let mut t = Table::new(&["N", "X"]);
+        // 6 characters, 4 columns: the marks above the consonants take none.
+        t.row(vec!["สวัสดี".into(), "1".into()]);
+        t.row(vec!["abcd".into(), "2".into()]);
+        assert_eq!(t.render(), "N     X\nสวัสดี  1\nabcd  2\n");
     }
 }
