@@ -8,6 +8,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use hookplane_control::console::{self, ConsoleListen, ConsoleSettings};
 use hookplane_control::{ControlOptions, ControlPlane};
 use hookplane_data::{NodeConfig, NodeOptions};
 use hookplane_outbound::OutboundOptions;
@@ -53,6 +54,17 @@ struct ControlCommand {
     /// Address of the gRPC API.
     #[arg(long, env = "HOOKPLANE_LISTEN", default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
+    /// Address of the web console (HTTP), or `off`.
+    #[arg(
+        long,
+        env = "HOOKPLANE_CONSOLE_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    console_listen: ConsoleListen,
+    /// The base URL LINE reaches the data-plane nodes' ingress at (`https://hooks.example.com`);
+    /// the console shows channels' webhook URLs under it.
+    #[arg(long, env = "HOOKPLANE_PUBLIC_INGRESS_URL")]
+    public_ingress_url: Option<String>,
     #[command(flatten)]
     control: ControlOptions,
     #[command(flatten)]
@@ -115,6 +127,17 @@ struct StandaloneCommand {
         default_value = "127.0.0.1:50052"
     )]
     data_grpc_listen: SocketAddr,
+    /// Address of the web console (HTTP), or `off`.
+    #[arg(
+        long,
+        env = "HOOKPLANE_CONSOLE_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    console_listen: ConsoleListen,
+    /// The base URL LINE reaches the ingress at (`https://hooks.example.com`); the console shows
+    /// channels' webhook URLs under it. Default: `http://` and the ingress address.
+    #[arg(long, env = "HOOKPLANE_PUBLIC_INGRESS_URL")]
+    public_ingress_url: Option<String>,
     /// Where the node keeps deliveries in flight; defaults to `spool/` inside the data dir.
     #[arg(long, env = "HOOKPLANE_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
@@ -161,8 +184,46 @@ async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 async fn run_control(cmd: ControlCommand) -> anyhow::Result<()> {
     let control = ControlPlane::open(&cmd.control)?.with_outbound(cmd.outbound);
     let listener = bind("control plane", cmd.listen).await?;
-    control.serve(listener, shutdown_signal()).await?;
+    let settings = ConsoleSettings {
+        public_ingress_url: cmd.public_ingress_url,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let console = start_console(
+        cmd.console_listen,
+        listener.local_addr()?,
+        settings,
+        stop_rx,
+    )
+    .await?;
+    let served = control.serve(listener, shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    if let Some(console) = console {
+        console.await??;
+    }
+    served?;
     Ok(())
+}
+
+/// Binds the console's listener (unless `off`) and serves it beside the control plane at
+/// `control_addr` until `stop` turns true.
+async fn start_console(
+    listen: ConsoleListen,
+    control_addr: SocketAddr,
+    settings: ConsoleSettings,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let ConsoleListen::At(addr) = listen else {
+        return Ok(None);
+    };
+    let listener = bind("console", addr).await?;
+    let stopped = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    Ok(Some(tokio::spawn(async move {
+        console::serve(listener, control_addr, settings, stopped)
+            .await
+            .context("console stopped")
+    })))
 }
 
 async fn run_data(cmd: DataCommand) -> anyhow::Result<()> {
@@ -185,6 +246,12 @@ async fn run_standalone(cmd: StandaloneCommand) -> anyhow::Result<()> {
     let control_addr = control_listener.local_addr()?;
     let ingress = bind("ingress", cmd.ingress_listen).await?;
     let grpc = bind("data-plane gRPC", cmd.data_grpc_listen).await?;
+    let settings = ConsoleSettings {
+        public_ingress_url: Some(
+            cmd.public_ingress_url
+                .unwrap_or(format!("http://{}", ingress.local_addr()?)),
+        ),
+    };
     let config = NodeConfig {
         control_url: format!("http://{control_addr}"),
         node_token: control.node_token().to_owned(),
@@ -195,6 +262,8 @@ async fn run_standalone(cmd: StandaloneCommand) -> anyhow::Result<()> {
         outbound: cmd.outbound,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let console =
+        start_console(cmd.console_listen, control_addr, settings, stop_rx.clone()).await?;
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -212,6 +281,9 @@ async fn run_standalone(cmd: StandaloneCommand) -> anyhow::Result<()> {
         None => {
             control_task.await??;
             node_task.await??;
+            if let Some(console) = console {
+                console.await??;
+            }
             Ok(())
         }
     }

@@ -44,6 +44,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The web console's HTTP server failed.
+    #[error("console: {0}")]
+    Console(#[source] std::io::Error),
     /// The reflection service could not be built from the descriptor sets.
     #[error("reflection: {0}")]
     Reflection(String),
@@ -97,6 +100,7 @@ impl From<Error> for tonic::Status {
             | Error::Unseal
             | Error::Transport(_)
             | Error::Reflection(_)
+            | Error::Console(_)
             | Error::Outbound(_)
             | Error::Mail { .. } => {
                 tracing::error!(error = %message, "internal error answering a request");

@@ -1,13 +1,14 @@
 //! The hookplane control plane: the sled store of tenants, channels, forwarding sets and
 //! subscriptions (secrets sealed at rest), the token checks, every admin gRPC service, the config
 //! stream to data-plane nodes, the delivery log, and the notifier that emails tenants about
-//! failing forwards.
+//! failing forwards; and the web console that calls those services for a signed-in person.
 
 mod attempt_writer;
 mod auth;
 mod channels;
 mod clock;
 mod config_stream;
+pub mod console;
 mod control_plane;
 mod credentials;
 mod delivery_log;
