@@ -96,6 +96,19 @@ impl Browser {
         Ok(())
     }
 
+    /// Sets the value of the input with id `id` directly (date inputs take typed keys in the
+    /// browser's locale format, not as `YYYY-MM-DD`).
+    pub async fn set_value(&self, id: &str, value: &str) -> anyhow::Result<()> {
+        self.find(&format!("#{}", css_id(id))).await?;
+        self.client
+            .execute(
+                "document.getElementById(arguments[0]).value = arguments[1];",
+                vec![serde_json::json!(id), serde_json::json!(value)],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Clicks the element `css` selects and waits for the page it leads to.
     pub async fn click(&self, css: &str) -> anyhow::Result<()> {
         self.find(css).await?.click().await?;

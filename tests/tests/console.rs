@@ -351,6 +351,28 @@ async fn a_channel_and_a_forwarding_set_made_in_the_console_show_the_webhook_url
         .unwrap();
     assert!(page.contains("Forwarding sets (0 of 10)"), "{page}");
     browser.screenshot("channels").await.unwrap();
+
+    // At phone width nothing runs off the side of the page.
+    browser.client.set_window_size(390, 900).await.unwrap();
+    browser.client.refresh().await.unwrap();
+    browser
+        .wait_for_text("Channels of Brand Tea")
+        .await
+        .unwrap();
+    browser.screenshot("channels-phone").await.unwrap();
+    let widths = browser
+        .client
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth, \
+             Array.from(document.querySelectorAll('*')) \
+               .filter(e => e.getBoundingClientRect().right > window.innerWidth) \
+               .map(e => e.tagName + '.' + e.className).join(' ')];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    // [page width, window width, what sticks out]
+    assert!(widths[0].as_u64() <= widths[1].as_u64(), "{widths}");
     s.browser.close().await.unwrap();
 }
 
@@ -627,11 +649,121 @@ async fn a_failed_forward_shows_in_the_attempts_with_its_reason_and_can_be_retri
             .await
             .ok()?;
         let text = browser.text("main").await.ok()?;
-        text.contains("Delivered").then_some(text)
+        // The retried delivery's success, counted in the last 24 hours.
+        text.contains("1 delivered").then_some(text)
     })
     .await
     .unwrap();
     assert!(shown.contains("404 Not Found"), "{shown}");
+    // The last 24 hours: one delivered, one failed, drawn as two bars.
+    assert!(shown.contains("1 delivered · 1 failed in 24 h"), "{shown}");
+    let bars = browser
+        .client
+        .find_all(fantoccini::Locator::Css("svg.chart rect"))
+        .await
+        .unwrap();
+    assert_eq!(bars.len(), 2);
     browser.screenshot("attempts").await.unwrap();
+
+    // The failure reminder it caused is listed with its state (no SMTP here: logged).
+    browser.goto(&s.sa.console_url()).await.unwrap();
+    browser.press("main", "Notifications").await.unwrap();
+    let page = browser
+        .wait_for_text("LINE Webhook Forward Failure Reminder")
+        .await
+        .unwrap();
+    assert!(page.contains("Logged (no SMTP server)"), "{page}");
+    assert!(page.contains("ops@brand.example"), "{page}");
+    browser.screenshot("notifications").await.unwrap();
+    s.browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_operator_adds_a_tenant_and_edits_its_emails_and_zones() {
+    let Some(s) = setup().await else {
+        return;
+    };
+    let browser = &s.browser;
+    browser
+        .fill("tenant-new-name", "Noodle House")
+        .await
+        .unwrap();
+    browser
+        .fill("tenant-new-emails", "ops@noodle.example")
+        .await
+        .unwrap();
+    browser
+        .set_value("tenant-new-zone1", "2030-01-31")
+        .await
+        .unwrap();
+    browser.press("main", "Add tenant").await.unwrap();
+    let page = browser
+        .wait_for_text("Tenant Noodle House added")
+        .await
+        .unwrap();
+    assert!(page.contains("Zone 1 · valid until 2030-01-31"), "{page}");
+    let tenant = s
+        .admin
+        .tenants()
+        .list_tenants(v1::ListTenantsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .tenants
+        .into_iter()
+        .find(|t| t.display_name == "Noodle House")
+        .unwrap();
+    assert_eq!(tenant.notification_emails, ["ops@noodle.example"]);
+
+    // A bad email comes back next to the form, with what was typed kept.
+    browser
+        .goto(&format!("{}/tenants/{}", s.sa.console_url(), tenant.id))
+        .await
+        .unwrap();
+    let form = format!("tenant-{}", tenant.id);
+    browser
+        .fill(&format!("{form}-emails"), "not-an-email")
+        .await
+        .unwrap();
+    browser.press("main", "Save").await.unwrap();
+    browser.find(".error").await.unwrap();
+    let kept = browser
+        .find(&format!("#{form}-emails"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some("not-an-email"));
+
+    browser
+        .fill(
+            &format!("{form}-emails"),
+            "ops@noodle.example\ncs@noodle.example",
+        )
+        .await
+        .unwrap();
+    browser
+        .set_value(&format!("{form}-zone2"), "2031-06-30")
+        .await
+        .unwrap();
+    browser.press("main", "Save").await.unwrap();
+    browser.wait_for_text("Saved.").await.unwrap();
+    let tenant = s
+        .admin
+        .tenants()
+        .get_tenant(v1::GetTenantRequest {
+            id: tenant.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        tenant.notification_emails,
+        ["ops@noodle.example", "cs@noodle.example"]
+    );
+    let zones = tenant.entitlements.unwrap().zones;
+    assert_eq!(zones.len(), 2);
+    browser.screenshot("tenant-settings").await.unwrap();
     s.browser.close().await.unwrap();
 }

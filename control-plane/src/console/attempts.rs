@@ -1,6 +1,7 @@
 //! The delivery attempts of a forwarding set or a subscription: newest first, filtered by
 //! outcome, with their failure reasons as the API words them (`404 Not Found`, `remote network
-//! error`) and a retry button on deliveries that failed for good.
+//! error`) and a retry button on deliveries that failed for good; above them, the target's last
+//! 24 hours as counts and a chart.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query};
@@ -14,7 +15,7 @@ use serde::Deserialize;
 
 use super::layout::{self, csrf_field};
 use super::text::{Text, fill};
-use super::{Visit, api, fields};
+use super::{Visit, api, fields, health};
 
 /// Attempts shown on one page.
 const SHOWN: usize = 100;
@@ -104,10 +105,12 @@ pub async fn set_attempts_page(
         Ok(attempts) => attempts,
         Err(status) => return visit.failed(&status),
     };
+    let health = health::of(&visit, &id, "").await;
     let here = format!("/forwarding-sets/{id}/attempts");
     let body = html! {
         p { a href=(format!("/tenants/{}/channels#{}", channel.tenant_id, channel.id)) { (fill(t.back_to_channels, &[&channel.display_name])) } }
         p { code.url { (set.url) } }
+        @if let Some(health) = &health { (health::chart(t, health)) }
         (attempt_list(&visit, &here, &filter, &attempts))
     };
     visit.page(&fill(t.attempts_title, &[&set.name]), body)
@@ -132,10 +135,12 @@ pub async fn webhook_attempts_page(
         Ok(attempts) => attempts,
         Err(status) => return visit.failed(&status),
     };
+    let health = health::of(&visit, "", &id).await;
     let here = format!("/webhooks/{id}/attempts");
     let body = html! {
         p { a href=(format!("/tenants/{}/webhooks#{id}", sub.tenant_id)) { (t.back_to_webhooks) } }
         p { code.url { (sub.url) } }
+        @if let Some(health) = &health { (health::chart(t, health)) }
         (attempt_list(&visit, &here, &filter, &attempts))
     };
     visit.page(&fill(t.attempts_title, &[&sub.name]), body)

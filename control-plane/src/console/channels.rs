@@ -9,13 +9,13 @@ use hookplane_proto::v1::{
     Channel, CreateChannelRequest, CreateForwardingSetRequest, DeleteChannelRequest,
     DeleteForwardingSetRequest, ForwardingKind, ForwardingSet, GenesysSettings, GetChannelRequest,
     GetForwardingSetRequest, GetTenantRequest, ListChannelsRequest, ListForwardingSetsRequest,
-    RotateChannelSecretRequest, UpdateForwardingSetRequest,
+    RotateChannelSecretRequest, TargetHealth, UpdateForwardingSetRequest,
 };
 use maud::{Markup, html};
 
 use super::layout::{self, confirmation, copyable, csrf_field, error_box};
 use super::text::{Text, fill};
-use super::{Visit, api, fields};
+use super::{Visit, api, fields, health};
 
 /// Forwarding sets per channel when the tenant's entitlements do not say.
 const DEFAULT_SETS_PER_CHANNEL: u32 = 10;
@@ -98,6 +98,11 @@ async fn channels(visit: &Visit, tenant_id: &str, refused: Option<Refused>) -> R
             Ok(sets) => sets.into_inner().forwarding_sets,
             Err(status) => return visit.failed(&status),
         };
+        let mut healths = Vec::with_capacity(sets.len());
+        for set in &sets {
+            healths.push(health::of(visit, &set.id, "").await);
+        }
+        let sets: Vec<_> = sets.into_iter().zip(healths).collect();
         cards.push(channel_card(visit, channel, &sets, limit, refused.as_ref()));
     }
     let (create_name, create_error) = match &refused {
@@ -147,7 +152,7 @@ fn public_url(visit: &Visit, path: &str) -> String {
 fn channel_card(
     visit: &Visit,
     channel: &Channel,
-    sets: &[ForwardingSet],
+    sets: &[(ForwardingSet, Option<TargetHealth>)],
     limit: u32,
     refused: Option<&Refused>,
 ) -> Markup {
@@ -181,7 +186,7 @@ fn channel_card(
             @if sets.is_empty() { p.muted { (t.sets_none) } } @else {
                 div.table { table {
                     thead { tr { th { (t.set_name) } th { (t.set_target) } th { (t.set_state) } th { (t.actions) } } }
-                    tbody { @for set in sets { (set_row(visit, set)) } }
+                    tbody { @for (set, health) in sets { (set_row(visit, set, health.as_ref())) } }
                 } }
             }
             @if full {
@@ -232,7 +237,7 @@ pub fn grace_of(value: &str) -> Option<prost_types::Duration> {
     Some(prost_types::Duration { seconds, nanos: 0 })
 }
 
-fn set_row(visit: &Visit, set: &ForwardingSet) -> Markup {
+fn set_row(visit: &Visit, set: &ForwardingSet, health: Option<&TargetHealth>) -> Markup {
     let t = visit.t;
     let enabled = set.enabled.unwrap_or(true);
     let genesys = set.kind == ForwardingKind::GenesysOpenMessaging as i32;
@@ -250,6 +255,7 @@ fn set_row(visit: &Visit, set: &ForwardingSet) -> Markup {
             }
             td {
                 @if enabled { span.badge.ok { (t.enabled) } } @else { span.badge.muted { (t.disabled) } }
+                @if let Some(health) = health { br; (health::counts(t, health)) }
             }
             td { div.actions {
                 form method="post" action=(format!("/forwarding-sets/{}/enabled", set.id)) {

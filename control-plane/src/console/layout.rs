@@ -20,6 +20,7 @@ main{max-width:64rem;margin:0 auto;padding:1rem}
 h1{font-size:1.5rem;margin:.5rem 0 1rem}
 h2{font-size:1.2rem;margin:1.5rem 0 .5rem}
 h3{font-size:1.05rem;margin:.2rem 0 .5rem}
+h1,h2,h3,p,td,dd{overflow-wrap:anywhere}
 a{color:#1c4fd8}
 a:focus,button:focus,input:focus,select:focus,textarea:focus{outline:3px solid #f4b400;outline-offset:1px}
 .card{background:#fff;border:1px solid #d8dde6;border-radius:8px;padding:1rem;margin:0 0 1rem}

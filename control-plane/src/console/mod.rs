@@ -8,6 +8,7 @@
 mod api;
 mod attempts;
 mod channels;
+mod health;
 mod layout;
 mod session;
 mod start;

@@ -280,7 +280,12 @@ fn tenant_form(
     button: &str,
 ) -> Markup {
     let t = visit.t;
-    let id = |name: &str| format!("{}-{name}", action.replace('/', "-"));
+    // `/tenants` → `tenant-new-name`, `/tenants/tnt_x` → `tenant-tnt_x-name`.
+    let prefix = match action.strip_prefix("/tenants/") {
+        Some(id) => format!("tenant-{id}"),
+        None => "tenant-new".to_owned(),
+    };
+    let id = |name: &str| format!("{prefix}-{name}");
     html! {
         form method="post" action=(action) {
             (csrf_field(&visit.session))

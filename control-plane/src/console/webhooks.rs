@@ -13,7 +13,7 @@ use hookplane_proto::v1::{
     CreateSubscriptionRequest, DeleteSubscriptionRequest, GetSubscriptionRequest, GetTenantRequest,
     ListSubscriptionsRequest, ResumeSubscriptionRequest, RevealSecretRequest, RotateSecretRequest,
     SendTestEventRequest, SendTestEventResponse, SignatureScheme, StopSubscriptionRequest,
-    Subscription, SubscriptionState, Tenant, Zone,
+    Subscription, SubscriptionState, TargetHealth, Tenant, Zone,
 };
 use maud::{Markup, html};
 
@@ -21,7 +21,7 @@ use super::channels::{grace_of, grace_select};
 use super::layout::{self, confirmation, csrf_field, error_box};
 use super::start::zone_name;
 use super::text::{Text, fill};
-use super::{Visit, api, fields};
+use super::{Visit, api, fields, health};
 
 /// What a POST left to show on one subscription's card, or the create form's refusal.
 enum Outcome {
@@ -84,6 +84,10 @@ async fn webhooks(visit: &Visit, tenant_id: &str, outcome: Option<Outcome>) -> R
         Ok(listed) => listed.into_inner().subscriptions,
         Err(status) => return visit.failed(&status),
     };
+    let mut healths = Vec::with_capacity(listed.len());
+    for sub in &listed {
+        healths.push(health::of(visit, "", &sub.id).await);
+    }
     let active = listed
         .iter()
         .filter(|s| s.state == SubscriptionState::Active as i32)
@@ -104,7 +108,7 @@ async fn webhooks(visit: &Visit, tenant_id: &str, outcome: Option<Outcome>) -> R
     let body = html! {
         p { (fill(t.webhooks_active, &[&active.to_string(), &max_active.to_string()])) }
         @if listed.is_empty() { p.muted { (t.webhooks_none) } }
-        @for sub in &listed { (card(visit, sub, outcome.as_ref())) }
+        @for (sub, health) in listed.iter().zip(&healths) { (card(visit, sub, health.as_ref(), outcome.as_ref())) }
         section.card {
             h2 { (t.webhook_create) }
             (create_form(visit, &tenant, create_input, create_error))
@@ -122,7 +126,12 @@ async fn webhooks(visit: &Visit, tenant_id: &str, outcome: Option<Outcome>) -> R
     }
 }
 
-fn card(visit: &Visit, sub: &Subscription, outcome: Option<&Outcome>) -> Markup {
+fn card(
+    visit: &Visit,
+    sub: &Subscription,
+    health: Option<&TargetHealth>,
+    outcome: Option<&Outcome>,
+) -> Markup {
     let t = visit.t;
     let id = &sub.id;
     let stopped = sub.state == SubscriptionState::Stopped as i32;
@@ -137,6 +146,7 @@ fn card(visit: &Visit, sub: &Subscription, outcome: Option<&Outcome>) -> Markup 
             p {
                 @if stopped { span.badge.bad { (t.webhook_stopped) } } @else { span.badge.ok { (t.webhook_active) } }
                 @if sub.stopped_by_system { " " span.badge.bad { (t.webhook_stopped_by_system) } }
+                @if let Some(health) = health { " " (health::counts(t, health)) }
             }
             @if !sub.state_reason.is_empty() { p.why { (sub.state_reason) } }
             dl {
@@ -228,7 +238,11 @@ fn test_result(t: &Text, event_type: &str, answer: &SendTestEventResponse) -> Ma
                 dt { (t.test_event_id) } dd { (answer.event_id) }
             }
             p { strong { (t.test_answer) } }
-            pre { (answer.response_body) }
+            @if answer.response_body.is_empty() {
+                p.muted { (t.test_empty_answer) }
+            } @else {
+                pre { (answer.response_body) }
+            }
         }
     }
 }
