@@ -68,8 +68,11 @@ async fn signing_in_with_the_admin_token_shows_the_tenants_and_signing_out_ends_
         .unwrap();
     assert!(browser.url().await.unwrap().ends_with("/sign-in"));
 
-    browser.fill("token", "hp_not_a_token").await.unwrap();
-    browser.press("main", "Sign in").await.unwrap();
+    // The keyboard is enough: Enter in the token field submits the form.
+    browser
+        .fill("token", "hp_not_a_token\u{E007}")
+        .await
+        .unwrap();
     browser
         .wait_for_text("This token is not accepted")
         .await
@@ -766,4 +769,148 @@ async fn the_operator_adds_a_tenant_and_edits_its_emails_and_zones() {
     assert_eq!(zones.len(), 2);
     browser.screenshot("tenant-settings").await.unwrap();
     s.browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_genesys_set_made_in_the_console_shows_its_outbound_url_and_can_be_renamed() {
+    let Some(s) = setup().await else {
+        return;
+    };
+    let browser = &s.browser;
+    let channel = s
+        .admin
+        .channels()
+        .create_channel(v1::CreateChannelRequest {
+            tenant_id: s.tenant.id.clone(),
+            channel: Some(v1::Channel {
+                line_channel_access_token: "line-access-token".to_owned(),
+                ..hookplane_tests::api::channel("Tea OA", hookplane_tests::FIXTURE_CHANNEL_SECRET)
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    browser
+        .press("main", "Channels and forwarding")
+        .await
+        .unwrap();
+    let card = format!("section#{}", channel.id);
+    browser
+        .click(&format!("{card} details summary"))
+        .await
+        .unwrap();
+    let field = |name: &str| format!("{}-set-{name}", channel.id);
+    browser
+        .fill(&field("name"), "Contact centre")
+        .await
+        .unwrap();
+    browser
+        .find(&format!("#{} option[value=genesys]", field("kind")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .fill(&field("region"), "mypurecloud.com")
+        .await
+        .unwrap();
+    browser.fill(&field("client"), "client-id").await.unwrap();
+    browser
+        .fill(&field("client-secret"), "GENESYS-CLIENT-SECRET-1")
+        .await
+        .unwrap();
+    browser
+        .fill(&field("integration"), "integration-id")
+        .await
+        .unwrap();
+    browser
+        .fill(&field("signing"), "GENESYS-SIGNING-SECRET-2")
+        .await
+        .unwrap();
+    browser.press(&card, "Add forwarding set").await.unwrap();
+    let page = browser
+        .wait_for_text("Forwarding set Contact centre added")
+        .await
+        .unwrap();
+    let set = s
+        .admin
+        .forwarding()
+        .list_forwarding_sets(v1::ListForwardingSetsRequest {
+            channel_id: channel.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .forwarding_sets
+        .remove(0);
+    assert_eq!(set.kind, v1::ForwardingKind::GenesysOpenMessaging as i32);
+    assert!(page.contains("Genesys Cloud Open Messaging"), "{page}");
+    let outbound = format!("{}{}", s.sa.ingress_url(), set.outbound_path);
+    assert!(page.contains(&outbound), "{page}");
+    // Secrets typed into the form are never shown back.
+    let source = browser.source().await.unwrap();
+    assert!(!source.contains("GENESYS-CLIENT-SECRET-1"));
+    assert!(!source.contains("GENESYS-SIGNING-SECRET-2"));
+
+    browser.press(&card, "Edit").await.unwrap();
+    browser
+        .wait_for_text("Forwarding set Contact centre")
+        .await
+        .unwrap();
+    browser.fill("set-name", "Genesys TH").await.unwrap();
+    browser.fill("set-timeout", "99").await.unwrap();
+    browser.press("main", "Save").await.unwrap();
+    // The API's refusal shows next to the form, with the input kept.
+    browser.find(".error").await.unwrap();
+    let kept = browser
+        .find("#set-name")
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some("Genesys TH"));
+    browser.fill("set-timeout", "20").await.unwrap();
+    browser.press("main", "Save").await.unwrap();
+    browser
+        .wait_for_text("Forwarding set Genesys TH saved")
+        .await
+        .unwrap();
+    browser.screenshot("genesys-set").await.unwrap();
+    s.browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_console_listens_on_8081_by_default_and_off_disables_it() {
+    for command in ["standalone", "control"] {
+        let output = std::process::Command::new(hookplane_tests::binaries::hookplane())
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(help.contains("HOOKPLANE_CONSOLE_LISTEN"), "{help}");
+        assert!(help.contains("[default: 127.0.0.1:8081]"), "{help}");
+    }
+    let on = Standalone::start().await.unwrap();
+    assert!(
+        on.stdout_lines()
+            .iter()
+            .any(|l| l.starts_with("console listening on ")),
+        "{:?}",
+        on.stdout_lines()
+    );
+    let (status, _) = Http::new(on.console_url()).get("/sign-in").await;
+    assert_eq!(status, 200);
+    let off = Standalone::start_with(&["--console-listen", "off"])
+        .await
+        .unwrap();
+    assert!(
+        !off.stdout_lines()
+            .iter()
+            .any(|l| l.starts_with("console listening on ")),
+        "{:?}",
+        off.stdout_lines()
+    );
 }
