@@ -184,6 +184,18 @@ async fn a_form_posted_without_the_csrf_token_is_refused() {
 
     let (status, start) = http.get("/").await;
     assert_eq!(status, 200);
+    let headers = http
+        .client
+        .get(format!("{}/", http.base))
+        .header("cookie", http.cookies.join("; "))
+        .send()
+        .await
+        .unwrap()
+        .headers()
+        .clone();
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert!(headers.contains_key("content-security-policy"));
     assert!(!start.contains(&sa.admin_token));
     let csrf = csrf_of(&start);
 
@@ -221,6 +233,9 @@ async fn a_form_posted_without_the_csrf_token_is_refused() {
     assert_eq!(out.status(), 303);
     let (status, _) = http.get("/").await;
     assert_eq!(status, 303, "a signed-out session is sent to sign in");
+    // Signing out again, with the session already gone, just leads to the sign-in page.
+    let again = http.post("/sign-out", &[]).await;
+    assert_eq!(again.status(), 303);
     let after = http
         .post(
             "/tenants",

@@ -192,7 +192,10 @@ fn attempt_row(visit: &Visit, here: &str, a: &DeliveryAttempt) -> Markup {
     let t = visit.t;
     let latency = a
         .latency
-        .map(|d| format!("{} ms", d.seconds * 1000 + i64::from(d.nanos) / 1_000_000))
+        .map(|d| {
+            let millis = d.seconds * 1000 + i64::from(d.nanos) / 1_000_000;
+            fill(t.milliseconds, &[&millis.to_string()])
+        })
         .unwrap_or_default();
     html! {
         tr {

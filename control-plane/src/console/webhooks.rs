@@ -220,7 +220,10 @@ fn card(
 fn test_result(t: &Text, event_type: &str, answer: &SendTestEventResponse) -> Markup {
     let latency = answer
         .latency
-        .map(|d| format!("{} ms", d.seconds * 1000 + i64::from(d.nanos) / 1_000_000))
+        .map(|d| {
+            let millis = d.seconds * 1000 + i64::from(d.nanos) / 1_000_000;
+            fill(t.milliseconds, &[&millis.to_string()])
+        })
         .unwrap_or_default();
     html! {
         div.card.test-result role="status" {
