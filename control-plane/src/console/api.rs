@@ -66,25 +66,26 @@ impl Api {
 /// An API refusal as a person reads it: the API's own message where it speaks to the person
 /// (bad input, missing resource, quota), a plain sentence where it speaks about the plumbing.
 pub fn readable(t: &Text, status: &Status) -> String {
+    let message = status.message();
     match status.code() {
         Code::Unauthenticated => t.error_unauthenticated.to_owned(),
-        Code::PermissionDenied => format!("{} {}", t.error_permission, status.message()),
+        Code::PermissionDenied if message.is_empty() => t.error_permission.to_owned(),
+        Code::PermissionDenied => format!("{} {}", t.error_permission, sentence(message)),
         Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded => {
             t.error_unavailable.to_owned()
         }
         Code::Internal | Code::DataLoss | Code::Unimplemented => t.error_internal.to_owned(),
-        _ => {
-            let message = status.message();
-            if message.is_empty() {
-                t.error_internal.to_owned()
-            } else {
-                let mut chars = message.chars();
-                match chars.next() {
-                    Some(first) => first.to_uppercase().chain(chars).collect(),
-                    None => String::new(),
-                }
-            }
-        }
+        _ if message.is_empty() => t.error_internal.to_owned(),
+        _ => sentence(message),
+    }
+}
+
+/// `message` with a capital first letter, as it starts a sentence on the page.
+fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
@@ -103,6 +104,15 @@ mod tests {
     fn a_refused_token_asks_to_sign_in_again() {
         let status = Status::unauthenticated("missing or invalid admin token");
         assert_eq!(readable(&ENGLISH, &status), ENGLISH.error_unauthenticated);
+    }
+
+    #[test]
+    fn a_refusal_says_the_token_may_not_and_why() {
+        let status = Status::permission_denied("this token may act on tenant \"tnt_1\" only");
+        assert_eq!(
+            readable(&ENGLISH, &status),
+            "Your token may not do this. This token may act on tenant \"tnt_1\" only"
+        );
     }
 
     #[test]

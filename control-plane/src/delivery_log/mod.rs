@@ -354,6 +354,8 @@ impl DeliveryLog {
     }
 
     /// The forwarding set or subscription a request names (exactly one), checked to exist.
+    /// ListDeliveryAttempts and GetTargetHealth both name their target through here, so a check
+    /// of whether the caller may read that target's tenant belongs here.
     fn target<'r>(
         &self,
         forwarding_set_id: &'r str,
