@@ -156,6 +156,8 @@ pub struct Text {
     pub test_reason: &'static str,
     pub test_status: &'static str,
     pub test_succeeded: &'static str,
+    /// Event types as the product names them, by topic; a topic missing here shows as itself.
+    pub topic_names: &'static [(&'static str, &'static str)],
     pub valid_until: &'static str,
     pub webhook_active: &'static str,
     pub webhook_change_secret: &'static str,
@@ -349,6 +351,20 @@ pub const ENGLISH: Text = Text {
     test_reason: "Failure reason",
     test_status: "HTTP status",
     test_succeeded: "Succeeded",
+    topic_names: &[
+        ("receipt.receipt_validated", "Receipt Validated"),
+        ("form.surveycake_submitted", "SurveyCake Submitted"),
+        (
+            "pnp.status_updated",
+            "LINE Notification Message Status Updated",
+        ),
+        (
+            "pnp.profile_updated",
+            "LINE Notification Message Profile Updated",
+        ),
+        ("prize.points_added", "Prize Points Added"),
+        ("message.first_open", "Message First Open"),
+    ],
     valid_until: "valid until {}",
     webhook_active: "Working",
     webhook_change_secret: "Change the share secret",
@@ -389,6 +405,16 @@ pub const ENGLISH: Text = Text {
     zones_none: "No zones bought",
 };
 
+impl Text {
+    /// The name people know an event type by.
+    pub fn topic_name<'a>(&self, topic: &'a str) -> &'a str {
+        self.topic_names
+            .iter()
+            .find(|(t, _)| *t == topic)
+            .map_or(topic, |(_, name)| name)
+    }
+}
+
 /// `template` with each `{}` replaced by the next of `values` (a missing value leaves `{}`).
 pub fn fill(template: &str, values: &[&str]) -> String {
     let mut out = String::with_capacity(template.len() + 32);
@@ -409,6 +435,13 @@ pub fn fill(template: &str, values: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_topic_of_the_catalog_has_a_name() {
+        for topic in hookplane_proto::topics::TOPICS {
+            assert_ne!(ENGLISH.topic_name(topic.name), topic.name, "{}", topic.name);
+        }
+    }
 
     #[test]
     fn fill_replaces_placeholders_in_order() {

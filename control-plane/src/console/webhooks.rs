@@ -154,7 +154,7 @@ fn card(
                 dt { (t.webhook_event_types) }
                 dd { @for (i, et) in sub.event_types.iter().enumerate() {
                     @if i > 0 { ", " }
-                    (et)
+                    (t.topic_name(et))
                     @if let Some(zone) = hookplane_proto::topics::zone_of(et) { span.muted { " (" (zone_name(t, zone as i32)) ")" } }
                 } }
                 dt { (t.webhook_valid_until) } dd { (layout::time(sub.valid_until.as_ref())) }
@@ -204,7 +204,7 @@ fn card(
                     div {
                         label for=(format!("{id}-event-type")) { (t.webhook_test_type) }
                         select id=(format!("{id}-event-type")) name="event_type" {
-                            @for et in &sub.event_types { option value=(et) { (et) } }
+                            @for et in &sub.event_types { option value=(et) { (t.topic_name(et)) } }
                         }
                     }
                     div.narrow { button type="submit" { (t.webhook_test_button) } }
@@ -229,7 +229,7 @@ fn test_result(t: &Text, event_type: &str, answer: &SendTestEventResponse) -> Ma
         div.card.test-result role="status" {
             p {
                 @if answer.success { span.badge.ok { (t.test_succeeded) } } @else { span.badge.bad { (t.test_failed) } }
-                " " (event_type)
+                " " (t.topic_name(event_type))
             }
             dl {
                 dt { (t.test_status) }
@@ -310,7 +310,9 @@ fn create_form(
                                 checked[input.event_types.iter().any(|e| e == topic.name)]
                                 disabled[why.is_some()];
                             " "
-                            label for=(format!("type-{}", topic.name)) { (topic.name) }
+                            label for=(format!("type-{}", topic.name)) {
+                                (t.topic_name(topic.name)) " " span.muted { "(" (topic.name) ")" }
+                            }
                         }
                     }
                 }
