@@ -37,7 +37,8 @@ button{font:inherit;padding:.45rem .9rem;border-radius:6px;border:1px solid #1c4
 button.secondary{background:#fff;color:#1c4fd8}
 button.danger{background:#b42318;border-color:#b42318}
 button.link{background:none;border:none;color:#fff;text-decoration:underline;padding:0}
-.actions{display:flex;flex-wrap:wrap;gap:.4rem;margin:.5rem 0}
+.actions{display:flex;flex-wrap:wrap;gap:.4rem .8rem;margin:.5rem 0;align-items:center}
+.card>h2:first-child{margin-top:0}
 .actions form{margin:0}
 .error{background:#fdecea;border:1px solid #b42318;color:#7a1b12;border-radius:6px;padding:.5rem .75rem;margin:.5rem 0}
 .flash{background:#e7f6ec;border:1px solid #1a7f37;color:#0f5223;border-radius:6px;padding:.5rem .75rem;margin:0 0 1rem}
