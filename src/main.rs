@@ -12,6 +12,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hookplane_client::ClientTls;
+use hookplane_control::console::{self, ConsoleListen, ConsoleSettings};
 use hookplane_control::{ControlOptions, ControlPlane, ControlTls};
 use hookplane_data::{MetricsListener, NodeConfig, NodeOptions, NodeTls};
 use hookplane_outbound::OutboundOptions;
@@ -62,6 +63,17 @@ struct ControlCommand {
     /// subscribers, revision, attempt-log writes, notices); unset: not served.
     #[arg(long, env = "HOOKPLANE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Address of the web console (HTTP), or `off`.
+    #[arg(
+        long,
+        env = "HOOKPLANE_CONSOLE_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    console_listen: ConsoleListen,
+    /// The base URL LINE reaches the data-plane nodes' ingress at (`https://hooks.example.com`);
+    /// the console shows channels' webhook URLs under it.
+    #[arg(long, env = "HOOKPLANE_PUBLIC_INGRESS_URL")]
+    public_ingress_url: Option<String>,
     #[command(flatten)]
     control: ControlOptions,
     #[command(flatten)]
@@ -150,6 +162,17 @@ struct StandaloneCommand {
     /// ingress port no longer serves `/metrics`; unset, it serves the node's as before.
     #[arg(long, env = "HOOKPLANE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Address of the web console (HTTP), or `off`.
+    #[arg(
+        long,
+        env = "HOOKPLANE_CONSOLE_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    console_listen: ConsoleListen,
+    /// The base URL LINE reaches the ingress at (`https://hooks.example.com`); the console shows
+    /// channels' webhook URLs under it. Default: `http://` and the ingress address.
+    #[arg(long, env = "HOOKPLANE_PUBLIC_INGRESS_URL")]
+    public_ingress_url: Option<String>,
     /// Where the node keeps deliveries in flight; defaults to `spool/` inside the data dir.
     #[arg(long, env = "HOOKPLANE_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
@@ -201,7 +224,14 @@ async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 async fn run_control(cmd: ControlCommand) -> anyhow::Result<()> {
-    let tls = match cmd.tls.read()? {
+    let identity = cmd.tls.read()?;
+    // The console calls this process's own gRPC port: over TLS trusting exactly the certificate
+    // it serves, as standalone's node does.
+    let console_tls = identity
+        .as_ref()
+        .map(|identity| ClientTls::pinned_to_pem(identity.cert_pem()))
+        .transpose()?;
+    let tls = match identity {
         Some(identity) => Some(ControlTls {
             identity: identity.tonic(),
             node_client_ca: cmd
@@ -217,7 +247,18 @@ async fn run_control(cmd: ControlCommand) -> anyhow::Result<()> {
         control = control.with_tls(tls);
     }
     let listener = bind("control plane", cmd.listen).await?;
+    let settings = ConsoleSettings {
+        public_ingress_url: cmd.public_ingress_url,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let console = start_console(
+        cmd.console_listen,
+        listener.local_addr()?,
+        console_tls,
+        settings,
+        stop_rx.clone(),
+    )
+    .await?;
     let metrics = match cmd.metrics_listen {
         Some(addr) => {
             let listener = bind("metrics", addr).await?;
@@ -232,6 +273,9 @@ async fn run_control(cmd: ControlCommand) -> anyhow::Result<()> {
     };
     let served = control.serve(listener, shutdown_signal()).await;
     let _ = stop_tx.send(true);
+    if let Some(console) = console {
+        console.await??;
+    }
     if let Some(metrics) = metrics {
         metrics.await??;
     }
@@ -245,6 +289,30 @@ async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
 }
 
 const NODE_TOKEN: SecretFlag = SecretFlag::new("--node-token", "--node-token-file");
+
+/// Binds the console's listener (unless `off`) and serves it beside the control plane at
+/// `control_addr` (over TLS trusting `control_tls` when the port takes TLS) until `stop` turns
+/// true.
+async fn start_console(
+    listen: ConsoleListen,
+    control_addr: SocketAddr,
+    control_tls: Option<ClientTls>,
+    settings: ConsoleSettings,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let ConsoleListen::At(addr) = listen else {
+        return Ok(None);
+    };
+    let listener = bind("console", addr).await?;
+    let stopped = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    Ok(Some(tokio::spawn(async move {
+        console::serve(listener, control_addr, control_tls, settings, stopped)
+            .await
+            .context("console stopped")
+    })))
+}
 
 async fn run_data(cmd: DataCommand) -> anyhow::Result<()> {
     let tls = NodeTls {
@@ -313,6 +381,20 @@ async fn run_standalone(cmd: StandaloneCommand) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // The ingress's own scheme: https when it serves TLS.
+    let ingress_scheme = if ingress_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let settings = ConsoleSettings {
+        public_ingress_url: Some(
+            cmd.public_ingress_url
+                .unwrap_or(format!("{ingress_scheme}://{}", ingress.local_addr()?)),
+        ),
+    };
+    // The console dials the gRPC port as the node does.
+    let console_tls = (scheme == "https").then(|| control_tls.clone());
     let config = NodeConfig {
         control_url: format!("{scheme}://{control_addr}"),
         node_token: control.node_token().to_owned(),
@@ -328,6 +410,14 @@ async fn run_standalone(cmd: StandaloneCommand) -> anyhow::Result<()> {
         },
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let console = start_console(
+        cmd.console_listen,
+        control_addr,
+        console_tls,
+        settings,
+        stop_rx.clone(),
+    )
+    .await?;
     let mut control_task = tokio::spawn(control.serve(control_listener, stopped(stop_rx.clone())));
     let mut node_task = tokio::spawn(hookplane_data::run_with_metrics(
         config,
@@ -348,6 +438,9 @@ async fn run_standalone(cmd: StandaloneCommand) -> anyhow::Result<()> {
         None => {
             control_task.await??;
             node_task.await??;
+            if let Some(console) = console {
+                console.await??;
+            }
             Ok(())
         }
     }

@@ -289,6 +289,9 @@ impl Standalone {
             "127.0.0.1:0",
             "--data-grpc-listen",
             "127.0.0.1:0",
+            // The benchmarks never open the console; its default port would clash between runs.
+            "--console-listen",
+            "off",
         ]);
         args.extend(strings(extra));
         let process = Process::spawn(
@@ -364,6 +367,8 @@ impl Control {
             path_str(dir.path())?,
             "--listen",
             "127.0.0.1:0",
+            "--console-listen",
+            "off",
         ]);
         let process = Process::spawn(
             binary,

@@ -64,6 +64,12 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The web console's HTTP server failed.
+    #[error("console: {0}")]
+    Console(#[source] std::io::Error),
+    /// The console could not set up its TLS dial to the control plane's own port.
+    #[error("the console cannot dial the control plane: {0}")]
+    ConsoleDial(String),
     /// The reflection service could not be built from the descriptor sets.
     #[error("reflection: {0}")]
     Reflection(String),
@@ -122,6 +128,8 @@ impl From<Error> for tonic::Status {
             | Error::SecretFile(_)
             | Error::Transport(_)
             | Error::Reflection(_)
+            | Error::Console(_)
+            | Error::ConsoleDial(_)
             | Error::Outbound(_)
             | Error::Mail { .. } => {
                 tracing::error!(error = %message, "internal error answering a request");

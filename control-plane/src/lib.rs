@@ -1,8 +1,9 @@
 //! The hookplane control plane: the sled store of tenants, channels, forwarding sets and
 //! subscriptions (secrets sealed at rest), API tokens and who may do what with them, the audit
 //! trail, every admin gRPC service, the config stream to data-plane nodes, the delivery log, and
-//! the notifier that emails tenants about failing forwards. The port takes TLS, and mTLS for the
-//! config stream, when given a certificate.
+//! the notifier that emails tenants about failing forwards; and the web console that calls those
+//! services for a signed-in person. The port takes TLS, and mTLS for the config stream, when
+//! given a certificate.
 
 mod attempt_writer;
 mod audit;
@@ -11,6 +12,7 @@ mod caller;
 mod channels;
 mod clock;
 mod config_stream;
+pub mod console;
 mod control_plane;
 mod credentials;
 mod delivery_log;

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod binaries;
+pub mod browser;
 pub mod fake_genesys;
 pub mod fake_line;
 pub mod fixtures;

@@ -127,6 +127,11 @@ impl Process {
             .map(|a| format!("http://{a}/metrics"))
     }
 
+    /// The web console's address, unless the process runs without it.
+    fn console_addr(&self) -> Option<SocketAddr> {
+        self.addrs.get("console").copied()
+    }
+
     /// SIGKILL, as `kill -9`: no shutdown code runs.
     async fn kill(&mut self) {
         self.kill_wrapped();
@@ -182,6 +187,21 @@ impl Drop for Process {
 
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `args` with the web console on a port the OS picks (the default, 127.0.0.1:8081, would clash
+/// between tests) unless they set `--console-listen`; and the listeners to wait for.
+fn with_console<'a>(args: &mut Vec<String>, listeners: &[&'a str]) -> Vec<&'a str> {
+    let mut listeners = listeners.to_vec();
+    match flag_value(args, "--console-listen").as_deref() {
+        Some("off") => {}
+        Some(_) => listeners.push("console"),
+        None => {
+            args.extend(["--console-listen".to_owned(), "127.0.0.1:0".to_owned()]);
+            listeners.push("console");
+        }
+    }
+    listeners
 }
 
 fn read_token(dir: &Path, file: &str) -> anyhow::Result<String> {
@@ -315,12 +335,8 @@ impl Standalone {
             "--data-grpc-listen".to_owned(),
             grpc,
         ]);
-        Process::spawn(
-            &all,
-            &dir.join("hookplane.log"),
-            &["control plane", "ingress", "data-plane gRPC"],
-        )
-        .await
+        let listeners = with_console(&mut all, &["control plane", "ingress", "data-plane gRPC"]);
+        Process::spawn(&all, &dir.join("hookplane.log"), &listeners).await
     }
 
     pub fn control_url(&self) -> String {
@@ -333,6 +349,12 @@ impl Standalone {
 
     pub fn data_grpc_url(&self) -> String {
         format!("{}://{}", grpc_scheme(&self.args), self.data_grpc_addr)
+    }
+
+    /// The web console's URL (a new port after a restart).
+    pub fn console_url(&self) -> String {
+        let addr = self.process.console_addr().expect("the console runs");
+        format!("http://{addr}")
     }
 
     /// A client of the control plane with the admin token.
@@ -424,7 +446,8 @@ impl ControlProcess {
     async fn launch(args: &[String], dir: &Path, listen: &str) -> anyhow::Result<Process> {
         let mut all = args.to_vec();
         all.extend(["--listen".to_owned(), listen.to_owned()]);
-        Process::spawn(&all, &dir.join("control.log"), &["control plane"]).await
+        let listeners = with_console(&mut all, &["control plane"]);
+        Process::spawn(&all, &dir.join("control.log"), &listeners).await
     }
 
     /// `https://` when it was started with `--tls-cert`.
@@ -442,6 +465,12 @@ impl ControlProcess {
             .env_remove("HOOKPLANE_ADMIN_TOKEN")
             .output()
             .expect("hookctl runs")
+    }
+
+    /// The web console's URL (a new port after a restart).
+    pub fn console_url(&self) -> String {
+        let addr = self.process.console_addr().expect("the console runs");
+        format!("http://{addr}")
     }
 
     pub async fn admin(&self) -> anyhow::Result<hookplane_client::Client> {

@@ -18,9 +18,9 @@ pub(crate) use upgrade::move_attempts_into_pages;
 
 use hookplane_proto::v1::delivery_service_server::{self, DeliveryService};
 use hookplane_proto::v1::{
-    AttemptOutcome, Delivery, DeliveryAttempt, DeliveryState, ListDeliveryAttemptsRequest,
-    ListDeliveryAttemptsResponse, RecoverDeliveriesRequest, RecoverDeliveriesResponse,
-    RetryDeliveryRequest,
+    AttemptOutcome, Delivery, DeliveryAttempt, DeliveryState, GetTargetHealthRequest, HealthHour,
+    ListDeliveryAttemptsRequest, ListDeliveryAttemptsResponse, RecoverDeliveriesRequest,
+    RecoverDeliveriesResponse, RetryDeliveryRequest, TargetHealth,
 };
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
@@ -414,6 +414,55 @@ impl DeliveryLog {
         Ok(None)
     }
 
+    /// A target's attempts of the last 24 hours, counted per hour (the last hour is the one
+    /// under way, so its start is `now` rounded down to the hour).
+    fn health(
+        &self,
+        caller: &Caller,
+        req: &GetTargetHealthRequest,
+        now: Time,
+    ) -> Result<TargetHealth, Error> {
+        const HOURS: i64 = 24;
+        let target = self.target(caller, &req.forwarding_set_id, &req.subscription_id)?;
+        let first_hour = (now.seconds.div_euclid(3600) - (HOURS - 1)) * 3600;
+        let cutoff = u64::try_from(first_hour).unwrap_or_default() * 1_000_000;
+        let attempts = pages::since(
+            self.store.attempt_pages_tree(),
+            &target_prefix(target),
+            cutoff,
+        )?;
+        let mut hours: Vec<HealthHour> = (0..HOURS)
+            .map(|i| HealthHour {
+                start_time: Some(prost_types::Timestamp {
+                    seconds: first_hour + i * 3600,
+                    nanos: 0,
+                }),
+                delivered: 0,
+                failed: 0,
+            })
+            .collect();
+        let mut health = TargetHealth::default();
+        for attempt in &attempts {
+            let seconds = attempt.time.as_ref().map_or(0, |t| t.seconds);
+            let Ok(index) = usize::try_from((seconds - first_hour).div_euclid(3600)) else {
+                continue;
+            };
+            let Some(hour) = hours.get_mut(index) else {
+                // Reported with a clock ahead of ours: not in the last 24 hours.
+                continue;
+            };
+            if attempt.outcome == AttemptOutcome::Succeeded as i32 {
+                hour.delivered += 1;
+                health.delivered += 1;
+            } else {
+                hour.failed += 1;
+                health.failed += 1;
+            }
+        }
+        health.hours = hours;
+        Ok(health)
+    }
+
     fn list(
         &self,
         caller: &Caller,
@@ -571,6 +620,18 @@ impl DeliveryService for DeliveryLog {
         self.store.flush().await?;
         Ok(Response::new(RecoverDeliveriesResponse { delivery_count }))
     }
+
+    async fn get_target_health(
+        &self,
+        request: Request<GetTargetHealthRequest>,
+    ) -> Result<Response<TargetHealth>, Status> {
+        let caller = Caller::of(&request)?;
+        Ok(Response::new(self.health(
+            &caller,
+            request.get_ref(),
+            Time::now(),
+        )?))
+    }
 }
 
 #[cfg(test)]
@@ -683,6 +744,67 @@ mod tests {
     }
 
     const DAY: Duration = Duration::from_secs(86_400);
+
+    #[tokio::test]
+    async fn target_health_counts_the_last_24_hours_hour_by_hour() {
+        let s = setup(1000, Duration::from_secs(7 * 24 * 3600)).await;
+        let now = Time::now();
+        let into_hour = now.seconds.rem_euclid(3600);
+        s.report("d1", into_hour + 5 * 3600, AttemptOutcome::Succeeded);
+        s.report("d2", into_hour + 5 * 3600, AttemptOutcome::Retrying);
+        s.report("d2", 0, AttemptOutcome::Failed);
+        s.report("d3", 0, AttemptOutcome::Succeeded);
+        // Older than the 24 hours shown.
+        s.report("d4", 25 * 3600, AttemptOutcome::Failed);
+        let health = s
+            .log
+            .health(
+                &operator_caller(),
+                &GetTargetHealthRequest {
+                    forwarding_set_id: s.fwd_id.clone(),
+                    ..Default::default()
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!((health.delivered, health.failed), (2, 2));
+        assert_eq!(health.hours.len(), 24);
+        let last = &health.hours[23];
+        assert_eq!((last.delivered, last.failed), (1, 1));
+        let five_ago = &health.hours[18];
+        assert_eq!((five_ago.delivered, five_ago.failed), (1, 1));
+        assert_eq!(
+            last.start_time.unwrap().seconds,
+            now.seconds - into_hour,
+            "the last hour is the one under way"
+        );
+    }
+
+    #[tokio::test]
+    async fn target_health_needs_exactly_one_known_target() {
+        let s = setup(1000, Duration::from_secs(3600)).await;
+        let neither = s
+            .log
+            .health(
+                &operator_caller(),
+                &GetTargetHealthRequest::default(),
+                Time::now(),
+            )
+            .unwrap_err();
+        assert!(matches!(neither, Error::InvalidArgument { .. }));
+        let unknown = s
+            .log
+            .health(
+                &operator_caller(),
+                &GetTargetHealthRequest {
+                    forwarding_set_id: "fwd_missing".into(),
+                    ..Default::default()
+                },
+                Time::now(),
+            )
+            .unwrap_err();
+        assert!(matches!(unknown, Error::NotFound { .. }));
+    }
 
     #[tokio::test]
     async fn attempts_are_listed_newest_first() {
@@ -1331,7 +1453,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_tenant_admin_cannot_read_or_retry_another_tenants_deliveries() {
+    async fn a_tenant_admin_cannot_read_retry_or_recover_another_tenants_deliveries_or_health() {
         let s = setup(10, Duration::from_secs(3600)).await;
         s.report("dlv_1", 1, AttemptOutcome::Failed);
         let other = create_tenant(&s.log.store, tenant_input()).await;
@@ -1367,6 +1489,17 @@ mod tests {
             ))
             .await;
         assert_eq!(recovered.unwrap_err().code(), Code::PermissionDenied);
+        let health = s
+            .log
+            .get_target_health(as_caller(
+                &admin,
+                GetTargetHealthRequest {
+                    forwarding_set_id: s.fwd_id.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        assert_eq!(health.unwrap_err().code(), Code::PermissionDenied);
         assert_eq!(
             s.log.store.find_delivery("dlv_1").unwrap().unwrap().state,
             DeliveryState::DeliveryFailed as i32

@@ -488,6 +488,25 @@ pub(super) fn list(
     Ok((found, more))
 }
 
+/// Every kept attempt of the target at `cutoff` (µs since the epoch) or later, in no order. Only
+/// the pages holding some of them are read.
+pub(super) fn since(
+    tree: &Tree,
+    prefix: &[u8],
+    cutoff: u64,
+) -> Result<Vec<DeliveryAttempt>, Error> {
+    let mut found = Vec::new();
+    for entry in tree.scan_prefix(prefix) {
+        let (key, value) = entry?;
+        if let Some(page) = PageKey::parse(&key, prefix.len())
+            && page.newest() >= cutoff
+        {
+            found.extend(decode(&value)?.into_iter().filter(|a| micros(a) >= cutoff));
+        }
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
