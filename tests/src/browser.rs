@@ -145,10 +145,24 @@ impl Browser {
 
     /// Waits until the page's text holds `needle`; returns the whole text.
     pub async fn wait_for_text(&self, needle: &str) -> anyhow::Result<String> {
-        let found = eventually(WAIT, &format!("{needle:?} on the page"), || async {
+        self.wait_for_page(&format!("{needle:?} on the page"), |text| {
+            text.contains(needle)
+        })
+        .await
+    }
+
+    /// Waits until the page's text is as `wanted` says (`what` names it in the error); returns
+    /// the whole text. For a page that replaces one with the same words (a second change of the
+    /// same thing), say what tells the new page from the old.
+    pub async fn wait_for_page(
+        &self,
+        what: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        let found = eventually(WAIT, what, || async {
             let body = self.client.find(Locator::Css("body")).await.ok()?;
             let text = body.text().await.ok()?;
-            text.contains(needle).then_some(text)
+            wanted(&text).then_some(text)
         })
         .await;
         match found {

@@ -484,8 +484,11 @@ async fn a_webhook_made_in_the_console_reveals_and_changes_its_secret_and_its_te
         .await
         .unwrap();
     browser.press(&card, "Change share secret").await.unwrap();
+    // The page before says "changed" too: the new one shows a secret other than `after`.
     let page = browser
-        .wait_for_text("The share secret was changed")
+        .wait_for_page("the second change's page", |text| {
+            text.contains("The share secret was changed") && !text.contains(&after)
+        })
         .await
         .unwrap();
     assert!(
