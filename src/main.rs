@@ -54,6 +54,22 @@ enum Command {
     Standalone(Box<StandaloneCommand>),
 }
 
+/// The web console's flags, the same in `control` and `standalone`.
+#[derive(Args, Debug)]
+struct ConsoleArgs {
+    /// Address of the web console (HTTP), or `off`.
+    #[arg(
+        long,
+        env = "HOOKPLANE_CONSOLE_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    console_listen: ConsoleListen,
+    /// The base URL LINE reaches the nodes' ingress at (`https://hooks.example.com`); the console
+    /// shows channels' webhook URLs under it. In `standalone`, default: the ingress's own address.
+    #[arg(long, env = "HOOKPLANE_PUBLIC_INGRESS_URL")]
+    public_ingress_url: Option<String>,
+}
+
 #[derive(Args, Debug)]
 struct ControlCommand {
     /// Address of the gRPC API.
@@ -63,17 +79,8 @@ struct ControlCommand {
     /// subscribers, revision, attempt-log writes, notices); unset: not served.
     #[arg(long, env = "HOOKPLANE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
-    /// Address of the web console (HTTP), or `off`.
-    #[arg(
-        long,
-        env = "HOOKPLANE_CONSOLE_LISTEN",
-        default_value = "127.0.0.1:8081"
-    )]
-    console_listen: ConsoleListen,
-    /// The base URL LINE reaches the data-plane nodes' ingress at (`https://hooks.example.com`);
-    /// the console shows channels' webhook URLs under it.
-    #[arg(long, env = "HOOKPLANE_PUBLIC_INGRESS_URL")]
-    public_ingress_url: Option<String>,
+    #[command(flatten)]
+    console: ConsoleArgs,
     #[command(flatten)]
     control: ControlOptions,
     #[command(flatten)]
@@ -162,17 +169,8 @@ struct StandaloneCommand {
     /// ingress port no longer serves `/metrics`; unset, it serves the node's as before.
     #[arg(long, env = "HOOKPLANE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
-    /// Address of the web console (HTTP), or `off`.
-    #[arg(
-        long,
-        env = "HOOKPLANE_CONSOLE_LISTEN",
-        default_value = "127.0.0.1:8081"
-    )]
-    console_listen: ConsoleListen,
-    /// The base URL LINE reaches the ingress at (`https://hooks.example.com`); the console shows
-    /// channels' webhook URLs under it. Default: `http://` and the ingress address.
-    #[arg(long, env = "HOOKPLANE_PUBLIC_INGRESS_URL")]
-    public_ingress_url: Option<String>,
+    #[command(flatten)]
+    console: ConsoleArgs,
     /// Where the node keeps deliveries in flight; defaults to `spool/` inside the data dir.
     #[arg(long, env = "HOOKPLANE_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
@@ -248,11 +246,11 @@ async fn run_control(cmd: ControlCommand) -> anyhow::Result<()> {
     }
     let listener = bind("control plane", cmd.listen).await?;
     let settings = ConsoleSettings {
-        public_ingress_url: cmd.public_ingress_url,
+        public_ingress_url: cmd.console.public_ingress_url,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let console = start_console(
-        cmd.console_listen,
+        cmd.console.console_listen,
         listener.local_addr()?,
         console_tls,
         settings,
@@ -389,7 +387,8 @@ async fn run_standalone(cmd: StandaloneCommand) -> anyhow::Result<()> {
     };
     let settings = ConsoleSettings {
         public_ingress_url: Some(
-            cmd.public_ingress_url
+            cmd.console
+                .public_ingress_url
                 .unwrap_or(format!("{ingress_scheme}://{}", ingress.local_addr()?)),
         ),
     };
@@ -411,7 +410,7 @@ async fn run_standalone(cmd: StandaloneCommand) -> anyhow::Result<()> {
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let console = start_console(
-        cmd.console_listen,
+        cmd.console.console_listen,
         control_addr,
         console_tls,
         settings,

@@ -115,7 +115,7 @@ impl ControlMetrics {
             .rpcs
             .get_or_create(&Rpc {
                 method,
-                code: code_name(code),
+                code: hookplane_proto::code_name(code),
             })
             .inc();
     }
@@ -192,29 +192,6 @@ fn notices_by_state(store: &Store) -> Result<Vec<(&'static str, u64)>, Error> {
         .zip(counts)
         .map(|((_, name), count)| (*name, count))
         .collect())
-}
-
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 /// The `grpc-status` of a header or trailer map, if it holds one.

@@ -1,38 +1,19 @@
 //! How a failed command reads on stderr: `error: <CODE>: <message>` for gRPC statuses.
 
-use tonic::{Code, Status};
+use tonic::Status;
 
 pub fn describe(err: &anyhow::Error) -> String {
     match err.downcast_ref::<Status>() {
         Some(status) if status.message().is_empty() => {
-            format!("error: {}", code_name(status.code()))
+            format!("error: {}", hookplane_client::code_name(status.code()))
         }
-        Some(status) => format!("error: {}: {}", code_name(status.code()), status.message()),
+        Some(status) => format!(
+            "error: {}: {}",
+            hookplane_client::code_name(status.code()),
+            status.message()
+        ),
         // `{:#}` prints the causes too: a transport error alone says only "transport error".
         None => format!("error: {err:#}"),
-    }
-}
-
-/// The canonical gRPC name; tonic's `Display` gives a sentence instead.
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -50,7 +31,7 @@ mod tests {
 
     #[test]
     fn a_status_without_message_prints_its_code_name() {
-        let err = anyhow::Error::from(Status::new(Code::FailedPrecondition, ""));
+        let err = anyhow::Error::from(Status::new(tonic::Code::FailedPrecondition, ""));
         assert_eq!(describe(&err), "error: FAILED_PRECONDITION");
     }
 
