@@ -760,7 +760,8 @@ mod tests {
                 age: Duration::from_secs(60),
             },
             retries.clone(),
-        );
+        )
+        .unwrap();
         let api = ConfigApi::new(
             store.clone(),
             log,
@@ -817,7 +818,8 @@ mod tests {
                 age: Duration::from_secs(60),
             },
             retries.clone(),
-        );
+        )
+        .unwrap();
         let api = ConfigApi::new(
             store.clone(),
             log,
@@ -932,7 +934,8 @@ mod tests {
                 age: Duration::from_secs(60),
             },
             retries.clone(),
-        );
+        )
+        .unwrap();
         let last_used = LastUsed::new(&store);
         let api = ConfigApi::new(
             store.clone(),

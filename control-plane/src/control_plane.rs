@@ -170,8 +170,8 @@ impl ControlPlane {
         let store = self.store;
         let (stop, stopping) = Stopping::new();
         let (retries, _) = broadcast::channel(RETRY_BROADCAST_CAPACITY);
-        let log = DeliveryLog::new(store.clone(), self.retention, retries)
-            .with_notifier(self.notifier.clone());
+        let log = DeliveryLog::new(store.clone(), self.retention, retries)?
+            .with_notifier(std::sync::Arc::new(self.notifier.clone()));
         let last_used = LastUsed::new(&store);
         let admin = AdminCheck::new(
             &self.credentials.admin_token,

@@ -6,6 +6,7 @@
 
 mod pages;
 mod recent;
+mod trees;
 mod upgrade;
 
 use std::collections::hash_map::Entry;
@@ -30,12 +31,13 @@ use crate::caller::Caller;
 use crate::clock::Time;
 use crate::error::Error;
 use crate::ids;
-use crate::notify::Notifier;
 use crate::pagination::{self, Page};
-use crate::store::{DeliveryRecord, Store};
+use crate::store::Store;
 use crate::validate;
 use pages::{Shelf, place, place_key, target_prefix};
 use recent::RecentIds;
+pub(crate) use trees::DeliveryRecord;
+use trees::LogTrees;
 
 /// How many attempts and for how long they are kept per forwarding set or subscription.
 #[derive(Debug, Clone, Copy)]
@@ -47,11 +49,20 @@ pub(crate) struct Retention {
 #[derive(Clone)]
 pub(crate) struct DeliveryLog {
     store: Store,
+    /// Its trees and page index, shared by every clone.
+    trees: std::sync::Arc<LogTrees>,
     retention: Retention,
     /// Delivery ids an admin asked to retry, for the config streams to pass on to nodes.
     retries: broadcast::Sender<RetryBatch>,
     /// Told of every new forward attempt, for failure reminders.
-    notifier: Option<Notifier>,
+    notifier: Option<std::sync::Arc<dyn ForwardAttemptSink>>,
+}
+
+/// Who hears of each forward attempt the log stores (the notifier, for failure reminders). A
+/// trait, so the log knows nothing of the notifier, which reads the store on its own.
+pub(crate) trait ForwardAttemptSink: Send + Sync {
+    /// `attempts` were stored just now, each with the time it was made.
+    fn forward_attempts_stored(&self, attempts: &[(&DeliveryAttempt, Time)]);
 }
 
 /// Delivery ids to re-enqueue, passed to every node in one config update: a recover sends
@@ -167,36 +178,51 @@ impl<'a> Fold<'a> {
 
     /// Writes the record, or removes it once the delivery is delivered: only deliveries that may
     /// still need a retry are kept, so the tree holds the failures, not every delivery made.
-    fn write(mut self, store: &Store) -> Result<(), Error> {
+    fn write(mut self, trees: &LogTrees) -> Result<(), Error> {
         if self.record.state == DeliveryState::Delivered as i32 {
             if self.stored {
-                store.remove_delivery(&self.record.id)?;
+                trees.remove_delivery(&self.record.id)?;
             }
             return Ok(());
         }
         if let Some(reason) = self.reason {
             reason.clone_into(&mut self.record.last_reason);
         }
-        store.put_delivery(&self.record)
+        trees.put_delivery(&self.record)
     }
 }
 
 impl DeliveryLog {
+    /// The delivery log of `store`. Open one per store: its page index is only true while
+    /// every writer of the pages goes through it (clones share it).
     pub fn new(
         store: Store,
         retention: Retention,
         retries: broadcast::Sender<RetryBatch>,
-    ) -> DeliveryLog {
-        DeliveryLog {
+    ) -> Result<DeliveryLog, Error> {
+        Ok(DeliveryLog {
+            trees: std::sync::Arc::new(LogTrees::open(&store)?),
             store,
             retention,
             retries,
             notifier: None,
+        })
+    }
+
+    /// This log with another retention, sharing its trees and page index.
+    #[cfg(test)]
+    fn with_retention(&self, retention: Retention) -> DeliveryLog {
+        DeliveryLog {
+            retention,
+            ..self.clone()
         }
     }
 
     /// Feeds every newly stored forward attempt to `notifier`.
-    pub fn with_notifier(mut self, notifier: Notifier) -> DeliveryLog {
+    pub fn with_notifier(
+        mut self,
+        notifier: std::sync::Arc<dyn ForwardAttemptSink>,
+    ) -> DeliveryLog {
         self.notifier = Some(notifier);
         self
     }
@@ -207,7 +233,7 @@ impl DeliveryLog {
     /// it returns, each target of the batch holds at most its newest `retention.count` attempts,
     /// none older than the retention age.
     pub fn record(&self, node_id: &str, attempts: Vec<DeliveryAttempt>) -> Result<u64, Error> {
-        let mut shelves = self.store.lock_delivery_log();
+        let mut shelves = self.trees.lock();
         let recorded = self.record_shelved(&mut shelves, node_id, attempts);
         if recorded.is_err() {
             shelves.forget_targets();
@@ -221,7 +247,7 @@ impl DeliveryLog {
         node_id: &str,
         attempts: Vec<DeliveryAttempt>,
     ) -> Result<u64, Error> {
-        let tree = self.store.attempt_pages_tree();
+        let tree = self.trees.attempt_pages();
         let now = Time::now();
         let cutoff = now.minus(self.retention.age).unix_micros();
         let batch: Vec<(DeliveryAttempt, Time)> = attempts
@@ -258,7 +284,7 @@ impl DeliveryLog {
                     Entry::Vacant(e) => {
                         // The tree holds only deliveries not yet delivered, so this lookup is
                         // in a small tree, and finds nothing for most first attempts.
-                        let stored = self.store.find_delivery(&attempt.delivery_id)?;
+                        let stored = self.trees.find_delivery(&attempt.delivery_id)?;
                         e.insert(Fold {
                             stored: stored.is_some(),
                             record: stored.unwrap_or_else(|| new_record(attempt, time)),
@@ -273,10 +299,10 @@ impl DeliveryLog {
             }
         }
         for fold in folds.into_values() {
-            fold.write(&self.store)?;
+            fold.write(&self.trees)?;
         }
         if let Some(notifier) = &self.notifier {
-            notifier.record_attempts(fresh);
+            notifier.forward_attempts_stored(&fresh);
         }
 
         // Retention would remove at once an attempt already past the age; it still counted for
@@ -315,8 +341,8 @@ impl DeliveryLog {
     pub fn sweep(&self) -> Result<usize, Error> {
         let now = Time::now();
         let cutoff = now.minus(self.retention.age);
-        let tree = self.store.attempt_pages_tree();
-        let mut shelves = self.store.lock_delivery_log();
+        let tree = self.trees.attempt_pages();
+        let mut shelves = self.trees.lock();
         // Every shelf read from the tree again, so that one that went wrong somehow is right again.
         shelves.forget_targets();
         let cutoff_micros = cutoff.unix_micros();
@@ -338,10 +364,10 @@ impl DeliveryLog {
     /// sweep after an upgrade may remove millions of records, and reports must not wait for all
     /// of them.
     fn forget_deliveries(&self, cutoff: Time) -> Result<(), Error> {
-        let deliveries = self.store.deliveries_tree();
+        let deliveries = self.trees.deliveries();
         let mut after: Option<sled::IVec> = None;
         loop {
-            let _guard = self.store.lock_delivery_log();
+            let _guard = self.trees.lock();
             let chunk = match after.take() {
                 Some(key) => deliveries.range((Bound::Excluded(key), Bound::Unbounded)),
                 None => deliveries.iter(),
@@ -426,11 +452,7 @@ impl DeliveryLog {
         let target = self.target(caller, &req.forwarding_set_id, &req.subscription_id)?;
         let first_hour = (now.seconds.div_euclid(3600) - (HOURS - 1)) * 3600;
         let cutoff = u64::try_from(first_hour).unwrap_or_default() * 1_000_000;
-        let attempts = pages::since(
-            self.store.attempt_pages_tree(),
-            &target_prefix(target),
-            cutoff,
-        )?;
+        let attempts = pages::since(self.trees.attempt_pages(), &target_prefix(target), cutoff)?;
         let mut hours: Vec<HealthHour> = (0..HOURS)
             .map(|i| HealthHour {
                 start_time: Some(prost_types::Timestamp {
@@ -476,7 +498,7 @@ impl DeliveryLog {
             .map(|key| place(key, prefix.len()))
             .transpose()?;
         let (attempts, more) = pages::list(
-            self.store.attempt_pages_tree(),
+            self.trees.attempt_pages(),
             &prefix,
             page.size(),
             after.as_ref(),
@@ -494,9 +516,9 @@ impl DeliveryLog {
     /// Marks a failed delivery pending again and asks the nodes to re-enqueue it; returns it
     /// with its tenant (empty when its target is gone).
     fn retry(&self, caller: &Caller, id: &str) -> Result<(Delivery, String), Error> {
-        let _guard = self.store.lock_delivery_log();
+        let _guard = self.trees.lock();
         let mut record = self
-            .store
+            .trees
             .find_delivery(id)?
             // Delivered deliveries keep no record, so the message names what is kept.
             .ok_or_else(|| Error::not_found("failed or pending delivery", id))?;
@@ -519,7 +541,7 @@ impl DeliveryLog {
             )));
         }
         record.state = DeliveryState::Pending as i32;
-        self.store.put_delivery(&record)?;
+        self.trees.put_delivery(&record)?;
         // No connected node means nobody can act on it now; the state still records the request.
         let _ = self.retries.send(RetryBatch::from([id.to_owned()]));
         Ok((to_proto(&record), tenant_id))
@@ -530,10 +552,10 @@ impl DeliveryLog {
     /// are keyed by delivery id, so this reads them all: a recover is an operator's rare act,
     /// and the records kept are only those not delivered, within the retention age.
     fn recover(&self, target: &str, since: Time) -> Result<u32, Error> {
-        let _guard = self.store.lock_delivery_log();
+        let _guard = self.trees.lock();
         let failed = DeliveryState::DeliveryFailed as i32;
         let mut recovered = Vec::new();
-        for entry in self.store.deliveries_tree().iter() {
+        for entry in self.trees.deliveries().iter() {
             let (_, value) = entry?;
             let mut record: DeliveryRecord = crate::store::decode("deliveries", &value)?;
             let of_target = record.forwarding_set_id == target || record.subscription_id == target;
@@ -541,7 +563,7 @@ impl DeliveryLog {
                 continue;
             }
             record.state = DeliveryState::Pending as i32;
-            self.store.put_delivery(&record)?;
+            self.trees.put_delivery(&record)?;
             recovered.push(record.id);
         }
         let count = u32::try_from(recovered.len()).unwrap_or(u32::MAX);
@@ -668,7 +690,7 @@ mod tests {
         let (tx, retries) = broadcast::channel(16);
         Setup {
             _dir: dir,
-            log: DeliveryLog::new(store, Retention { count, age }, tx),
+            log: DeliveryLog::new(store, Retention { count, age }, tx).unwrap(),
             retries,
             fwd_id,
         }
@@ -717,7 +739,7 @@ mod tests {
 
     /// How many attempts the tree holds for `target`, whatever the page size.
     fn stored(log: &DeliveryLog, target: &str) -> usize {
-        Shelf::load(log.store.attempt_pages_tree(), target)
+        Shelf::load(log.trees.attempt_pages(), target)
             .unwrap()
             .held()
     }
@@ -740,7 +762,7 @@ mod tests {
             vec![attempt],
             rand::random,
         );
-        log.store.attempt_pages_tree().apply_batch(batch).unwrap();
+        log.trees.attempt_pages().apply_batch(batch).unwrap();
     }
 
     const DAY: Duration = Duration::from_secs(86_400);
@@ -926,7 +948,7 @@ mod tests {
                 ],
             )
             .unwrap();
-        let delivery = s.log.store.find_delivery("dlv_1").unwrap().unwrap();
+        let delivery = s.log.trees.find_delivery("dlv_1").unwrap().unwrap();
         assert_eq!(delivery.state, DeliveryState::DeliveryFailed as i32);
         assert_eq!(delivery.attempts, 2);
         assert_eq!(delivery.last_reason, "502 Bad Gateway");
@@ -937,7 +959,7 @@ mod tests {
         let s = setup(100, DAY).await;
         s.report("dlv_1", 10, AttemptOutcome::Failed);
         s.report("dlv_1", 20, AttemptOutcome::Retrying);
-        let delivery = s.log.store.find_delivery("dlv_1").unwrap().unwrap();
+        let delivery = s.log.trees.find_delivery("dlv_1").unwrap().unwrap();
         assert_eq!(delivery.state, DeliveryState::DeliveryFailed as i32);
         assert_eq!(delivery.attempts, 2);
     }
@@ -946,7 +968,7 @@ mod tests {
     async fn a_delivery_delivered_at_its_first_attempt_keeps_no_record() {
         let s = setup(100, DAY).await;
         s.report("dlv_1", 10, AttemptOutcome::Succeeded);
-        assert!(s.log.store.find_delivery("dlv_1").unwrap().is_none());
+        assert!(s.log.trees.find_delivery("dlv_1").unwrap().is_none());
         assert_eq!(list(&s.log, &s.fwd_id).await.len(), 1);
     }
 
@@ -954,9 +976,9 @@ mod tests {
     async fn a_delivery_delivered_after_failing_forgets_its_record() {
         let s = setup(100, DAY).await;
         s.report("dlv_1", 20, AttemptOutcome::Retrying);
-        assert!(s.log.store.find_delivery("dlv_1").unwrap().is_some());
+        assert!(s.log.trees.find_delivery("dlv_1").unwrap().is_some());
         s.report("dlv_1", 10, AttemptOutcome::Succeeded);
-        assert!(s.log.store.find_delivery("dlv_1").unwrap().is_none());
+        assert!(s.log.trees.find_delivery("dlv_1").unwrap().is_none());
         assert_eq!(list(&s.log, &s.fwd_id).await.len(), 2);
     }
 
@@ -979,11 +1001,11 @@ mod tests {
             Time::now(),
         );
         delivered.state = DeliveryState::Delivered as i32;
-        s.log.store.put_delivery(&delivered).unwrap();
+        s.log.trees.put_delivery(&delivered).unwrap();
         s.report("dlv_failed", 10, AttemptOutcome::Failed);
         s.log.sweep().unwrap();
-        assert!(s.log.store.find_delivery("dlv_old").unwrap().is_none());
-        assert!(s.log.store.find_delivery("dlv_failed").unwrap().is_some());
+        assert!(s.log.trees.find_delivery("dlv_old").unwrap().is_none());
+        assert!(s.log.trees.find_delivery("dlv_failed").unwrap().is_some());
     }
 
     #[tokio::test]
@@ -1004,12 +1026,12 @@ mod tests {
             if i % 2 == 0 {
                 record.state = DeliveryState::Delivered as i32;
             }
-            s.log.store.put_delivery(&record).unwrap();
+            s.log.trees.put_delivery(&record).unwrap();
         }
         s.log.sweep().unwrap();
-        assert_eq!(s.log.store.deliveries_tree().len(), count / 2);
+        assert_eq!(s.log.trees.deliveries().len(), count / 2);
         // The last two, in the last chunk: the odd one failed and stays.
-        let last = |i: usize| s.log.store.find_delivery(&format!("dlv_{i:05}")).unwrap();
+        let last = |i: usize| s.log.trees.find_delivery(&format!("dlv_{i:05}")).unwrap();
         assert!(last(count - 1).is_some());
         assert!(last(count - 2).is_none());
     }
@@ -1079,7 +1101,7 @@ mod tests {
         let mut sent = s.retries.try_recv().unwrap().to_vec();
         sent.sort();
         assert_eq!(sent, ["dlv_a", "dlv_b"]);
-        let state = |id: &str| s.log.store.find_delivery(id).unwrap().unwrap().state;
+        let state = |id: &str| s.log.trees.find_delivery(id).unwrap().unwrap().state;
         assert_eq!(state("dlv_a"), DeliveryState::Pending as i32);
         assert_eq!(state("dlv_before"), DeliveryState::DeliveryFailed as i32);
         // Pending now: a second recover finds nothing more to send.
@@ -1149,7 +1171,7 @@ mod tests {
     async fn a_batch_writes_each_delivery_record_once_and_the_latest_attempt_decides() {
         let s = setup(100, DAY).await;
         s.report("dlv_1", 50, AttemptOutcome::Retrying);
-        let mut writes = s.log.store.deliveries_tree().watch_prefix(b"dlv_");
+        let mut writes = s.log.trees.deliveries().watch_prefix(b"dlv_");
         s.log
             .record(
                 "n",
@@ -1169,11 +1191,11 @@ mod tests {
         written.sort();
         assert_eq!(written, ["dlv_1", "dlv_2"]);
 
-        let first = s.log.store.find_delivery("dlv_1").unwrap().unwrap();
+        let first = s.log.trees.find_delivery("dlv_1").unwrap().unwrap();
         assert_eq!(first.attempts, 4);
         assert_eq!(first.state, DeliveryState::DeliveryFailed as i32);
         assert_eq!(first.last_reason, "502 Bad Gateway");
-        let second = s.log.store.find_delivery("dlv_2").unwrap().unwrap();
+        let second = s.log.trees.find_delivery("dlv_2").unwrap().unwrap();
         assert_eq!(second.attempts, 2);
         assert_eq!(second.state, DeliveryState::Pending as i32);
     }
@@ -1208,8 +1230,8 @@ mod tests {
         for one in attempts("dlv_single") {
             s.log.record("n", vec![one]).unwrap();
         }
-        let batch = s.log.store.find_delivery("dlv_batch").unwrap().unwrap();
-        let single = s.log.store.find_delivery("dlv_single").unwrap().unwrap();
+        let batch = s.log.trees.find_delivery("dlv_batch").unwrap().unwrap();
+        let single = s.log.trees.find_delivery("dlv_single").unwrap().unwrap();
         assert_eq!(batch.attempts, 6);
         assert_eq!(batch.last_reason, "reason 10 FAILED");
         assert_eq!(
@@ -1220,7 +1242,7 @@ mod tests {
 
     /// The times of the attempts the tree holds for `target`, newest first.
     fn kept_times(log: &DeliveryLog, target: &str) -> Vec<i64> {
-        let tree = log.store.attempt_pages_tree();
+        let tree = log.trees.attempt_pages();
         let (all, _) = pages::list(tree, &target_prefix(target), 1_000_000, None).unwrap();
         all.iter().map(|a| a.time.unwrap().seconds).collect()
     }
@@ -1266,14 +1288,10 @@ mod tests {
                 ],
             )
             .unwrap();
-        let hourly = DeliveryLog::new(
-            s.log.store.clone(),
-            Retention {
-                count: 100,
-                age: Duration::from_secs(3600),
-            },
-            broadcast::channel(16).0,
-        );
+        let hourly = s.log.with_retention(Retention {
+            count: 100,
+            age: Duration::from_secs(3600),
+        });
         hourly
             .record(
                 "n",
@@ -1285,13 +1303,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn logs_on_one_store_share_the_counts() {
+    async fn clones_of_a_log_share_the_counts() {
         let s = setup(3, DAY).await;
-        let other = DeliveryLog::new(
-            s.log.store.clone(),
-            s.log.retention,
-            broadcast::channel(16).0,
-        );
+        let other = s.log.with_retention(s.log.retention);
         for i in 0..8 {
             let log = if i % 2 == 0 { &s.log } else { &other };
             log.record(
@@ -1331,7 +1345,7 @@ mod tests {
             kept_times(&s.log, &s.fwd_id),
             [now - 10, now - 20, now - 30]
         );
-        let delivery = s.log.store.find_delivery("dlv_10").unwrap().unwrap();
+        let delivery = s.log.trees.find_delivery("dlv_10").unwrap().unwrap();
         assert_eq!(delivery.attempts, 1);
     }
 
@@ -1359,7 +1373,7 @@ mod tests {
         let late = attempt(&s.fwd_id, "dlv_1", 7200, AttemptOutcome::Failed);
         assert_eq!(s.log.record("n", vec![late.clone(), late]).unwrap(), 2);
         assert_eq!(stored(&s.log, &s.fwd_id), 1);
-        let delivery = s.log.store.find_delivery("dlv_1").unwrap().unwrap();
+        let delivery = s.log.trees.find_delivery("dlv_1").unwrap().unwrap();
         assert_eq!(delivery.attempts, 3);
         assert_eq!(delivery.state, DeliveryState::Pending as i32);
     }
@@ -1374,7 +1388,7 @@ mod tests {
         s.log
             .record("node-a", vec![first(30, AttemptOutcome::Failed)])
             .unwrap();
-        let recorded = s.log.store.find_delivery("dlv_1").unwrap().unwrap();
+        let recorded = s.log.trees.find_delivery("dlv_1").unwrap().unwrap();
         assert_eq!(recorded.attempts, 1);
         assert_eq!(recorded.state, DeliveryState::DeliveryFailed as i32);
 
@@ -1388,7 +1402,7 @@ mod tests {
                 ],
             )
             .unwrap();
-        let delivery = s.log.store.find_delivery("dlv_1").unwrap().unwrap();
+        let delivery = s.log.trees.find_delivery("dlv_1").unwrap().unwrap();
         assert_eq!(delivery.attempts, 3);
         assert_eq!(delivery.state, DeliveryState::Pending as i32);
         assert!(delivery.last_attempt_time > recorded.last_attempt_time);
@@ -1408,6 +1422,7 @@ mod tests {
                 },
                 broadcast::channel(16).0,
             )
+            .unwrap()
         };
         let report = || {
             let mut one = attempt("fwd_x", "dlv_1", 5, AttemptOutcome::Failed);
@@ -1422,7 +1437,7 @@ mod tests {
         let restarted = open();
         restarted.record("n", report()).unwrap();
         assert_eq!(stored(&restarted, "fwd_x"), 1);
-        let delivery = restarted.store.find_delivery("dlv_1").unwrap().unwrap();
+        let delivery = restarted.trees.find_delivery("dlv_1").unwrap().unwrap();
         assert_eq!(delivery.attempts, 1);
     }
 
@@ -1437,6 +1452,7 @@ mod tests {
                 Retention { count, age: DAY },
                 broadcast::channel(16).0,
             )
+            .unwrap()
         };
         let batch = |ago: i64| vec![attempt("fwd_x", "dlv_1", ago, AttemptOutcome::Retrying)];
         let log = open(100);
@@ -1501,7 +1517,7 @@ mod tests {
             .await;
         assert_eq!(health.unwrap_err().code(), Code::PermissionDenied);
         assert_eq!(
-            s.log.store.find_delivery("dlv_1").unwrap().unwrap().state,
+            s.log.trees.find_delivery("dlv_1").unwrap().unwrap().state,
             DeliveryState::DeliveryFailed as i32
         );
     }

@@ -7,6 +7,7 @@ use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 use sled::IVec;
 
+use super::ATTEMPT_PAGES;
 use super::pages::{PAGE_MAX, write_pages};
 use crate::error::Error;
 use crate::store::Store;
@@ -64,7 +65,7 @@ fn move_chunk(
     let moved = attempts.len();
     let mut page = sled::Batch::default();
     write_pages(&mut page, prefix, attempts, || id);
-    store.attempt_pages_tree().apply_batch(page)?;
+    store.named_tree(ATTEMPT_PAGES)?.apply_batch(page)?;
     old.apply_batch(removals)?;
     Ok(moved)
 }
@@ -133,7 +134,8 @@ mod tests {
                 age: Duration::from_secs(86_400),
             },
             broadcast::channel(16).0,
-        );
+        )
+        .unwrap();
         let listed = log
             .list(
                 &crate::test_fixtures::operator_caller(),
@@ -174,9 +176,13 @@ mod tests {
             first.into_iter().map(|(_, a)| a).collect(),
             || id,
         );
-        store.attempt_pages_tree().apply_batch(page).unwrap();
+        store
+            .named_tree(ATTEMPT_PAGES)
+            .unwrap()
+            .apply_batch(page)
+            .unwrap();
 
         move_attempts_into_pages(&store).unwrap();
-        assert_eq!(store.attempt_pages_tree().len(), 2);
+        assert_eq!(store.named_tree(ATTEMPT_PAGES).unwrap().len(), 2);
     }
 }

@@ -30,6 +30,7 @@ use mailer::Mailer;
 use reminders::Reminders;
 
 use crate::clock::Time;
+use crate::delivery_log::ForwardAttemptSink;
 use crate::error::Error;
 use crate::options::ControlOptions;
 use crate::shutdown::Stopping;
@@ -264,6 +265,12 @@ async fn sleep_until(at: Option<Time>) {
             tokio::time::sleep(wait).await;
         }
         None => std::future::pending().await,
+    }
+}
+
+impl ForwardAttemptSink for Notifier {
+    fn forward_attempts_stored(&self, attempts: &[(&DeliveryAttempt, Time)]) {
+        self.record_attempts(attempts.iter().copied());
     }
 }
 

@@ -22,7 +22,6 @@ use tokio::sync::watch;
 pub(crate) use records::*;
 pub(crate) use reseal::{Resealed, SealedTree};
 
-use crate::delivery_log::{ATTEMPT_PAGES, Shelves};
 use crate::error::Error;
 use crate::sealing::{Place, Sealer};
 
@@ -86,7 +85,7 @@ fn index_key(parent: &str, child: &str) -> Vec<u8> {
     format!("{parent}/{child}").into_bytes()
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // Records are plain structs of strings, numbers and maps: serialising cannot fail.
     serde_json::to_vec(value).unwrap_or_default()
 }
@@ -218,8 +217,6 @@ pub(crate) struct Store {
 struct Inner {
     db: sled::Db,
     config_trees: Vec<Tree>,
-    attempt_pages: Tree,
-    deliveries: Tree,
     notifications: Tree,
     audit_events: Tree,
     audit_by_tenant: Tree,
@@ -227,9 +224,6 @@ struct Inner {
     token_last_used: Tree,
     sealer: Sealer,
     writes: Mutex<()>,
-    /// The shelves are only true while every writer of the attempt pages holds this lock, so
-    /// they live inside it rather than in one `DeliveryLog`.
-    delivery_log_writes: Mutex<Shelves>,
     /// sled 0.34 can deadlock when two `flush_async` calls overlap (spacejam/sled#1308), which
     /// concurrent admin writes made happen: flushes take turns, and one flush serves every caller
     /// whose ticket was issued before it started (group commit). Holds the last ticket flushed.
@@ -313,8 +307,6 @@ impl Store {
         let (durable, _) = watch::channel(current);
         Ok(Store {
             inner: Arc::new(Inner {
-                attempt_pages: db.open_tree(ATTEMPT_PAGES)?,
-                deliveries: db.open_tree("deliveries")?,
                 notifications: db.open_tree("notifications")?,
                 audit_events: db.open_tree("audit_events")?,
                 audit_by_tenant: db.open_tree("audit_by_tenant")?,
@@ -324,7 +316,6 @@ impl Store {
                 config_trees,
                 sealer,
                 writes: Mutex::new(()),
-                delivery_log_writes: Mutex::default(),
                 flushes: tokio::sync::Mutex::new(0),
                 flush_tickets: AtomicU64::new(0),
                 committed: AtomicU64::new(current),
@@ -349,18 +340,6 @@ impl Store {
 
     pub fn lock_writes(&self) -> WriteGuard<'_> {
         WriteGuard(self.inner.writes.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Serialises read-modify-writes of the delivery log (reports against retries and sweeps).
-    pub fn lock_delivery_log(&self) -> MutexGuard<'_, Shelves> {
-        let lock = &self.inner.delivery_log_writes;
-        lock.lock().unwrap_or_else(|poisoned| {
-            // A writer panicked half-way, so the shelves may miss some of its writes.
-            lock.clear_poison();
-            let mut shelves = poisoned.into_inner();
-            shelves.forget_targets();
-            shelves
-        })
     }
 
     /// Applies `change` and advances the revision in one transaction; returns the new revision.
@@ -568,14 +547,6 @@ impl Store {
             .collect()
     }
 
-    pub fn attempt_pages_tree(&self) -> &Tree {
-        &self.inner.attempt_pages
-    }
-
-    pub fn deliveries_tree(&self) -> &Tree {
-        &self.inner.deliveries
-    }
-
     pub fn notifications_tree(&self) -> &Tree {
         &self.inner.notifications
     }
@@ -606,7 +577,8 @@ impl Store {
         Ok(self.inner.db.generate_id()?)
     }
 
-    /// A tree outside the configuration that one module owns (the notifier's ledgers).
+    /// A tree outside the configuration that one module owns (the notifier's ledgers, the
+    /// delivery log's pages and records).
     pub fn named_tree(&self, name: &str) -> Result<Tree, Error> {
         Ok(self.inner.db.open_tree(name)?)
     }
@@ -623,23 +595,6 @@ impl Store {
     /// Removes a tree that is no longer used.
     pub fn drop_tree(&self, name: &str) -> Result<(), Error> {
         self.inner.db.drop_tree(name)?;
-        Ok(())
-    }
-
-    pub fn find_delivery(&self, id: &str) -> Result<Option<DeliveryRecord>, Error> {
-        match self.inner.deliveries.get(id.as_bytes())? {
-            Some(bytes) => Ok(Some(decode("deliveries", &bytes)?)),
-            None => Ok(None),
-        }
-    }
-
-    pub fn put_delivery(&self, r: &DeliveryRecord) -> Result<(), Error> {
-        self.inner.deliveries.insert(r.id.as_bytes(), encode(r))?;
-        Ok(())
-    }
-
-    pub fn remove_delivery(&self, id: &str) -> Result<(), Error> {
-        self.inner.deliveries.remove(id.as_bytes())?;
         Ok(())
     }
 }

@@ -192,20 +192,6 @@ pub(crate) struct SubscriptionRecord {
     pub update_time: Time,
 }
 
-/// The current state of one delivery, folded from its attempts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct DeliveryRecord {
-    pub id: String,
-    pub event_id: String,
-    pub forwarding_set_id: String,
-    pub subscription_id: String,
-    /// The `hookplane.v1.DeliveryState` value.
-    pub state: i32,
-    pub attempts: u32,
-    pub last_reason: String,
-    pub last_attempt_time: Time,
-}
-
 /// An API token. Its secret is kept only as a SHA-256: the secret holds 256 random bits, so
 /// nothing short of the secret itself finds a preimage, and a slow password hash would buy
 /// nothing but a slower check on every call (nodes check it on every publish).
