@@ -557,6 +557,31 @@ mod tests {
     use crate::tenants::TenantApi;
     use crate::test_fixtures::*;
 
+    /// The config service of `store`, its delivery log announcing admins' retries on `retries`.
+    fn config_api(
+        dir: &tempfile::TempDir,
+        store: &Store,
+        retries: &broadcast::Sender<RetryBatch>,
+        stopping: Stopping,
+        last_used: Arc<LastUsed>,
+    ) -> ConfigApi {
+        let retention = Retention {
+            count: 10,
+            age: Duration::from_secs(60),
+        };
+        let log = DeliveryLog::new(store.clone(), retention, retries.clone()).unwrap();
+        ConfigApi::new(
+            store.clone(),
+            log,
+            system_stop(dir, store),
+            "hp_pub_x",
+            stopping,
+            ControlMetrics::new(store.clone()),
+            last_used,
+        )
+        .unwrap()
+    }
+
     fn system_stop(dir: &tempfile::TempDir, store: &Store) -> SystemStop {
         let options = crate::options::ControlOptions::with_data_dir(dir.path());
         let notifier = crate::notify::Notifier::open(store, &options).unwrap();
@@ -753,25 +778,7 @@ mod tests {
         let (dir, store) = store();
         let (retries, _) = broadcast::channel(16);
         let (_stop, stopping) = Stopping::new();
-        let log = DeliveryLog::new(
-            store.clone(),
-            Retention {
-                count: 10,
-                age: Duration::from_secs(60),
-            },
-            retries.clone(),
-        )
-        .unwrap();
-        let api = ConfigApi::new(
-            store.clone(),
-            log,
-            system_stop(&dir, &store),
-            "hp_pub_x",
-            stopping,
-            ControlMetrics::new(store.clone()),
-            LastUsed::new(&store),
-        )
-        .unwrap();
+        let api = config_api(&dir, &store, &retries, stopping, LastUsed::new(&store));
         let mut stream = api
             .watch_config(operator(WatchConfigRequest {
                 node_id: "node-1".into(),
@@ -811,25 +818,7 @@ mod tests {
         let (dir, store) = store();
         let (retries, _) = broadcast::channel(16);
         let (stop, stopping) = Stopping::new();
-        let log = DeliveryLog::new(
-            store.clone(),
-            Retention {
-                count: 10,
-                age: Duration::from_secs(60),
-            },
-            retries.clone(),
-        )
-        .unwrap();
-        let api = ConfigApi::new(
-            store.clone(),
-            log,
-            system_stop(&dir, &store),
-            "hp_pub_x",
-            stopping,
-            ControlMetrics::new(store.clone()),
-            LastUsed::new(&store),
-        )
-        .unwrap();
+        let api = config_api(&dir, &store, &retries, stopping, LastUsed::new(&store));
         let mut stream = api
             .watch_config(operator(WatchConfigRequest::default()))
             .await
@@ -927,26 +916,8 @@ mod tests {
         let token = make_token(&store, Role::Publisher, &tenant.id).await;
         let (retries, _) = broadcast::channel(16);
         let (_stop, stopping) = Stopping::new();
-        let log = DeliveryLog::new(
-            store.clone(),
-            Retention {
-                count: 10,
-                age: Duration::from_secs(60),
-            },
-            retries.clone(),
-        )
-        .unwrap();
         let last_used = LastUsed::new(&store);
-        let api = ConfigApi::new(
-            store.clone(),
-            log,
-            system_stop(&dir, &store),
-            "hp_pub_x",
-            stopping,
-            ControlMetrics::new(store.clone()),
-            last_used.clone(),
-        )
-        .unwrap();
+        let api = config_api(&dir, &store, &retries, stopping, last_used.clone());
         api.report_token_use(Request::new(ReportTokenUseRequest {
             node_id: "node-1".into(),
             token_ids: vec![token.clone(), "tok_revoked".into()],
