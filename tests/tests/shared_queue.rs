@@ -183,7 +183,17 @@ async fn events_node_a_took_while_the_receiver_was_down_are_delivered_by_node_b_
         acknowledged.insert(event_id_of(&body));
     }
     // Node A attempts them (until the target's breaker opens) and dies with them in its hands.
-    receiver.wait_for(5, WAIT).await.unwrap();
+    // Its attempt counter moves only once an attempt's record is in the shared stream, so the
+    // five are stored when it dies (the receiver seeing them would not say so).
+    eventually(WAIT, "node A's five failed attempts stored", || async {
+        let retrying = a
+            .metric("hookplane_delivery_attempts_total{outcome=\"retrying\"}")
+            .await
+            .ok()??;
+        (retrying >= 5).then_some(())
+    })
+    .await
+    .unwrap();
     a.kill().await;
     // No node is alive: whatever arrives from here on was sent by node B.
     receiver.respond(Respond::Status(200));
