@@ -1,7 +1,8 @@
 //! A tenant's subscriptions ("webhooks"): their state, zones and purchase-valid-until; creating
 //! one with event types grouped by zone (the zones not bought shown disabled, with why); stop,
-//! resume, delete; the share secret revealed only on an explicit click (a POST, never a URL) and
-//! changed with or without a grace period; and a test event whose answer is shown.
+//! resume, delete; the share secret (for an ed25519 webhook, its public key alone) revealed only
+//! on an explicit click (a POST, never a URL) and changed with or without a grace period; and a
+//! test event whose answer is shown.
 
 use std::time::SystemTime;
 
