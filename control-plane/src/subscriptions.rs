@@ -1,5 +1,6 @@
-//! SubscriptionService: a tenant's outgoing event webhooks, their share secrets, the active-
-//! subscription quota, the zone entitlements their event types need, and Send test.
+//! SubscriptionService: a tenant's outgoing event webhooks, their share secrets (or ed25519 key
+//! pairs), the active-subscription quota, the zone entitlements their event types need, and Send
+//! test.
 
 use std::collections::HashSet;
 
@@ -13,6 +14,7 @@ use hookplane_proto::v1::{
     SendTestEventResponse, SignatureScheme, StopSubscriptionRequest, Subscription,
     SubscriptionState, UpdateSubscriptionRequest,
 };
+use hookplane_verify::standard_ed25519::SigningKey;
 use rand::RngCore;
 use tonic::{Request, Response, Status};
 
@@ -63,11 +65,22 @@ fn method(name: &str) -> String {
     format!("{}/{name}", subscription_service_server::SERVICE_NAME)
 }
 
-/// `whsec_` and standard base64 of 32 random bytes.
-fn new_share_secret() -> String {
+/// Whether `scheme` (a `SignatureScheme` value) signs with an ed25519 key pair rather than a
+/// shared HMAC secret.
+fn signs_with_ed25519(scheme: i32) -> bool {
+    scheme == SignatureScheme::StandardWebhooksEd25519 as i32
+}
+
+/// A fresh secret of the kind `scheme` signs with, from 32 random bytes: `whsec_` and their
+/// standard base64, or for ed25519 the `whsk_` signing key they are the secret key of.
+fn new_secret(scheme: i32) -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    format!("whsec_{}", STANDARD.encode(bytes))
+    if signs_with_ed25519(scheme) {
+        SigningKey::from_bytes(&bytes).to_whsk_string()
+    } else {
+        format!("whsec_{}", STANDARD.encode(bytes))
+    }
 }
 
 fn is_active(r: &SubscriptionRecord) -> bool {
@@ -100,10 +113,11 @@ impl SubscriptionApi {
         let input = validate::present("subscription", req.subscription.as_ref())?;
         let now = Time::now();
         let id = ids::new_id(ids::SUBSCRIPTION);
-        let secret = self
-            .store
-            .sealer()
-            .seal(&new_share_secret(), Place::new(&id, sealed_field::SECRET));
+        // Made again below once the scheme is known, if the scheme signs with ed25519.
+        let secret = self.store.sealer().seal(
+            &new_secret(SignatureScheme::Maac as i32),
+            Place::new(&id, sealed_field::SECRET),
+        );
         let mut record = SubscriptionRecord {
             id,
             tenant_id: tenant_id.to_owned(),
@@ -121,6 +135,9 @@ impl SubscriptionApi {
         };
         let paths: Vec<String> = UPDATE_PATHS.iter().map(|p| (*p).to_owned()).collect();
         apply(&mut record, input, &paths)?;
+        if signs_with_ed25519(record.signature_scheme) {
+            self.replace_secret(&mut record);
+        }
         let guard = self.store.lock_writes();
         let tenant = self.store.tenant(tenant_id)?;
         check_entitlements(&tenant, &record.event_types, now)?;
@@ -171,7 +188,13 @@ impl SubscriptionApi {
         })?;
         let guard = self.store.lock_writes();
         let mut record = self.subscription(caller, id)?;
+        let was_ed25519 = signs_with_ed25519(record.signature_scheme);
         apply(&mut record, input, &paths)?;
+        if signs_with_ed25519(record.signature_scheme) != was_ed25519 {
+            // An HMAC secret cannot sign v1a, nor an ed25519 key v1 or MAAC: the subscription
+            // needs a key of the other kind, and a previous one of the old kind would not sign.
+            self.replace_secret(&mut record);
+        }
         let tenant = self.store.tenant(&record.tenant_id)?;
         let now = Time::now();
         if is_active(&record) && paths.iter().any(|p| p == "event_types") {
@@ -227,6 +250,15 @@ impl SubscriptionApi {
         Ok(to_proto(&record, Some(&tenant), now))
     }
 
+    /// Gives `record` a fresh secret of the kind its scheme signs with, and ends any previous one.
+    fn replace_secret(&self, record: &mut SubscriptionRecord) {
+        record.secret = self.store.sealer().seal(
+            &new_secret(record.signature_scheme),
+            Place::new(&record.id, sealed_field::SECRET),
+        );
+        record.previous_secret = None;
+    }
+
     /// The current secret, and the subscription's tenant for the audit trail.
     fn reveal(&self, caller: &Caller, id: &str) -> Result<(RevealSecretResponse, String), Error> {
         let record = self.subscription(caller, id)?;
@@ -236,16 +268,28 @@ impl SubscriptionApi {
         ))
     }
 
+    /// What a receiver verifies with: the share secret, or for ed25519 only the public key.
     fn secret_response(
         &self,
         record: &SubscriptionRecord,
         now: Time,
     ) -> Result<RevealSecretResponse, Error> {
+        let secret = self
+            .store
+            .sealer()
+            .open(&record.secret, Place::new(&record.id, sealed_field::SECRET))?;
+        let (secret, public_key) = if signs_with_ed25519(record.signature_scheme) {
+            let key = SigningKey::parse(&secret).map_err(|e| Error::Corrupt {
+                tree: "subscriptions",
+                detail: format!("the signing key of {}: {e}", record.id),
+            })?;
+            (String::new(), key.public_key().to_whpk_string())
+        } else {
+            (secret, String::new())
+        };
         Ok(RevealSecretResponse {
-            secret: self
-                .store
-                .sealer()
-                .open(&record.secret, Place::new(&record.id, sealed_field::SECRET))?,
+            secret,
+            public_key,
             previous_secret_valid_until: record
                 .previous_secret
                 .as_ref()
@@ -280,7 +324,7 @@ impl SubscriptionApi {
                 valid_until: now.plus(grace),
             })
         };
-        record.secret = sealer.seal(&new_share_secret(), current);
+        record.secret = sealer.seal(&new_secret(record.signature_scheme), current);
         record.update_time = now;
         let mut change = Change::default();
         change.put_subscription(&record);
@@ -394,7 +438,7 @@ fn apply(
                     Err(_) => {
                         return Err(Error::invalid(
                             "subscription.signature_scheme",
-                            "must be MAAC, STANDARD_WEBHOOKS or BOTH",
+                            "must be MAAC, STANDARD_WEBHOOKS, BOTH or STANDARD_WEBHOOKS_ED25519",
                         ));
                     }
                 };
@@ -726,6 +770,141 @@ mod tests {
         let secret = reveal(&store, &sub.id).await.secret;
         let encoded = secret.strip_prefix("whsec_").unwrap();
         assert_eq!(STANDARD.decode(encoded).unwrap().len(), 32);
+    }
+
+    /// The subscription's signing secret as stored, opened.
+    fn stored_secret(store: &Store, id: &str) -> String {
+        let record = store.subscription(id).unwrap();
+        store
+            .sealer()
+            .open(&record.secret, Place::new(id, sealed_field::SECRET))
+            .unwrap()
+    }
+
+    async fn create_ed25519(store: &Store, tenant_id: &str) -> Subscription {
+        let mut input = subscription_input();
+        input.signature_scheme = SignatureScheme::StandardWebhooksEd25519 as i32;
+        create_subscription(store, tenant_id, input).await.unwrap()
+    }
+
+    async fn set_scheme(store: &Store, id: &str, scheme: SignatureScheme) {
+        api(store)
+            .update_subscription(operator(UpdateSubscriptionRequest {
+                subscription: Some(Subscription {
+                    id: id.into(),
+                    signature_scheme: scheme as i32,
+                    ..Default::default()
+                }),
+                update_mask: None,
+            }))
+            .await
+            .unwrap();
+    }
+
+    async fn rotate(store: &Store, id: &str, grace_seconds: i64) -> RevealSecretResponse {
+        api(store)
+            .rotate_secret(operator(RotateSecretRequest {
+                id: id.into(),
+                grace_period: Some(prost_types::Duration {
+                    seconds: grace_seconds,
+                    nanos: 0,
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    #[tokio::test]
+    async fn an_ed25519_subscription_reveals_only_the_whpk_public_key_of_its_sealed_whsk_key() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let sub = create_ed25519(&store, &tenant.id).await;
+        assert_eq!(
+            sub.signature_scheme,
+            SignatureScheme::StandardWebhooksEd25519 as i32
+        );
+        let revealed = reveal(&store, &sub.id).await;
+        assert!(revealed.secret.is_empty());
+        let stored = stored_secret(&store, &sub.id);
+        assert!(
+            stored.starts_with("whsk_"),
+            "the stored key is a signing key"
+        );
+        let key = SigningKey::parse(&stored).unwrap();
+        assert_eq!(revealed.public_key, key.public_key().to_whpk_string());
+        let encoded = revealed.public_key.strip_prefix("whpk_").unwrap();
+        assert_eq!(STANDARD.decode(encoded).unwrap().len(), 32);
+    }
+
+    #[tokio::test]
+    async fn a_symmetric_subscription_reveals_no_public_key() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let sub = create_subscription(&store, &tenant.id, subscription_input())
+            .await
+            .unwrap();
+        assert!(reveal(&store, &sub.id).await.public_key.is_empty());
+    }
+
+    #[tokio::test]
+    async fn switching_between_symmetric_and_ed25519_gives_a_fresh_secret_of_the_right_kind() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let sub = create_subscription(&store, &tenant.id, subscription_input())
+            .await
+            .unwrap();
+        let whsec = stored_secret(&store, &sub.id);
+        rotate(&store, &sub.id, 600).await;
+        set_scheme(&store, &sub.id, SignatureScheme::StandardWebhooksEd25519).await;
+        let whsk = stored_secret(&store, &sub.id);
+        assert!(
+            whsk.starts_with("whsk_"),
+            "ed25519 signs with a signing key"
+        );
+        let record = store.subscription(&sub.id).unwrap();
+        assert!(
+            record.previous_secret.is_none(),
+            "an HMAC secret cannot sign v1a"
+        );
+        assert!(!reveal(&store, &sub.id).await.public_key.is_empty());
+
+        set_scheme(&store, &sub.id, SignatureScheme::StandardWebhooks).await;
+        let back = stored_secret(&store, &sub.id);
+        assert!(back.starts_with("whsec_"), "v1 signs with an HMAC secret");
+        assert_ne!(back, whsec);
+        assert_eq!(reveal(&store, &sub.id).await.secret, back);
+    }
+
+    #[tokio::test]
+    async fn switching_among_symmetric_schemes_keeps_the_secret() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let sub = create_subscription(&store, &tenant.id, subscription_input())
+            .await
+            .unwrap();
+        let before = stored_secret(&store, &sub.id);
+        set_scheme(&store, &sub.id, SignatureScheme::Both).await;
+        assert_eq!(stored_secret(&store, &sub.id), before);
+    }
+
+    #[tokio::test]
+    async fn rotating_an_ed25519_key_with_grace_keeps_the_old_key_signing() {
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let sub = create_ed25519(&store, &tenant.id).await;
+        let old_key = stored_secret(&store, &sub.id);
+        let old_public = reveal(&store, &sub.id).await.public_key;
+        let rotated = rotate(&store, &sub.id, 600).await;
+        assert!(rotated.secret.is_empty());
+        assert!(rotated.public_key.starts_with("whpk_"));
+        assert_ne!(rotated.public_key, old_public);
+        assert!(rotated.previous_secret_valid_until.is_some());
+        assert!(stored_secret(&store, &sub.id).starts_with("whsk_"));
+        let record = store.subscription(&sub.id).unwrap();
+        let previous = record.previous_secret.as_ref().unwrap();
+        let at = Place::new(&record.id, sealed_field::PREVIOUS_SECRET);
+        assert_eq!(store.sealer().open(&previous.secret, at).unwrap(), old_key);
     }
 
     #[tokio::test]
@@ -1087,6 +1266,47 @@ mod tests {
             result
                 .request_body
                 .contains("\"topic\":\"receipt.receipt_validated\"")
+        );
+    }
+
+    #[tokio::test]
+    async fn send_test_of_an_ed25519_subscription_signs_v1a_that_the_revealed_public_key_verifies()
+    {
+        use hookplane_verify::standard_ed25519::{self, PublicKey};
+        let (_dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let (url, served) = answer_once(200).await;
+        let mut input = subscription_input();
+        input.url = url;
+        input.signature_scheme = SignatureScheme::StandardWebhooksEd25519 as i32;
+        let sub = create_subscription(&store, &tenant.id, input)
+            .await
+            .unwrap();
+        let public_key = PublicKey::parse(&reveal(&store, &sub.id).await.public_key).unwrap();
+        let result = send_test(&store, &sub.id, "").await.unwrap();
+        let request = served.await.unwrap();
+        let header = |name: &str| {
+            request
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                .unwrap()
+                .trim()
+                .to_owned()
+        };
+        let signature = header("webhook-signature");
+        assert!(signature.starts_with("v1a,"), "{signature}");
+        assert!(!request.contains("cresclab-signature"));
+        let timestamp = header("webhook-timestamp");
+        assert!(
+            standard_ed25519::verify(
+                &[public_key],
+                &header("webhook-id"),
+                &timestamp,
+                &signature,
+                result.request_body.as_bytes(),
+                timestamp.parse().unwrap(),
+            )
+            .is_ok()
         );
     }
 

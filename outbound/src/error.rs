@@ -12,7 +12,8 @@ pub enum Error {
     /// No share secret is in force to sign an event with.
     #[error("no share secret in force")]
     NoSecret,
-    /// A share secret is not `whsec_` + base64 of 24 to 64 bytes. Never holds the secret.
+    /// A share secret is not `whsec_` + base64 of 24 to 64 bytes (or, for ed25519, not `whsk_` +
+    /// base64 of a 32-byte key). Never holds the secret.
     #[error("share secret unusable: {0}")]
     UnusableSecret(hookplane_verify::Error),
 }

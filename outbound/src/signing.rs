@@ -4,12 +4,13 @@
 //! MAAC signs with the current share secret only, the whole `whsec_...` string as HMAC key: a
 //! rotation invalidates the old secret at once, as MAAC documents. Standard Webhooks signs with
 //! every secret in force (the decoded bytes as key), so during a rotation's grace period a receiver
-//! holding either secret verifies.
+//! holding either secret verifies. Its ed25519 variant does the same with `v1a` signatures, each
+//! secret in force being a `whsk_` signing key.
 
 use std::time::SystemTime;
 
 use hookplane_proto::v1::{NodeSecret, SignatureScheme};
-use hookplane_verify::{maac, standard};
+use hookplane_verify::{maac, standard, standard_ed25519};
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use crate::Error;
@@ -52,7 +53,9 @@ pub fn headers(
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
     let (with_maac, with_standard) = match scheme {
         SignatureScheme::Unspecified | SignatureScheme::Maac => (true, false),
-        SignatureScheme::StandardWebhooks => (false, true),
+        SignatureScheme::StandardWebhooks | SignatureScheme::StandardWebhooksEd25519 => {
+            (false, true)
+        }
         SignatureScheme::Both => (true, true),
     };
     if with_maac {
@@ -66,13 +69,7 @@ pub fn headers(
     if with_standard {
         let mut signatures = Vec::with_capacity(secrets.len());
         for secret in secrets {
-            let key = standard::Secret::parse(secret).map_err(Error::UnusableSecret)?;
-            signatures.push(standard::sign(
-                &key,
-                attempt.event_id,
-                attempt.unix_time,
-                attempt.body,
-            ));
+            signatures.push(standard_entry(scheme, secret, attempt)?);
         }
         insert(&mut headers, standard::ID_HEADER, attempt.event_id);
         insert(
@@ -87,6 +84,27 @@ pub fn headers(
         );
     }
     Ok(headers)
+}
+
+/// One `webhook-signature` entry of `attempt` under `secret`: `v1a` (ed25519) for
+/// STANDARD_WEBHOOKS_ED25519, `v1` (HMAC) otherwise.
+fn standard_entry(
+    scheme: SignatureScheme,
+    secret: &str,
+    attempt: Attempt<'_>,
+) -> Result<String, Error> {
+    let Attempt {
+        event_id,
+        unix_time,
+        body,
+    } = attempt;
+    Ok(if scheme == SignatureScheme::StandardWebhooksEd25519 {
+        let key = standard_ed25519::SigningKey::parse(secret).map_err(Error::UnusableSecret)?;
+        standard_ed25519::sign(&key, event_id, unix_time, body)
+    } else {
+        let key = standard::Secret::parse(secret).map_err(Error::UnusableSecret)?;
+        standard::sign(&key, event_id, unix_time, body)
+    })
 }
 
 fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
@@ -203,6 +221,83 @@ mod tests {
         assert_eq!(signature.split(' ').count(), 2);
         assert!(verify_standard(&headers, &[parsed(NEW)]));
         assert!(verify_standard(&headers, &[parsed(OLD)]));
+    }
+
+    const SIGNING_KEY: &str = "whsk_VEVTVFNJR05JTkdLRVlET05PVFVTRVRISVNGT1JBTlk=";
+
+    fn public_key(signing_key: &str) -> standard_ed25519::PublicKey {
+        standard_ed25519::SigningKey::parse(signing_key)
+            .unwrap()
+            .public_key()
+    }
+
+    fn verify_ed25519(headers: &HeaderMap, keys: &[standard_ed25519::PublicKey]) -> bool {
+        standard_ed25519::verify(
+            keys,
+            header(headers, "webhook-id").unwrap(),
+            header(headers, "webhook-timestamp").unwrap(),
+            header(headers, "webhook-signature").unwrap(),
+            BODY,
+            NOW,
+        )
+        .is_ok()
+    }
+
+    #[test]
+    fn ed25519_signs_v1a_that_verifies_with_the_public_key_alone() {
+        let headers = headers(
+            SignatureScheme::StandardWebhooksEd25519,
+            &[SIGNING_KEY],
+            attempt(),
+        )
+        .unwrap();
+        let signature = header(&headers, "webhook-signature").unwrap();
+        assert!(signature.starts_with("v1a,"), "{signature}");
+        assert_eq!(header(&headers, "webhook-id"), Some("evt_1"));
+        assert!(verify_ed25519(&headers, &[public_key(SIGNING_KEY)]));
+        assert!(headers.get("cresclab-signature").is_none());
+    }
+
+    #[test]
+    fn ed25519_matches_the_reference_library_vector() {
+        let headers = headers(
+            SignatureScheme::StandardWebhooksEd25519,
+            &[SIGNING_KEY],
+            Attempt {
+                event_id: "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                unix_time: 1_614_265_330,
+                body: br#"{"test": 2432232314}"#,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            header(&headers, "webhook-signature"),
+            Some(
+                "v1a,tQ9V2XOqn7jL/DQenEFpqIugdBVtiMmER5mhSkXBNwM0mkATuDe6KYYUuxqtaiHeYGb7KaaBRdM5WqyeFiL8Ag=="
+            )
+        );
+    }
+
+    #[test]
+    fn during_a_grace_period_ed25519_carries_one_signature_per_key() {
+        let other = standard_ed25519::SigningKey::from_bytes(&[9u8; 32]).to_whsk_string();
+        let headers = headers(
+            SignatureScheme::StandardWebhooksEd25519,
+            &[&other, SIGNING_KEY],
+            attempt(),
+        )
+        .unwrap();
+        let signature = header(&headers, "webhook-signature").unwrap();
+        assert_eq!(signature.split(' ').count(), 2);
+        assert!(verify_ed25519(&headers, &[public_key(&other)]));
+        assert!(verify_ed25519(&headers, &[public_key(SIGNING_KEY)]));
+    }
+
+    #[test]
+    fn ed25519_refuses_a_symmetric_secret_without_showing_it() {
+        let err = headers(SignatureScheme::StandardWebhooksEd25519, &[NEW], attempt()).unwrap_err();
+        assert!(matches!(err, Error::UnusableSecret(_)));
+        assert!(!err.to_string().contains("MfKQ9r8G"), "{err}");
     }
 
     #[test]

@@ -23,7 +23,8 @@ impl PyReceiver {
     }
 
     /// An event webhook receiver that verifies Standard Webhooks signatures with the
-    /// `standardwebhooks` package and MAAC ones with a plain HMAC; give it the share secrets with
+    /// `standardwebhooks` package (`v1a` ones, under a `whpk_` public key, with `cryptography`'s
+    /// Ed25519) and MAAC ones with a plain HMAC; give it the share secrets or public keys with
     /// [`PyReceiver::set_secrets`] before anything is sent to it.
     pub async fn standard_webhooks() -> anyhow::Result<PyReceiver> {
         PyReceiver::start("standard_webhooks_receiver.py", &[]).await
@@ -142,7 +143,7 @@ fn ensure_requirements() {
         let present = std::process::Command::new(python())
             .args([
                 "-c",
-                "import linebot.v3, standardwebhooks, aiosmtpd, grpc, grpc_reflection",
+                "import linebot.v3, standardwebhooks, aiosmtpd, grpc, grpc_reflection, cryptography",
             ])
             .stderr(Stdio::null())
             .status()

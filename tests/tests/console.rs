@@ -395,6 +395,70 @@ async fn a_channel_and_a_forwarding_set_made_in_the_console_show_the_webhook_url
 }
 
 #[tokio::test]
+async fn a_webhook_made_in_the_console_with_ed25519_shows_its_public_key_and_never_its_signing_key()
+{
+    let Some(s) = setup().await else {
+        return;
+    };
+    let browser = &s.browser;
+    browser.press("main", "Webhooks").await.unwrap();
+    browser
+        .wait_for_text("Webhooks of Brand Tea")
+        .await
+        .unwrap();
+    browser.fill("webhook-name", "Signed").await.unwrap();
+    browser
+        .fill("webhook-url", "https://hooks.brand.example/in")
+        .await
+        .unwrap();
+    browser.click("#type-prize\\.points_added").await.unwrap();
+    browser
+        .click("#webhook-scheme option[value='ed25519']")
+        .await
+        .unwrap();
+    browser.press("main", "Create webhook").await.unwrap();
+    let page = browser
+        .wait_for_text("Webhook Signed created")
+        .await
+        .unwrap();
+    assert!(
+        page.contains("ed25519 public-key signatures (v1a)"),
+        "{page}"
+    );
+    let sub = s
+        .admin
+        .subscriptions()
+        .list_subscriptions(v1::ListSubscriptionsRequest {
+            tenant_id: s.tenant.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subscriptions
+        .remove(0);
+    assert_eq!(
+        sub.signature_scheme,
+        v1::SignatureScheme::StandardWebhooksEd25519 as i32
+    );
+    let card = format!("section#{}", sub.id);
+    browser.press(&card, "Show public key").await.unwrap();
+    let shown = browser.text(&format!("{card} code.secret")).await.unwrap();
+    let revealed = s
+        .admin
+        .subscriptions()
+        .reveal_secret(v1::RevealSecretRequest { id: sub.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(shown.starts_with("whpk_"), "{shown}");
+    assert_eq!(shown, revealed.public_key);
+    let source = browser.source().await.unwrap();
+    assert!(source.contains("It is not a secret"), "{source}");
+    assert!(!source.contains("whsk_"));
+}
+
+#[tokio::test]
 async fn a_webhook_made_in_the_console_reveals_and_changes_its_secret_and_its_test_reads_200() {
     let Some(s) = setup().await else {
         return;

@@ -1,6 +1,7 @@
 //! Outgoing event webhooks end to end: a producer publishes on a node's EventService, the node
 //! delivers the event signed per the subscription's scheme, and real receivers verify it (the
-//! `standardwebhooks` package and a plain HMAC in Python, `hookplane-verify` in Rust). Also the
+//! `standardwebhooks` package, `cryptography`'s Ed25519 for `v1a` and a plain HMAC in Python,
+//! `hookplane-verify` in Rust). Also the
 //! secrets' rotation, stop / resume / delete, Send test, retries and the attempt log, the system
 //! stop of a failing subscription, and zone entitlements.
 
@@ -10,7 +11,7 @@ use hookplane_client::{Client, v1};
 use hookplane_tests::{
     ControlProcess, DataNode, PyReceiver, Receiver, Respond, Standalone, api::*, eventually,
 };
-use hookplane_verify::{maac, standard};
+use hookplane_verify::{maac, standard, standard_ed25519};
 use prost_types::{Struct, Value, value::Kind};
 use serde_json::Value as Json;
 use tonic::Code;
@@ -167,16 +168,56 @@ impl Setup {
     }
 
     async fn secret(&self, id: &str) -> String {
+        self.revealed(id).await.secret
+    }
+
+    async fn revealed(&self, id: &str) -> v1::RevealSecretResponse {
         self.admin
             .subscriptions()
             .reveal_secret(v1::RevealSecretRequest { id: id.to_owned() })
             .await
             .unwrap()
             .into_inner()
-            .secret
+    }
+
+    /// A subscription signing with ed25519 to a Python receiver, and its `whpk_` public key
+    /// (which the receiver is not told yet).
+    async fn subscribe_ed25519(&self) -> (v1::Subscription, String, PyReceiver) {
+        let receiver = PyReceiver::standard_webhooks().await.unwrap();
+        let sub = self
+            .subscribe(
+                &receiver.url("/events"),
+                v1::SignatureScheme::StandardWebhooksEd25519,
+            )
+            .await;
+        let revealed = self.revealed(&sub.id).await;
+        assert!(revealed.secret.is_empty(), "the signing key stays inside");
+        (sub, revealed.public_key, receiver)
+    }
+
+    async fn set_scheme(&self, id: &str, scheme: v1::SignatureScheme) {
+        self.admin
+            .subscriptions()
+            .update_subscription(v1::UpdateSubscriptionRequest {
+                subscription: Some(v1::Subscription {
+                    id: id.to_owned(),
+                    signature_scheme: scheme as i32,
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["signature_scheme".into()],
+                }),
+            })
+            .await
+            .unwrap();
+        self.sync().await;
     }
 
     async fn rotate(&self, id: &str, grace: Duration) -> String {
+        self.rotate_revealed(id, grace).await.secret
+    }
+
+    async fn rotate_revealed(&self, id: &str, grace: Duration) -> v1::RevealSecretResponse {
         let rotated = self
             .admin
             .subscriptions()
@@ -186,8 +227,7 @@ impl Setup {
             })
             .await
             .unwrap()
-            .into_inner()
-            .secret;
+            .into_inner();
         self.sync().await;
         rotated
     }
@@ -318,6 +358,98 @@ async fn both_delivers_both_header_sets_and_each_verifies() {
     assert_eq!(r["maac"], serde_json::json!([true]));
     assert_eq!(r["webhook_id"], published.event_id.as_str());
     assert_eq!(r["idempotency_key"], published.event_id.as_str());
+}
+
+/// A well-formed public key whose secret key signs nothing of ours.
+fn unrelated_public_key() -> String {
+    standard_ed25519::SigningKey::from_bytes(&[7u8; 32])
+        .public_key()
+        .to_whpk_string()
+}
+
+#[tokio::test]
+async fn an_ed25519_delivery_verifies_v1a_under_the_revealed_public_key_with_cryptography_and_not_under_another()
+ {
+    let s = setup(&[]).await;
+    let (_sub, public_key, receiver) = s.subscribe_ed25519().await;
+    assert!(public_key.starts_with("whpk_"), "{public_key}");
+    receiver
+        .set_secrets(&[&public_key, &unrelated_public_key()])
+        .await
+        .unwrap();
+    let published = s.publish(5.0, "").await;
+    let got = results(&receiver, 1).await;
+    let r = &got[0];
+    assert_eq!(r["signature_versions"], serde_json::json!(["v1a"]));
+    assert_eq!(r["standard"], serde_json::json!([true, false]));
+    assert_eq!(r["maac"], Json::Null);
+    assert_eq!(r["webhook_id"], published.event_id.as_str());
+    assert_eq!(body(r)["topic"], POINTS);
+}
+
+#[tokio::test]
+async fn an_ed25519_delivery_is_refused_by_a_receiver_holding_only_another_public_key() {
+    let s = setup(&[]).await;
+    let (sub, _public_key, receiver) = s.subscribe_ed25519().await;
+    receiver
+        .set_secrets(&[&unrelated_public_key()])
+        .await
+        .unwrap();
+    s.publish(5.0, "").await;
+    let got = results(&receiver, 1).await;
+    assert_eq!(got[0]["standard"], serde_json::json!([false]));
+    assert_eq!(got[0]["verified"], false);
+    s.wait_attempts(&sub.id, "the 401 in the attempt log", |a| {
+        a.iter().any(|a| a.http_status == 401)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn during_a_grace_period_an_ed25519_delivery_carries_a_v1a_signature_per_key_each_valid() {
+    let s = setup(&[]).await;
+    let (sub, old, receiver) = s.subscribe_ed25519().await;
+    let rotated = s.rotate_revealed(&sub.id, Duration::from_secs(3600)).await;
+    assert!(rotated.secret.is_empty());
+    assert!(rotated.previous_secret_valid_until.is_some());
+    let new = rotated.public_key;
+    assert_ne!(new, old);
+    receiver.set_secrets(&[&new, &old]).await.unwrap();
+    s.publish(5.0, "").await;
+    let got = results(&receiver, 1).await;
+    assert_eq!(
+        got[0]["signature_versions"],
+        serde_json::json!(["v1a", "v1a"])
+    );
+    assert_eq!(got[0]["standard"], serde_json::json!([true, true]));
+}
+
+#[tokio::test]
+async fn switching_to_ed25519_and_back_gives_a_fresh_key_of_each_kind_that_alone_verifies() {
+    let s = setup(&[]).await;
+    let (sub, whsec, receiver) = s.subscribe_py(v1::SignatureScheme::StandardWebhooks).await;
+    s.set_scheme(&sub.id, v1::SignatureScheme::StandardWebhooksEd25519)
+        .await;
+    let public_key = s.revealed(&sub.id).await.public_key;
+    receiver.set_secrets(&[&public_key, &whsec]).await.unwrap();
+    s.publish(1.0, "").await;
+    let got = results(&receiver, 1).await;
+    assert_eq!(got[0]["signature_versions"], serde_json::json!(["v1a"]));
+    assert_eq!(got[0]["standard"], serde_json::json!([true, false]));
+
+    s.set_scheme(&sub.id, v1::SignatureScheme::StandardWebhooks)
+        .await;
+    let fresh = s.secret(&sub.id).await;
+    assert!(fresh.starts_with("whsec_"));
+    assert_ne!(fresh, whsec);
+    receiver
+        .set_secrets(&[&fresh, &whsec, &public_key])
+        .await
+        .unwrap();
+    s.publish(2.0, "").await;
+    let got = results(&receiver, 2).await;
+    assert_eq!(got[1]["signature_versions"], serde_json::json!(["v1"]));
+    assert_eq!(got[1]["standard"], serde_json::json!([true, false, false]));
 }
 
 // ---------------------------------------------------------------- publishing
@@ -589,6 +721,28 @@ async fn send_test_on_a_stopped_subscription_reports_the_answer_and_the_receiver
     ] {
         assert!(sample["data"].get(field).is_some(), "{field}");
     }
+}
+
+#[tokio::test]
+async fn send_test_of_an_ed25519_subscription_signs_v1a_that_the_public_key_verifies() {
+    let s = setup(&[]).await;
+    let (sub, public_key, receiver) = s.subscribe_ed25519().await;
+    receiver.set_secrets(&[&public_key]).await.unwrap();
+    let result = s
+        .admin
+        .subscriptions()
+        .send_test_event(v1::SendTestEventRequest {
+            id: sub.id.clone(),
+            event_type: POINTS.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(result.success, "{result:?}");
+    let got = results(&receiver, 1).await;
+    assert_eq!(got[0]["signature_versions"], serde_json::json!(["v1a"]));
+    assert_eq!(got[0]["standard"], serde_json::json!([true]));
+    assert_eq!(got[0]["webhook_id"], result.event_id.as_str());
 }
 
 #[tokio::test]

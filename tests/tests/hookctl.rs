@@ -108,6 +108,53 @@ async fn hookctl_subscription_secret_reveal_and_rotate() {
     assert_ne!(revealed.stdout, rotated.stdout);
 }
 
+#[tokio::test]
+async fn hookctl_subscription_with_ed25519_reveals_and_rotates_only_a_public_key() {
+    let control = ControlProcess::start().await.unwrap();
+    let tenant = hookctl_json(&control.hookctl(&[
+        "--json",
+        "tenant",
+        "create",
+        "--name",
+        "Brand",
+        "--zone",
+        "ZONE_1=2099-01-01T00:00:00Z",
+    ]));
+    let sub = hookctl_json(&control.hookctl(&[
+        "--json",
+        "subscription",
+        "create",
+        "--tenant",
+        tenant["id"].as_str().unwrap(),
+        "--name",
+        "crm",
+        "--url",
+        "https://crm.example/events",
+        "--event-type",
+        "prize.points_added",
+        "--scheme",
+        "standard-webhooks-ed25519",
+    ]));
+    assert_eq!(sub["signatureScheme"], "STANDARD_WEBHOOKS_ED25519");
+    let id = sub["id"].as_str().unwrap();
+    let revealed = hookctl_json(&control.hookctl(&["--json", "subscription", "reveal-secret", id]));
+    let public_key = revealed["publicKey"].as_str().unwrap();
+    assert!(public_key.starts_with("whpk_"), "{revealed}");
+    assert!(revealed.get("secret").is_none(), "{revealed}");
+    let rotated = hookctl_json(&control.hookctl(&[
+        "--json",
+        "subscription",
+        "rotate-secret",
+        id,
+        "--grace",
+        "1h",
+    ]));
+    let rotated_key = rotated["publicKey"].as_str().unwrap();
+    assert!(rotated_key.starts_with("whpk_"), "{rotated}");
+    assert_ne!(rotated_key, public_key);
+    assert!(rotated["previousSecretValidUntil"].is_string(), "{rotated}");
+}
+
 #[test]
 fn hookctl_line_sign_prints_the_signature_line_computes() {
     let dir = tempfile::tempdir().unwrap();

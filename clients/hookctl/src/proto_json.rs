@@ -120,11 +120,14 @@ pub fn subscription(s: &Subscription) -> Value {
     })
 }
 
+/// The share secret, or for an ed25519 subscription the public key (its secret is empty).
 pub fn revealed_secret(r: &RevealSecretResponse) -> Value {
-    json!({
-        "secret": r.secret,
-        "previousSecretValidUntil": timestamp(r.previous_secret_valid_until.as_ref()),
-    })
+    let until = timestamp(r.previous_secret_valid_until.as_ref());
+    if r.public_key.is_empty() {
+        json!({ "secret": r.secret, "previousSecretValidUntil": until })
+    } else {
+        json!({ "publicKey": r.public_key, "previousSecretValidUntil": until })
+    }
 }
 
 pub fn test_event_result(r: &SendTestEventResponse) -> Value {
@@ -276,6 +279,26 @@ mod tests {
                 "createTime": "1970-01-01T00:00:00Z",
                 "updateTime": null,
             })
+        );
+    }
+
+    #[test]
+    fn a_revealed_ed25519_key_shows_the_public_key_and_no_secret() {
+        let r = RevealSecretResponse {
+            public_key: "whpk_abc".into(),
+            ..RevealSecretResponse::default()
+        };
+        assert_eq!(
+            revealed_secret(&r),
+            json!({"publicKey": "whpk_abc", "previousSecretValidUntil": null})
+        );
+        let r = RevealSecretResponse {
+            secret: "whsec_abc".into(),
+            ..RevealSecretResponse::default()
+        };
+        assert_eq!(
+            revealed_secret(&r),
+            json!({"secret": "whsec_abc", "previousSecretValidUntil": null})
         );
     }
 

@@ -10,6 +10,9 @@ pub enum Error {
     /// A Standard Webhooks secret that is not `whsec_` + base64 of 24 to 64 bytes.
     #[error("invalid secret: {0}")]
     InvalidSecret(&'static str),
+    /// A Standard Webhooks ed25519 key that is not `whsk_`/`whpk_` + base64 of a usable key.
+    #[error("invalid key: {0}")]
+    InvalidKey(&'static str),
     /// The `webhook-timestamp` header is not a whole number of unix seconds.
     #[error("webhook timestamp is not unix seconds")]
     MalformedTimestamp,

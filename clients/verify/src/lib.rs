@@ -1,5 +1,6 @@
-//! Signing and verification of the three webhook signatures hookplane speaks: LINE's
-//! `x-line-signature`, MAAC's `CrescLab-Signature` and Standard Webhooks' `webhook-signature`.
+//! Signing and verification of the webhook signatures hookplane speaks: LINE's
+//! `x-line-signature`, MAAC's `CrescLab-Signature` and Standard Webhooks' `webhook-signature`,
+//! symmetric (`v1`, HMAC) or asymmetric (`v1a`, ed25519).
 //!
 //! The data plane signs with it and receivers verify with it, so it stays free of any runtime:
 //! plain functions over byte slices, every comparison in constant time.
@@ -10,5 +11,6 @@ mod mac;
 pub mod line;
 pub mod maac;
 pub mod standard;
+pub mod standard_ed25519;
 
 pub use error::Error;

@@ -27,7 +27,7 @@ const MAX_SECRET_BYTES: usize = 64;
 const VERSION: &str = "v1";
 
 /// Secrets are handed around by people who sometimes drop the `=` padding; both forms decode.
-const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
+pub(crate) const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
@@ -104,21 +104,8 @@ pub fn verify(
     body: &[u8],
     now_unix: i64,
 ) -> Result<(), Error> {
-    let timestamp: i64 = timestamp_header
-        .trim()
-        .parse()
-        .map_err(|_| Error::MalformedTimestamp)?;
-    let skew = now_unix.saturating_sub(timestamp).saturating_abs();
-    if skew > TOLERANCE_SECS {
-        return Err(Error::TimestampOutOfTolerance(skew));
-    }
-
-    let claimed: Vec<Vec<u8>> = signature_header
-        .split_whitespace()
-        .filter_map(|entry| entry.split_once(','))
-        .filter(|(version, _)| *version == VERSION)
-        .filter_map(|(_, encoded)| STANDARD.decode(encoded).ok())
-        .collect();
+    let timestamp = checked_timestamp(timestamp_header, now_unix)?;
+    let claimed: Vec<Vec<u8>> = entries(signature_header, VERSION).collect();
     for secret in secrets {
         let expected = keyed_over(secret, msg_id, timestamp, body);
         // verify_slice consumes the MAC, so each candidate gets its own clone.
@@ -130,6 +117,33 @@ pub fn verify(
         }
     }
     Err(Error::SignatureMismatch)
+}
+
+/// The `webhook-timestamp` header in unix seconds, refused when more than [`TOLERANCE_SECS`] away
+/// from `now_unix`.
+pub(crate) fn checked_timestamp(timestamp_header: &str, now_unix: i64) -> Result<i64, Error> {
+    let timestamp: i64 = timestamp_header
+        .trim()
+        .parse()
+        .map_err(|_| Error::MalformedTimestamp)?;
+    let skew = now_unix.saturating_sub(timestamp).saturating_abs();
+    if skew > TOLERANCE_SECS {
+        return Err(Error::TimestampOutOfTolerance(skew));
+    }
+    Ok(timestamp)
+}
+
+/// The decoded signatures of the `version` entries of a `webhook-signature` header; entries of
+/// other versions and entries that are not base64 are skipped.
+pub(crate) fn entries<'a>(
+    signature_header: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = Vec<u8>> + 'a {
+    signature_header
+        .split_whitespace()
+        .filter_map(|entry| entry.split_once(','))
+        .filter(move |(v, _)| *v == version)
+        .filter_map(|(_, encoded)| STANDARD.decode(encoded).ok())
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! A tenant's subscriptions ("webhooks"): their state, zones and purchase-valid-until; creating
 //! one with event types grouped by zone (the zones not bought shown disabled, with why); stop,
-//! resume, delete; the share secret revealed only on an explicit click (a POST, never a URL) and
-//! changed with or without a grace period; and a test event whose answer is shown.
+//! resume, delete; the share secret (for an ed25519 webhook, its public key alone) revealed only
+//! on an explicit click (a POST, never a URL) and changed with or without a grace period; and a
+//! test event whose answer is shown.
 
 use std::time::SystemTime;
 
@@ -25,10 +26,11 @@ use super::{Visit, api, fields, health};
 
 /// What a POST left to show on one subscription's card, or the create form's refusal.
 enum Outcome {
-    /// The share secret, shown on this answer only.
+    /// The share secret (or an ed25519 subscription's public key), shown on this answer only.
     Secret {
         webhook: String,
         secret: String,
+        public_key: String,
         previous_until: Option<prost_types::Timestamp>,
         rotated: bool,
     },
@@ -174,9 +176,14 @@ fn card(
             }
             h3 { (t.webhook_secret) }
             @match outcome {
-                Some(Outcome::Secret { webhook, secret, previous_until, rotated }) if webhook == id => {
+                Some(Outcome::Secret { webhook, secret, public_key, previous_until, rotated }) if webhook == id => {
                     @if *rotated { p role="status" { (t.webhook_secret_changed) } }
-                    p { code.secret data-secret { (secret) } }
+                    @if public_key.is_empty() {
+                        p { code.secret data-secret { (secret) } }
+                    } @else {
+                        p.why { (t.webhook_public_key) }
+                        p { code.secret data-public-key { (public_key) } }
+                    }
                     @if let Some(until) = previous_until {
                         p.why { (fill(t.previous_secret_until, &[&layout::time(Some(until))])) }
                     }
@@ -184,7 +191,9 @@ fn card(
                 _ => {
                     form method="post" action=(action("reveal")) {
                         (csrf_field(&visit.session))
-                        button.secondary type="submit" { (t.webhook_reveal) }
+                        button.secondary type="submit" {
+                            (if sub.signature_scheme == SignatureScheme::StandardWebhooksEd25519 as i32 { t.webhook_reveal_public_key } else { t.webhook_reveal })
+                        }
                     }
                 }
             }
@@ -254,6 +263,7 @@ fn scheme_name(t: &Text, scheme: i32) -> &'static str {
     match SignatureScheme::try_from(scheme) {
         Ok(SignatureScheme::StandardWebhooks) => t.scheme_standard,
         Ok(SignatureScheme::Both) => t.scheme_both,
+        Ok(SignatureScheme::StandardWebhooksEd25519) => t.scheme_standard_ed25519,
         _ => t.scheme_maac,
     }
 }
@@ -319,9 +329,10 @@ fn create_form(
             }
             label for="webhook-scheme" { (t.webhook_scheme) }
             select id="webhook-scheme" name="scheme" {
-                option value="maac" selected[input.scheme != "standard" && input.scheme != "both"] { (t.scheme_maac) }
+                option value="maac" selected[!["standard", "both", "ed25519"].contains(&input.scheme.as_str())] { (t.scheme_maac) }
                 option value="standard" selected[input.scheme == "standard"] { (t.scheme_standard) }
                 option value="both" selected[input.scheme == "both"] { (t.scheme_both) }
+                option value="ed25519" selected[input.scheme == "ed25519"] { (t.scheme_standard_ed25519) }
             }
             (error_box(error))
             div.actions { button type="submit" { (t.webhook_create_button) } }
@@ -341,6 +352,7 @@ pub async fn create_webhook(visit: Visit, Path(tenant): Path<String>, body: Byte
     let scheme = match input.scheme.as_str() {
         "standard" => SignatureScheme::StandardWebhooks,
         "both" => SignatureScheme::Both,
+        "ed25519" => SignatureScheme::StandardWebhooksEd25519,
         _ => SignatureScheme::Maac,
     };
     let created = visit
@@ -432,6 +444,7 @@ pub async fn act(
                 Some(Outcome::Secret {
                     webhook: id.clone(),
                     secret: r.secret,
+                    public_key: r.public_key,
                     previous_until: r.previous_secret_valid_until,
                     rotated: false,
                 })
@@ -447,6 +460,7 @@ pub async fn act(
                 Some(Outcome::Secret {
                     webhook: id.clone(),
                     secret: r.secret,
+                    public_key: r.public_key,
                     previous_until: r.previous_secret_valid_until,
                     rotated: true,
                 })

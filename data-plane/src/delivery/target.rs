@@ -424,6 +424,35 @@ mod tests {
     }
 
     #[test]
+    fn an_ed25519_subscription_is_signed_v1a_for_its_public_key_at_attempt_time() {
+        use hookplane_verify::standard_ed25519::{self, SigningKey};
+        let key = SigningKey::from_bytes(&[3u8; 32]);
+        let mut sub = subscription(
+            SubscriptionState::Active,
+            SignatureScheme::StandardWebhooksEd25519,
+        );
+        sub.secrets[0].secret = key.to_whsk_string();
+        let job = event_job();
+        let now = SystemTime::now();
+        let request = Target::Event(Arc::new(sub)).request(&job, 1, now).unwrap();
+        let header = |name: &str| request.headers.get(name).unwrap().to_str().unwrap();
+        assert!(header("webhook-signature").starts_with("v1a,"));
+        assert!(request.headers.get("cresclab-signature").is_none());
+        let unix = i64::try_from(now.duration_since(UNIX_EPOCH).unwrap().as_secs()).unwrap();
+        assert!(
+            standard_ed25519::verify(
+                &[key.public_key()],
+                header("webhook-id"),
+                header("webhook-timestamp"),
+                header("webhook-signature"),
+                &job.body,
+                unix,
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn an_event_without_a_secret_in_force_is_not_sent() {
         let mut sub = subscription(SubscriptionState::Active, SignatureScheme::Maac);
         sub.secrets.clear();

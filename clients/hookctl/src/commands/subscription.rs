@@ -41,9 +41,9 @@ pub enum SubscriptionCommand {
     Stop { id: String },
     /// Deliver again.
     Resume { id: String },
-    /// Print the share secret.
+    /// Print the share secret (the public key for standard-webhooks-ed25519).
     RevealSecret { id: String },
-    /// Make a new share secret and print it.
+    /// Make a new share secret (key pair) and print it (its public key).
     RotateSecret {
         id: String,
         /// How long the old secret keeps signing too, such as 1h (at most 7 days; default 0).
@@ -66,6 +66,9 @@ pub enum SchemeArg {
     StandardWebhooks,
     /// Both header sets.
     Both,
+    /// The webhook-* headers with asymmetric v1a (ed25519) signatures: reveal-secret prints the
+    /// whpk_ public key receivers verify with, never the signing key.
+    StandardWebhooksEd25519,
 }
 
 impl From<SchemeArg> for SignatureScheme {
@@ -74,6 +77,7 @@ impl From<SchemeArg> for SignatureScheme {
             SchemeArg::Maac => SignatureScheme::Maac,
             SchemeArg::StandardWebhooks => SignatureScheme::StandardWebhooks,
             SchemeArg::Both => SignatureScheme::Both,
+            SchemeArg::StandardWebhooksEd25519 => SignatureScheme::StandardWebhooksEd25519,
         }
     }
 }
@@ -239,6 +243,7 @@ fn table(subs: &[Subscription]) -> Table {
         let scheme = match SignatureScheme::try_from(s.signature_scheme) {
             Ok(SignatureScheme::StandardWebhooks) => "standard-webhooks",
             Ok(SignatureScheme::Both) => "both",
+            Ok(SignatureScheme::StandardWebhooksEd25519) => "standard-webhooks-ed25519",
             Ok(_) => "maac",
             Err(_) => "?",
         };
@@ -348,6 +353,20 @@ mod tests {
         let s = request.subscription.unwrap();
         assert_eq!(s.id, "sub_1");
         assert_eq!(s.signature_scheme, SignatureScheme::Both as i32);
+    }
+
+    #[test]
+    fn the_ed25519_scheme_is_standard_webhooks_ed25519() {
+        let SubscriptionCommand::Update(args) =
+            parse(&["update", "sub_1", "--scheme", "standard-webhooks-ed25519"])
+        else {
+            panic!("not update")
+        };
+        let s = update_request(&args).unwrap().subscription.unwrap();
+        assert_eq!(
+            s.signature_scheme,
+            SignatureScheme::StandardWebhooksEd25519 as i32
+        );
     }
 
     #[test]
