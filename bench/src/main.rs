@@ -18,7 +18,7 @@ mod service;
 
 use clap::{Parser, Subcommand};
 
-use crate::plan::Plan;
+use crate::{plan::Plan, queue_mode::QueueMode};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,7 +40,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Scenario {
     /// Signed LINE webhooks at stepped rates, 1 and 10 forwarding sets to local receivers.
-    Ingress,
+    Ingress {
+        /// The node with its spool only, without the NATS modes: a third of the time, to
+        /// profile or re-measure the spool against the baseline.
+        #[arg(long)]
+        spool_only: bool,
+    },
     /// The same with every target refusing connections or hanging, beside a healthy run.
     IngressDeadTargets,
     /// 10 forwarding sets, one hanging, beside all 10 healthy, spool and --queue nats: the 9
@@ -85,14 +90,21 @@ async fn main() -> anyhow::Result<()> {
     }
     match cli.scenario {
         Scenario::BaselineForwarder { targets } => baseline::serve(targets).await,
-        Scenario::Ingress => scenarios::ingress::run(&plan).await,
+        Scenario::Ingress { spool_only } => {
+            let modes: &[QueueMode] = if spool_only {
+                &[QueueMode::Spool]
+            } else {
+                &QueueMode::ALL
+            };
+            scenarios::ingress::run(&plan, modes).await
+        }
         Scenario::IngressDeadTargets => scenarios::dead_targets::run(&plan).await,
         Scenario::OneHanging => scenarios::one_hanging::run(&plan).await,
         Scenario::Publish => scenarios::publish::run(&plan).await,
         Scenario::Backlog { deliveries } => scenarios::backlog::run(deliveries).await,
         Scenario::Propagation => scenarios::propagation::run(&plan).await,
         Scenario::All => {
-            scenarios::ingress::run(&plan).await?;
+            scenarios::ingress::run(&plan, &QueueMode::ALL).await?;
             scenarios::dead_targets::run(&plan).await?;
             scenarios::one_hanging::run(&plan).await?;
             scenarios::publish::run(&plan).await?;

@@ -14,7 +14,8 @@ use crate::{
 
 use super::{Row, Sink, line_fire, run_steps, standalone_forwarding, warm_up, webhook_uri};
 
-pub async fn run(plan: &Plan) -> anyhow::Result<()> {
+/// Runs the node with each queue of `modes` (the spool first: the targets are judged on it).
+pub async fn run(plan: &Plan, modes: &[QueueMode]) -> anyhow::Result<()> {
     let binary = binary::hookplane_release()?;
     let line = LineRequests::new()?;
     for &sets in &plan.sets {
@@ -27,7 +28,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<()> {
             })
         };
         let mut ours = Vec::new();
-        for mode in QueueMode::ALL {
+        for &mode in modes {
             eprintln!(
                 "ingress with {sets} forwarding set(s): {} ({mode:?} queue)",
                 mode.label()

@@ -53,14 +53,15 @@ impl OutcomeLog {
         })
     }
 
-    /// Keeps an attempt for reporting.
-    pub fn record(&self, attempt: &DeliveryAttempt) {
+    /// Keeps an attempt for reporting. Taken by value: the engine hands over its record, and a
+    /// copy per delivery (a dozen strings) showed in the drain's profile.
+    pub fn record(&self, attempt: DeliveryAttempt) {
         {
             let mut fresh = self.fresh();
             if fresh.len() as u64 >= MAX_UNSENT {
                 fresh.pop_front();
             }
-            fresh.push_back(attempt.clone());
+            fresh.push_back(attempt);
         }
         self.arrivals.notify_one();
     }
@@ -147,7 +148,7 @@ impl Batch {
 #[async_trait]
 impl Outcomes for OutcomeLog {
     async fn record(&self, attempt: DeliveryAttempt) {
-        OutcomeLog::record(self, &attempt);
+        OutcomeLog::record(self, attempt);
     }
 
     async fn report(
@@ -247,14 +248,14 @@ mod tests {
         {
             let db = sled::open(dir.path()).unwrap();
             let log = OutcomeLog::open(&db).unwrap();
-            log.record(&attempt("att_1"));
-            log.record(&attempt("att_2"));
+            log.record(attempt("att_1"));
+            log.record(attempt("att_2"));
             log.spill_unsent();
             db.flush().unwrap();
         }
         let db = sled::open(dir.path()).unwrap();
         let log = OutcomeLog::open(&db).unwrap();
-        log.record(&attempt("att_3"));
+        log.record(attempt("att_3"));
         assert_eq!(log.unsent(), 3);
         let batch = log.next_batch(10).unwrap();
         assert_eq!(ids(&batch), vec!["att_1", "att_2", "att_3"]);
@@ -265,7 +266,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let log = OutcomeLog::open(&db).unwrap();
-        log.record(&attempt("att_1"));
+        log.record(attempt("att_1"));
         assert_eq!(log.unsent(), 1);
         assert!(log.tree.is_empty());
     }
@@ -275,10 +276,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let log = OutcomeLog::open(&db).unwrap();
-        log.record(&attempt("att_1"));
-        log.record(&attempt("att_2"));
+        log.record(attempt("att_1"));
+        log.record(attempt("att_2"));
         let batch = log.next_batch(10).unwrap();
-        log.record(&attempt("att_3"));
+        log.record(attempt("att_3"));
         log.spill(batch.fresh());
         assert_eq!(log.tree.len(), 2);
         assert_eq!(
@@ -292,8 +293,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let log = OutcomeLog::open(&db).unwrap();
-        log.record(&attempt("att_1"));
-        log.record(&attempt("att_2"));
+        log.record(attempt("att_1"));
+        log.record(attempt("att_2"));
         log.spill_unsent();
         let batch = log.next_batch(1).unwrap();
         log.forget(&batch.keys).unwrap();
