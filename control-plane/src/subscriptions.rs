@@ -113,9 +113,9 @@ impl SubscriptionApi {
         let input = validate::present("subscription", req.subscription.as_ref())?;
         let now = Time::now();
         let id = ids::new_id(ids::SUBSCRIPTION);
-        // Made again below once the scheme is known, if the scheme signs with ed25519.
+        // Of the kind the requested scheme signs with; a scheme `apply` refuses stores nothing.
         let secret = self.store.sealer().seal(
-            &new_secret(SignatureScheme::Maac as i32),
+            &new_secret(input.signature_scheme),
             Place::new(&id, sealed_field::SECRET),
         );
         let mut record = SubscriptionRecord {
@@ -135,9 +135,6 @@ impl SubscriptionApi {
         };
         let paths: Vec<String> = UPDATE_PATHS.iter().map(|p| (*p).to_owned()).collect();
         apply(&mut record, input, &paths)?;
-        if signs_with_ed25519(record.signature_scheme) {
-            self.replace_secret(&mut record);
-        }
         let guard = self.store.lock_writes();
         let tenant = self.store.tenant(tenant_id)?;
         check_entitlements(&tenant, &record.event_types, now)?;
