@@ -20,9 +20,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("hookplane_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
+    // `prost::Name` on every message: its full name finds its descriptor in the set above, which
+    // hookctl uses to print any response as proto3 JSON.
+    let mut config = tonic_prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_fds(fds)?;
+        .compile_fds_with_config(fds, config)?;
     Ok(())
 }

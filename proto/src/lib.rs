@@ -36,6 +36,7 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// The file descriptor set of the API and its imports, for tonic-reflection.
+/// The file descriptor set of the API and its imports, for tonic-reflection and for printing
+/// messages as proto3 JSON (hookctl); every message implements `prost::Name` to find its own.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/hookplane_descriptor.bin"));

@@ -540,4 +540,11 @@ async fn hookctl_creates_a_genesys_set_and_shows_it_without_secrets() {
     );
     assert!(!text.contains("CLIENT-SECRET-VALUE"), "{text}");
     assert!(!text.contains("SIGNATURE-SECRET-VALUE"), "{text}");
+    let shown = hookctl_json(&control.hookctl(&["--json", "forwarding", "get", id]));
+    assert_eq!(shown["genesys"]["clientId"], "cid", "{shown}");
+    for json in [&created, &shown] {
+        let genesys = json["genesys"].as_object().unwrap();
+        assert!(!genesys.contains_key("clientSecret"), "{json}");
+        assert!(!genesys.contains_key("outboundSignatureSecret"), "{json}");
+    }
 }

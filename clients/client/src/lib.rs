@@ -15,5 +15,5 @@ pub use bearer::BearerToken;
 pub use client::{AuthedChannel, CONFIG_MAX_DECODING_MESSAGE_SIZE, Client};
 pub use error::Error;
 /// The generated messages and stubs, so callers need no direct dependency on the proto crate.
-pub use hookplane_proto::{code_name, v1};
+pub use hookplane_proto::{FILE_DESCRIPTOR_SET, code_name, v1};
 pub use tls::{ClientTls, endpoint};

@@ -60,7 +60,7 @@ pub struct Global {
     /// server (a control plane with a certificate of your own CA).
     #[arg(long, global = true, help_heading = GLOBAL, env = "HOOKPLANE_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
-    /// Print responses as JSON (proto field names in lowerCamelCase).
+    /// Print responses as proto3 JSON, as grpcurl does (lowerCamelCase names, enums by name).
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 }

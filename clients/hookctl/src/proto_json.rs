@@ -1,255 +1,101 @@
-//! Response messages as proto3 JSON (lowerCamelCase names, enums by name, RFC 3339 instants,
-//! `1.5s` durations), the way grpcurl shows them. prost messages carry no serde, so each is
-//! mapped by hand. Every field is present, unset ones as `null`, so scripts can rely on keys.
+//! Response messages as proto3 JSON, the way grpcurl shows them with `-emit-defaults`:
+//! prost-reflect serialises any message through the API's descriptor set, with the standard
+//! mapping (lowerCamelCase names, enums by name, RFC 3339 instants, `1.5s` durations, 64-bit
+//! integers as strings), and every field of the message's type is printed: at its default when it
+//! has no presence, as `null` when it has (an unset message or `optional` number), so scripts can
+//! rely on the keys. Two rules of hookctl's own are applied after, in `keep_rules`.
 
-use std::collections::HashMap;
+use anyhow::Context;
+use hookplane_client::FILE_DESCRIPTOR_SET;
+use prost::{Message, Name};
+use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor, SerializeOptions};
+use serde_json::Value;
 
-use hookplane_client::v1::{
-    AttemptOutcome, AuditEvent, Channel, CreateTokenResponse, Delivery, DeliveryAttempt,
-    DeliveryState, Entitlements, ForwardingKind, ForwardingSet, GenesysSettings, Notification,
-    NotificationState, RevealSecretResponse, Role, SendTestEventResponse, SignatureScheme,
-    Subscription, SubscriptionState, Tenant, Token, Zone, ZoneEntitlement,
-};
-use serde_json::{Value, json};
+/// Fields the API takes but never returns: the server blanks them in every answer. Printing them
+/// would show `""` keys that look like a secret could be there, so they are left out, and a
+/// secret would not be printed even from a server that sent one.
+const INPUT_ONLY: [&str; 4] = [
+    "hookplane.v1.Channel.line_channel_secret",
+    "hookplane.v1.Channel.line_channel_access_token",
+    "hookplane.v1.GenesysSettings.client_secret",
+    "hookplane.v1.GenesysSettings.outbound_signature_secret",
+];
 
-pub fn timestamp(t: Option<&prost_types::Timestamp>) -> Value {
-    t.map_or(Value::Null, |t| Value::String(t.to_string()))
+/// The API defines an unset `enabled` as enabled; showing the effective value spares readers the
+/// rule (the standard mapping would leave the key out).
+const ENABLED_WHEN_UNSET: &str = "hookplane.v1.ForwardingSet.enabled";
+
+/// `message` as proto3 JSON, with every field of its type that has no presence of its own.
+pub fn to_value<M: Message + Name>(message: &M) -> anyhow::Result<Value> {
+    let pool = DescriptorPool::decode(FILE_DESCRIPTOR_SET)
+        .context("the API's descriptor set does not decode")?;
+    let name = M::full_name();
+    let descriptor = pool
+        .get_message_by_name(&name)
+        .with_context(|| format!("{name} is not in the API's descriptor set"))?;
+    let dynamic = DynamicMessage::decode(descriptor.clone(), message.encode_to_vec().as_slice())?;
+    let options = SerializeOptions::new().skip_default_fields(false);
+    let mut value = dynamic
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .with_context(|| format!("{name} as JSON"))?;
+    keep_rules(&descriptor, &mut value);
+    Ok(value)
 }
 
-pub fn duration(d: Option<&prost_types::Duration>) -> Value {
-    d.map_or(Value::Null, |d| Value::String(d.to_string()))
-}
-
-/// An enum by its proto name; a number the client does not know stays a number, as in proto JSON.
-fn enumeration<E: TryFrom<i32>>(value: i32, name: impl Fn(E) -> &'static str) -> Value {
-    E::try_from(value).map_or_else(|_| json!(value), |e| json!(name(e)))
-}
-
-fn string_map(map: &HashMap<String, String>) -> Value {
-    // serde_json's map is ordered by key, so output is stable whatever the HashMap order.
-    Value::Object(
-        map.iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect(),
-    )
-}
-
-pub fn tenant(t: &Tenant) -> Value {
-    json!({
-        "id": t.id,
-        "displayName": t.display_name,
-        "notificationEmails": t.notification_emails,
-        "entitlements": t.entitlements.as_ref().map_or(Value::Null, entitlements),
-        "createTime": timestamp(t.create_time.as_ref()),
-        "updateTime": timestamp(t.update_time.as_ref()),
-    })
-}
-
-fn entitlements(e: &Entitlements) -> Value {
-    json!({
-        "zones": e.zones.iter().map(zone_entitlement).collect::<Vec<_>>(),
-        "maxActiveSubscriptions": e.max_active_subscriptions,
-        "maxForwardingSetsPerChannel": e.max_forwarding_sets_per_channel,
-    })
-}
-
-fn zone_entitlement(z: &ZoneEntitlement) -> Value {
-    json!({
-        "zone": enumeration(z.zone, |z: Zone| z.as_str_name()),
-        "validUntil": timestamp(z.valid_until.as_ref()),
-    })
-}
-
-pub fn channel(c: &Channel) -> Value {
-    json!({
-        "id": c.id,
-        "tenantId": c.tenant_id,
-        "displayName": c.display_name,
-        "ingressPath": c.ingress_path,
-        "metadata": string_map(&c.metadata),
-        "hasAccessToken": c.has_access_token,
-        "previousSecretValidUntil": timestamp(c.previous_secret_valid_until.as_ref()),
-        "createTime": timestamp(c.create_time.as_ref()),
-        "updateTime": timestamp(c.update_time.as_ref()),
-    })
-}
-
-pub fn forwarding_set(f: &ForwardingSet) -> Value {
-    json!({
-        "id": f.id,
-        "channelId": f.channel_id,
-        "name": f.name,
-        "url": f.url,
-        // The API defines unset as enabled; showing the effective value spares readers the rule.
-        "enabled": f.enabled.unwrap_or(true),
-        "kind": enumeration(f.kind, |k: ForwardingKind| k.as_str_name()),
-        "timeout": duration(f.timeout.as_ref()),
-        "genesys": f.genesys.as_ref().map_or(Value::Null, genesys),
-        "outboundPath": f.outbound_path,
-        "createTime": timestamp(f.create_time.as_ref()),
-        "updateTime": timestamp(f.update_time.as_ref()),
-    })
-}
-
-fn genesys(g: &GenesysSettings) -> Value {
-    // client_secret and outbound_signature_secret are input only; never echo them.
-    json!({
-        "regionDomain": g.region_domain,
-        "loginBaseUrl": g.login_base_url,
-        "apiBaseUrl": g.api_base_url,
-        "clientId": g.client_id,
-        "integrationId": g.integration_id,
-        "customAttributes": string_map(&g.custom_attributes),
-    })
-}
-
-pub fn subscription(s: &Subscription) -> Value {
-    json!({
-        "id": s.id,
-        "tenantId": s.tenant_id,
-        "name": s.name,
-        "url": s.url,
-        "eventTypes": s.event_types,
-        "state": enumeration(s.state, |x: SubscriptionState| x.as_str_name()),
-        "signatureScheme": enumeration(s.signature_scheme, |x: SignatureScheme| x.as_str_name()),
-        "validUntil": timestamp(s.valid_until.as_ref()),
-        "stateReason": s.state_reason,
-        "stoppedBySystem": s.stopped_by_system,
-        "createTime": timestamp(s.create_time.as_ref()),
-        "updateTime": timestamp(s.update_time.as_ref()),
-    })
-}
-
-/// The share secret, or for an ed25519 subscription the public key (its secret is empty).
-pub fn revealed_secret(r: &RevealSecretResponse) -> Value {
-    let until = timestamp(r.previous_secret_valid_until.as_ref());
-    if r.public_key.is_empty() {
-        json!({ "secret": r.secret, "previousSecretValidUntil": until })
-    } else {
-        json!({ "publicKey": r.public_key, "previousSecretValidUntil": until })
+/// Applies `INPUT_ONLY` and `ENABLED_WHEN_UNSET` to a message's JSON and every message in it,
+/// and prints a field with presence that is unset as `null`: prost-reflect leaves it out, while
+/// grpcurl's `-emit-defaults` (Go's `EmitUnpopulated`) prints it, and scripts index such keys.
+fn keep_rules(descriptor: &MessageDescriptor, value: &mut Value) {
+    // Well-known types print as strings; only a message printed as an object has fields here.
+    let Value::Object(object) = value else {
+        return;
+    };
+    for field in descriptor.fields() {
+        let name = field.json_name();
+        if INPUT_ONLY.contains(&field.full_name()) {
+            object.remove(name);
+            continue;
+        }
+        if field.full_name() == ENABLED_WHEN_UNSET {
+            object.entry(name).or_insert(Value::Bool(true));
+        } else if field.supports_presence()
+            // Like Go's mapping: of a oneof, only the member that is set is printed.
+            && field.containing_oneof().is_none_or(|o| o.is_synthetic())
+        {
+            object.entry(name).or_insert(Value::Null);
+        }
+        // The API's maps hold strings, so only singular and repeated messages are walked.
+        let (Kind::Message(child), false) = (field.kind(), field.is_map()) else {
+            continue;
+        };
+        match object.get_mut(name) {
+            Some(Value::Array(items)) => items.iter_mut().for_each(|v| keep_rules(&child, v)),
+            Some(v) => keep_rules(&child, v),
+            None => {}
+        }
     }
-}
-
-pub fn test_event_result(r: &SendTestEventResponse) -> Value {
-    json!({
-        "success": r.success,
-        "httpStatus": r.http_status,
-        "failureReason": r.failure_reason,
-        "latency": duration(r.latency.as_ref()),
-        "eventId": r.event_id,
-        "requestBody": r.request_body,
-        "responseBody": r.response_body,
-    })
-}
-
-pub fn attempt(a: &DeliveryAttempt) -> Value {
-    json!({
-        "id": a.id,
-        "deliveryId": a.delivery_id,
-        "eventId": a.event_id,
-        "forwardingSetId": a.forwarding_set_id,
-        "subscriptionId": a.subscription_id,
-        "channelId": a.channel_id,
-        "tenantId": a.tenant_id,
-        "attemptNumber": a.attempt_number,
-        "time": timestamp(a.time.as_ref()),
-        "url": a.url,
-        "httpStatus": a.http_status,
-        "reason": a.reason,
-        "latency": duration(a.latency.as_ref()),
-        "responseBody": a.response_body,
-        "outcome": enumeration(a.outcome, |x: AttemptOutcome| x.as_str_name()),
-        "nodeId": a.node_id,
-    })
-}
-
-pub fn delivery(d: &Delivery) -> Value {
-    json!({
-        "id": d.id,
-        "eventId": d.event_id,
-        "forwardingSetId": d.forwarding_set_id,
-        "subscriptionId": d.subscription_id,
-        "state": enumeration(d.state, |x: DeliveryState| x.as_str_name()),
-        "attempts": d.attempts,
-        "lastReason": d.last_reason,
-    })
-}
-
-pub fn notification(n: &Notification) -> Value {
-    json!({
-        "id": n.id,
-        "tenantId": n.tenant_id,
-        "kind": n.kind,
-        "recipients": n.recipients,
-        "subject": n.subject,
-        "bodyText": n.body_text,
-        "state": enumeration(n.state, |x: NotificationState| x.as_str_name()),
-        "createTime": timestamp(n.create_time.as_ref()),
-        "sentTime": timestamp(n.sent_time.as_ref()),
-        "lastError": n.last_error,
-    })
-}
-
-pub fn token(t: &Token) -> Value {
-    json!({
-        "id": t.id,
-        "displayName": t.display_name,
-        "role": enumeration(t.role, |r: Role| r.as_str_name()),
-        "tenantId": t.tenant_id,
-        "createTime": timestamp(t.create_time.as_ref()),
-        "lastUsedTime": timestamp(t.last_used_time.as_ref()),
-        "expireTime": timestamp(t.expire_time.as_ref()),
-    })
-}
-
-/// A new token with its secret, which the server shows this once.
-pub fn created_token(r: &CreateTokenResponse) -> Value {
-    json!({
-        "token": r.token.as_ref().map_or(Value::Null, token),
-        "secret": r.secret,
-    })
-}
-
-pub fn audit_event(e: &AuditEvent) -> Value {
-    json!({
-        "id": e.id,
-        "time": timestamp(e.time.as_ref()),
-        "tokenId": e.token_id,
-        "tokenName": e.token_name,
-        "method": e.method,
-        "resourceId": e.resource_id,
-        "tenantId": e.tenant_id,
-        "fields": e.fields,
-        "peer": e.peer,
-    })
-}
-
-/// A list response: `{"<items>": [...], "nextPageToken": "..."}`.
-pub fn list<T>(
-    items_key: &str,
-    items: &[T],
-    item: fn(&T) -> Value,
-    next_page_token: &str,
-) -> Value {
-    let mut object = serde_json::Map::new();
-    object.insert(
-        items_key.to_owned(),
-        Value::Array(items.iter().map(item).collect()),
-    );
-    object.insert("nextPageToken".to_owned(), json!(next_page_token));
-    Value::Object(object)
 }
 
 #[cfg(test)]
 mod tests {
+    use hookplane_client::v1::{
+        Channel, Entitlements, ForwardingSet, GenesysSettings, ListChannelsResponse,
+        ListTenantsResponse, Subscription, Tenant, Zone, ZoneEntitlement,
+    };
+    use serde_json::json;
+
     use super::*;
 
     fn at(seconds: i64) -> Option<prost_types::Timestamp> {
         Some(prost_types::Timestamp { seconds, nanos: 0 })
     }
 
+    fn json_of<M: Message + Name>(message: &M) -> Value {
+        to_value(message).unwrap()
+    }
+
     #[test]
-    fn tenant_uses_lower_camel_case_names_and_zone_names() {
+    fn tenant_uses_lower_camel_case_names_and_zone_names_and_shows_unset_messages_as_null() {
         let t = Tenant {
             id: "tnt_1".into(),
             display_name: "Acme".into(),
@@ -266,7 +112,7 @@ mod tests {
             update_time: None,
         };
         assert_eq!(
-            tenant(&t),
+            json_of(&t),
             json!({
                 "id": "tnt_1",
                 "displayName": "Acme",
@@ -283,22 +129,16 @@ mod tests {
     }
 
     #[test]
-    fn a_revealed_ed25519_key_shows_the_public_key_and_no_secret() {
-        let r = RevealSecretResponse {
-            public_key: "whpk_abc".into(),
-            ..RevealSecretResponse::default()
-        };
-        assert_eq!(
-            revealed_secret(&r),
-            json!({"publicKey": "whpk_abc", "previousSecretValidUntil": null})
-        );
-        let r = RevealSecretResponse {
-            secret: "whsec_abc".into(),
-            ..RevealSecretResponse::default()
-        };
-        assert_eq!(
-            revealed_secret(&r),
-            json!({"secret": "whsec_abc", "previousSecretValidUntil": null})
+    fn fields_at_their_default_are_printed_with_it() {
+        let value = json_of(&Subscription::default());
+        assert_eq!(value["name"], json!(""));
+        assert_eq!(value["eventTypes"], json!([]));
+        assert_eq!(value["state"], json!("SUBSCRIPTION_STATE_UNSPECIFIED"));
+        assert_eq!(value["stoppedBySystem"], json!(false));
+        assert_eq!(value["createTime"], Value::Null);
+        assert!(
+            value.as_object().unwrap().contains_key("createTime"),
+            "{value}"
         );
     }
 
@@ -308,7 +148,7 @@ mod tests {
             state: 42,
             ..Subscription::default()
         };
-        assert_eq!(subscription(&s)["state"], json!(42));
+        assert_eq!(json_of(&s)["state"], json!(42));
     }
 
     #[test]
@@ -320,45 +160,73 @@ mod tests {
             }),
             ..ForwardingSet::default()
         };
-        assert_eq!(forwarding_set(&f)["timeout"], json!("2.500s"));
+        assert_eq!(json_of(&f)["timeout"], json!("2.500s"));
     }
 
     #[test]
     fn an_unset_enabled_flag_reads_as_enabled() {
-        assert_eq!(
-            forwarding_set(&ForwardingSet::default())["enabled"],
-            json!(true)
-        );
+        assert_eq!(json_of(&ForwardingSet::default())["enabled"], json!(true));
+        let disabled = ForwardingSet {
+            enabled: Some(false),
+            ..ForwardingSet::default()
+        };
+        assert_eq!(json_of(&disabled)["enabled"], json!(false));
     }
 
     #[test]
     fn genesys_secrets_are_never_shown() {
         let f = ForwardingSet {
             genesys: Some(GenesysSettings {
-                client_secret: "cs".into(),
-                outbound_signature_secret: "ss".into(),
+                client_id: "cid".into(),
+                client_secret: "CLIENT-SECRET-VALUE".into(),
+                outbound_signature_secret: "SIGNATURE-SECRET-VALUE".into(),
                 ..GenesysSettings::default()
             }),
             ..ForwardingSet::default()
         };
-        let text = forwarding_set(&f).to_string();
-        assert!(!text.contains("\"cs\"") && !text.contains("\"ss\""));
+        let value = json_of(&f);
+        assert_eq!(value["genesys"]["clientId"], json!("cid"));
+        let text = value.to_string();
+        assert!(!text.contains("-VALUE"), "{text}");
+        assert!(!text.contains("Secret"), "{text}");
     }
 
     #[test]
-    fn channel_secrets_are_never_shown() {
+    fn channel_secrets_are_never_shown_alone_or_in_a_list() {
         let c = Channel {
-            line_channel_secret: "sekrit".into(),
-            line_channel_access_token: "tok".into(),
+            line_channel_secret: "SECRET-VALUE".into(),
+            line_channel_access_token: "ACCESS-TOKEN-VALUE".into(),
+            has_access_token: true,
             ..Channel::default()
         };
-        let text = channel(&c).to_string();
-        assert!(!text.contains("sekrit") && !text.contains("tok"));
+        let one = json_of(&c);
+        assert_eq!(one["hasAccessToken"], json!(true));
+        let listed = json_of(&ListChannelsResponse {
+            channels: vec![c],
+            next_page_token: String::new(),
+        });
+        for text in [one.to_string(), listed.to_string()] {
+            assert!(!text.contains("-VALUE"), "{text}");
+            assert!(!text.contains("lineChannel"), "{text}");
+        }
     }
 
     #[test]
-    fn list_names_the_items_and_the_next_page_token() {
-        let value = list("tenants", &[Tenant::default()], tenant, "p2");
+    fn every_input_only_field_and_the_enabled_rule_name_a_field_of_the_api() {
+        let pool = DescriptorPool::decode(FILE_DESCRIPTOR_SET).unwrap();
+        for name in INPUT_ONLY.iter().chain([&ENABLED_WHEN_UNSET]) {
+            let (message, field) = name.rsplit_once('.').unwrap();
+            let descriptor = pool.get_message_by_name(message).unwrap();
+            assert!(descriptor.get_field_by_name(field).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_list_names_the_items_and_the_next_page_token() {
+        let value = json_of(&ListTenantsResponse {
+            tenants: vec![Tenant::default()],
+            next_page_token: "p2".into(),
+        });
         assert_eq!(value["tenants"].as_array().unwrap().len(), 1);
         assert_eq!(value["nextPageToken"], json!("p2"));
     }

@@ -3,7 +3,7 @@
 use clap::Args;
 use hookplane_client::{
     Client,
-    v1::{AuditEvent, ListAuditEventsRequest},
+    v1::{AuditEvent, ListAuditEventsRequest, ListAuditEventsResponse},
 };
 
 use crate::{
@@ -41,9 +41,14 @@ pub async fn run(args: AuditArgs, client: &Client) -> anyhow::Result<Printout> {
         Ok((r.events, r.next_page_token))
     })
     .await?;
+    let table = table(&items);
+    let response = ListAuditEventsResponse {
+        events: items,
+        next_page_token: next.clone(),
+    };
     Ok(Printout::List {
-        json: proto_json::list("events", &items, proto_json::audit_event, &next),
-        table: table(&items),
+        json: proto_json::to_value(&response)?,
+        table,
         next_page_token: next,
     })
 }

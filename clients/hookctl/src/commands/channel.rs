@@ -4,7 +4,8 @@ use hookplane_client::{
     Client,
     v1::{
         Channel, CreateChannelRequest, DeleteChannelRequest, GetChannelRequest,
-        ListChannelsRequest, RotateChannelSecretRequest, UpdateChannelRequest,
+        ListChannelsRequest, ListChannelsResponse, RotateChannelSecretRequest,
+        UpdateChannelRequest,
     },
 };
 use prost_types::FieldMask;
@@ -138,12 +139,12 @@ pub fn rotate_request(args: &RotateArgs) -> RotateChannelSecretRequest {
 
 pub async fn run(command: ChannelCommand, client: &Client) -> anyhow::Result<Printout> {
     let mut channels = client.channels();
-    let one = |c: Channel| Printout::Resource(proto_json::channel(&c));
+    let one = |c: Channel| proto_json::to_value(&c).map(Printout::Resource);
     Ok(match command {
         ChannelCommand::Create(args) => one(channels
             .create_channel(create_request(&args))
             .await?
-            .into_inner()),
+            .into_inner())?,
         ChannelCommand::List { tenant, paging } => {
             let (items, next) = paging::collect(&paging, async |page_token| {
                 let r = channels
@@ -157,20 +158,25 @@ pub async fn run(command: ChannelCommand, client: &Client) -> anyhow::Result<Pri
                 Ok((r.channels, r.next_page_token))
             })
             .await?;
+            let table = table(&items);
+            let response = ListChannelsResponse {
+                channels: items,
+                next_page_token: next.clone(),
+            };
             Printout::List {
-                json: proto_json::list("channels", &items, proto_json::channel, &next),
-                table: table(&items),
+                json: proto_json::to_value(&response)?,
+                table,
                 next_page_token: next,
             }
         }
         ChannelCommand::Get { id } => one(channels
             .get_channel(GetChannelRequest { id })
             .await?
-            .into_inner()),
+            .into_inner())?,
         ChannelCommand::Update(args) => one(channels
             .update_channel(update_request(&args)?)
             .await?
-            .into_inner()),
+            .into_inner())?,
         ChannelCommand::Delete { id } => {
             channels
                 .delete_channel(DeleteChannelRequest { id: id.clone() })
@@ -180,7 +186,7 @@ pub async fn run(command: ChannelCommand, client: &Client) -> anyhow::Result<Pri
         ChannelCommand::RotateSecret(args) => one(channels
             .rotate_channel_secret(rotate_request(&args))
             .await?
-            .into_inner()),
+            .into_inner())?,
     })
 }
 

@@ -4,8 +4,8 @@ use clap::Args;
 use hookplane_client::{
     Client,
     v1::{
-        AttemptOutcome, DeliveryAttempt, ListDeliveryAttemptsRequest, RecoverDeliveriesRequest,
-        RetryDeliveryRequest,
+        AttemptOutcome, DeliveryAttempt, ListDeliveryAttemptsRequest, ListDeliveryAttemptsResponse,
+        RecoverDeliveriesRequest, RetryDeliveryRequest,
     },
 };
 
@@ -58,9 +58,14 @@ pub async fn attempts(args: AttemptsArgs, client: &Client) -> anyhow::Result<Pri
         Ok((r.attempts, r.next_page_token))
     })
     .await?;
+    let table = table(&items);
+    let response = ListDeliveryAttemptsResponse {
+        attempts: items,
+        next_page_token: next.clone(),
+    };
     Ok(Printout::List {
-        json: proto_json::list("attempts", &items, proto_json::attempt, &next),
-        table: table(&items),
+        json: proto_json::to_value(&response)?,
+        table,
         next_page_token: next,
     })
 }
@@ -71,7 +76,7 @@ pub async fn retry(id: String, client: &Client) -> anyhow::Result<Printout> {
         .retry_delivery(RetryDeliveryRequest { id })
         .await?
         .into_inner();
-    Ok(Printout::Resource(proto_json::delivery(&delivery)))
+    Ok(Printout::Resource(proto_json::to_value(&delivery)?))
 }
 
 #[derive(Debug, Args)]
@@ -109,9 +114,7 @@ pub async fn recover(args: RecoverArgs, client: &Client) -> anyhow::Result<Print
         })
         .await?
         .into_inner();
-    Ok(Printout::Resource(
-        serde_json::json!({ "deliveryCount": response.delivery_count }),
-    ))
+    Ok(Printout::Resource(proto_json::to_value(&response)?))
 }
 
 fn table(attempts: &[DeliveryAttempt]) -> Table {

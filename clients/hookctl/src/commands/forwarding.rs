@@ -5,7 +5,7 @@ use hookplane_client::{
     v1::{
         CreateForwardingSetRequest, DeleteForwardingSetRequest, ForwardingKind, ForwardingSet,
         GenesysSettings, GetForwardingSetRequest, ListForwardingSetsRequest,
-        UpdateForwardingSetRequest,
+        ListForwardingSetsResponse, UpdateForwardingSetRequest,
     },
 };
 use prost_types::FieldMask;
@@ -214,12 +214,12 @@ pub fn update_request(args: &UpdateArgs) -> anyhow::Result<UpdateForwardingSetRe
 
 pub async fn run(command: ForwardingCommand, client: &Client) -> anyhow::Result<Printout> {
     let mut sets = client.forwarding();
-    let one = |f: ForwardingSet| Printout::Resource(proto_json::forwarding_set(&f));
+    let one = |f: ForwardingSet| proto_json::to_value(&f).map(Printout::Resource);
     Ok(match command {
         ForwardingCommand::Create(args) => one(sets
             .create_forwarding_set(create_request(&args)?)
             .await?
-            .into_inner()),
+            .into_inner())?,
         ForwardingCommand::List { channel, paging } => {
             let (items, next) = paging::collect(&paging, async |page_token| {
                 let r = sets
@@ -233,20 +233,25 @@ pub async fn run(command: ForwardingCommand, client: &Client) -> anyhow::Result<
                 Ok((r.forwarding_sets, r.next_page_token))
             })
             .await?;
+            let table = table(&items);
+            let response = ListForwardingSetsResponse {
+                forwarding_sets: items,
+                next_page_token: next.clone(),
+            };
             Printout::List {
-                json: proto_json::list("forwardingSets", &items, proto_json::forwarding_set, &next),
-                table: table(&items),
+                json: proto_json::to_value(&response)?,
+                table,
                 next_page_token: next,
             }
         }
         ForwardingCommand::Get { id } => one(sets
             .get_forwarding_set(GetForwardingSetRequest { id })
             .await?
-            .into_inner()),
+            .into_inner())?,
         ForwardingCommand::Update(args) => one(sets
             .update_forwarding_set(update_request(&args)?)
             .await?
-            .into_inner()),
+            .into_inner())?,
         ForwardingCommand::Delete { id } => {
             sets.delete_forwarding_set(DeleteForwardingSetRequest { id: id.clone() })
                 .await?;

@@ -1,7 +1,7 @@
 use clap::Args;
 use hookplane_client::{
     Client,
-    v1::{ListNotificationsRequest, Notification, NotificationState},
+    v1::{ListNotificationsRequest, ListNotificationsResponse, Notification, NotificationState},
 };
 
 use crate::{
@@ -33,9 +33,14 @@ pub async fn run(args: NotificationsArgs, client: &Client) -> anyhow::Result<Pri
         Ok((r.notifications, r.next_page_token))
     })
     .await?;
+    let table = table(&items);
+    let response = ListNotificationsResponse {
+        notifications: items,
+        next_page_token: next.clone(),
+    };
     Ok(Printout::List {
-        json: proto_json::list("notifications", &items, proto_json::notification, &next),
-        table: table(&items),
+        json: proto_json::to_value(&response)?,
+        table,
         next_page_token: next,
     })
 }

@@ -4,9 +4,9 @@ use hookplane_client::{
     Client,
     v1::{
         CreateSubscriptionRequest, DeleteSubscriptionRequest, GetSubscriptionRequest,
-        ListSubscriptionsRequest, ResumeSubscriptionRequest, RevealSecretRequest,
-        RotateSecretRequest, SendTestEventRequest, SignatureScheme, StopSubscriptionRequest,
-        Subscription, SubscriptionState, UpdateSubscriptionRequest,
+        ListSubscriptionsRequest, ListSubscriptionsResponse, ResumeSubscriptionRequest,
+        RevealSecretRequest, RotateSecretRequest, SendTestEventRequest, SignatureScheme,
+        StopSubscriptionRequest, Subscription, SubscriptionState, UpdateSubscriptionRequest,
     },
 };
 use prost_types::FieldMask;
@@ -164,12 +164,12 @@ pub fn update_request(args: &UpdateArgs) -> anyhow::Result<UpdateSubscriptionReq
 
 pub async fn run(command: SubscriptionCommand, client: &Client) -> anyhow::Result<Printout> {
     let mut subs = client.subscriptions();
-    let one = |s: Subscription| Printout::Resource(proto_json::subscription(&s));
+    let one = |s: Subscription| proto_json::to_value(&s).map(Printout::Resource);
     Ok(match command {
         SubscriptionCommand::Create(args) => one(subs
             .create_subscription(create_request(&args))
             .await?
-            .into_inner()),
+            .into_inner())?,
         SubscriptionCommand::List { tenant, paging } => {
             let (items, next) = paging::collect(&paging, async |page_token| {
                 let r = subs
@@ -183,20 +183,25 @@ pub async fn run(command: SubscriptionCommand, client: &Client) -> anyhow::Resul
                 Ok((r.subscriptions, r.next_page_token))
             })
             .await?;
+            let table = table(&items);
+            let response = ListSubscriptionsResponse {
+                subscriptions: items,
+                next_page_token: next.clone(),
+            };
             Printout::List {
-                json: proto_json::list("subscriptions", &items, proto_json::subscription, &next),
-                table: table(&items),
+                json: proto_json::to_value(&response)?,
+                table,
                 next_page_token: next,
             }
         }
         SubscriptionCommand::Get { id } => one(subs
             .get_subscription(GetSubscriptionRequest { id })
             .await?
-            .into_inner()),
+            .into_inner())?,
         SubscriptionCommand::Update(args) => one(subs
             .update_subscription(update_request(&args)?)
             .await?
-            .into_inner()),
+            .into_inner())?,
         SubscriptionCommand::Delete { id } => {
             subs.delete_subscription(DeleteSubscriptionRequest { id: id.clone() })
                 .await?;
@@ -205,33 +210,31 @@ pub async fn run(command: SubscriptionCommand, client: &Client) -> anyhow::Resul
         SubscriptionCommand::Stop { id } => one(subs
             .stop_subscription(StopSubscriptionRequest { id })
             .await?
-            .into_inner()),
+            .into_inner())?,
         SubscriptionCommand::Resume { id } => one(subs
             .resume_subscription(ResumeSubscriptionRequest { id })
             .await?
-            .into_inner()),
-        SubscriptionCommand::RevealSecret { id } => {
-            Printout::Resource(proto_json::revealed_secret(
-                &subs
-                    .reveal_secret(RevealSecretRequest { id })
-                    .await?
-                    .into_inner(),
-            ))
-        }
+            .into_inner())?,
+        SubscriptionCommand::RevealSecret { id } => Printout::Resource(proto_json::to_value(
+            &subs
+                .reveal_secret(RevealSecretRequest { id })
+                .await?
+                .into_inner(),
+        )?),
         SubscriptionCommand::RotateSecret { id, grace } => {
             let request = RotateSecretRequest {
                 id,
                 grace_period: grace,
             };
-            Printout::Resource(proto_json::revealed_secret(
+            Printout::Resource(proto_json::to_value(
                 &subs.rotate_secret(request).await?.into_inner(),
-            ))
+            )?)
         }
         SubscriptionCommand::SendTest { id, event_type } => {
             let request = SendTestEventRequest { id, event_type };
-            Printout::Resource(proto_json::test_event_result(
+            Printout::Resource(proto_json::to_value(
                 &subs.send_test_event(request).await?.into_inner(),
-            ))
+            )?)
         }
     })
 }

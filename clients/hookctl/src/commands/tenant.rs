@@ -4,7 +4,8 @@ use hookplane_client::{
     Client,
     v1::{
         CreateTenantRequest, DeleteTenantRequest, Entitlements, GetTenantRequest,
-        ListTenantsRequest, Tenant, UpdateTenantRequest, Zone, ZoneEntitlement,
+        ListTenantsRequest, ListTenantsResponse, Tenant, UpdateTenantRequest, Zone,
+        ZoneEntitlement,
     },
 };
 use prost_types::FieldMask;
@@ -149,12 +150,12 @@ pub fn update_request(
 
 pub async fn run(command: TenantCommand, client: &Client) -> anyhow::Result<Printout> {
     let mut tenants = client.tenants();
-    let one = |t: Tenant| Printout::Resource(proto_json::tenant(&t));
+    let one = |t: Tenant| proto_json::to_value(&t).map(Printout::Resource);
     Ok(match command {
         TenantCommand::Create(args) => one(tenants
             .create_tenant(create_request(&args))
             .await?
-            .into_inner()),
+            .into_inner())?,
         TenantCommand::List(paging) => {
             let (items, next) = paging::collect(&paging, async |page_token| {
                 let r = tenants
@@ -167,16 +168,21 @@ pub async fn run(command: TenantCommand, client: &Client) -> anyhow::Result<Prin
                 Ok((r.tenants, r.next_page_token))
             })
             .await?;
+            let table = table(&items);
+            let response = ListTenantsResponse {
+                tenants: items,
+                next_page_token: next.clone(),
+            };
             Printout::List {
-                json: proto_json::list("tenants", &items, proto_json::tenant, &next),
-                table: table(&items),
+                json: proto_json::to_value(&response)?,
+                table,
                 next_page_token: next,
             }
         }
         TenantCommand::Get { id } => one(tenants
             .get_tenant(GetTenantRequest { id })
             .await?
-            .into_inner()),
+            .into_inner())?,
         TenantCommand::Update(args) => {
             let current = if needs_current(&args) {
                 let id = args.id.clone();
@@ -189,7 +195,7 @@ pub async fn run(command: TenantCommand, client: &Client) -> anyhow::Result<Prin
                 None
             };
             let request = update_request(&args, current.as_ref())?;
-            one(tenants.update_tenant(request).await?.into_inner())
+            one(tenants.update_tenant(request).await?.into_inner())?
         }
         TenantCommand::Delete { id } => {
             tenants

@@ -3,7 +3,9 @@
 use clap::{Args, Subcommand, ValueEnum};
 use hookplane_client::{
     Client,
-    v1::{CreateTokenRequest, ListTokensRequest, RevokeTokenRequest, Role, Token},
+    v1::{
+        CreateTokenRequest, ListTokensRequest, ListTokensResponse, RevokeTokenRequest, Role, Token,
+    },
 };
 
 use crate::{
@@ -89,7 +91,7 @@ pub async fn run(command: TokenCommand, client: &Client) -> anyhow::Result<Print
                 .create_token(create_request(&args))
                 .await?
                 .into_inner();
-            Printout::Resource(proto_json::created_token(&made))
+            Printout::Resource(proto_json::to_value(&made)?)
         }
         TokenCommand::List(args) => {
             let (items, next) = paging::collect(&args.paging, async |page_token| {
@@ -104,9 +106,14 @@ pub async fn run(command: TokenCommand, client: &Client) -> anyhow::Result<Print
                 Ok((r.tokens, r.next_page_token))
             })
             .await?;
+            let table = table(&items);
+            let response = ListTokensResponse {
+                tokens: items,
+                next_page_token: next.clone(),
+            };
             Printout::List {
-                json: proto_json::list("tokens", &items, proto_json::token, &next),
-                table: table(&items),
+                json: proto_json::to_value(&response)?,
+                table,
                 next_page_token: next,
             }
         }
