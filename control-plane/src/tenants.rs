@@ -5,17 +5,20 @@ use std::collections::HashSet;
 use hookplane_proto::v1::tenant_service_server::{self, TenantService};
 use hookplane_proto::v1::{
     CreateTenantRequest, DeleteTenantRequest, Entitlements, GetTenantRequest, ListTenantsRequest,
-    ListTenantsResponse, Tenant, UpdateTenantRequest, Zone, ZoneEntitlement,
+    ListTenantsResponse, Notification, NotificationState, PurgeTenantDataRequest,
+    PurgeTenantDataResponse, Tenant, UpdateTenantRequest, Zone, ZoneEntitlement,
 };
+use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::audit::AuditLog;
 use crate::caller::Caller;
 use crate::clock::Time;
+use crate::delivery_log::DeliveryLog;
 use crate::error::Error;
 use crate::ids;
 use crate::pagination::Page;
-use crate::store::{Change, Index, Store, TenantRecord, ZoneRecord, decode};
+use crate::store::{Change, Index, Store, TenantRecord, ZoneRecord, decode, index_prefix};
 use crate::validate;
 
 const UPDATE_PATHS: &[&str] = &[
@@ -30,6 +33,9 @@ const UPDATE_PATHS: &[&str] = &[
 pub(crate) struct TenantApi {
     store: Store,
     audit: AuditLog,
+    /// The attempt log PurgeTenantData empties of the tenant; without one (tests of the other
+    /// calls) a purge is refused.
+    log: Option<DeliveryLog>,
 }
 
 /// The fields of `input` a create sets, for the audit trail.
@@ -56,7 +62,75 @@ impl TenantApi {
         TenantApi {
             audit: AuditLog::new(&store),
             store,
+            log: None,
         }
+    }
+
+    /// Purges reach into `log`, the store's one delivery log.
+    pub fn with_delivery_log(mut self, log: DeliveryLog) -> TenantApi {
+        self.log = Some(log);
+        self
+    }
+
+    /// Records the purge on the tenant (nodes drop its jobs enqueued until now when they receive
+    /// it), then removes its attempts, its undelivered deliveries' records and its sent notices'
+    /// bodies. Operators and the tenant's own admins may: an erasure request is the brand's to
+    /// make for its users, and it changes no other tenant's data.
+    fn purge(&self, caller: &Caller, id: &str) -> Result<PurgeTenantDataResponse, Error> {
+        caller.check_tenant(id)?;
+        let log = self.log.as_ref().ok_or_else(|| {
+            Error::Unavailable("this control plane keeps no delivery log to purge".to_owned())
+        })?;
+        let now = Time::now();
+        let mut targets = HashSet::new();
+        {
+            let guard = self.store.lock_writes();
+            let mut record = self.store.tenant(id)?;
+            for channel_id in self.store.child_ids(Index::TenantChannels, id)? {
+                targets.extend(
+                    self.store
+                        .child_ids(Index::ChannelForwardingSets, &channel_id)?,
+                );
+            }
+            targets.extend(self.store.child_ids(Index::TenantSubscriptions, id)?);
+            record.purged_before = Some(now);
+            record.update_time = now;
+            let mut change = Change::default();
+            change.put_tenant(&record);
+            self.store.commit(&guard, change)?;
+        }
+        let (attempts, deliveries) = log.purge_tenant(id, &targets)?;
+        let notices = self.clear_notice_bodies(id)?;
+        Ok(PurgeTenantDataResponse {
+            attempts_deleted: attempts,
+            deliveries_deleted: deliveries,
+            notification_bodies_deleted: notices,
+            purge_time: Some(now.to_proto()),
+        })
+    }
+
+    /// Empties the body of each of the tenant's notices that is no longer waiting to be sent
+    /// (one waiting still needs it); returns how many. A compare-and-swap each, so a notice the
+    /// notifier changes meanwhile is left to it.
+    fn clear_notice_bodies(&self, tenant_id: &str) -> Result<u64, Error> {
+        let tree = self.store.notifications_tree();
+        let mut cleared = 0;
+        for entry in tree.scan_prefix(index_prefix(tenant_id)) {
+            let (key, value) = entry?;
+            let mut notice = Notification::decode(value.as_ref()).map_err(|e| Error::Corrupt {
+                tree: "notifications",
+                detail: e.to_string(),
+            })?;
+            if notice.state == NotificationState::Queued as i32 || notice.body_text.is_empty() {
+                continue;
+            }
+            notice.body_text.clear();
+            let swapped = tree.compare_and_swap(&key, Some(value), Some(notice.encode_to_vec()))?;
+            if swapped.is_ok() {
+                cleared += 1;
+            }
+        }
+        Ok(cleared)
     }
 
     fn create(&self, caller: &Caller, req: CreateTenantRequest) -> Result<Tenant, Error> {
@@ -72,6 +146,7 @@ impl TenantApi {
             max_forwarding_sets_per_channel: None,
             create_time: now,
             update_time: now,
+            purged_before: None,
         };
         apply(
             &mut record,
@@ -257,6 +332,7 @@ pub(crate) fn to_proto(r: &TenantRecord) -> Tenant {
         }),
         create_time: Some(r.create_time.to_proto()),
         update_time: Some(r.update_time.to_proto()),
+        last_purge_time: r.purged_before.map(Time::to_proto),
     }
 }
 
@@ -342,6 +418,26 @@ impl TenantService for TenantApi {
             .record(&caller, &method("DeleteTenant"), id, id, &[])?;
         self.store.flush().await?;
         Ok(Response::new(()))
+    }
+
+    async fn purge_tenant_data(
+        &self,
+        request: Request<PurgeTenantDataRequest>,
+    ) -> Result<Response<PurgeTenantDataResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let id = validate::id("tenant_id", &request.get_ref().tenant_id)?;
+        let purged = self.purge(&caller, id)?;
+        self.audit
+            .record(&caller, &method("PurgeTenantData"), id, id, &[])?;
+        self.store.flush().await?;
+        tracing::info!(
+            tenant_id = id,
+            attempts = purged.attempts_deleted,
+            deliveries = purged.deliveries_deleted,
+            notification_bodies = purged.notification_bodies_deleted,
+            "tenant data purged; nodes drop its queued and parked jobs as the purge reaches them"
+        );
+        Ok(Response::new(purged))
     }
 }
 

@@ -102,8 +102,6 @@ const SETUP_PATIENCE: Duration = Duration::from_secs(45);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one publish waits for its acknowledgement before it is sent again.
 const ACK_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long a parked (failed for good) job is kept for RetryDelivery.
-pub const PARKED_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long an unreported attempt record is kept while no control plane takes it.
 pub const OUTCOME_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long a PublishEvent idempotency key is remembered (the same as the spool's).
@@ -196,11 +194,14 @@ pub struct Nats {
 }
 
 impl Nats {
-    /// Connects to `servers` and creates (or checks) the streams, consumers and buckets.
+    /// Connects to `servers` and creates (or checks) the streams, consumers and buckets. Jobs
+    /// and parked jobs are kept at most `payload_retention` (`--payload-retention`): the jobs
+    /// streams' and the parked bucket's max age, changed on streams made with another.
     pub async fn connect(
         servers: &[String],
         options: &NatsOptions,
         node_id: &str,
+        payload_retention: Duration,
     ) -> Result<Self, Error> {
         let names = Names::new(&options.nats_prefix)?;
         let addrs = servers
@@ -238,7 +239,7 @@ impl Nats {
         let give_up = tokio::time::Instant::now() + SETUP_PATIENCE;
         let mut backoff = crate::backoff::Backoff::default();
         let made = loop {
-            match setup.everything(options).await {
+            match setup.everything(options, payload_retention).await {
                 Ok(made) => break made,
                 Err(Error::Queue(why)) if tokio::time::Instant::now() < give_up => {
                     tracing::warn!(%why, "NATS JetStream not ready yet; trying again");
@@ -350,7 +351,11 @@ struct Made {
 
 impl Setup<'_> {
     /// Every stream, consumer and bucket the node uses.
-    async fn everything(&self, options: &NatsOptions) -> Result<Made, Error> {
+    async fn everything(
+        &self,
+        options: &NatsOptions,
+        payload_retention: Duration,
+    ) -> Result<Made, Error> {
         let (setup, names) = (self, self.names);
         let mut jobs = Vec::new();
         for shard in 0..usize::from(options.nats_job_streams.max(1)) {
@@ -362,6 +367,9 @@ impl Setup<'_> {
                     storage: StorageType::File,
                     num_replicas: options.nats_stream_replicas,
                     duplicate_window: *options.nats_dedupe_window,
+                    // A job's own age is checked when it is handed out (a retry is a new
+                    // message); this bounds what sits in a stream nobody takes from.
+                    max_age: payload_retention,
                     description: Some("hookplane deliveries waiting or in flight".to_owned()),
                     ..stream::Config::default()
                 })
@@ -417,7 +425,11 @@ impl Setup<'_> {
             )
             .await?;
         let parked = setup
-            .bucket(&names.parked_bucket(), PARKED_AGE, "failed deliveries")
+            .bucket(
+                &names.parked_bucket(),
+                payload_retention,
+                "failed deliveries",
+            )
             .await?;
         let idempotency = setup
             .bucket(
@@ -483,6 +495,22 @@ impl Setup<'_> {
                 "a duplicate window of {:?} (--nats-dedupe-window is {:?})",
                 have.duplicate_window, want.duplicate_window
             ));
+        }
+        if wrong.is_empty() && have.max_age != want.max_age {
+            // `--payload-retention` changed: the bodies' bound follows it.
+            let config = stream::Config {
+                max_age: want.max_age,
+                ..have
+            };
+            self.js
+                .update_stream(config)
+                .await
+                .map_err(|e| Error::Queue(format!("changing the max age of {name}: {e}")))?;
+            return self
+                .js
+                .get_stream(&name)
+                .await
+                .map_err(|e| Error::Queue(format!("looking up stream {name}: {e}")));
         }
         if !wrong.is_empty() {
             return Err(Error::InvalidSetting(format!(

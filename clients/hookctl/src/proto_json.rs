@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use hookplane_client::v1::{
     AttemptOutcome, AuditEvent, Channel, CreateTokenResponse, Delivery, DeliveryAttempt,
     DeliveryState, Entitlements, ForwardingKind, ForwardingSet, GenesysSettings, Notification,
-    NotificationState, RevealSecretResponse, Role, SendTestEventResponse, SignatureScheme,
-    Subscription, SubscriptionState, Tenant, Token, Zone, ZoneEntitlement,
+    NotificationState, PurgeTenantDataResponse, RevealSecretResponse, Role, SendTestEventResponse,
+    SignatureScheme, Subscription, SubscriptionState, Tenant, Token, Zone, ZoneEntitlement,
 };
 use serde_json::{Value, json};
 
@@ -42,6 +42,17 @@ pub fn tenant(t: &Tenant) -> Value {
         "entitlements": t.entitlements.as_ref().map_or(Value::Null, entitlements),
         "createTime": timestamp(t.create_time.as_ref()),
         "updateTime": timestamp(t.update_time.as_ref()),
+        "lastPurgeTime": timestamp(t.last_purge_time.as_ref()),
+    })
+}
+
+/// What a purge removed; the nodes' share is in their own metrics (see tenant.proto).
+pub fn purged(p: &PurgeTenantDataResponse) -> Value {
+    json!({
+        "attemptsDeleted": p.attempts_deleted.to_string(),
+        "deliveriesDeleted": p.deliveries_deleted.to_string(),
+        "notificationBodiesDeleted": p.notification_bodies_deleted.to_string(),
+        "purgeTime": timestamp(p.purge_time.as_ref()),
     })
 }
 
@@ -261,6 +272,7 @@ mod tests {
             }),
             create_time: at(0),
             update_time: None,
+            last_purge_time: at(60),
         };
         assert_eq!(
             tenant(&t),
@@ -275,6 +287,7 @@ mod tests {
                 },
                 "createTime": "1970-01-01T00:00:00Z",
                 "updateTime": null,
+                "lastPurgeTime": "1970-01-01T00:01:00Z",
             })
         );
     }

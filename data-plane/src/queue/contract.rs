@@ -357,9 +357,14 @@ async fn jetstream() -> (Arc<dyn Queue>, Box<dyn std::any::Any + Send>) {
         nats_ack_wait: LEASE.into(),
         ..NatsOptions::default()
     };
-    let nats = Nats::connect(std::slice::from_ref(&server.url), &options, "node_test")
-        .await
-        .unwrap();
+    let nats = Nats::connect(
+        std::slice::from_ref(&server.url),
+        &options,
+        "node_test",
+        Duration::from_secs(7 * 24 * 3600),
+    )
+    .await
+    .unwrap();
     (Arc::new(JetStreamQueue::new(nats)), Box::new(server))
 }
 

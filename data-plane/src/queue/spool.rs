@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use super::{
-    Job, Leased, Queue, Receipt, Room, Storage,
+    Job, Leased, Purged, Queue, Receipt, Room, Storage,
     bodies::{Bodies, BodyKey},
     budget::{Charges, JOB_CHARGE, Limits, Refusal, SpoolBudget, SpoolUsage},
     hashed_key::{HashedKey, HashedMap, Probe},
@@ -42,7 +42,8 @@ use crate::{Error, metrics::Metrics};
 /// How long a leased job stays invisible: longer than the longest attempt (60 s timeout) so a
 /// live worker never sees its job handed out twice, short enough that a stuck one comes back.
 const LEASE_TIME: Duration = Duration::from_secs(300);
-/// Parked failed jobs kept for RetryDelivery; the oldest go first.
+/// Parked failed jobs kept for RetryDelivery; the oldest go first. They go sooner once their
+/// first enqueue is older than `--payload-retention`.
 const MAX_FAILED: usize = 10_000;
 /// Jobs kept decoded in memory until their first lease. Beyond this a backlog lives on disk
 /// only and each lease reads its record back.
@@ -549,6 +550,8 @@ pub struct Spool {
     lease_time: Duration,
     /// What each tenant holds against the cap and its share (budget.rs).
     budget: SpoolBudget,
+    /// How long a parked job's body is kept after its first enqueue (`--payload-retention`).
+    payload_retention: Option<Duration>,
 }
 
 impl Spool {
@@ -600,8 +603,12 @@ impl Spool {
             if let Some(job) = &record.job {
                 budget.ledger().replayed(job, body_bytes);
             }
+            let since = record
+                .job
+                .as_ref()
+                .map_or(record.failed_ms, |job| parked_since(&record, job));
             match record.job {
-                Some(_) if record.failed => schedule.park(&id, record.failed_ms),
+                Some(_) if record.failed => schedule.park(&id, since),
                 Some(job) => {
                     schedule.hold(&id, &job.lane(), record.not_before_ms, None);
                     schedule.name_body(&id, &record.body_key);
@@ -626,7 +633,15 @@ impl Spool {
             arrivals: Notify::new(),
             lease_time: LEASE_TIME,
             budget,
+            payload_retention: None,
         })
+    }
+
+    /// Parked jobs first enqueued longer than `retention` ago are dropped with their bodies
+    /// (`--payload-retention`); without it only their count bounds them.
+    pub fn with_payload_retention(mut self, retention: Duration) -> Self {
+        self.payload_retention = Some(retention);
+        self
     }
 
     /// Bounds what new work may store from now on (budget.rs), counting refusals in `metrics`;
@@ -861,22 +876,57 @@ impl Spool {
         Ok(leased)
     }
 
-    /// Drops the oldest parked failures beyond the bound.
-    fn prune_failed(&self) -> Result<(), Error> {
+    /// Drops the oldest parked failures beyond the bound, and those whose first enqueue is
+    /// past the payload retention at `now`; the latter's bodies are erased from the disk soon.
+    fn prune_failed(&self, now: SystemTime) -> Result<(), Error> {
+        let expired_before = self
+            .payload_retention
+            .and_then(|retention| now.checked_sub(retention))
+            .map_or(0, unix_ms);
+        let mut expired = 0usize;
         loop {
             let oldest = {
                 let mut schedule = self.schedule();
-                if schedule.failed.len() <= MAX_FAILED {
-                    return Ok(());
+                let Some(((since, _), _)) = schedule.failed.first_key_value() else {
+                    break;
+                };
+                let past = *since < expired_before;
+                if schedule.failed.len() <= MAX_FAILED && !past {
+                    break;
                 }
+                expired += usize::from(past);
                 let Some((_, id)) = schedule.failed.pop_first() else {
-                    return Ok(());
+                    break;
                 };
                 schedule.failed_at.remove(&id);
                 id
             };
             self.forget(&oldest)?;
         }
+        if expired > 0 {
+            tracing::info!(
+                jobs = expired,
+                "parked deliveries past the payload retention dropped with their bodies"
+            );
+            self.journal.erase_soon();
+        }
+        Ok(())
+    }
+
+    /// Parked jobs past the payload retention, dropped now (the engine drops queued ones when
+    /// it next leases them); the node calls this now and then, since nothing else may touch a
+    /// parked job for days.
+    pub fn prune_parked(&self, now: SystemTime) -> Result<(), Error> {
+        self.prune_failed(now)
+    }
+}
+
+/// Where a parked job sorts among the parked: by its first enqueue, what `--payload-retention`
+/// counts from (a record parked before jobs knew it: when it failed).
+fn parked_since(record: &Record, job: &Job) -> u64 {
+    match job.first_enqueued_ms {
+        0 => record.failed_ms,
+        ms => ms,
     }
 }
 
@@ -1016,16 +1066,20 @@ impl Queue for Spool {
         record.failed = true;
         record.failed_ms = now;
         record.reason = reason.to_owned();
+        let since = record
+            .job
+            .as_ref()
+            .map_or(now, |job| parked_since(&record, job));
         {
             let mut schedule = self.schedule();
             if schedule.release(delivery_id).is_none() {
                 return Ok(());
             }
-            schedule.park(delivery_id, now);
+            schedule.park(delivery_id, since);
         }
         self.journal
             .insert(Space::Jobs, delivery_id.as_bytes(), &record.encode_to_vec())?;
-        self.prune_failed()
+        self.prune_failed(SystemTime::now())
     }
 
     async fn requeue_failed(&self, delivery_id: &str) -> Result<bool, Error> {
@@ -1058,6 +1112,48 @@ impl Queue for Spool {
         }
         self.arrivals.notify_waiters();
         Ok(true)
+    }
+
+    async fn purge_tenant(&self, tenant_id: &str, before: SystemTime) -> Result<Purged, Error> {
+        let before_ms = unix_ms(before);
+        let mut doomed: Vec<(String, bool)> = Vec::new();
+        self.journal.for_each(|space, id, bytes| {
+            if space != Space::Jobs {
+                return Ok(());
+            }
+            // An unreadable record was dropped when the spool was opened.
+            let Ok(record) = Record::decode(bytes) else {
+                return Ok(());
+            };
+            if let Some(job) = &record.job
+                && job.tenant_id == tenant_id
+                && job.first_enqueued_ms <= before_ms
+            {
+                doomed.push((String::from_utf8_lossy(id).into_owned(), record.failed));
+            }
+            Ok(())
+        })?;
+        let mut purged = Purged::default();
+        for (id, failed) in &doomed {
+            {
+                let mut schedule = self.schedule();
+                // A spilled job is not held: its lease finds no record and lets it go.
+                schedule.release(id);
+                schedule.unpark(id);
+            }
+            if self.journal.contains(Space::Jobs, id.as_bytes()) {
+                self.forget(id)?;
+                if *failed {
+                    purged.parked += 1;
+                } else {
+                    purged.queued += 1;
+                }
+            }
+        }
+        // The removals are durable before the copies that leave them out replace the files.
+        self.journal.sync().await?;
+        self.journal.erase_settled().await?;
+        Ok(purged)
     }
 
     async fn depth(&self) -> Result<u64, Error> {
