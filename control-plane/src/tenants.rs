@@ -879,4 +879,175 @@ mod tests {
             .unwrap();
         assert!(store.find_token(&id).unwrap().is_none());
     }
+
+    mod purge {
+        use hookplane_proto::v1::audit_service_server::AuditService as _;
+        use hookplane_proto::v1::delivery_service_server::DeliveryService as _;
+        use hookplane_proto::v1::{
+            AttemptOutcome, DeliveryAttempt, ListAuditEventsRequest, ListDeliveryAttemptsRequest,
+            RetryDeliveryRequest,
+        };
+
+        use super::*;
+        use crate::delivery_log::Retention;
+
+        struct Brand {
+            id: String,
+            fwd_id: String,
+        }
+
+        async fn brand(store: &Store) -> Brand {
+            let tenant = create(store, tenant_input()).await.unwrap();
+            let channel = create_channel(store, &tenant.id).await;
+            let fwd_id = create_forwarding_set(store, &channel.id, raw_set_input())
+                .await
+                .unwrap()
+                .id;
+            Brand {
+                id: tenant.id,
+                fwd_id,
+            }
+        }
+
+        fn failed(tenant_id: &str, fwd_id: &str, delivery_id: &str) -> DeliveryAttempt {
+            DeliveryAttempt {
+                delivery_id: delivery_id.into(),
+                forwarding_set_id: fwd_id.into(),
+                tenant_id: tenant_id.into(),
+                time: Some(Time::now().to_proto()),
+                outcome: AttemptOutcome::Failed as i32,
+                reason: "502 Bad Gateway".into(),
+                ..Default::default()
+            }
+        }
+
+        async fn attempts(log: &DeliveryLog, fwd_id: &str) -> usize {
+            log.list_delivery_attempts(operator(ListDeliveryAttemptsRequest {
+                forwarding_set_id: fwd_id.into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .attempts
+            .len()
+        }
+
+        fn notice(store: &Store, tenant_id: &str, id: &str, state: NotificationState) {
+            let notice = Notification {
+                id: id.into(),
+                tenant_id: tenant_id.into(),
+                subject: "Forwards are failing".into(),
+                body_text: "https://crm.brand.example/line answered 502".into(),
+                state: state as i32,
+                ..Default::default()
+            };
+            store
+                .notifications_tree()
+                .insert(format!("{tenant_id}/{id}"), notice.encode_to_vec())
+                .unwrap();
+        }
+
+        fn notice_body(store: &Store, tenant_id: &str, id: &str) -> String {
+            let value = store
+                .notifications_tree()
+                .get(format!("{tenant_id}/{id}"))
+                .unwrap()
+                .unwrap();
+            Notification::decode(value.as_ref()).unwrap().body_text
+        }
+
+        #[tokio::test]
+        async fn a_purge_removes_the_tenants_attempts_deliveries_and_sent_notice_bodies_and_no_others()
+         {
+            let (_dir, store) = store();
+            let (a, b) = (brand(&store).await, brand(&store).await);
+            let (tx, mut nodes) = tokio::sync::broadcast::channel(16);
+            let retention = Retention {
+                count: 100,
+                age: std::time::Duration::from_secs(3600),
+            };
+            let log = DeliveryLog::new(store.clone(), retention, tx).unwrap();
+            log.record(
+                "n",
+                vec![
+                    failed(&a.id, &a.fwd_id, "dlv_a1"),
+                    failed(&a.id, &a.fwd_id, "dlv_a2"),
+                    // A forwarding set deleted since: its attempts still name the tenant.
+                    failed(&a.id, "fwd_gone", "dlv_a3"),
+                    failed(&b.id, &b.fwd_id, "dlv_b1"),
+                ],
+            )
+            .unwrap();
+            notice(&store, &a.id, "ntf_sent", NotificationState::Sent);
+            notice(&store, &a.id, "ntf_queued", NotificationState::Queued);
+            notice(&store, &b.id, "ntf_other", NotificationState::Sent);
+            let api = api(&store).with_delivery_log(log.clone());
+
+            let refused = api
+                .purge_tenant_data(as_caller(
+                    &tenant_admin_caller(&b.id),
+                    PurgeTenantDataRequest {
+                        tenant_id: a.id.clone(),
+                    },
+                ))
+                .await;
+            assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
+
+            let purged = api
+                .purge_tenant_data(as_caller(
+                    &tenant_admin_caller(&a.id),
+                    PurgeTenantDataRequest {
+                        tenant_id: a.id.clone(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+
+            assert_eq!(purged.attempts_deleted, 3);
+            assert_eq!(purged.deliveries_deleted, 3);
+            assert_eq!(purged.notification_bodies_deleted, 1);
+            assert_eq!(attempts(&log, &a.fwd_id).await, 0);
+            assert_eq!(attempts(&log, &b.fwd_id).await, 1);
+            for id in ["dlv_a1", "dlv_a3"] {
+                let retried = log
+                    .retry_delivery(operator(RetryDeliveryRequest { id: id.into() }))
+                    .await;
+                assert_eq!(retried.unwrap_err().code(), Code::NotFound);
+            }
+            log.retry_delivery(operator(RetryDeliveryRequest {
+                id: "dlv_b1".into(),
+            }))
+            .await
+            .unwrap();
+            assert!(nodes.try_recv().is_ok());
+            assert_eq!(notice_body(&store, &a.id, "ntf_sent"), "");
+            assert_ne!(notice_body(&store, &a.id, "ntf_queued"), "");
+            assert_ne!(notice_body(&store, &b.id, "ntf_other"), "");
+
+            // Nodes learn of it with the tenant, as they learn of any change to it.
+            let record = store.tenant(&a.id).unwrap();
+            assert_eq!(record.purged_before.map(Time::to_proto), purged.purge_time);
+            assert_eq!(store.tenant(&b.id).unwrap().purged_before, None);
+            let shown = api
+                .get_tenant(operator(GetTenantRequest { id: a.id.clone() }))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(shown.last_purge_time, purged.purge_time);
+
+            let audit = crate::audit::AuditLog::new(&store)
+                .list_audit_events(operator(ListAuditEventsRequest {
+                    tenant_id: a.id.clone(),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            let event = &audit.events[0];
+            assert_eq!(event.method, "hookplane.v1.TenantService/PurgeTenantData");
+            assert_eq!(event.token_name, "brand console");
+        }
+    }
 }

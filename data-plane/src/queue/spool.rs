@@ -1902,4 +1902,156 @@ mod tests {
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 32);
     }
+
+    /// Every file under `dir` holds `marker` somewhere.
+    fn on_disk(dir: &Path, marker: &[u8]) -> bool {
+        let mut found = false;
+        let mut dirs = vec![dir.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    let bytes = std::fs::read(&path).unwrap();
+                    found |= bytes.windows(marker.len()).any(|w| w == marker);
+                }
+            }
+        }
+        found
+    }
+
+    fn tenant_job(id: &str, tenant: &str, set: &str, text: &str, enqueued: SystemTime) -> Job {
+        Job {
+            tenant_id: tenant.to_owned(),
+            forwarding_set_id: set.to_owned(),
+            body: bytes::Bytes::from(format!(
+                "{{\"events\":[{{\"message\":{{\"text\":\"{text}\"}}}}]}}"
+            )),
+            first_enqueued_ms: unix_ms(enqueued),
+            ..job(id)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_purge_drops_the_tenants_queued_and_parked_jobs_and_no_byte_of_their_bodies_stays_on_disk()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let earlier = SystemTime::now() - Duration::from_secs(60);
+        spool
+            .enqueue(vec![tenant_job(
+                "dlv_parked",
+                "tnt_a",
+                "fwd_a",
+                "parked-secret-7f3a",
+                earlier,
+            )])
+            .await
+            .unwrap();
+        lease_now(&spool, 1).await;
+        spool.fail(by_id("dlv_parked"), 20, "503").await.unwrap();
+        spool
+            .enqueue(vec![
+                tenant_job(
+                    "dlv_queued",
+                    "tnt_a",
+                    "fwd_a",
+                    "queued-secret-7f3a",
+                    earlier,
+                ),
+                tenant_job("dlv_other", "tnt_b", "fwd_b", "other-tenant-body", earlier),
+            ])
+            .await
+            .unwrap();
+        let purge_time = SystemTime::now();
+        let later = purge_time + Duration::from_secs(1);
+        spool
+            .enqueue(vec![tenant_job(
+                "dlv_later",
+                "tnt_a",
+                "fwd_a",
+                "after-the-purge",
+                later,
+            )])
+            .await
+            .unwrap();
+        spool.flush().await.unwrap();
+        assert!(on_disk(dir.path(), b"queued-secret-7f3a"));
+        assert!(on_disk(dir.path(), b"parked-secret-7f3a"));
+
+        let purged = spool.purge_tenant("tnt_a", purge_time).await.unwrap();
+
+        assert_eq!(
+            purged,
+            Purged {
+                queued: 1,
+                parked: 1
+            }
+        );
+        assert!(!on_disk(dir.path(), b"queued-secret-7f3a"));
+        assert!(!on_disk(dir.path(), b"parked-secret-7f3a"));
+        assert!(on_disk(dir.path(), b"other-tenant-body"));
+        assert!(on_disk(dir.path(), b"after-the-purge"));
+        assert!(!spool.requeue_failed("dlv_parked").await.unwrap());
+        let mut left = ids(&lease_now(&spool, 10).await)
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        left.sort();
+        assert_eq!(left, ["dlv_later", "dlv_other"]);
+        assert_eq!(
+            spool.purge_tenant("tnt_a", purge_time).await.unwrap(),
+            Purged::default()
+        );
+        drop(spool);
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(spool.depth().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_purged_job_waiting_in_a_spill_is_not_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let earlier = SystemTime::now() - Duration::from_secs(60);
+        let jobs: Vec<Job> = (0..WINDOW + 10)
+            .map(|i| tenant_job(&format!("dlv_{i:05}"), "tnt_a", "fwd_a", "x", earlier))
+            .collect();
+        spool.enqueue(jobs).await.unwrap();
+        let purged = spool
+            .purge_tenant("tnt_a", SystemTime::now())
+            .await
+            .unwrap();
+        assert_eq!(purged.queued, (WINDOW + 10) as u64);
+        assert!(lease_now(&spool, WINDOW + 10).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn parked_jobs_past_the_payload_retention_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path())
+            .unwrap()
+            .with_payload_retention(Duration::from_secs(3600));
+        let now = SystemTime::now();
+        for (id, age) in [("dlv_old", 7200), ("dlv_young", 60)] {
+            let enqueued = now - Duration::from_secs(age);
+            spool
+                .enqueue(vec![tenant_job(id, "tnt_a", "fwd_a", "x", enqueued)])
+                .await
+                .unwrap();
+            lease_now(&spool, 1).await;
+            spool.fail(by_id(id), 3, "503").await.unwrap();
+        }
+        // Parked past its retention: gone at once.
+        assert!(!spool.requeue_failed("dlv_old").await.unwrap());
+        spool.prune_parked(now + Duration::from_secs(60)).unwrap();
+        let young = tenant_job("dlv_young", "tnt_a", "fwd_a", "x", now);
+        assert!(
+            spool
+                .journal
+                .contains(Space::Jobs, young.delivery_id.as_bytes())
+        );
+        spool.prune_parked(now + Duration::from_secs(3600)).unwrap();
+        assert!(!spool.requeue_failed("dlv_young").await.unwrap());
+    }
 }
