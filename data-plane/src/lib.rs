@@ -336,7 +336,7 @@ pub async fn run_with_metrics(
         node_id,
         ingress = ?ingress.local_addr().ok(),
         grpc = ?grpc.local_addr().ok(),
-        control_url = cfg.control_url,
+        control_url = %hookplane_outbound::masked_url(&cfg.control_url),
         "data-plane node starting"
     );
     let http = ingress::server::serve(

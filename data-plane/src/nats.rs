@@ -12,6 +12,7 @@ use async_nats::jetstream::{
     kv,
     stream::{self, RetentionPolicy, StorageType},
 };
+use hookplane_outbound::masked_url;
 use tracing::info;
 
 use crate::Error;
@@ -208,16 +209,14 @@ impl Nats {
             .iter()
             .map(|s| {
                 s.parse::<async_nats::ServerAddr>()
-                    .map_err(|e| Error::invalid("queue", format!("{s}: {e}")))
+                    .map_err(|e| Error::invalid("queue", format!("{}: {e}", masked_url(s))))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let client = connect_options(options, node_id)
             .await?
             .connect(addrs)
             .await
-            .map_err(|e| {
-                Error::Queue(format!("cannot reach NATS at {}: {e}", servers.join(",")))
-            })?;
+            .map_err(|e| Error::Queue(format!("cannot reach NATS at {}: {e}", shown(servers))))?;
         // Setting up may wait for a cluster to place R3 streams; the hot path may not wait long.
         let setup_js = jetstream::ContextBuilder::new()
             .timeout(SETUP_TIMEOUT)
@@ -260,7 +259,7 @@ impl Nats {
             tokio::spawn(spread_leaders(setup_js.clone(), jobs.clone()));
         }
         info!(
-            servers = servers.join(","),
+            servers = shown(servers),
             prefix = options.nats_prefix,
             replicas = options.nats_stream_replicas,
             "queue on NATS JetStream"
@@ -276,6 +275,15 @@ impl Nats {
             ack_wait: *options.nats_ack_wait,
         })
     }
+}
+
+/// The servers as a log line or an error shows them: a NATS URL may carry a user and password.
+fn shown(servers: &[String]) -> String {
+    servers
+        .iter()
+        .map(|s| masked_url(s))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 async fn connect_options(
@@ -667,4 +675,21 @@ async fn spread_leaders(js: Context, jobs: Vec<JobStream>) {
         "the jobs streams' leaders could not be spread over the cluster; losing the server \
          that leads them all stops enqueues until new leaders are elected"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_in_a_log_line_show_no_user_or_password() {
+        let shown = shown(&[
+            "nats://node:s3cret@nats-1.internal:4222".to_owned(),
+            "nats://nats-2.internal:4222".to_owned(),
+        ]);
+        assert_eq!(
+            shown,
+            "nats://***@nats-1.internal:4222,nats://nats-2.internal:4222"
+        );
+    }
 }

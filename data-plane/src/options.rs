@@ -192,7 +192,10 @@ pub struct NodeTls {
 impl std::fmt::Debug for NodeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeConfig")
-            .field("control_url", &self.control_url)
+            .field(
+                "control_url",
+                &hookplane_outbound::masked_url(&self.control_url),
+            )
             .field("node_token", &"<redacted>")
             .field("spool_dir", &self.spool_dir)
             .field("options", &self.options)
