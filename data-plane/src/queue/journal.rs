@@ -1366,6 +1366,53 @@ mod tests {
         assert_eq!(journal.len(Space::Jobs), 1);
     }
 
+    /// Whether any segment file in `dir` holds `bytes`.
+    fn in_a_segment(dir: &Path, bytes: &[u8]) -> bool {
+        std::fs::read_dir(dir).unwrap().any(|entry| {
+            let content = std::fs::read(entry.unwrap().path()).unwrap();
+            content.windows(bytes.len()).any(|w| w == bytes)
+        })
+    }
+
+    #[tokio::test]
+    async fn an_erase_leaves_no_settled_record_in_any_file_and_keeps_every_live_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open_unattended(dir.path()).unwrap();
+        journal
+            .insert(Space::Jobs, b"kept-early", b"early-v1")
+            .unwrap();
+        journal
+            .insert(Space::Bodies, b"gone", b"settled-body-91c2")
+            .unwrap();
+        journal.roll().unwrap();
+        journal
+            .insert(Space::Jobs, b"kept-late", b"late-body")
+            .unwrap();
+        journal.remove(Space::Bodies, b"gone").unwrap();
+        journal
+            .insert(Space::Jobs, b"kept-early", b"early-v2")
+            .unwrap();
+        journal.sync().await.unwrap();
+        assert!(in_a_segment(dir.path(), b"settled-body-91c2"));
+
+        journal.erase_settled().await.unwrap();
+
+        assert!(!in_a_segment(dir.path(), b"settled-body-91c2"));
+        assert!(!in_a_segment(dir.path(), b"early-v1"));
+        assert!(in_a_segment(dir.path(), b"late-body"));
+        drop(journal);
+        let journal = Journal::open_unattended(dir.path()).unwrap();
+        assert_eq!(journal.get(Space::Bodies, b"gone").unwrap(), None);
+        assert_eq!(
+            journal.get(Space::Jobs, b"kept-early").unwrap().unwrap(),
+            b"early-v2"
+        );
+        assert_eq!(
+            journal.get(Space::Jobs, b"kept-late").unwrap().unwrap(),
+            b"late-body"
+        );
+    }
+
     #[tokio::test]
     async fn concurrent_syncs_all_return_with_their_records_written() {
         let dir = tempfile::tempdir().unwrap();
