@@ -1,13 +1,14 @@
 //! A tenant's data purged (TenantService.PurgeTenantData, `hookctl tenant purge`) and bodies
 //! past `--payload-retention`, on real nodes: the LINE message leaves the node's spool files,
 //! on a node that was offline at the time too, while another tenant's queued message stays and
-//! is delivered.
+//! is delivered; on NATS, the purged message is never sent again.
 
 use std::{path::Path, time::Duration};
 
 use hookplane_client::{Client, v1};
 use hookplane_tests::{
     ControlProcess, DataNode, Receiver, Respond, api, eventually, fixture, hookctl_json, ingress,
+    nats::NatsCluster,
 };
 
 /// Generous: a target that comes back is probed again after its breaker's rest.
@@ -212,4 +213,57 @@ async fn a_message_past_the_payload_retention_fails_for_good_saying_why_and_leav
     let before = dead.requests().len();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(dead.requests().len(), before);
+}
+
+#[tokio::test]
+async fn on_nats_a_purged_tenants_queued_message_is_never_sent_again_and_another_tenants_is() {
+    let nats = NatsCluster::single().unwrap();
+    let queue = nats.queue_flag();
+    let once_down = Receiver::start_with(Respond::Status(503)).await.unwrap();
+    let other = Receiver::start().await.unwrap();
+    let control = ControlProcess::start().await.unwrap();
+    let client = control.admin().await.unwrap();
+    let purged = brand(&client, &once_down.url("/crm")).await;
+    let kept = brand(&client, &other.url("/crm")).await;
+    let node = DataNode::start(
+        &control,
+        &[
+            "--queue",
+            &queue,
+            "--retry-schedule",
+            "2s",
+            "--max-attempts",
+            "100000",
+        ],
+    )
+    .await
+    .unwrap();
+    queue_failing(&client, &node, &purged, "nats-erase-3e8f").await;
+
+    hookctl_json(&control.hookctl(&["tenant", "purge", &purged.tenant, "--yes", "--json"]));
+    eventually(WAIT, "the node to apply the purge", || async {
+        node.log()
+            .contains("tenant data purged from the queue")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    // Were the purged message attempted again, it would now be delivered.
+    once_down.respond(Respond::Status(200));
+    let before = once_down.requests().len();
+    ingress::wait_for_channel(&node.ingress_url(), &kept.channel)
+        .await
+        .unwrap();
+    let answer = ingress::post_signed(&node.ingress_url(), &kept.channel, &message("nats-keep"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    delivered(&client, &kept).await;
+    // Past the purged message's retry time, twice over.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        once_down.requests().len(),
+        before,
+        "the purged message was sent again"
+    );
 }
