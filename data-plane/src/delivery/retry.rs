@@ -52,7 +52,9 @@ impl RetryPolicy {
     /// long as `--payload-retention` allows (counted from its first enqueue, or a manual retry).
     pub fn past_retention(&self, job: &Job, now: SystemTime) -> Option<String> {
         let retention = self.payload_retention?;
-        (now > job.budget_began() + retention).then(|| {
+        // A job that never said when it was enqueued is not taken for one from 1970.
+        let known = job.first_enqueued_ms > 0;
+        (known && now > job.budget_began() + retention).then(|| {
             format!(
                 "payload retention ({}) passed: dropped without an attempt",
                 humantime::format_duration(retention)

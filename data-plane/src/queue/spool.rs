@@ -1150,9 +1150,11 @@ impl Queue for Spool {
                 }
             }
         }
-        // The removals are durable before the copies that leave them out replace the files.
-        self.journal.sync().await?;
-        self.journal.erase_settled().await?;
+        if purged != Purged::default() {
+            // The removals are durable before the copies that leave them out replace the files.
+            self.journal.sync().await?;
+            self.journal.erase_settled().await?;
+        }
         Ok(purged)
     }
 
