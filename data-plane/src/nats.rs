@@ -205,6 +205,17 @@ impl Nats {
         payload_retention: Duration,
     ) -> Result<Self, Error> {
         let names = Names::new(&options.nats_prefix)?;
+        if payload_retention < *options.nats_dedupe_window {
+            // JetStream refuses a stream whose duplicate window outlasts its max age.
+            return Err(Error::invalid(
+                "payload_retention",
+                format!(
+                    "--payload-retention ({}) must be at least --nats-dedupe-window ({})",
+                    humantime::format_duration(payload_retention),
+                    options.nats_dedupe_window
+                ),
+            ));
+        }
         let addrs = servers
             .iter()
             .map(|s| {
