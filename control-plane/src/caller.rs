@@ -2,6 +2,10 @@
 //! API's authorization rules are decided. `auth::AdminCheck` resolves the bearer token into a
 //! `Caller` and puts it into the request's extensions; each admin call takes it out and asks it
 //! about the tenant of the resource it is about to read or change.
+//!
+//! PurgeTenantData asks `check_tenant` too: an operator, or an admin of that tenant, may purge
+//! it. An erasure request is the brand's to make for its users, and it touches only that
+//! tenant's data; deleting the tenant itself stays an operator's act.
 
 use std::net::SocketAddr;
 

@@ -237,6 +237,7 @@ fn node_tenant(t: &TenantRecord) -> NodeTenant {
         id: t.id.clone(),
         display_name: t.display_name.clone(),
         zones: zone_entitlements(t),
+        purge_before: t.purged_before.map(Time::to_proto),
     }
 }
 

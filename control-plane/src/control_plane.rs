@@ -249,7 +249,7 @@ impl ControlPlane {
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(self.metrics.rpc_layer())
             .add_service(TenantServiceServer::with_interceptor(
-                TenantApi::new(store.clone()),
+                TenantApi::new(store.clone()).with_delivery_log(log.clone()),
                 admin.clone(),
             ))
             .add_service(ChannelServiceServer::with_interceptor(

@@ -5,17 +5,20 @@ use std::collections::HashSet;
 use hookplane_proto::v1::tenant_service_server::{self, TenantService};
 use hookplane_proto::v1::{
     CreateTenantRequest, DeleteTenantRequest, Entitlements, GetTenantRequest, ListTenantsRequest,
-    ListTenantsResponse, Tenant, UpdateTenantRequest, Zone, ZoneEntitlement,
+    ListTenantsResponse, Notification, NotificationState, PurgeTenantDataRequest,
+    PurgeTenantDataResponse, Tenant, UpdateTenantRequest, Zone, ZoneEntitlement,
 };
+use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::audit::AuditLog;
 use crate::caller::Caller;
 use crate::clock::Time;
+use crate::delivery_log::DeliveryLog;
 use crate::error::Error;
 use crate::ids;
 use crate::pagination::Page;
-use crate::store::{Change, Index, Store, TenantRecord, ZoneRecord, decode};
+use crate::store::{Change, Index, Store, TenantRecord, ZoneRecord, decode, index_prefix};
 use crate::validate;
 
 const UPDATE_PATHS: &[&str] = &[
@@ -30,6 +33,9 @@ const UPDATE_PATHS: &[&str] = &[
 pub(crate) struct TenantApi {
     store: Store,
     audit: AuditLog,
+    /// The attempt log PurgeTenantData empties of the tenant; without one (tests of the other
+    /// calls) a purge is refused.
+    log: Option<DeliveryLog>,
 }
 
 /// The fields of `input` a create sets, for the audit trail.
@@ -56,7 +62,75 @@ impl TenantApi {
         TenantApi {
             audit: AuditLog::new(&store),
             store,
+            log: None,
         }
+    }
+
+    /// Purges reach into `log`, the store's one delivery log.
+    pub fn with_delivery_log(mut self, log: DeliveryLog) -> TenantApi {
+        self.log = Some(log);
+        self
+    }
+
+    /// Records the purge on the tenant (nodes drop its jobs enqueued until now when they receive
+    /// it), then removes its attempts, its undelivered deliveries' records and its sent notices'
+    /// bodies. Operators and the tenant's own admins may: an erasure request is the brand's to
+    /// make for its users, and it changes no other tenant's data.
+    fn purge(&self, caller: &Caller, id: &str) -> Result<PurgeTenantDataResponse, Error> {
+        caller.check_tenant(id)?;
+        let log = self.log.as_ref().ok_or_else(|| {
+            Error::Unavailable("this control plane keeps no delivery log to purge".to_owned())
+        })?;
+        let now = Time::now();
+        let mut targets = HashSet::new();
+        {
+            let guard = self.store.lock_writes();
+            let mut record = self.store.tenant(id)?;
+            for channel_id in self.store.child_ids(Index::TenantChannels, id)? {
+                targets.extend(
+                    self.store
+                        .child_ids(Index::ChannelForwardingSets, &channel_id)?,
+                );
+            }
+            targets.extend(self.store.child_ids(Index::TenantSubscriptions, id)?);
+            record.purged_before = Some(now);
+            record.update_time = now;
+            let mut change = Change::default();
+            change.put_tenant(&record);
+            self.store.commit(&guard, change)?;
+        }
+        let (attempts, deliveries) = log.purge_tenant(id, &targets)?;
+        let notices = self.clear_notice_bodies(id)?;
+        Ok(PurgeTenantDataResponse {
+            attempts_deleted: attempts,
+            deliveries_deleted: deliveries,
+            notification_bodies_deleted: notices,
+            purge_time: Some(now.to_proto()),
+        })
+    }
+
+    /// Empties the body of each of the tenant's notices that is no longer waiting to be sent
+    /// (one waiting still needs it); returns how many. A compare-and-swap each, so a notice the
+    /// notifier changes meanwhile is left to it.
+    fn clear_notice_bodies(&self, tenant_id: &str) -> Result<u64, Error> {
+        let tree = self.store.notifications_tree();
+        let mut cleared = 0;
+        for entry in tree.scan_prefix(index_prefix(tenant_id)) {
+            let (key, value) = entry?;
+            let mut notice = Notification::decode(value.as_ref()).map_err(|e| Error::Corrupt {
+                tree: "notifications",
+                detail: e.to_string(),
+            })?;
+            if notice.state == NotificationState::Queued as i32 || notice.body_text.is_empty() {
+                continue;
+            }
+            notice.body_text.clear();
+            let swapped = tree.compare_and_swap(&key, Some(value), Some(notice.encode_to_vec()))?;
+            if swapped.is_ok() {
+                cleared += 1;
+            }
+        }
+        Ok(cleared)
     }
 
     fn create(&self, caller: &Caller, req: CreateTenantRequest) -> Result<Tenant, Error> {
@@ -72,6 +146,7 @@ impl TenantApi {
             max_forwarding_sets_per_channel: None,
             create_time: now,
             update_time: now,
+            purged_before: None,
         };
         apply(
             &mut record,
@@ -257,6 +332,7 @@ pub(crate) fn to_proto(r: &TenantRecord) -> Tenant {
         }),
         create_time: Some(r.create_time.to_proto()),
         update_time: Some(r.update_time.to_proto()),
+        last_purge_time: r.purged_before.map(Time::to_proto),
     }
 }
 
@@ -342,6 +418,26 @@ impl TenantService for TenantApi {
             .record(&caller, &method("DeleteTenant"), id, id, &[])?;
         self.store.flush().await?;
         Ok(Response::new(()))
+    }
+
+    async fn purge_tenant_data(
+        &self,
+        request: Request<PurgeTenantDataRequest>,
+    ) -> Result<Response<PurgeTenantDataResponse>, Status> {
+        let caller = Caller::of(&request)?;
+        let id = validate::id("tenant_id", &request.get_ref().tenant_id)?;
+        let purged = self.purge(&caller, id)?;
+        self.audit
+            .record(&caller, &method("PurgeTenantData"), id, id, &[])?;
+        self.store.flush().await?;
+        tracing::info!(
+            tenant_id = id,
+            attempts = purged.attempts_deleted,
+            deliveries = purged.deliveries_deleted,
+            notification_bodies = purged.notification_bodies_deleted,
+            "tenant data purged; nodes drop its queued and parked jobs as the purge reaches them"
+        );
+        Ok(Response::new(purged))
     }
 }
 
@@ -782,5 +878,176 @@ mod tests {
             .await
             .unwrap();
         assert!(store.find_token(&id).unwrap().is_none());
+    }
+
+    mod purge {
+        use hookplane_proto::v1::audit_service_server::AuditService as _;
+        use hookplane_proto::v1::delivery_service_server::DeliveryService as _;
+        use hookplane_proto::v1::{
+            AttemptOutcome, DeliveryAttempt, ListAuditEventsRequest, ListDeliveryAttemptsRequest,
+            RetryDeliveryRequest,
+        };
+
+        use super::*;
+        use crate::delivery_log::Retention;
+
+        struct Brand {
+            id: String,
+            fwd_id: String,
+        }
+
+        async fn brand(store: &Store) -> Brand {
+            let tenant = create(store, tenant_input()).await.unwrap();
+            let channel = create_channel(store, &tenant.id).await;
+            let fwd_id = create_forwarding_set(store, &channel.id, raw_set_input())
+                .await
+                .unwrap()
+                .id;
+            Brand {
+                id: tenant.id,
+                fwd_id,
+            }
+        }
+
+        fn failed(tenant_id: &str, fwd_id: &str, delivery_id: &str) -> DeliveryAttempt {
+            DeliveryAttempt {
+                delivery_id: delivery_id.into(),
+                forwarding_set_id: fwd_id.into(),
+                tenant_id: tenant_id.into(),
+                time: Some(Time::now().to_proto()),
+                outcome: AttemptOutcome::Failed as i32,
+                reason: "502 Bad Gateway".into(),
+                ..Default::default()
+            }
+        }
+
+        async fn attempts(log: &DeliveryLog, fwd_id: &str) -> usize {
+            log.list_delivery_attempts(operator(ListDeliveryAttemptsRequest {
+                forwarding_set_id: fwd_id.into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .attempts
+            .len()
+        }
+
+        fn notice(store: &Store, tenant_id: &str, id: &str, state: NotificationState) {
+            let notice = Notification {
+                id: id.into(),
+                tenant_id: tenant_id.into(),
+                subject: "Forwards are failing".into(),
+                body_text: "https://crm.brand.example/line answered 502".into(),
+                state: state as i32,
+                ..Default::default()
+            };
+            store
+                .notifications_tree()
+                .insert(format!("{tenant_id}/{id}"), notice.encode_to_vec())
+                .unwrap();
+        }
+
+        fn notice_body(store: &Store, tenant_id: &str, id: &str) -> String {
+            let value = store
+                .notifications_tree()
+                .get(format!("{tenant_id}/{id}"))
+                .unwrap()
+                .unwrap();
+            Notification::decode(value.as_ref()).unwrap().body_text
+        }
+
+        #[tokio::test]
+        async fn a_purge_removes_the_tenants_attempts_deliveries_and_sent_notice_bodies_and_no_others()
+         {
+            let (_dir, store) = store();
+            let (a, b) = (brand(&store).await, brand(&store).await);
+            let (tx, mut nodes) = tokio::sync::broadcast::channel(16);
+            let retention = Retention {
+                count: 100,
+                age: std::time::Duration::from_secs(3600),
+            };
+            let log = DeliveryLog::new(store.clone(), retention, tx).unwrap();
+            log.record(
+                "n",
+                vec![
+                    failed(&a.id, &a.fwd_id, "dlv_a1"),
+                    failed(&a.id, &a.fwd_id, "dlv_a2"),
+                    // A forwarding set deleted since: its attempts still name the tenant.
+                    failed(&a.id, "fwd_gone", "dlv_a3"),
+                    failed(&b.id, &b.fwd_id, "dlv_b1"),
+                ],
+            )
+            .unwrap();
+            notice(&store, &a.id, "ntf_sent", NotificationState::Sent);
+            notice(&store, &a.id, "ntf_queued", NotificationState::Queued);
+            notice(&store, &b.id, "ntf_other", NotificationState::Sent);
+            let api = api(&store).with_delivery_log(log.clone());
+
+            let refused = api
+                .purge_tenant_data(as_caller(
+                    &tenant_admin_caller(&b.id),
+                    PurgeTenantDataRequest {
+                        tenant_id: a.id.clone(),
+                    },
+                ))
+                .await;
+            assert_eq!(refused.unwrap_err().code(), Code::PermissionDenied);
+
+            let purged = api
+                .purge_tenant_data(as_caller(
+                    &tenant_admin_caller(&a.id),
+                    PurgeTenantDataRequest {
+                        tenant_id: a.id.clone(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+
+            assert_eq!(purged.attempts_deleted, 3);
+            assert_eq!(purged.deliveries_deleted, 3);
+            assert_eq!(purged.notification_bodies_deleted, 1);
+            assert_eq!(attempts(&log, &a.fwd_id).await, 0);
+            assert_eq!(attempts(&log, &b.fwd_id).await, 1);
+            for id in ["dlv_a1", "dlv_a3"] {
+                let retried = log
+                    .retry_delivery(operator(RetryDeliveryRequest { id: id.into() }))
+                    .await;
+                assert_eq!(retried.unwrap_err().code(), Code::NotFound);
+            }
+            log.retry_delivery(operator(RetryDeliveryRequest {
+                id: "dlv_b1".into(),
+            }))
+            .await
+            .unwrap();
+            assert!(nodes.try_recv().is_ok());
+            assert_eq!(notice_body(&store, &a.id, "ntf_sent"), "");
+            assert_ne!(notice_body(&store, &a.id, "ntf_queued"), "");
+            assert_ne!(notice_body(&store, &b.id, "ntf_other"), "");
+
+            // Nodes learn of it with the tenant, as they learn of any change to it.
+            let record = store.tenant(&a.id).unwrap();
+            assert_eq!(record.purged_before.map(Time::to_proto), purged.purge_time);
+            assert_eq!(store.tenant(&b.id).unwrap().purged_before, None);
+            let shown = api
+                .get_tenant(operator(GetTenantRequest { id: a.id.clone() }))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(shown.last_purge_time, purged.purge_time);
+
+            let audit = crate::audit::AuditLog::new(&store)
+                .list_audit_events(operator(ListAuditEventsRequest {
+                    tenant_id: a.id.clone(),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            let event = &audit.events[0];
+            assert_eq!(event.method, "hookplane.v1.TenantService/PurgeTenantData");
+            assert_eq!(event.token_name, "brand console");
+        }
     }
 }

@@ -67,6 +67,7 @@ pub(crate) fn tenant_record(id: &str) -> crate::store::TenantRecord {
         max_forwarding_sets_per_channel: None,
         create_time: Time::now(),
         update_time: Time::now(),
+        purged_before: None,
     }
 }
 

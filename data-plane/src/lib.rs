@@ -67,7 +67,11 @@ impl Backend {
             QueueChoice::Spool => {
                 let spool = Spool::open(&cfg.spool_dir)?;
                 let limits = spool_limits(&cfg.options, &cfg.spool_dir, spool.disk_bytes())?;
-                let spool = Arc::new(spool.with_limits(limits, Arc::clone(metrics)));
+                let spool = Arc::new(
+                    spool
+                        .with_limits(limits, Arc::clone(metrics))
+                        .with_payload_retention(*cfg.options.payload_retention),
+                );
                 Ok(Self {
                     outcomes: Arc::new(OutcomeLog::open(spool.db())?),
                     idempotency: Arc::new(IdempotencyBook::open(spool.db())?),
@@ -76,7 +80,13 @@ impl Backend {
                 })
             }
             QueueChoice::Nats(servers) => {
-                let nats = Nats::connect(servers, &cfg.options.nats, node_id).await?;
+                let nats = Nats::connect(
+                    servers,
+                    &cfg.options.nats,
+                    node_id,
+                    *cfg.options.payload_retention,
+                )
+                .await?;
                 Ok(Self {
                     queue: Arc::new(JetStreamQueue::new(nats.clone())),
                     outcomes: Arc::new(SharedOutcomes::new(nats.clone())),
@@ -218,7 +228,8 @@ pub async fn run_with_metrics(
                 options.retry_schedule.iter().map(|d| **d).collect(),
                 options.max_attempts,
                 *options.max_delivery_age,
-            ),
+            )
+            .with_payload_retention(*options.payload_retention),
             target_concurrency: options.target_concurrency,
             line_api_base_url: options.line_api_base_url.clone(),
         },
@@ -281,6 +292,9 @@ pub async fn run_with_metrics(
         delivery.handle(),
     );
     tasks.spawn_on(Arc::clone(&engine).run(stop_rx.clone()), delivery.handle());
+    if let Some(spool) = &spool {
+        tasks.spawn(prune_parked(Arc::clone(spool), stop_rx.clone()));
+    }
 
     let body = request_body::BodyLimits {
         max_bytes: options.max_body_bytes,
@@ -322,7 +336,7 @@ pub async fn run_with_metrics(
         node_id,
         ingress = ?ingress.local_addr().ok(),
         grpc = ?grpc.local_addr().ok(),
-        control_url = cfg.control_url,
+        control_url = %hookplane_outbound::masked_url(&cfg.control_url),
         "data-plane node starting"
     );
     let http = ingress::server::serve(
@@ -447,6 +461,23 @@ impl Drop for DeliveryRuntime {
         // on it have ended (or had their time) by now, so nothing is waited for.
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
+        }
+    }
+}
+
+/// How often parked jobs past `--payload-retention` are looked for: nothing else touches a
+/// parked job for days.
+const PRUNE_PARKED_EVERY: Duration = Duration::from_secs(60);
+
+/// Drops parked jobs past the payload retention now and then, until `stop`.
+async fn prune_parked(spool: Arc<Spool>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(PRUNE_PARKED_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = spool.prune_parked(std::time::SystemTime::now()) {
+            warn!(error = %e, "could not drop parked deliveries past the payload retention");
         }
     }
 }

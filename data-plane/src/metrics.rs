@@ -26,6 +26,11 @@ struct Reason {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct State {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Refused {
     tenant: String,
     limit: &'static str,
@@ -50,6 +55,7 @@ pub struct Metrics {
     outcomes_unsent: Gauge,
     genesys_events_skipped: Counter,
     genesys_outbound_requests: Family<Outcome, Counter>,
+    purged_jobs: Family<State, Counter>,
     ingress_connections_refused: Counter,
     spool_corrupt_bytes: Gauge,
     spool_storage_failures: Counter,
@@ -205,6 +211,13 @@ impl Default for Metrics {
             "Agent messages Genesys posted to the outbound endpoint, by outcome",
             genesys_outbound_requests.clone(),
         );
+        let purged_jobs = Family::<State, Counter>::default();
+        registry.register(
+            "hookplane_purged_jobs",
+            "Jobs this node dropped for PurgeTenantData, by state (queued, parked); with NATS, \
+             parked only (queued jobs are dropped as they are handed out, uncounted)",
+            purged_jobs.clone(),
+        );
         Self {
             registry,
             ingress_requests,
@@ -219,6 +232,7 @@ impl Default for Metrics {
             outcomes_unsent,
             genesys_events_skipped,
             genesys_outbound_requests,
+            purged_jobs,
             ingress_connections_refused,
             spool_corrupt_bytes,
             spool_storage_failures,
@@ -296,6 +310,14 @@ impl Metrics {
     }
 
     /// An update refused for `reason` (`store_id` or `revision`); the node now refuses.
+    pub fn purged(&self, queued: u64, parked: u64) {
+        for (state, jobs) in [("queued", queued), ("parked", parked)] {
+            self.purged_jobs
+                .get_or_create(&State { state })
+                .inc_by(jobs);
+        }
+    }
+
     pub fn config_refused(&self, reason: &'static str) {
         self.config_refused.get_or_create(&Reason { reason }).inc();
         self.config_refusing.set(1);

@@ -12,6 +12,7 @@ use async_nats::jetstream::{
     kv,
     stream::{self, RetentionPolicy, StorageType},
 };
+use hookplane_outbound::masked_url;
 use tracing::info;
 
 use crate::Error;
@@ -102,8 +103,6 @@ const SETUP_PATIENCE: Duration = Duration::from_secs(45);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one publish waits for its acknowledgement before it is sent again.
 const ACK_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long a parked (failed for good) job is kept for RetryDelivery.
-pub const PARKED_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long an unreported attempt record is kept while no control plane takes it.
 pub const OUTCOME_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long a PublishEvent idempotency key is remembered (the same as the spool's).
@@ -196,27 +195,39 @@ pub struct Nats {
 }
 
 impl Nats {
-    /// Connects to `servers` and creates (or checks) the streams, consumers and buckets.
+    /// Connects to `servers` and creates (or checks) the streams, consumers and buckets. Jobs
+    /// and parked jobs are kept at most `payload_retention` (`--payload-retention`): the jobs
+    /// streams' and the parked bucket's max age, changed on streams made with another.
     pub async fn connect(
         servers: &[String],
         options: &NatsOptions,
         node_id: &str,
+        payload_retention: Duration,
     ) -> Result<Self, Error> {
         let names = Names::new(&options.nats_prefix)?;
+        if payload_retention < *options.nats_dedupe_window {
+            // JetStream refuses a stream whose duplicate window outlasts its max age.
+            return Err(Error::invalid(
+                "payload_retention",
+                format!(
+                    "--payload-retention ({}) must be at least --nats-dedupe-window ({})",
+                    humantime::format_duration(payload_retention),
+                    options.nats_dedupe_window
+                ),
+            ));
+        }
         let addrs = servers
             .iter()
             .map(|s| {
                 s.parse::<async_nats::ServerAddr>()
-                    .map_err(|e| Error::invalid("queue", format!("{s}: {e}")))
+                    .map_err(|e| Error::invalid("queue", format!("{}: {e}", masked_url(s))))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let client = connect_options(options, node_id)
             .await?
             .connect(addrs)
             .await
-            .map_err(|e| {
-                Error::Queue(format!("cannot reach NATS at {}: {e}", servers.join(",")))
-            })?;
+            .map_err(|e| Error::Queue(format!("cannot reach NATS at {}: {e}", shown(servers))))?;
         // Setting up may wait for a cluster to place R3 streams; the hot path may not wait long.
         let setup_js = jetstream::ContextBuilder::new()
             .timeout(SETUP_TIMEOUT)
@@ -238,7 +249,7 @@ impl Nats {
         let give_up = tokio::time::Instant::now() + SETUP_PATIENCE;
         let mut backoff = crate::backoff::Backoff::default();
         let made = loop {
-            match setup.everything(options).await {
+            match setup.everything(options, payload_retention).await {
                 Ok(made) => break made,
                 Err(Error::Queue(why)) if tokio::time::Instant::now() < give_up => {
                     tracing::warn!(%why, "NATS JetStream not ready yet; trying again");
@@ -259,7 +270,7 @@ impl Nats {
             tokio::spawn(spread_leaders(setup_js.clone(), jobs.clone()));
         }
         info!(
-            servers = servers.join(","),
+            servers = shown(servers),
             prefix = options.nats_prefix,
             replicas = options.nats_stream_replicas,
             "queue on NATS JetStream"
@@ -275,6 +286,15 @@ impl Nats {
             ack_wait: *options.nats_ack_wait,
         })
     }
+}
+
+/// The servers as a log line or an error shows them: a NATS URL may carry a user and password.
+fn shown(servers: &[String]) -> String {
+    servers
+        .iter()
+        .map(|s| masked_url(s))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 async fn connect_options(
@@ -350,7 +370,11 @@ struct Made {
 
 impl Setup<'_> {
     /// Every stream, consumer and bucket the node uses.
-    async fn everything(&self, options: &NatsOptions) -> Result<Made, Error> {
+    async fn everything(
+        &self,
+        options: &NatsOptions,
+        payload_retention: Duration,
+    ) -> Result<Made, Error> {
         let (setup, names) = (self, self.names);
         let mut jobs = Vec::new();
         for shard in 0..usize::from(options.nats_job_streams.max(1)) {
@@ -362,6 +386,9 @@ impl Setup<'_> {
                     storage: StorageType::File,
                     num_replicas: options.nats_stream_replicas,
                     duplicate_window: *options.nats_dedupe_window,
+                    // A job's own age is checked when it is handed out (a retry is a new
+                    // message); this bounds what sits in a stream nobody takes from.
+                    max_age: payload_retention,
                     description: Some("hookplane deliveries waiting or in flight".to_owned()),
                     ..stream::Config::default()
                 })
@@ -417,7 +444,11 @@ impl Setup<'_> {
             )
             .await?;
         let parked = setup
-            .bucket(&names.parked_bucket(), PARKED_AGE, "failed deliveries")
+            .bucket(
+                &names.parked_bucket(),
+                payload_retention,
+                "failed deliveries",
+            )
             .await?;
         let idempotency = setup
             .bucket(
@@ -483,6 +514,22 @@ impl Setup<'_> {
                 "a duplicate window of {:?} (--nats-dedupe-window is {:?})",
                 have.duplicate_window, want.duplicate_window
             ));
+        }
+        if wrong.is_empty() && have.max_age != want.max_age {
+            // `--payload-retention` changed: the bodies' bound follows it.
+            let config = stream::Config {
+                max_age: want.max_age,
+                ..have
+            };
+            self.js
+                .update_stream(config)
+                .await
+                .map_err(|e| Error::Queue(format!("changing the max age of {name}: {e}")))?;
+            return self
+                .js
+                .get_stream(&name)
+                .await
+                .map_err(|e| Error::Queue(format!("looking up stream {name}: {e}")));
         }
         if !wrong.is_empty() {
             return Err(Error::InvalidSetting(format!(
@@ -639,4 +686,21 @@ async fn spread_leaders(js: Context, jobs: Vec<JobStream>) {
         "the jobs streams' leaders could not be spread over the cluster; losing the server \
          that leads them all stops enqueues until new leaders are elected"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_in_a_log_line_show_no_user_or_password() {
+        let shown = shown(&[
+            "nats://node:s3cret@nats-1.internal:4222".to_owned(),
+            "nats://nats-2.internal:4222".to_owned(),
+        ]);
+        assert_eq!(
+            shown,
+            "nats://***@nats-1.internal:4222,nats://nats-2.internal:4222"
+        );
+    }
 }

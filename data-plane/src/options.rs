@@ -79,6 +79,12 @@ pub struct NodeOptions {
     /// Age after which a delivery that still fails is given up.
     #[arg(long, env = "HOOKPLANE_MAX_DELIVERY_AGE", default_value = "24h")]
     pub max_delivery_age: humantime::Duration,
+    /// How long a delivery's body (a LINE user's message, an event) is kept after its first
+    /// enqueue, anywhere: a queued delivery older than this fails for good without an attempt,
+    /// and a parked one (failed for good, kept for RetryDelivery) is dropped with its body. With
+    /// NATS, also the jobs streams' and the parked bucket's max age.
+    #[arg(long, env = "HOOKPLANE_PAYLOAD_RETENTION", default_value = "7d")]
+    pub payload_retention: humantime::Duration,
     /// Waits between attempts (the last one repeats), each with ±20 % jitter.
     #[arg(
         long,
@@ -136,6 +142,7 @@ impl Default for NodeOptions {
             drain_grace: Duration::from_secs(5).into(),
             max_attempts: 20,
             max_delivery_age: Duration::from_secs(24 * 3600).into(),
+            payload_retention: Duration::from_secs(7 * 24 * 3600).into(),
             retry_schedule: DEFAULT_RETRY_SCHEDULE
                 .iter()
                 .map(|s| Duration::from_secs(*s).into())
@@ -185,7 +192,10 @@ pub struct NodeTls {
 impl std::fmt::Debug for NodeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeConfig")
-            .field("control_url", &self.control_url)
+            .field(
+                "control_url",
+                &hookplane_outbound::masked_url(&self.control_url),
+            )
             .field("node_token", &"<redacted>")
             .field("spool_dir", &self.spool_dir)
             .field("options", &self.options)
@@ -247,6 +257,7 @@ mod tests {
         assert_eq!(parsed.max_body_bytes, default.max_body_bytes);
         assert_eq!(parsed.max_attempts, default.max_attempts);
         assert_eq!(*parsed.max_delivery_age, *default.max_delivery_age);
+        assert_eq!(*parsed.payload_retention, *default.payload_retention);
         assert_eq!(parsed.retry_schedule, default.retry_schedule);
         assert_eq!(parsed.target_concurrency, default.target_concurrency);
         assert_eq!(parsed.line_api_base_url, default.line_api_base_url);

@@ -33,6 +33,7 @@ fn entitled_tenant() -> ConfigResource {
                 zone: Zone::Zone1 as i32,
                 valid_until: Some(until.into()),
             }],
+            purge_before: None,
         })),
     }
 }

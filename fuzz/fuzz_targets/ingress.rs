@@ -81,6 +81,13 @@ impl Queue for Recorded {
     async fn requeue_failed(&self, _id: &str) -> Result<bool, Error> {
         Ok(false)
     }
+    async fn purge_tenant(
+        &self,
+        _tenant_id: &str,
+        _before: std::time::SystemTime,
+    ) -> Result<hookplane_data::queue::Purged, Error> {
+        Ok(hookplane_data::queue::Purged::default())
+    }
     async fn depth(&self) -> Result<u64, Error> {
         Ok(self.jobs.lock().unwrap().len() as u64)
     }

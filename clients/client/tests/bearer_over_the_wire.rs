@@ -4,7 +4,8 @@ use hookplane_client::{
     Client,
     v1::{
         CreateTenantRequest, DeleteTenantRequest, GetTenantRequest, ListTenantsRequest,
-        ListTenantsResponse, Tenant, UpdateTenantRequest,
+        ListTenantsResponse, PurgeTenantDataRequest, PurgeTenantDataResponse, Tenant,
+        UpdateTenantRequest,
         tenant_service_server::{TenantService, TenantServiceServer},
     },
 };
@@ -59,6 +60,13 @@ impl TenantService for EchoAuthorization {
     }
 
     async fn delete_tenant(&self, _: Request<DeleteTenantRequest>) -> Result<Response<()>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    async fn purge_tenant_data(
+        &self,
+        _: Request<PurgeTenantDataRequest>,
+    ) -> Result<Response<PurgeTenantDataResponse>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
 }

@@ -9,7 +9,8 @@ use std::{
 
 use hookplane_client::v1::{
     CreateTenantRequest, DeleteTenantRequest, GetTenantRequest, ListTenantsRequest,
-    ListTenantsResponse, Tenant, UpdateTenantRequest,
+    ListTenantsResponse, PurgeTenantDataRequest, PurgeTenantDataResponse, Tenant,
+    UpdateTenantRequest,
     tenant_service_server::{TenantService, TenantServiceServer},
 };
 use serde_json::Value;
@@ -94,6 +95,27 @@ impl TenantService for Tenants {
         self.found(id)?;
         self.0.lock().unwrap().remove(id);
         Ok(Response::new(()))
+    }
+
+    /// Answers as if 3 attempts and 2 deliveries went; `last_purge_time` tells a test it came.
+    async fn purge_tenant_data(
+        &self,
+        request: Request<PurgeTenantDataRequest>,
+    ) -> Result<Response<PurgeTenantDataResponse>, Status> {
+        let id = &request.get_ref().tenant_id;
+        let mut tenant = self.found(id)?;
+        let at = prost_types::Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 0,
+        };
+        tenant.last_purge_time = Some(at);
+        self.0.lock().unwrap().insert(id.clone(), tenant);
+        Ok(Response::new(PurgeTenantDataResponse {
+            attempts_deleted: 3,
+            deliveries_deleted: 2,
+            notification_bodies_deleted: 0,
+            purge_time: Some(at),
+        }))
     }
 }
 
@@ -233,6 +255,37 @@ async fn update_of_a_limit_keeps_the_zones() {
     );
     assert_eq!(updated["entitlements"]["maxActiveSubscriptions"], 7);
     assert_eq!(updated["entitlements"]["zones"][0]["zone"], "ZONE_2");
+}
+
+#[tokio::test]
+async fn a_purge_without_yes_is_refused_before_it_reaches_the_server() {
+    let server = serve().await;
+    assert!(
+        hookctl(&server, &["tenant", "create", "--name", "A"])
+            .await
+            .ok
+    );
+    let run = hookctl(&server, &["tenant", "purge", "tnt_1"]).await;
+    assert!(!run.ok);
+    assert!(run.stderr.contains("--yes"), "{}", run.stderr);
+    let tenant = json(&hookctl(&server, &["tenant", "get", "tnt_1", "--json"]).await);
+    assert_eq!(tenant["lastPurgeTime"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_purge_with_yes_prints_what_the_server_removed() {
+    let server = serve().await;
+    assert!(
+        hookctl(&server, &["tenant", "create", "--name", "A"])
+            .await
+            .ok
+    );
+    let purged = json(&hookctl(&server, &["tenant", "purge", "tnt_1", "--yes", "--json"]).await);
+    assert_eq!(purged["attemptsDeleted"], "3");
+    assert_eq!(purged["deliveriesDeleted"], "2");
+    assert_eq!(purged["purgeTime"], "2027-01-15T08:00:00Z");
+    let tenant = json(&hookctl(&server, &["tenant", "get", "tnt_1", "--json"]).await);
+    assert_eq!(tenant["lastPurgeTime"], "2027-01-15T08:00:00Z");
 }
 
 #[tokio::test]

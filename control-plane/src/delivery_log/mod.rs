@@ -390,6 +390,40 @@ impl DeliveryLog {
         }
     }
 
+    /// Removes a tenant's attempts, and the records of its deliveries not yet delivered, for
+    /// PurgeTenantData; returns how many of each. `targets` are the tenant's forwarding sets and
+    /// subscriptions as the store knows them; a deleted target's pages name the tenant in their
+    /// attempts, so those go too.
+    pub fn purge_tenant(
+        &self,
+        tenant_id: &str,
+        targets: &HashSet<String>,
+    ) -> Result<(u64, u64), Error> {
+        let mut shelves = self.trees.lock();
+        let removed = pages::remove_targets(self.trees.attempt_pages(), |target, page| {
+            targets.contains(target) || page.iter().any(|a| a.tenant_id == tenant_id)
+        });
+        // The index of pages held in memory no longer matches the tree either way.
+        shelves.forget_targets();
+        let (attempts, emptied) = removed?;
+        let mut doomed: HashSet<&str> = targets.iter().map(String::as_str).collect();
+        doomed.extend(emptied.iter().map(String::as_str));
+        let deliveries = self.trees.deliveries();
+        let mut records = 0u64;
+        for entry in deliveries.iter() {
+            let (key, value) = entry?;
+            let record: DeliveryRecord = crate::store::decode("deliveries", &value)?;
+            if doomed.contains(record.forwarding_set_id.as_str())
+                || doomed.contains(record.subscription_id.as_str())
+            {
+                deliveries.remove(&key)?;
+                records += 1;
+            }
+        }
+        drop(shelves);
+        Ok((attempts as u64, records))
+    }
+
     /// Where the retries admins ask for are announced, for the config streams to pass on.
     pub(crate) fn retry_requests(&self) -> broadcast::Sender<RetryBatch> {
         self.retries.clone()

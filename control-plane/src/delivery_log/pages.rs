@@ -192,6 +192,43 @@ pub(super) fn write_pages(
     }
 }
 
+/// Removes every page of the targets `of_tenant` says are the tenant's (it gets each target's
+/// id and the attempts of one of its pages: a target is one tenant's, so one page tells).
+/// Returns how many attempts went and which targets held any.
+pub(super) fn remove_targets(
+    tree: &Tree,
+    mut of_tenant: impl FnMut(&str, &[DeliveryAttempt]) -> bool,
+) -> Result<(usize, Vec<String>), Error> {
+    let mut removed = 0;
+    let mut targets = Vec::new();
+    // Keys come in order, so the keys under one `target/` prefix come together.
+    let mut current: Option<(Vec<u8>, bool)> = None;
+    for entry in tree.iter() {
+        let (key, value) = entry?;
+        let Some(slash) = key.iter().position(|b| *b == b'/') else {
+            continue;
+        };
+        let prefix = &key[..=slash];
+        let doomed = match &current {
+            Some((p, doomed)) if p.as_slice() == prefix => *doomed,
+            _ => {
+                let target = String::from_utf8_lossy(&key[..slash]).into_owned();
+                let doomed = of_tenant(&target, &decode(&value)?);
+                if doomed {
+                    targets.push(target);
+                }
+                current = Some((prefix.to_vec(), doomed));
+                doomed
+            }
+        };
+        if doomed {
+            removed += PageKey::parse(&key, prefix.len()).map_or(0, |p| p.len());
+            tree.remove(&key)?;
+        }
+    }
+    Ok((removed, targets))
+}
+
 /// A page made or changed by one write, stored when the write ends.
 struct Loose {
     /// The key it is stored under now, if it is.

@@ -197,6 +197,7 @@ mod tests {
             max_forwarding_sets_per_channel: None,
             create_time: Time::now(),
             update_time: Time::now(),
+            purged_before: None,
         }
     }
 

@@ -86,6 +86,10 @@ pub(crate) struct TenantRecord {
     pub max_forwarding_sets_per_channel: Option<u32>,
     pub create_time: Time,
     pub update_time: Time,
+    /// The time of the last PurgeTenantData: nodes drop the tenant's jobs enqueued at or before
+    /// it. Travels to nodes with the tenant, so a node offline at the time still does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged_before: Option<Time>,
 }
 
 pub(crate) const DEFAULT_MAX_ACTIVE_SUBSCRIPTIONS: u32 = 3;

@@ -27,6 +27,13 @@ pub struct Snapshot {
     tenant_subscriptions: HashMap<String, Vec<Arc<NodeSubscription>>>,
 }
 
+/// An instant of the config as the queue's clock reads it.
+fn system_time(ts: &prost_types::Timestamp) -> Option<std::time::SystemTime> {
+    let seconds = u64::try_from(ts.seconds).ok()?;
+    let nanos = u32::try_from(ts.nanos).ok()?;
+    std::time::SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(seconds, nanos))
+}
+
 /// A channel with the forwarding sets its webhooks fan out to.
 pub struct ChannelEntry {
     pub channel: Arc<NodeChannel>,
@@ -85,6 +92,14 @@ impl Snapshot {
 
     pub fn tenant(&self, id: &str) -> Option<&Arc<NodeTenant>> {
         self.tenants.get(id)
+    }
+
+    /// Each purged tenant with the time until which its jobs are to be dropped.
+    pub fn purges(&self) -> impl Iterator<Item = (&str, std::time::SystemTime)> {
+        self.tenants.values().filter_map(|t| {
+            let before = system_time(t.purge_before.as_ref()?)?;
+            Some((t.id.as_str(), before))
+        })
     }
 
     pub fn subscription(&self, id: &str) -> Option<&Arc<NodeSubscription>> {

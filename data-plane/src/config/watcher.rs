@@ -4,10 +4,14 @@
 //! taking it would drop every queued delivery whose target it lacks. The node keeps its config and
 //! its queue, reports not ready, and tries the control plane again until it offers the node's
 //! store at its revision or later.
+//!
+//! A tenant's `purge_before` (TenantService.PurgeTenantData) makes the queue drop the tenant's
+//! jobs enqueued until then, once per process for each value: a node that was offline meets it
+//! in its first snapshot, and a node that restarts applies it again (a no-op by then).
 
-use std::{fmt, path::PathBuf, sync::Arc};
+use std::{collections::HashMap, fmt, path::PathBuf, sync::Arc, time::SystemTime};
 
-use hookplane_proto::v1::{ConfigUpdate, WatchConfigRequest};
+use hookplane_proto::v1::{ConfigUpdate, WatchConfigRequest, config_resource::Resource};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
@@ -30,8 +34,13 @@ pub async fn watch_config(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::default();
+    let mut purges = AppliedPurges::default();
+    // The saved config's purges, while the control plane may be away.
+    if watching.store.is_ready() {
+        purges.apply(&watching, &watching.store.load()).await;
+    }
     loop {
-        let follow = follow(&control, &watching, &mut backoff);
+        let follow = follow(&control, &watching, &mut backoff, &mut purges);
         let result = tokio::select! {
             r = follow => r,
             _ = stop.wait_for(|s| *s) => return,
@@ -65,6 +74,7 @@ async fn follow(
     control: &ControlPlane,
     watching: &Watching,
     backoff: &mut Backoff,
+    purges: &mut AppliedPurges,
 ) -> Result<Followed, tonic::Status> {
     let store = &watching.store;
     // A node that refuses asks for a whole snapshot: what it takes next must not be changes on
@@ -90,6 +100,9 @@ async fn follow(
         backoff.reset();
         apply(store, &update, &watching.metrics);
         requeue(&watching.queue, &update.retry_delivery_ids).await;
+        if store.is_ready() && update.upserts.iter().any(is_tenant) {
+            purges.apply(watching, &store.load()).await;
+        }
     }
     Ok(Followed::Ended)
 }
@@ -215,6 +228,40 @@ fn apply(store: &ConfigStore, update: &ConfigUpdate, metrics: &Metrics) {
     metrics.set_config_revision(next.revision);
     metrics.config_taken();
     store.install(next, update.snapshot || store.is_ready());
+}
+
+fn is_tenant(resource: &hookplane_proto::v1::ConfigResource) -> bool {
+    matches!(resource.resource, Some(Resource::Tenant(_)))
+}
+
+/// The purge times this process has applied, per tenant.
+#[derive(Default)]
+struct AppliedPurges(HashMap<String, SystemTime>);
+
+impl AppliedPurges {
+    /// Purges the queue of every tenant whose `purge_before` in `snapshot` is later than the
+    /// one applied. One that fails (the disk) is tried again with the next tenant update or
+    /// reconnection.
+    async fn apply(&mut self, watching: &Watching, snapshot: &Snapshot) {
+        for (tenant_id, before) in snapshot.purges() {
+            if self.0.get(tenant_id).is_some_and(|done| *done >= before) {
+                continue;
+            }
+            match watching.queue.purge_tenant(tenant_id, before).await {
+                Ok(purged) => {
+                    info!(
+                        tenant_id,
+                        queued = purged.queued,
+                        parked = purged.parked,
+                        "tenant data purged from the queue"
+                    );
+                    watching.metrics.purged(purged.queued, purged.parked);
+                    self.0.insert(tenant_id.to_owned(), before);
+                }
+                Err(e) => error!(tenant_id, error = %e, "could not purge a tenant's jobs"),
+            }
+        }
+    }
 }
 
 async fn requeue(queue: &Arc<dyn Queue>, ids: &[String]) {

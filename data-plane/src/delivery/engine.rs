@@ -166,10 +166,11 @@ impl Engine {
             self.settle(leased, Settle::Ack).await;
             return None;
         };
-        if let Some(why) = target.switched_off() {
+        let expired = self.policy.past_retention(&leased.job, SystemTime::now());
+        if let Some(why) = expired.or_else(|| target.switched_off().map(str::to_owned)) {
             let attempt = self.attempt_record(&leased.job, &target, SystemTime::now());
             let failure = AttemptFailure {
-                reason: why.to_owned(),
+                reason: why,
                 retryable: false,
             };
             self.conclude_failure(leased, attempt, failure, None, Duration::ZERO)

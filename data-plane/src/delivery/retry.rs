@@ -1,4 +1,5 @@
-//! When the next attempt happens, and when to stop trying.
+//! When the next attempt happens, and when to stop trying: after the attempts or the age a
+//! delivery gets, and before any attempt once its body is past `--payload-retention`.
 
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +15,8 @@ pub struct RetryPolicy {
     schedule: Vec<Duration>,
     max_attempts: u32,
     max_age: Duration,
+    /// How long a job's body may be kept after its first enqueue; `None`: no bound here.
+    payload_retention: Option<Duration>,
 }
 
 /// What follows a failed attempt that may be retried.
@@ -35,7 +38,28 @@ impl RetryPolicy {
             schedule,
             max_attempts: max_attempts.max(1),
             max_age,
+            payload_retention: None,
         }
+    }
+
+    /// Jobs first enqueued longer than `retention` ago fail for good before their next attempt.
+    pub fn with_payload_retention(mut self, retention: Duration) -> Self {
+        self.payload_retention = Some(retention);
+        self
+    }
+
+    /// Why `job` must fail for good now without an attempt, if so: its body has been kept as
+    /// long as `--payload-retention` allows (counted from its first enqueue, or a manual retry).
+    pub fn past_retention(&self, job: &Job, now: SystemTime) -> Option<String> {
+        let retention = self.payload_retention?;
+        // A job that never said when it was enqueued is not taken for one from 1970.
+        let known = job.first_enqueued_ms > 0;
+        (known && now > job.budget_began() + retention).then(|| {
+            format!(
+                "payload retention ({}) passed: dropped without an attempt",
+                humantime::format_duration(retention)
+            )
+        })
     }
 
     /// The scheduled wait after the `attempt`-th failed attempt (1-based), before jitter.
@@ -78,6 +102,28 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_whose_body_is_past_the_payload_retention_fails_with_a_reason_naming_it() {
+        let day = Duration::from_secs(24 * 3600);
+        let policy =
+            RetryPolicy::new(vec![Duration::from_secs(1)], 20, day).with_payload_retention(7 * day);
+        let enqueued = SystemTime::UNIX_EPOCH + 1000 * day;
+        let job = Job {
+            first_enqueued_ms: crate::queue::unix_ms(enqueued),
+            ..Job::default()
+        };
+        assert_eq!(policy.past_retention(&job, enqueued + 7 * day), None);
+        let reason = policy
+            .past_retention(&job, enqueued + 7 * day + Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(
+            reason,
+            "payload retention (7days) passed: dropped without an attempt"
+        );
+        let unbounded = RetryPolicy::new(vec![Duration::from_secs(1)], 20, day);
+        assert_eq!(unbounded.past_retention(&job, enqueued + 100 * day), None);
+    }
     use crate::queue::unix_ms;
 
     fn secs(s: u64) -> Duration {

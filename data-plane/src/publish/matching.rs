@@ -58,6 +58,7 @@ mod tests {
                 zone: zone as i32,
                 valid_until: Some(valid_until.into()),
             }],
+            purge_before: None,
         }
     }
 

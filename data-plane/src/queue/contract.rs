@@ -296,6 +296,47 @@ async fn concurrent_enqueues_all_land_and_each_is_handed_out(q: Arc<dyn Queue>) 
     assert!(nothing_due(&*q).await);
 }
 
+/// A purge drops a tenant's queued and parked jobs enqueued until its time, whichever backend:
+/// they are never handed out again nor requeued, while another tenant's job and the tenant's
+/// later one still are.
+async fn a_purged_tenants_jobs_are_never_handed_out_and_the_others_are(q: &dyn Queue) {
+    let of = |id: &str, tenant: &str, lane: &str| Job {
+        tenant_id: tenant.to_owned(),
+        ..job(id, lane)
+    };
+    q.enqueue(vec![of("dlv_parked", "tnt_purged", "fwd_p")])
+        .await
+        .unwrap();
+    let parked = lease_until(q, 1, &all).await.pop().unwrap();
+    q.fail(parked, 20, "503").await.unwrap();
+    q.enqueue(vec![
+        of("dlv_queued_1", "tnt_purged", "fwd_p"),
+        of("dlv_queued_2", "tnt_purged", "fwd_p"),
+    ])
+    .await
+    .unwrap();
+    q.enqueue(vec![of("dlv_other", "tnt_other", "fwd_o")])
+        .await
+        .unwrap();
+    let purge_time = SystemTime::now();
+    let later = Job {
+        first_enqueued_ms: unix_ms(purge_time) + 1000,
+        ..of("dlv_later", "tnt_purged", "fwd_p")
+    };
+    q.enqueue(vec![later]).await.unwrap();
+
+    let purged = q.purge_tenant("tnt_purged", purge_time).await.unwrap();
+
+    assert_eq!(purged.parked, 1);
+    assert!(!q.requeue_failed("dlv_parked").await.unwrap());
+    let got = lease_until(q, 2, &all).await;
+    assert_eq!(ids(&got), ["dlv_later", "dlv_other"]);
+    for leased in got {
+        q.ack(leased).await.unwrap();
+    }
+    assert!(nothing_due(q).await);
+}
+
 /// A spool in a temporary directory.
 fn spool() -> (Arc<dyn Queue>, Box<dyn std::any::Any + Send>) {
     let dir = tempfile::tempdir().unwrap();
@@ -357,9 +398,14 @@ async fn jetstream() -> (Arc<dyn Queue>, Box<dyn std::any::Any + Send>) {
         nats_ack_wait: LEASE.into(),
         ..NatsOptions::default()
     };
-    let nats = Nats::connect(std::slice::from_ref(&server.url), &options, "node_test")
-        .await
-        .unwrap();
+    let nats = Nats::connect(
+        std::slice::from_ref(&server.url),
+        &options,
+        "node_test",
+        Duration::from_secs(7 * 24 * 3600),
+    )
+    .await
+    .unwrap();
     (Arc::new(JetStreamQueue::new(nats)), Box::new(server))
 }
 
@@ -410,4 +456,5 @@ contract!(
     jobs_enqueued_together_are_settled_each_on_its_own,
     a_failed_job_is_parked_and_a_requeue_brings_it_back_with_a_fresh_budget,
     requeueing_an_unknown_job_does_nothing,
+    a_purged_tenants_jobs_are_never_handed_out_and_the_others_are,
 );

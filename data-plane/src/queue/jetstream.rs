@@ -37,6 +37,15 @@
 //!   [`MAX_ROOM_WAIT`], until it has room again. A lane that stays full costs one redelivery per
 //!   job per delay, never a wait for the other lanes, not even for the jobs of its own message.
 //!
+//! - purge_tenant: a job's message may carry other tenants' jobs too (not in practice: one
+//!   request's jobs are one tenant's, but a stream cannot delete part of a message), so the
+//!   node remembers the purge and a lease settles, undelivered, every job of the tenant enqueued
+//!   before it, as it comes; the message is gone once all its jobs are settled. Parked jobs are
+//!   purged from the bucket at once. What stays is a job waiting in a stream for its retry's
+//!   time: its message leaves when it comes due (at most the retry schedule's longest wait), or
+//!   at the stream's max age (`--payload-retention`). Every node applies every purge, so
+//!   whichever node takes a message drops it.
+//!
 //! The receipt is the job's share of its message's acknowledgement: nothing is kept per lease.
 
 use std::{
@@ -61,7 +70,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::{Job, Leased, Queue, Receipt, Room, unix_ms};
+use super::{Job, Leased, Purged, Queue, Receipt, Room, unix_ms};
 use crate::{
     Error,
     nats::{Nats, PUBLISH_TIMEOUT},
@@ -153,6 +162,9 @@ struct Parked {
 pub struct JetStreamQueue {
     nats: Nats,
     holding: tokio::sync::Mutex<Holding>,
+    /// Tenants purged since the node started, with the enqueue time (unix ms) up to which
+    /// their jobs are dropped as they are handed out (see the module comment).
+    purges: arc_swap::ArcSwap<HashMap<String, u64>>,
     /// One per jobs stream.
     pumps: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -399,8 +411,16 @@ impl JetStreamQueue {
                 stuck: HashSet::new(),
                 outflow: HashMap::new(),
             }),
+            purges: arc_swap::ArcSwap::default(),
             pumps,
         }
+    }
+
+    /// Whether `job` belongs to a purge (its tenant's jobs enqueued until then are dropped).
+    fn purged(purges: &HashMap<String, u64>, job: &Job) -> bool {
+        purges
+            .get(&job.tenant_id)
+            .is_some_and(|before| job.first_enqueued_ms <= *before)
     }
 
     /// Publishes each message and waits for the stream to acknowledge every one. A publish not
@@ -670,6 +690,7 @@ impl Queue for JetStreamQueue {
         let mut naks = Vec::new();
         let mut back: Vec<SendBack> = Vec::new();
         let stale = self.nats.ack_wait / 2;
+        let purges = self.purges.load();
         let unit = rand::thread_rng().gen_range(0.0..=1.0);
         let now = tokio::time::Instant::now();
         // Jobs held first, oldest of each lane first, and the lane that has waited longest
@@ -695,6 +716,10 @@ impl Queue for JetStreamQueue {
                     break;
                 };
                 holding.held -= 1;
+                if Self::purged(&purges, &held.job) {
+                    drop_purged(held.carrier);
+                    continue;
+                }
                 if held.arrived.elapsed() > stale {
                     back.push((held.job, held.carrier, Duration::ZERO));
                     continue;
@@ -795,6 +820,10 @@ impl Queue for JetStreamQueue {
             };
             let carrier = Carrier::new(acker, jobs.len());
             for job in jobs {
+                if Self::purged(&purges, &job) {
+                    drop_purged(Arc::clone(&carrier));
+                    continue;
+                }
                 let lane = job.lane();
                 let free = match left.get_mut(lane.as_ref()) {
                     Some(n) => n,
@@ -946,6 +975,55 @@ impl Queue for JetStreamQueue {
         Ok(true)
     }
 
+    /// Remembers the purge for the leases to come, and purges the tenant's parked jobs from the
+    /// bucket. `queued` stays 0: the jobs streams cannot be searched by tenant, and their jobs
+    /// are dropped as they are handed out (module comment).
+    async fn purge_tenant(&self, tenant_id: &str, before: SystemTime) -> Result<Purged, Error> {
+        let before_ms = unix_ms(before);
+        self.purges.rcu(|purges| {
+            let mut purges = HashMap::clone(purges);
+            let at = purges.entry(tenant_id.to_owned()).or_default();
+            *at = (*at).max(before_ms);
+            purges
+        });
+        let parked_error =
+            |e: &dyn std::fmt::Display| Error::Queue(format!("purging parked jobs: {e}"));
+        let mut keys = self
+            .nats
+            .parked
+            .keys()
+            .await
+            .map_err(|e| parked_error(&e))?;
+        let mut purged = Purged::default();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| parked_error(&e))?;
+            let entry = self
+                .nats
+                .parked
+                .entry(key.as_str())
+                .await
+                .map_err(|e| parked_error(&e))?;
+            let Some(entry) =
+                entry.filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
+            else {
+                continue;
+            };
+            let Ok(Parked { job: Some(job), .. }) = Parked::decode(entry.value.as_ref()) else {
+                continue;
+            };
+            if job.tenant_id == tenant_id && job.first_enqueued_ms <= before_ms {
+                // A purge leaves no earlier value of the key behind (a rollup), unlike a delete.
+                self.nats
+                    .parked
+                    .purge(key.as_str())
+                    .await
+                    .map_err(|e| parked_error(&e))?;
+                purged.parked += 1;
+            }
+        }
+        Ok(purged)
+    }
+
     /// Jobs in the streams' messages, counted by the subjects they were published on (a job
     /// settled while others of its message are not yet is still counted).
     async fn depth(&self) -> Result<u64, Error> {
@@ -969,6 +1047,17 @@ impl Queue for JetStreamQueue {
         }
         Ok(depth)
     }
+}
+
+/// Settles a purged job's share of its message undelivered, on a task of its own (the lease
+/// holds the node's holding lock).
+fn drop_purged(carrier: Arc<Carrier>) {
+    tokio::spawn(async move {
+        if let Err(e) = carrier.settle().await {
+            // The ack wait runs out, the message comes back and its job is dropped again.
+            warn!(error = %e, "could not settle a purged job");
+        }
+    });
 }
 
 /// NAKs messages with their delays, on a task of their own (see [`JetStreamQueue::send_back`]).

@@ -20,7 +20,12 @@
 //! a whole record holds its CRC and reads on from there, so the records after it are not lost;
 //! the bytes skipped are logged and counted ([`Journal::skipped_bytes`], exported by the node).
 //!
-//! The records hold LINE users' messages: the directory is made 0700 and segments 0600.
+//! The records hold LINE users' messages: the directory is made 0700 and segments 0600. Space
+//! coming back in its own time is not enough when a body must be gone (a tenant's data purged,
+//! a body past `--payload-retention`): [`Journal::erase_settled`] copies every live record of the
+//! closed segments forward and deletes them all, so no settled record stays in a file. It runs at
+//! once for a purge; after bodies aged out ([`Journal::erase_soon`]) the maintenance thread runs
+//! it, at most a tenth of its time, so a stream of expiries does not keep the disk rewriting.
 //!
 //! A write or a sync can fail (a full disk, a failing one). A failed write leaves the appends
 //! gathered in memory and is tried again; nothing before it was lost. A failed `fdatasync` is
@@ -135,6 +140,10 @@ struct Inner {
     /// Writes and syncs that failed, and segments abandoned, since the journal was opened.
     failures: u64,
     abandoned: u64,
+    /// Records that must leave the disk were settled: erase soon (see the module comment).
+    erase_wanted: bool,
+    /// When the maintenance thread may erase again, and how long the last erase took.
+    erase_after: Option<std::time::Instant>,
     /// Tests: the next sync fails as a failing disk's would.
     #[cfg(test)]
     fail_next_sync: bool,
@@ -589,6 +598,8 @@ impl Journal {
             retry_wait: MAINTENANCE_EVERY,
             failures: 0,
             abandoned: 0,
+            erase_wanted: false,
+            erase_after: None,
             #[cfg(test)]
             fail_next_sync: false,
         };
@@ -762,6 +773,22 @@ impl Journal {
         Ok(())
     }
 
+    /// Rewrites the journal so that no record removed or replaced before the call stays in a
+    /// file: the active segment is closed, every closed segment's live records are copied
+    /// forward, and the closed segments are deleted once the copies are synced. Costs a write of
+    /// everything live; a purge is rare. Fails while the disk fails (nothing can be copied).
+    pub async fn erase_settled(&self) -> Result<(), Error> {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || shared.erase_settled())
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Asks the maintenance thread to [`Journal::erase_settled`] soon.
+    pub fn erase_soon(&self) {
+        self.lock().erase_wanted = true;
+    }
+
     /// Whether new work may be appended: not while writes or syncs fail (see the module
     /// comment). The error says why.
     pub fn writable(&self) -> Result<(), Error> {
@@ -931,6 +958,52 @@ impl Shared {
         Ok(())
     }
 
+    fn erase_settled(&self) -> Result<(), Error> {
+        let closed: Vec<(u64, Arc<File>, u64)> = {
+            let mut inner = self.lock();
+            if let Some(why) = &inner.failure {
+                return Err(io::Error::other(format!(
+                    "the spool cannot erase settled records now ({why})"
+                ))
+                .into());
+            }
+            inner.erase_wanted = false;
+            let before = inner.active;
+            inner.roll()?;
+            if inner.active == before {
+                return Err(io::Error::other("the spool journal could not begin a segment").into());
+            }
+            inner
+                .segments
+                .range(..inner.active)
+                .map(|(n, s)| (*n, Arc::clone(&s.file), s.bytes))
+                .collect()
+        };
+        for (n, file, bytes) in &closed {
+            self.compact(*n, file, *bytes)?;
+        }
+        self.reclaim()
+    }
+
+    /// An erase asked for by [`Journal::erase_soon`], unless the last one ended too recently
+    /// (at most a tenth of the time goes to erasing).
+    fn erase_if_wanted(&self) -> Result<(), Error> {
+        {
+            let inner = self.lock();
+            let due = inner
+                .erase_after
+                .is_none_or(|at| std::time::Instant::now() >= at);
+            if !inner.erase_wanted || !due {
+                return Ok(());
+            }
+        }
+        let started = std::time::Instant::now();
+        let erased = self.erase_settled();
+        let took = started.elapsed();
+        self.lock().erase_after = Some(std::time::Instant::now() + took * 9);
+        erased
+    }
+
     fn maintain(&self) -> Result<(), Error> {
         let retry_at = {
             let inner = self.lock();
@@ -954,6 +1027,7 @@ impl Shared {
         if let Some((n, file, bytes)) = compact {
             self.compact(n, &file, bytes)?;
         }
+        self.erase_if_wanted()?;
         self.reclaim()
     }
 }
@@ -1290,6 +1364,53 @@ mod tests {
         let journal = Journal::open(dir.path()).unwrap();
         assert_eq!(journal.get(Space::Jobs, b"held").unwrap().unwrap(), b"long");
         assert_eq!(journal.len(Space::Jobs), 1);
+    }
+
+    /// Whether any segment file in `dir` holds `bytes`.
+    fn in_a_segment(dir: &Path, bytes: &[u8]) -> bool {
+        std::fs::read_dir(dir).unwrap().any(|entry| {
+            let content = std::fs::read(entry.unwrap().path()).unwrap();
+            content.windows(bytes.len()).any(|w| w == bytes)
+        })
+    }
+
+    #[tokio::test]
+    async fn an_erase_leaves_no_settled_record_in_any_file_and_keeps_every_live_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open_unattended(dir.path()).unwrap();
+        journal
+            .insert(Space::Jobs, b"kept-early", b"early-v1")
+            .unwrap();
+        journal
+            .insert(Space::Bodies, b"gone", b"settled-body-91c2")
+            .unwrap();
+        journal.roll().unwrap();
+        journal
+            .insert(Space::Jobs, b"kept-late", b"late-body")
+            .unwrap();
+        journal.remove(Space::Bodies, b"gone").unwrap();
+        journal
+            .insert(Space::Jobs, b"kept-early", b"early-v2")
+            .unwrap();
+        journal.sync().await.unwrap();
+        assert!(in_a_segment(dir.path(), b"settled-body-91c2"));
+
+        journal.erase_settled().await.unwrap();
+
+        assert!(!in_a_segment(dir.path(), b"settled-body-91c2"));
+        assert!(!in_a_segment(dir.path(), b"early-v1"));
+        assert!(in_a_segment(dir.path(), b"late-body"));
+        drop(journal);
+        let journal = Journal::open_unattended(dir.path()).unwrap();
+        assert_eq!(journal.get(Space::Bodies, b"gone").unwrap(), None);
+        assert_eq!(
+            journal.get(Space::Jobs, b"kept-early").unwrap().unwrap(),
+            b"early-v2"
+        );
+        assert_eq!(
+            journal.get(Space::Jobs, b"kept-late").unwrap().unwrap(),
+            b"late-body"
+        );
     }
 
     #[tokio::test]

@@ -116,6 +116,10 @@ pub trait Queue: Send + Sync + 'static {
     async fn fail(&self, leased: Leased, attempts: u32, reason: &str) -> Result<(), Error>;
     /// Makes a parked job due now with a fresh budget. False when no such failed job is held.
     async fn requeue_failed(&self, delivery_id: &str) -> Result<bool, Error>;
+    /// Drops every job of `tenant_id` first enqueued at or before `before`, queued or parked,
+    /// with its body (PurgeTenantData); a job leased now may still make the attempt under way.
+    /// Safe to call again with the same arguments.
+    async fn purge_tenant(&self, tenant_id: &str, before: SystemTime) -> Result<Purged, Error>;
     /// Jobs waiting or in flight (parked failures not counted).
     async fn depth(&self) -> Result<u64, Error>;
     /// How the backend's own storage fares (the spool's disk); a broker says nothing here.
@@ -127,6 +131,14 @@ pub trait Queue: Send + Sync + 'static {
     fn usage(&self) -> Option<SpoolUsage> {
         None
     }
+}
+
+/// What a purge dropped on this node (JetStream: what it could count, see
+/// `jetstream::JetStreamQueue::purge_tenant`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub queued: u64,
+    pub parked: u64,
 }
 
 /// The state of a queue's own storage, for readiness and metrics.

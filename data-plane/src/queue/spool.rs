@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use super::{
-    Job, Leased, Queue, Receipt, Room, Storage,
+    Job, Leased, Purged, Queue, Receipt, Room, Storage,
     bodies::{Bodies, BodyKey},
     budget::{Charges, JOB_CHARGE, Limits, Refusal, SpoolBudget, SpoolUsage},
     hashed_key::{HashedKey, HashedMap, Probe},
@@ -42,7 +42,8 @@ use crate::{Error, metrics::Metrics};
 /// How long a leased job stays invisible: longer than the longest attempt (60 s timeout) so a
 /// live worker never sees its job handed out twice, short enough that a stuck one comes back.
 const LEASE_TIME: Duration = Duration::from_secs(300);
-/// Parked failed jobs kept for RetryDelivery; the oldest go first.
+/// Parked failed jobs kept for RetryDelivery; the oldest go first. They go sooner once their
+/// first enqueue is older than `--payload-retention`.
 const MAX_FAILED: usize = 10_000;
 /// Jobs kept decoded in memory until their first lease. Beyond this a backlog lives on disk
 /// only and each lease reads its record back.
@@ -549,6 +550,8 @@ pub struct Spool {
     lease_time: Duration,
     /// What each tenant holds against the cap and its share (budget.rs).
     budget: SpoolBudget,
+    /// How long a parked job's body is kept after its first enqueue (`--payload-retention`).
+    payload_retention: Option<Duration>,
 }
 
 impl Spool {
@@ -600,8 +603,12 @@ impl Spool {
             if let Some(job) = &record.job {
                 budget.ledger().replayed(job, body_bytes);
             }
+            let since = record
+                .job
+                .as_ref()
+                .map_or(record.failed_ms, |job| parked_since(&record, job));
             match record.job {
-                Some(_) if record.failed => schedule.park(&id, record.failed_ms),
+                Some(_) if record.failed => schedule.park(&id, since),
                 Some(job) => {
                     schedule.hold(&id, &job.lane(), record.not_before_ms, None);
                     schedule.name_body(&id, &record.body_key);
@@ -626,7 +633,15 @@ impl Spool {
             arrivals: Notify::new(),
             lease_time: LEASE_TIME,
             budget,
+            payload_retention: None,
         })
+    }
+
+    /// Parked jobs first enqueued longer than `retention` ago are dropped with their bodies
+    /// (`--payload-retention`); without it only their count bounds them.
+    pub fn with_payload_retention(mut self, retention: Duration) -> Self {
+        self.payload_retention = Some(retention);
+        self
     }
 
     /// Bounds what new work may store from now on (budget.rs), counting refusals in `metrics`;
@@ -861,22 +876,57 @@ impl Spool {
         Ok(leased)
     }
 
-    /// Drops the oldest parked failures beyond the bound.
-    fn prune_failed(&self) -> Result<(), Error> {
+    /// Drops the oldest parked failures beyond the bound, and those whose first enqueue is
+    /// past the payload retention at `now`; the latter's bodies are erased from the disk soon.
+    fn prune_failed(&self, now: SystemTime) -> Result<(), Error> {
+        let expired_before = self
+            .payload_retention
+            .and_then(|retention| now.checked_sub(retention))
+            .map_or(0, unix_ms);
+        let mut expired = 0usize;
         loop {
             let oldest = {
                 let mut schedule = self.schedule();
-                if schedule.failed.len() <= MAX_FAILED {
-                    return Ok(());
+                let Some(((since, _), _)) = schedule.failed.first_key_value() else {
+                    break;
+                };
+                let past = *since < expired_before;
+                if schedule.failed.len() <= MAX_FAILED && !past {
+                    break;
                 }
+                expired += usize::from(past);
                 let Some((_, id)) = schedule.failed.pop_first() else {
-                    return Ok(());
+                    break;
                 };
                 schedule.failed_at.remove(&id);
                 id
             };
             self.forget(&oldest)?;
         }
+        if expired > 0 {
+            tracing::info!(
+                jobs = expired,
+                "parked deliveries past the payload retention dropped with their bodies"
+            );
+            self.journal.erase_soon();
+        }
+        Ok(())
+    }
+
+    /// Parked jobs past the payload retention, dropped now (the engine drops queued ones when
+    /// it next leases them); the node calls this now and then, since nothing else may touch a
+    /// parked job for days.
+    pub fn prune_parked(&self, now: SystemTime) -> Result<(), Error> {
+        self.prune_failed(now)
+    }
+}
+
+/// Where a parked job sorts among the parked: by its first enqueue, what `--payload-retention`
+/// counts from (a record parked before jobs knew it: when it failed).
+fn parked_since(record: &Record, job: &Job) -> u64 {
+    match job.first_enqueued_ms {
+        0 => record.failed_ms,
+        ms => ms,
     }
 }
 
@@ -1016,16 +1066,20 @@ impl Queue for Spool {
         record.failed = true;
         record.failed_ms = now;
         record.reason = reason.to_owned();
+        let since = record
+            .job
+            .as_ref()
+            .map_or(now, |job| parked_since(&record, job));
         {
             let mut schedule = self.schedule();
             if schedule.release(delivery_id).is_none() {
                 return Ok(());
             }
-            schedule.park(delivery_id, now);
+            schedule.park(delivery_id, since);
         }
         self.journal
             .insert(Space::Jobs, delivery_id.as_bytes(), &record.encode_to_vec())?;
-        self.prune_failed()
+        self.prune_failed(SystemTime::now())
     }
 
     async fn requeue_failed(&self, delivery_id: &str) -> Result<bool, Error> {
@@ -1058,6 +1112,50 @@ impl Queue for Spool {
         }
         self.arrivals.notify_waiters();
         Ok(true)
+    }
+
+    async fn purge_tenant(&self, tenant_id: &str, before: SystemTime) -> Result<Purged, Error> {
+        let before_ms = unix_ms(before);
+        let mut doomed: Vec<(String, bool)> = Vec::new();
+        self.journal.for_each(|space, id, bytes| {
+            if space != Space::Jobs {
+                return Ok(());
+            }
+            // An unreadable record was dropped when the spool was opened.
+            let Ok(record) = Record::decode(bytes) else {
+                return Ok(());
+            };
+            if let Some(job) = &record.job
+                && job.tenant_id == tenant_id
+                && job.first_enqueued_ms <= before_ms
+            {
+                doomed.push((String::from_utf8_lossy(id).into_owned(), record.failed));
+            }
+            Ok(())
+        })?;
+        let mut purged = Purged::default();
+        for (id, failed) in &doomed {
+            {
+                let mut schedule = self.schedule();
+                // A spilled job is not held: its lease finds no record and lets it go.
+                schedule.release(id);
+                schedule.unpark(id);
+            }
+            if self.journal.contains(Space::Jobs, id.as_bytes()) {
+                self.forget(id)?;
+                if *failed {
+                    purged.parked += 1;
+                } else {
+                    purged.queued += 1;
+                }
+            }
+        }
+        if purged != Purged::default() {
+            // The removals are durable before the copies that leave them out replace the files.
+            self.journal.sync().await?;
+            self.journal.erase_settled().await?;
+        }
+        Ok(purged)
     }
 
     async fn depth(&self) -> Result<u64, Error> {
@@ -1805,5 +1903,157 @@ mod tests {
         drop(spool);
         let spool = Spool::open(dir.path()).unwrap();
         assert_eq!(spool.depth().await.unwrap(), 32);
+    }
+
+    /// Every file under `dir` holds `marker` somewhere.
+    fn on_disk(dir: &Path, marker: &[u8]) -> bool {
+        let mut found = false;
+        let mut dirs = vec![dir.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    let bytes = std::fs::read(&path).unwrap();
+                    found |= bytes.windows(marker.len()).any(|w| w == marker);
+                }
+            }
+        }
+        found
+    }
+
+    fn tenant_job(id: &str, tenant: &str, set: &str, text: &str, enqueued: SystemTime) -> Job {
+        Job {
+            tenant_id: tenant.to_owned(),
+            forwarding_set_id: set.to_owned(),
+            body: bytes::Bytes::from(format!(
+                "{{\"events\":[{{\"message\":{{\"text\":\"{text}\"}}}}]}}"
+            )),
+            first_enqueued_ms: unix_ms(enqueued),
+            ..job(id)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_purge_drops_the_tenants_queued_and_parked_jobs_and_no_byte_of_their_bodies_stays_on_disk()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let earlier = SystemTime::now() - Duration::from_secs(60);
+        spool
+            .enqueue(vec![tenant_job(
+                "dlv_parked",
+                "tnt_a",
+                "fwd_a",
+                "parked-secret-7f3a",
+                earlier,
+            )])
+            .await
+            .unwrap();
+        lease_now(&spool, 1).await;
+        spool.fail(by_id("dlv_parked"), 20, "503").await.unwrap();
+        spool
+            .enqueue(vec![
+                tenant_job(
+                    "dlv_queued",
+                    "tnt_a",
+                    "fwd_a",
+                    "queued-secret-7f3a",
+                    earlier,
+                ),
+                tenant_job("dlv_other", "tnt_b", "fwd_b", "other-tenant-body", earlier),
+            ])
+            .await
+            .unwrap();
+        let purge_time = SystemTime::now();
+        let later = purge_time + Duration::from_secs(1);
+        spool
+            .enqueue(vec![tenant_job(
+                "dlv_later",
+                "tnt_a",
+                "fwd_a",
+                "after-the-purge",
+                later,
+            )])
+            .await
+            .unwrap();
+        spool.flush().await.unwrap();
+        assert!(on_disk(dir.path(), b"queued-secret-7f3a"));
+        assert!(on_disk(dir.path(), b"parked-secret-7f3a"));
+
+        let purged = spool.purge_tenant("tnt_a", purge_time).await.unwrap();
+
+        assert_eq!(
+            purged,
+            Purged {
+                queued: 1,
+                parked: 1
+            }
+        );
+        assert!(!on_disk(dir.path(), b"queued-secret-7f3a"));
+        assert!(!on_disk(dir.path(), b"parked-secret-7f3a"));
+        assert!(on_disk(dir.path(), b"other-tenant-body"));
+        assert!(on_disk(dir.path(), b"after-the-purge"));
+        assert!(!spool.requeue_failed("dlv_parked").await.unwrap());
+        let mut left = ids(&lease_now(&spool, 10).await)
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        left.sort();
+        assert_eq!(left, ["dlv_later", "dlv_other"]);
+        assert_eq!(
+            spool.purge_tenant("tnt_a", purge_time).await.unwrap(),
+            Purged::default()
+        );
+        drop(spool);
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(spool.depth().await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_purged_job_waiting_in_a_spill_is_not_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let earlier = SystemTime::now() - Duration::from_secs(60);
+        let jobs: Vec<Job> = (0..WINDOW + 10)
+            .map(|i| tenant_job(&format!("dlv_{i:05}"), "tnt_a", "fwd_a", "x", earlier))
+            .collect();
+        spool.enqueue(jobs).await.unwrap();
+        let purged = spool
+            .purge_tenant("tnt_a", SystemTime::now())
+            .await
+            .unwrap();
+        assert_eq!(purged.queued, (WINDOW + 10) as u64);
+        assert!(lease_now(&spool, WINDOW + 10).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn parked_jobs_past_the_payload_retention_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path())
+            .unwrap()
+            .with_payload_retention(Duration::from_secs(3600));
+        let now = SystemTime::now();
+        for (id, age) in [("dlv_old", 7200), ("dlv_young", 60)] {
+            let enqueued = now - Duration::from_secs(age);
+            spool
+                .enqueue(vec![tenant_job(id, "tnt_a", "fwd_a", "x", enqueued)])
+                .await
+                .unwrap();
+            lease_now(&spool, 1).await;
+            spool.fail(by_id(id), 3, "503").await.unwrap();
+        }
+        // Parked past its retention: gone at once.
+        assert!(!spool.requeue_failed("dlv_old").await.unwrap());
+        spool.prune_parked(now + Duration::from_secs(60)).unwrap();
+        let young = tenant_job("dlv_young", "tnt_a", "fwd_a", "x", now);
+        assert!(
+            spool
+                .journal
+                .contains(Space::Jobs, young.delivery_id.as_bytes())
+        );
+        spool.prune_parked(now + Duration::from_secs(3600)).unwrap();
+        assert!(!spool.requeue_failed("dlv_young").await.unwrap());
     }
 }

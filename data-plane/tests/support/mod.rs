@@ -60,6 +60,7 @@ pub fn tenant() -> ConfigResource {
             id: TENANT.to_owned(),
             display_name: "Brand".to_owned(),
             zones: vec![],
+            purge_before: None,
         })),
     }
 }

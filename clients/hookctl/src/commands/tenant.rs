@@ -4,8 +4,8 @@ use hookplane_client::{
     Client,
     v1::{
         CreateTenantRequest, DeleteTenantRequest, Entitlements, GetTenantRequest,
-        ListTenantsRequest, ListTenantsResponse, Tenant, UpdateTenantRequest, Zone,
-        ZoneEntitlement,
+        ListTenantsRequest, ListTenantsResponse, PurgeTenantDataRequest, Tenant,
+        UpdateTenantRequest, Zone, ZoneEntitlement,
     },
 };
 use prost_types::FieldMask;
@@ -31,6 +31,17 @@ pub enum TenantCommand {
     Update(UpdateArgs),
     /// Delete a tenant with its channels, forwarding sets and subscriptions.
     Delete { id: String },
+    /// Erase the tenant's traffic now (an erasure request): its attempt log, and on every node
+    /// its queued and parked deliveries with their message bodies. Cannot be undone.
+    Purge(PurgeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    pub id: String,
+    /// Confirms the purge: queued deliveries are dropped undelivered and nothing comes back.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +213,20 @@ pub async fn run(command: TenantCommand, client: &Client) -> anyhow::Result<Prin
                 .delete_tenant(DeleteTenantRequest { id: id.clone() })
                 .await?;
             Printout::Deleted(id)
+        }
+        TenantCommand::Purge(args) => {
+            if !args.yes {
+                bail!(
+                    "purging {} drops its queued and parked deliveries undelivered and erases its \
+                     attempt log, for good: run again with --yes to do it",
+                    args.id
+                );
+            }
+            let purged = tenants
+                .purge_tenant_data(PurgeTenantDataRequest { tenant_id: args.id })
+                .await?
+                .into_inner();
+            Printout::Resource(proto_json::to_value(&purged)?)
         }
     })
 }
