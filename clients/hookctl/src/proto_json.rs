@@ -110,6 +110,7 @@ mod tests {
             }),
             create_time: at(0),
             update_time: None,
+            last_purge_time: None,
         };
         assert_eq!(
             json_of(&t),
@@ -124,6 +125,7 @@ mod tests {
                 },
                 "createTime": "1970-01-01T00:00:00Z",
                 "updateTime": null,
+                "lastPurgeTime": null,
             })
         );
     }
