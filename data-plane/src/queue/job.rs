@@ -48,6 +48,10 @@ pub struct Job {
     /// Which call a forwarding set's job makes: the raw forward, or one of a connector's.
     #[prost(enumeration = "Leg", tag = "12")]
     pub leg: i32,
+    /// The W3C `traceparent` of the span that queued it, so each attempt (later, maybe on another
+    /// node) is a span of the request's trace. Set only while traces are exported.
+    #[prost(string, optional, tag = "13")]
+    pub traceparent: Option<String>,
 }
 
 /// The calls a forwarding set's jobs make. Jobs spooled before connectors existed decode as
