@@ -83,11 +83,7 @@ fn exported_context(span: &Span) -> Option<Context> {
         return None;
     }
     let context = span.context();
-    context
-        .span()
-        .span_context()
-        .is_valid()
-        .then_some(context)
+    context.span().span_context().is_valid().then_some(context)
 }
 
 /// A job's stored `traceparent` read as a carrier.
@@ -165,7 +161,10 @@ mod tests {
             let mut outgoing = http::HeaderMap::new();
             inject(&span, &mut outgoing);
             let sent = outgoing["traceparent"].to_str().unwrap();
-            assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{sent}");
+            assert!(
+                sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "{sent}"
+            );
             assert!(!outgoing.contains_key("tracestate"));
         });
     }

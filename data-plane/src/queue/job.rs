@@ -217,6 +217,27 @@ mod tests {
     }
 
     #[test]
+    fn a_jobs_traceparent_is_stored_with_it_and_a_job_stored_before_has_none() {
+        use prost::Message as _;
+        let set = ForwardingSetRef {
+            id: "fwd_1",
+            channel_id: "ch_1",
+            tenant_id: "tnt_1",
+        };
+        let untraced = Job::forward("evt_1", set, Bytes::from_static(b"{}"), vec![], 7);
+        // Untraced, a record holds nothing new; traced, the same bytes and the field after them.
+        let bytes = untraced.encode_to_vec();
+        assert_eq!(Job::decode(bytes.as_slice()).unwrap().traceparent, None);
+        let traced = Job {
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            ..untraced.clone()
+        };
+        let stored = traced.encode_to_vec();
+        assert_eq!(&stored[..bytes.len()], bytes.as_slice());
+        assert_eq!(Job::decode(stored.as_slice()).unwrap(), traced);
+    }
+
+    #[test]
     fn each_kind_of_job_goes_to_its_target_with_its_leg_and_delivery_id() {
         let set = ForwardingSetRef {
             id: "fwd_1",
