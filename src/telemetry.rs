@@ -12,8 +12,9 @@
 
 use anyhow::Context;
 use opentelemetry::{Key, trace::TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+use tonic::transport::ClientTlsConfig;
 use tracing::Level;
 use tracing_subscriber::{
     EnvFilter, Layer, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt,
@@ -45,11 +46,15 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Op
         registry.init();
         return Ok(None);
     };
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .context("--otlp-endpoint")?;
+        .with_endpoint(endpoint);
+    if endpoint.starts_with("https://") {
+        // tonic trusts no root unless told; a collector's certificate is checked against the
+        // system's, as the other dials of the binary do.
+        exporter = exporter.with_tls_config(ClientTlsConfig::new().with_native_roots());
+    }
+    let exporter = exporter.build().context("--otlp-endpoint")?;
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource())
