@@ -186,3 +186,31 @@ async fn without_the_flag_nothing_is_exported_even_when_the_otel_variables_name_
     assert_eq!(collector.exports(), 0, "{:#?}", collector.spans());
     assert_eq!(receiver.requests()[0].header("traceparent"), None);
 }
+
+#[tokio::test]
+async fn a_clean_stop_exports_the_spans_the_batch_still_holds() {
+    let collector = OtlpReceiver::start().await.unwrap();
+    let endpoint = collector.endpoint();
+    // A batch goes out every ten minutes: only the stop's flush can send this one in time.
+    let mut s = Standalone::start_with_env(
+        &["--otlp-endpoint", &endpoint],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "600000")],
+    )
+    .await
+    .unwrap();
+    let client = s.admin().await.unwrap();
+    let mut request = tonic::Request::new(hookplane_client::v1::ListTenantsRequest::default());
+    request
+        .metadata_mut()
+        .insert("traceparent", caller_traceparent().parse().unwrap());
+    client.tenants().list_tenants(request).await.unwrap();
+    assert!(s.terminate().await.unwrap().success());
+
+    let spans = collector.spans();
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.trace_id == CALLER_TRACE && s.name.ends_with("/ListTenants")),
+        "{spans:#?}"
+    );
+}
