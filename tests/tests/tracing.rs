@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
+use hookplane_client::v1;
 use hookplane_tests::{
-    FIXTURE_CHANNEL_SECRET, OtlpReceiver, Receiver, Respond, Standalone, api, fixture, ingress,
-    otlp::ReceivedSpan,
+    FIXTURE_CHANNEL_SECRET, OtlpReceiver, Receiver, Respond, Standalone, api, eventually, fixture,
+    ingress, otlp::ReceivedSpan,
 };
+use prost_types::{Struct, Value, value::Kind};
 
 const WAIT: Duration = Duration::from_secs(20);
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -126,6 +128,77 @@ async fn a_forward_is_one_trace_from_the_callers_traceparent_through_the_enqueue
 }
 
 #[tokio::test]
+async fn a_published_event_is_one_trace_from_the_publishers_traceparent_to_its_attempt() {
+    let collector = OtlpReceiver::start().await.unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    let endpoint = collector.endpoint();
+    let s = Standalone::start_with_env(&["--otlp-endpoint", &endpoint], &[SHORT_BATCH_DELAY])
+        .await
+        .unwrap();
+    let admin = s.admin().await.unwrap();
+    let publisher = s.publisher().await.unwrap();
+    let tenant = api::create_tenant(&admin, "Brand").await.unwrap().id;
+    let topic = "prize.points_added";
+    let subscription = admin
+        .subscriptions()
+        .create_subscription(v1::CreateSubscriptionRequest {
+            tenant_id: tenant.clone(),
+            subscription: Some(api::subscription(
+                "points",
+                &receiver.url("/events"),
+                &[topic],
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let event = || v1::PublishEventRequest {
+        tenant_id: tenant.clone(),
+        topic: topic.to_owned(),
+        data: Some(Value {
+            kind: Some(Kind::StructValue(Struct::default())),
+        }),
+        idempotency_key: String::new(),
+    };
+    // Untraced events until the node knows the subscription.
+    eventually(WAIT, "the node to match the subscription", || async {
+        let answer = publisher.events().publish_event(event()).await.ok()?;
+        (answer.into_inner().matched_subscriptions == 1).then_some(())
+    })
+    .await
+    .unwrap();
+    let mut request = tonic::Request::new(event());
+    request
+        .metadata_mut()
+        .insert("traceparent", caller_traceparent().parse().unwrap());
+    publisher.events().publish_event(request).await.unwrap();
+
+    let spans = collector
+        .wait_for(WAIT, "the attempt's span", |spans| {
+            (in_caller_trace(spans, "delivery attempt").len() == 1).then(|| spans.to_vec())
+        })
+        .await
+        .unwrap();
+    let call = in_caller_trace(&spans, "/hookplane.v1.EventService/PublishEvent");
+    assert_eq!(call.len(), 1, "{spans:#?}");
+    assert_eq!(call[0].parent_span_id, CALLER_SPAN);
+    let enqueue = in_caller_trace(&spans, "enqueue");
+    assert_eq!(enqueue.len(), 1, "{spans:#?}");
+    assert_eq!(enqueue[0].parent_span_id, call[0].span_id);
+    let attempt = in_caller_trace(&spans, "delivery attempt")[0];
+    assert_eq!(attempt.parent_span_id, enqueue[0].span_id);
+    assert_eq!(attempt.attribute("target"), Some(subscription.id.as_str()));
+    assert_eq!(attempt.attribute("status"), Some("200"));
+    let traced = receiver
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.header("traceparent").map(str::to_owned))
+        .find(|t| t.contains(CALLER_TRACE))
+        .expect("the traced event's delivery carries its traceparent");
+    assert_eq!(traced, format!("00-{CALLER_TRACE}-{}-01", attempt.span_id));
+}
+
+#[tokio::test]
 async fn an_admin_rpc_with_a_traceparent_is_a_span_in_the_callers_trace() {
     let collector = OtlpReceiver::start().await.unwrap();
     let endpoint = collector.endpoint();
@@ -133,7 +206,7 @@ async fn an_admin_rpc_with_a_traceparent_is_a_span_in_the_callers_trace() {
         .await
         .unwrap();
     let client = s.admin().await.unwrap();
-    let mut request = tonic::Request::new(hookplane_client::v1::ListTenantsRequest::default());
+    let mut request = tonic::Request::new(v1::ListTenantsRequest::default());
     request
         .metadata_mut()
         .insert("traceparent", caller_traceparent().parse().unwrap());
@@ -199,7 +272,7 @@ async fn a_clean_stop_exports_the_spans_the_batch_still_holds() {
     .await
     .unwrap();
     let client = s.admin().await.unwrap();
-    let mut request = tonic::Request::new(hookplane_client::v1::ListTenantsRequest::default());
+    let mut request = tonic::Request::new(v1::ListTenantsRequest::default());
     request
         .metadata_mut()
         .insert("traceparent", caller_traceparent().parse().unwrap());
