@@ -15,9 +15,10 @@ use opentelemetry::{Key, trace::TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use tonic::transport::ClientTlsConfig;
-use tracing::Level;
+use tracing::{Level, Subscriber};
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, util::SubscriberInitExt,
+    EnvFilter, Layer, filter::Targets, layer::SubscriberExt, registry::LookupSpan,
+    util::SubscriberInitExt,
 };
 
 use crate::LogFormat;
@@ -34,16 +35,12 @@ pub struct Exporting {
 /// `otlp_endpoint` when given.
 pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Option<Exporting>> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let lines = match format {
-        LogFormat::Text => lines.boxed(),
-        LogFormat::Json => lines.json().boxed(),
-    };
-    // Each layer has its own filter: the exported spans never reach the log lines, and
-    // `RUST_LOG` never decides what is exported.
-    let registry = tracing_subscriber::registry().with(lines.with_filter(filter));
     let Some(endpoint) = otlp_endpoint else {
-        registry.init();
+        // As before the flag existed: one filter in front of everything, nothing else installed.
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(log_lines(format))
+            .init();
         return Ok(None);
     };
     let mut exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -62,8 +59,24 @@ pub fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Op
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("hookplane"))
         .with_filter(Targets::new().with_target(hookplane_trace_context::TARGET, Level::DEBUG));
-    registry.with(spans).init();
+    // Each layer has its own filter: `RUST_LOG` decides what is logged, never what is exported.
+    tracing_subscriber::registry()
+        .with(log_lines(format).with_filter(filter))
+        .with(spans)
+        .init();
     Ok(Some(Exporting { provider }))
+}
+
+/// Log lines on stderr, as text or JSON objects.
+fn log_lines<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+{
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().boxed(),
+    }
 }
 
 /// The SDK's resource (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, the SDK's own), named
