@@ -5,6 +5,7 @@
 //! stdout (`... listening on ADDR`), so `127.0.0.1:0` works and scripts can read the port.
 //! TLS flags (`tls.rs`) are read and checked before that, so a bad certificate stops the start.
 
+mod telemetry;
 mod tls;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
@@ -34,6 +35,12 @@ struct Cli {
     /// Log lines as human text or as JSON objects.
     #[arg(long, env = "HOOKPLANE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    /// Export traces over OTLP/gRPC to this collector (`http://collector:4317`): a span per LINE
+    /// request, enqueue, delivery attempt and gRPC call, one trace from a request to its
+    /// deliveries. The standard `OTEL_*` variables apply (headers, timeout, service name, resource
+    /// attributes, sampler, batch delay). Unset: nothing is exported.
+    #[arg(long, env = "HOOKPLANE_OTLP_ENDPOINT", global = true)]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -191,26 +198,19 @@ struct StandaloneCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
-    // Every TLS config of the process (tonic's, the ingress's) uses ring, named once here.
+    // Every TLS config of the process (tonic's, the ingress's, the OTLP exporter's) uses ring,
+    // named once here.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    match cli.command {
+    let exporting = telemetry::init(cli.log_format, cli.otlp_endpoint.as_deref())?;
+    let ran = match cli.command {
         Command::Control(cmd) => run_control(*cmd).await,
         Command::Data(cmd) => run_data(*cmd).await,
         Command::Standalone(cmd) => run_standalone(*cmd).await,
+    };
+    if let Some(exporting) = exporting {
+        exporting.flush().await;
     }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    ran
 }
 
 async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {

@@ -248,6 +248,8 @@ impl ControlPlane {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(self.metrics.rpc_layer())
+            // A span per call, continuing the caller's `traceparent`, when traces are exported.
+            .layer(hookplane_trace_context::GrpcSpans)
             .add_service(TenantServiceServer::with_interceptor(
                 TenantApi::new(store.clone()).with_delivery_log(log.clone()),
                 admin.clone(),

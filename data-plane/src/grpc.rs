@@ -49,6 +49,7 @@ pub async fn serve(
         server = server.tls_config(tls)?;
     }
     server
+        .layer(hookplane_trace_context::GrpcSpans)
         .add_service(EventServiceServer::new(publisher))
         .add_service(health)
         .add_service(reflection_v1)

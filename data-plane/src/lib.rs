@@ -11,6 +11,7 @@ pub mod config;
 pub mod connectors;
 mod control;
 pub mod delivery;
+mod enqueue_span;
 mod error;
 mod grpc;
 pub mod ingress;

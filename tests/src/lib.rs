@@ -13,6 +13,7 @@ pub mod fake_line;
 pub mod fixtures;
 pub mod ingress;
 pub mod nats;
+pub mod otlp;
 pub mod process;
 pub mod python;
 pub mod receiver;
@@ -20,6 +21,7 @@ pub mod resetting;
 pub mod smtp;
 
 pub use fixtures::{FIXTURE_CHANNEL_SECRET, fixture};
+pub use otlp::OtlpReceiver;
 pub use process::{ControlProcess, DataNode, NodeSetup, Standalone};
 pub use python::PyReceiver;
 pub use receiver::{Receiver, Respond};

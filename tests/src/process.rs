@@ -37,13 +37,14 @@ impl Process {
         log_path: &Path,
         listeners: &[&str],
     ) -> anyhow::Result<Process> {
-        Process::spawn_wrapped(&[], args, log_path, listeners).await
+        Process::spawn_wrapped(&[], args, &[], log_path, listeners).await
     }
 
-    /// [`Process::spawn`] as `WRAPPER... hookplane ARGS` (e.g. under `strace`).
+    /// [`Process::spawn`] as `WRAPPER... hookplane ARGS` (e.g. under `strace`), with `env` set.
     async fn spawn_wrapped(
         wrapper: &[String],
         args: &[String],
+        env: &[(String, String)],
         log_path: &Path,
         listeners: &[&str],
     ) -> anyhow::Result<Process> {
@@ -68,10 +69,11 @@ impl Process {
             .kill_on_drop(true);
         // The tests decide every setting; nothing leaks in from the caller's environment.
         for (key, _) in std::env::vars() {
-            if key.starts_with("HOOKPLANE_") {
+            if key.starts_with("HOOKPLANE_") || key.starts_with("OTEL_") {
                 command.env_remove(key);
             }
         }
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         let mut child = command.spawn().context("starting hookplane")?;
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, mut addr_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -261,6 +263,8 @@ pub async fn wait_ready(ingress: SocketAddr) -> anyhow::Result<()> {
 pub struct Standalone {
     process: Process,
     args: Vec<String>,
+    /// Environment variables it runs with (`OTEL_*`...), beside `RUST_LOG`.
+    env: Vec<(String, String)>,
     /// The data directory (sled store, tokens, spool).
     pub dir: TempDir,
     pub control_addr: SocketAddr,
@@ -279,6 +283,18 @@ impl Standalone {
 
     /// Starts with extra flags.
     pub async fn start_with(extra: &[&str]) -> anyhow::Result<Standalone> {
+        Standalone::start_with_env(extra, &[]).await
+    }
+
+    /// Starts with extra flags and environment variables.
+    pub async fn start_with_env(
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Standalone> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let dir = tempfile::tempdir()?;
         let mut args = strings(&[
             "standalone",
@@ -288,7 +304,7 @@ impl Standalone {
             "127.0.0.0/8",
         ]);
         args.extend(strings(extra));
-        let process = Standalone::launch(&args, dir.path(), None).await?;
+        let process = Standalone::launch(&args, &env, dir.path(), None).await?;
         let admin_token = match flag_value(&args, "--admin-token") {
             Some(token) => token,
             None => read_token(dir.path(), "admin.token")?,
@@ -303,6 +319,7 @@ impl Standalone {
             data_grpc_addr: process.addr("data-plane gRPC"),
             process,
             args,
+            env,
             dir,
             admin_token,
             publisher_token,
@@ -313,6 +330,7 @@ impl Standalone {
 
     async fn launch(
         args: &[String],
+        env: &[(String, String)],
         dir: &Path,
         addrs: Option<[SocketAddr; 3]>,
     ) -> anyhow::Result<Process> {
@@ -336,7 +354,7 @@ impl Standalone {
             grpc,
         ]);
         let listeners = with_console(&mut all, &["control plane", "ingress", "data-plane gRPC"]);
-        Process::spawn(&all, &dir.join("hookplane.log"), &listeners).await
+        Process::spawn_wrapped(&[], &all, env, &dir.join("hookplane.log"), &listeners).await
     }
 
     pub fn control_url(&self) -> String {
@@ -396,7 +414,8 @@ impl Standalone {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.process.kill().await;
         let addrs = [self.control_addr, self.ingress_addr, self.data_grpc_addr];
-        self.process = Standalone::launch(&self.args, self.dir.path(), Some(addrs)).await?;
+        self.process =
+            Standalone::launch(&self.args, &self.env, self.dir.path(), Some(addrs)).await?;
         wait_ready(self.ingress_addr).await
     }
 }
@@ -659,6 +678,7 @@ impl DataNode {
         let process = Process::spawn_wrapped(
             &(setup.wrapper)(&spool),
             &all,
+            &[],
             &dir.path().join("data.log"),
             &["ingress", "data-plane gRPC"],
         )

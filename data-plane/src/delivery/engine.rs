@@ -10,7 +10,7 @@ use tokio::{
     sync::{Semaphore, watch},
     task::JoinSet,
 };
-use tracing::{debug, info, warn};
+use tracing::{Instrument, Span, debug, field::Empty, info, warn};
 
 use super::{
     breaker::{Admission, Breakers},
@@ -204,6 +204,14 @@ impl Engine {
     /// record and settling the job (a round trip to the stream with JetStream) need not hold the
     /// next request back.
     async fn attempt(&self, leased: Leased, target: Target, slot: Slot) {
+        let span = attempt_span(&leased.job, &target);
+        self.attempt_in_span(leased, target, slot)
+            .instrument(span)
+            .await;
+    }
+
+    /// [`Engine::attempt`] inside the attempt's span (which its request's `traceparent` names).
+    async fn attempt_in_span(&self, leased: Leased, target: Target, slot: Slot) {
         let number = leased.job.attempts + 1;
         let at = SystemTime::now();
         let mut record = self.attempt_record(&leased.job, &target, at);
@@ -309,6 +317,7 @@ impl Engine {
     ) {
         record.outcome = outcome.into();
         record.latency = prost_types::Duration::try_from(latency).ok();
+        record_on_attempt_span(&record, outcome);
         self.outcomes.record(record).await;
         self.settle(leased, settle).await;
         self.metrics.attempt(outcome_label(outcome), latency);
@@ -325,6 +334,45 @@ impl Engine {
             // The lease runs out and the job comes back: a duplicate at worst.
             warn!(delivery_id = %id, error = %e, "could not settle a delivery in the queue");
         }
+    }
+}
+
+/// The span of one attempt of `job`, a child of the enqueue that queued it (the `traceparent` the
+/// job keeps), not of the engine's task: the request was answered long ago, maybe on another
+/// node. Made only while traces are exported.
+fn attempt_span(job: &Job, target: &Target) -> Span {
+    let span = tracing::debug_span!(
+        target: hookplane_trace_context::TARGET,
+        parent: None,
+        "delivery attempt",
+        otel.kind = "client",
+        otel.status_code = Empty,
+        target = target.id(),
+        url = %hookplane_outbound::masked_url(target.url()),
+        attempt = job.attempts + 1,
+        delivery_id = %job.delivery_id,
+        event_id = %job.event_id,
+        status = Empty,
+        reason = Empty,
+        outcome = Empty,
+    );
+    if let Some(traceparent) = &job.traceparent {
+        hookplane_trace_context::continue_traceparent(&span, traceparent);
+    }
+    span
+}
+
+/// How the attempt ended, on its span when it is in one.
+fn record_on_attempt_span(record: &DeliveryAttempt, outcome: AttemptOutcome) {
+    let span = Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    span.record("status", record.http_status);
+    span.record("outcome", outcome_label(outcome));
+    if !record.reason.is_empty() {
+        span.record("reason", record.reason.as_str());
+        span.record("otel.status_code", "ERROR");
     }
 }
 

@@ -160,10 +160,12 @@ impl Target {
             }
             Target::LinePush { channel, .. } => connectors.line_push(channel, job, timeout).await,
             Target::Forward(_) | Target::Event(_) => {
-                let request = match self.request(job, number, now) {
+                let mut request = match self.request(job, number, now) {
                     Ok(request) => request,
                     Err(failure) => return AttemptResult::not_sent(&failure),
                 };
+                // The receiver continues the attempt's span (when traces are exported).
+                hookplane_trace_context::inject(&tracing::Span::current(), &mut request.headers);
                 let sent = sender
                     .send(Outgoing {
                         url: self.url(),

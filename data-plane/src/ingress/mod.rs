@@ -21,12 +21,13 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{any, get},
 };
-use tracing::{debug, error};
+use tracing::{Instrument, debug, error, field::Empty};
 
 use crate::{
     Error,
     config::{ChannelEntry, ConfigStore},
     connectors::genesys::inbound_jobs::inbound_jobs,
+    enqueue_span::enqueue_span,
     line_event::WebhookHead,
     metrics::Metrics,
     queue::{ForwardingSetRef, Header, Job, Queue, unix_ms},
@@ -154,13 +155,32 @@ async fn line_webhook(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let verdict = ingress.accept(&channel_id, &method, &headers, body).await;
+    // Made only while traces are exported (see hookplane_trace_context).
+    let span = tracing::debug_span!(
+        target: hookplane_trace_context::TARGET,
+        "line webhook",
+        otel.name = "POST /api/webhook/line/{channel_id}/events",
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = "/api/webhook/line/{channel_id}/events",
+        http.response.status_code = Empty,
+        channel_id,
+        verdict = Empty,
+    );
+    hookplane_trace_context::continue_remote(&span, &headers);
+    let verdict = ingress
+        .accept(&channel_id, &method, &headers, body)
+        .instrument(span.clone())
+        .await;
+    let response = verdict.response();
+    span.record("verdict", verdict.label());
+    span.record("http.response.status_code", response.status().as_u16());
     ingress.metrics.ingress(verdict.label());
     if verdict == Verdict::Accepted || verdict == Verdict::Verify {
         ingress.metrics.ingress_acked(started.elapsed());
     }
     debug!(channel_id, verdict = verdict.label(), "webhook");
-    verdict.response()
+    response
 }
 
 impl Ingress {
@@ -209,7 +229,8 @@ impl Ingress {
         let (genesys_jobs, skipped) = inbound_jobs(channel, &body, SystemTime::now());
         let mut jobs = jobs_for(channel, &head, body, headers);
         jobs.extend(genesys_jobs);
-        match self.queue.enqueue(jobs).await {
+        let enqueue = enqueue_span(&mut jobs);
+        match self.queue.enqueue(jobs).instrument(enqueue).await {
             Ok(()) => {}
             // The spool logs it, once a minute per tenant.
             Err(Error::SpoolFull(_)) => return Verdict::SpoolFull,

@@ -17,7 +17,7 @@ use hookplane_proto::{
 };
 use prost_types::value::Kind;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
-use tracing::{debug, error};
+use tracing::{Instrument, debug, error};
 
 pub use idempotency::{IdempotencyBook, IdempotencyKeys, SharedIdempotencyKeys};
 pub use token_uses::TokenUses;
@@ -26,6 +26,7 @@ pub(crate) use token_uses::report_token_uses;
 use crate::{
     Error,
     config::ConfigStore,
+    enqueue_span::enqueue_span,
     queue::{Job, Queue, unix_ms},
 };
 
@@ -104,12 +105,13 @@ impl Publisher {
         let subscriptions = matching::matching(&snapshot, tenant, &req.topic, zone, now);
         let body = envelope::event_body(now, &req.topic, &json::object(data));
         let enqueued_ms = unix_ms(now);
-        let jobs: Vec<Job> = subscriptions
+        let mut jobs: Vec<Job> = subscriptions
             .iter()
             .map(|sub| Job::event(&event_id, &sub.id, &tenant.id, body.clone(), enqueued_ms))
             .collect();
         let matched = u32::try_from(jobs.len()).unwrap_or(u32::MAX);
-        if let Err(e) = self.queue.enqueue(jobs).await {
+        let enqueue = enqueue_span(&mut jobs);
+        if let Err(e) = self.queue.enqueue(jobs).instrument(enqueue).await {
             // A full spool logs its refusals itself, once a minute per tenant.
             if !matches!(e, Error::SpoolFull(_)) {
                 error!(tenant_id = %tenant.id, error = %e, "published event not queued");

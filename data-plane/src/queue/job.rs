@@ -48,6 +48,10 @@ pub struct Job {
     /// Which call a forwarding set's job makes: the raw forward, or one of a connector's.
     #[prost(enumeration = "Leg", tag = "12")]
     pub leg: i32,
+    /// The W3C `traceparent` of the span that queued it, so each attempt (later, maybe on another
+    /// node) is a span of the request's trace. Set only while traces are exported.
+    #[prost(string, optional, tag = "13")]
+    pub traceparent: Option<String>,
 }
 
 /// The calls a forwarding set's jobs make. Jobs spooled before connectors existed decode as
@@ -210,6 +214,27 @@ mod tests {
         assert_ne!(delivery_id("evt_1", "fwd_a"), delivery_id("evt_1", "fwd_b"));
         assert_ne!(delivery_id("evt_1", "fwd_a"), delivery_id("evt_2", "fwd_a"));
         assert!(delivery_id("evt_1", "fwd_a").starts_with("dlv_"));
+    }
+
+    #[test]
+    fn a_jobs_traceparent_is_stored_with_it_and_a_job_stored_before_has_none() {
+        use prost::Message as _;
+        let set = ForwardingSetRef {
+            id: "fwd_1",
+            channel_id: "ch_1",
+            tenant_id: "tnt_1",
+        };
+        let untraced = Job::forward("evt_1", set, Bytes::from_static(b"{}"), vec![], 7);
+        // Untraced, a record holds nothing new; traced, the same bytes and the field after them.
+        let bytes = untraced.encode_to_vec();
+        assert_eq!(Job::decode(bytes.as_slice()).unwrap().traceparent, None);
+        let traced = Job {
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            ..untraced.clone()
+        };
+        let stored = traced.encode_to_vec();
+        assert_eq!(&stored[..bytes.len()], bytes.as_slice());
+        assert_eq!(Job::decode(stored.as_slice()).unwrap(), traced);
     }
 
     #[test]
