@@ -29,11 +29,15 @@ pub trait Transport: Send + Sync {
 #[async_trait]
 impl Transport for Sender {
     async fn post(&self, post: Post) -> Result<Reply, Unanswered> {
+        // A connector's calls are its attempt's, as a forward's request is (when traces are
+        // exported): Genesys or LINE may continue the trace, or ignore the header.
+        let mut headers = post.headers;
+        hookplane_trace_context::inject(&tracing::Span::current(), &mut headers);
         let answer = self
             .send(Outgoing {
                 url: &post.url,
                 body: post.body,
-                headers: post.headers,
+                headers,
                 timeout: post.timeout,
             })
             .await
