@@ -23,7 +23,29 @@ fn build_once() -> &'static PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        // Without the variables cargo sets for this test process: build scripts that read one
+        // (ring reads CARGO_MANIFEST_DIR) would see it change between `cargo test`'s own build and
+        // this one, and each would rebuild ring and everything above it for the other.
+        for (name, _) in std::env::vars_os() {
+            let name_text = name.to_string_lossy();
+            if name_text.starts_with("CARGO_PKG_")
+                || name_text.starts_with("CARGO_BIN_EXE_")
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&name_text.as_ref())
+            {
+                build.env_remove(&name);
+            }
+        }
+        let status = build
             .current_dir(workspace_root())
             .args(["build", "--quiet", "-p", "hookplane", "-p", "hookctl"])
             .status()
