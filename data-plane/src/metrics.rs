@@ -215,7 +215,7 @@ impl Default for Metrics {
         registry.register(
             "hookplane_purged_jobs",
             "Jobs this node dropped for PurgeTenantData, by state (queued, parked); with NATS, \
-             parked only (queued jobs are dropped as they are handed out, uncounted)",
+             those it erased from the streams and the parked bucket itself",
             purged_jobs.clone(),
         );
         Self {

@@ -242,10 +242,25 @@ async fn on_nats_a_purged_tenants_queued_message_is_never_sent_again_and_another
 
     hookctl_json(&control.hookctl(&["tenant", "purge", &purged.tenant, "--yes", "--json"]));
     eventually(WAIT, "the node to apply the purge", || async {
-        node.log()
-            .contains("tenant data purged from the queue")
+        let log = node.log();
+        assert!(!log.contains("could not purge"), "{log}");
+        log.contains("tenant data purged from the queue")
             .then_some(())
     })
+    .await
+    .unwrap();
+    // Erased from the jobs stream then, not only skipped when handed out.
+    eventually(
+        WAIT,
+        "the queued message erased from the stream",
+        || async {
+            let erased = node
+                .metric("hookplane_purged_jobs_total{state=\"queued\"}")
+                .await
+                .ok()?;
+            (erased == Some(1)).then_some(())
+        },
+    )
     .await
     .unwrap();
     // Were the purged message attempted again, it would now be delivered.

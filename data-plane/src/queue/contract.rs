@@ -328,6 +328,10 @@ async fn a_purged_tenants_jobs_are_never_handed_out_and_the_others_are(q: &dyn Q
     let purged = q.purge_tenant("tnt_purged", purge_time).await.unwrap();
 
     assert_eq!(purged.parked, 1);
+    assert_eq!(
+        purged.queued, 2,
+        "the two queued jobs enqueued before the purge time"
+    );
     assert!(!q.requeue_failed("dlv_parked").await.unwrap());
     let got = lease_until(q, 2, &all).await;
     assert_eq!(ids(&got), ["dlv_later", "dlv_other"]);

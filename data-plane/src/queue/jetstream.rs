@@ -59,7 +59,7 @@ use std::{
 
 use async_nats::{
     HeaderMap,
-    jetstream::{AckKind, message::Acker},
+    jetstream::{AckKind, message::Acker, stream::LastRawMessageErrorKind},
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -394,6 +394,59 @@ impl Drop for JetStreamQueue {
 }
 
 impl JetStreamQueue {
+    /// Erases from the jobs streams every message whose jobs are all `tenant_id`'s and first
+    /// enqueued by `before_ms` (an enqueue's jobs are one request's or one event's, so one
+    /// tenant's), and returns how many jobs they carried. A scan of every message: a purge is an
+    /// erasure request, rare, and the streams have no index by tenant. The server overwrites an
+    /// erased message's bytes; a message another node holds leased is erased all the same (its
+    /// ack then finds nothing), and one another node erased first is passed over.
+    async fn erase_tenant_messages(&self, tenant_id: &str, before_ms: u64) -> Result<u64, Error> {
+        let scan_error =
+            |e: &dyn std::fmt::Display| Error::Queue(format!("purging queued jobs: {e}"));
+        let mut erased = 0u64;
+        for jobs in &self.nats.jobs {
+            let info = jobs.stream.get_info().await.map_err(|e| scan_error(&e))?;
+            if info.state.messages == 0 {
+                // An empty stream names sequence 0, which the server refuses to look up.
+                continue;
+            }
+            let (first, last) = (info.state.first_sequence.max(1), info.state.last_sequence);
+            for sequence in first..=last {
+                let message = match jobs.stream.get_raw_message(sequence).await {
+                    Ok(message) => message,
+                    // Settled (a work queue drops acknowledged messages) or erased already.
+                    Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => {
+                        continue;
+                    }
+                    Err(e) => return Err(scan_error(&e)),
+                };
+                let Ok(bundle) = Bundle::decode(message.payload.as_ref()) else {
+                    continue;
+                };
+                let doomed = !bundle.jobs.is_empty()
+                    && bundle
+                        .jobs
+                        .iter()
+                        .all(|j| j.tenant_id == tenant_id && j.first_enqueued_ms <= before_ms);
+                if !doomed {
+                    continue;
+                }
+                match jobs.stream.delete_message(sequence).await {
+                    Ok(true) => erased += bundle.jobs.len() as u64,
+                    Ok(false) => {}
+                    // Refused because another node erased or a node settled it meanwhile is
+                    // fine; any other failure leaves the body there, and the purge says so.
+                    Err(e) => match jobs.stream.get_raw_message(sequence).await {
+                        Err(gone)
+                            if matches!(gone.kind(), LastRawMessageErrorKind::NoMessageFound) => {}
+                        _ => return Err(scan_error(&e)),
+                    },
+                }
+            }
+        }
+        Ok(erased)
+    }
+
     /// Starts taking jobs from the shared consumer (on the current runtime).
     pub fn new(nats: Nats) -> Self {
         let (tx, rx) = mpsc::channel(PREFETCH);
@@ -1021,6 +1074,7 @@ impl Queue for JetStreamQueue {
                 purged.parked += 1;
             }
         }
+        purged.queued = self.erase_tenant_messages(tenant_id, before_ms).await?;
         Ok(purged)
     }
 
