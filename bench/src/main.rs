@@ -87,6 +87,13 @@ async fn main() -> anyhow::Result<()> {
             plan.step_time.as_secs(),
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
+        let node_args = service::node_args_from_env();
+        if !node_args.is_empty() {
+            eprintln!(
+                "the node runs with HOOKPLANE_BENCH_NODE_ARGS: {}",
+                node_args.join(" ")
+            );
+        }
     }
     match cli.scenario {
         Scenario::BaselineForwarder { targets } => baseline::serve(targets).await,

@@ -139,23 +139,31 @@ impl Process {
 
     /// User + system CPU time of all its threads so far.
     pub fn cpu_time(&self) -> Duration {
-        let Some(pid) = self.pid() else {
-            return Duration::ZERO;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return Duration::ZERO;
-        };
-        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return Duration::ZERO;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
-            .sum();
-        Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
+        self.pid()
+            .map_or(Duration::ZERO, |pid| cpu_time_of(&pid.to_string()))
     }
+}
+
+/// User + system CPU time so far of the bench process itself: its receivers and load generator.
+pub fn own_cpu_time() -> Duration {
+    cpu_time_of("self")
+}
+
+/// User + system CPU time of all threads of `/proc/<pid>` (a number, or `self`).
+fn cpu_time_of(pid: &str) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -269,6 +277,14 @@ pub struct Standalone {
     pub grpc: SocketAddr,
 }
 
+/// Flags for the node under test from `HOOKPLANE_BENCH_NODE_ARGS` (split at whitespace), to
+/// compare settings such as `--delivery-threads 1` without a rebuild.
+pub fn node_args_from_env() -> Vec<String> {
+    std::env::var("HOOKPLANE_BENCH_NODE_ARGS")
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
 impl Standalone {
     pub async fn start(binary: &Path) -> anyhow::Result<Standalone> {
         Standalone::start_with(binary, &[]).await
@@ -294,6 +310,7 @@ impl Standalone {
             "off",
         ]);
         args.extend(strings(extra));
+        args.extend(node_args_from_env());
         let process = Process::spawn(
             binary,
             &args,

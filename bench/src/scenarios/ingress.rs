@@ -96,7 +96,8 @@ fn targets(ours: &[Row], base: &[Row]) {
                 let acked = r.outcome.acked_per_sec();
                 let forwarded = r.forwarded.as_ref().map_or(0.0, |f| f.per_sec);
                 let drained = r.forwarded.as_ref().and_then(|f| f.drain_per_sec);
-                (acked, forwarded, drained)
+                let cpu = r.forwarded.as_ref().and_then(|f| f.drain_cpu_us);
+                (acked, forwarded, (drained, cpu))
             })
     };
     if let (Some((ours_acked, ours_fwd, ours_drain)), Some((base_acked, base_fwd, base_drain))) =
@@ -105,10 +106,22 @@ fn targets(ours: &[Row], base: &[Row]) {
     {
         // Once the load stops, each system forwards its backlog with the machine to itself and
         // its receivers: the cost of a delivery without the ingress's priority over it.
-        if let (Some(ours_drain), Some(base_drain)) = (ours_drain, base_drain) {
+        if let (Some(ours_drain), Some(base_drain)) = (ours_drain.0, base_drain.0) {
             println!(
                 "info: saturated step's drain, after the load ended: {ours_drain:.0}/s = {:.2}x the baseline's {base_drain:.0}/s",
                 ours_drain / base_drain
+            );
+        }
+        // What the drain rate comes from: CPU per delivery, which moves far less between runs
+        // than the rates do (the machine's two cores are shared with the receivers).
+        if let (Some(ours), Some(base)) = (ours_drain.1, base_drain.1) {
+            println!(
+                "info: CPU per delivery over the drain: node {:.1} µs = {:.2}x the baseline's {:.1} µs; the receivers {:.1} µs with the node, {:.1} µs with the baseline",
+                ours.process,
+                ours.process / base.process,
+                base.process,
+                ours.receivers,
+                base.receivers
             );
         }
         // The baseline answers without storing anything and drops forwards it cannot keep up

@@ -46,6 +46,17 @@ pub struct Forwarded {
     /// forwarding rate with no ingress to share the machine with; `None` for a drain too short
     /// to time.
     pub drain_per_sec: Option<f64>,
+    /// CPU per delivery over the drain, in µs: the process under test's, and this process's
+    /// (the receivers'); `None` with the drain rate. The drain rate moves with the machine from
+    /// run to run; what a delivery costs in CPU moves far less.
+    pub drain_cpu_us: Option<DrainCpu>,
+}
+
+/// CPU per delivery over a drain, in µs.
+#[derive(Clone, Copy)]
+pub struct DrainCpu {
+    pub process: f64,
+    pub receivers: f64,
 }
 
 /// One step against one system.
@@ -100,6 +111,7 @@ pub async fn run_steps(
             Some(sink) => {
                 let load_end = Instant::now();
                 let during_load = sink.receivers.total() - before;
+                let cpu_at_load_end = (process.cpu_time(), service::own_cpu_time());
                 let expected = outcome.acked * sink.fanout;
                 let waited = sink
                     .receivers
@@ -108,13 +120,21 @@ pub async fn run_steps(
                 let delivered = sink.receivers.total() - before;
                 let span = waited.done.unwrap_or_else(Instant::now) - started;
                 let drain = waited.last_arrival.saturating_duration_since(load_end);
+                let drained = delivered - during_load;
+                let per_delivery = |cpu: Duration| cpu.as_secs_f64() * 1e6 / drained as f64;
+                let drain_cpu_us = (drain >= MIN_DRAIN && drained > 0).then(|| DrainCpu {
+                    process: per_delivery(process.cpu_time().saturating_sub(cpu_at_load_end.0)),
+                    receivers: per_delivery(
+                        service::own_cpu_time().saturating_sub(cpu_at_load_end.1),
+                    ),
+                });
                 Some(Forwarded {
                     delivered,
                     expected,
                     per_sec: load::per_sec(delivered, span),
                     lag: waited.done.map(|at| at.saturating_duration_since(load_end)),
-                    drain_per_sec: (drain >= MIN_DRAIN)
-                        .then(|| load::per_sec(delivered - during_load, drain)),
+                    drain_per_sec: (drain >= MIN_DRAIN).then(|| load::per_sec(drained, drain)),
+                    drain_cpu_us,
                 })
             }
             None => None,
