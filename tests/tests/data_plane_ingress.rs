@@ -286,16 +286,24 @@ async fn readyz_healthz_and_metrics_are_served_on_the_ingress_port() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = eventually(WAIT, "the attempt to be counted", || async {
-        let text = reqwest::get(format!("{}/metrics", node.ingress_url()))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.contains("hookplane_delivery_attempts_total{outcome=\"succeeded\"} 1")
+    // A scrape reads the queue's depth before it renders the counters, and the engine counts an
+    // attempt once the job is settled: a scrape taken in between shows the attempt counted with
+    // the job still queued. So the page is read until it shows both.
+    let metrics = eventually(
+        WAIT,
+        "the attempt to be counted and its job settled",
+        || async {
+            let text = reqwest::get(format!("{}/metrics", node.ingress_url()))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (text.contains("hookplane_delivery_attempts_total{outcome=\"succeeded\"} 1")
+                && text.contains("hookplane_queue_depth 0"))
             .then_some(text)
-    })
+        },
+    )
     .await
     .unwrap();
     for series in [
