@@ -112,7 +112,7 @@ fn targets(ours: &[Row], base: &[Row]) {
                 ours_drain / base_drain
             );
         }
-        // What the drain rate comes from: CPU per delivery, which moves far less between runs
+        // What the drain rate comes from: CPU per delivery, which moves less between runs
         // than the rates do (the machine's two cores are shared with the receivers).
         if let (Some(ours), Some(base)) = (ours_drain.1, base_drain.1) {
             println!(

@@ -48,7 +48,7 @@ pub struct Forwarded {
     pub drain_per_sec: Option<f64>,
     /// CPU per delivery over the drain, in µs: the process under test's, and this process's
     /// (the receivers'); `None` with the drain rate. The drain rate moves with the machine from
-    /// run to run; what a delivery costs in CPU moves far less.
+    /// run to run; what a delivery costs the node in CPU moves less.
     pub drain_cpu_us: Option<DrainCpu>,
 }
 
