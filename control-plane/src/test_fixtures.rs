@@ -29,6 +29,22 @@ pub(crate) fn operator<T>(message: T) -> Request<T> {
     request
 }
 
+/// The attempts `log` lists for a forwarding set, as an operator sees them (first page).
+pub(crate) async fn listed_attempts(
+    log: &crate::delivery_log::DeliveryLog,
+    forwarding_set_id: &str,
+) -> Vec<hookplane_proto::v1::DeliveryAttempt> {
+    use hookplane_proto::v1::delivery_service_server::DeliveryService as _;
+    log.list_delivery_attempts(operator(hookplane_proto::v1::ListDeliveryAttemptsRequest {
+        forwarding_set_id: forwarding_set_id.into(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap()
+    .into_inner()
+    .attempts
+}
+
 /// A tenant admin token's caller.
 pub(crate) fn tenant_admin_caller(tenant_id: &str) -> Caller {
     Caller {

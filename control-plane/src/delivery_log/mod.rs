@@ -754,17 +754,6 @@ mod tests {
         }
     }
 
-    async fn list(log: &DeliveryLog, fwd_id: &str) -> Vec<DeliveryAttempt> {
-        log.list_delivery_attempts(operator(ListDeliveryAttemptsRequest {
-            forwarding_set_id: fwd_id.into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .attempts
-    }
-
     async fn retry(log: &DeliveryLog, id: &str) -> Result<Delivery, Status> {
         log.retry_delivery(operator(RetryDeliveryRequest { id: id.into() }))
             .await
@@ -875,7 +864,7 @@ mod tests {
                 ],
             )
             .unwrap();
-        let listed = list(&s.log, &s.fwd_id).await;
+        let listed = listed_attempts(&s.log, &s.fwd_id).await;
         let times: Vec<_> = listed.iter().map(|a| a.time.unwrap().seconds).collect();
         let mut sorted = times.clone();
         sorted.sort_by(|a, b| b.cmp(a));
@@ -894,7 +883,7 @@ mod tests {
             .map(|i| attempt(&s.fwd_id, "dlv_1", i * 10, AttemptOutcome::Retrying))
             .collect();
         assert_eq!(s.log.record("n", batch).unwrap(), 5);
-        let listed = list(&s.log, &s.fwd_id).await;
+        let listed = listed_attempts(&s.log, &s.fwd_id).await;
         let now = Time::now().seconds;
         let ages: Vec<_> = listed
             .iter()
@@ -916,7 +905,7 @@ mod tests {
                 ],
             )
             .unwrap();
-        assert_eq!(list(&s.log, &s.fwd_id).await.len(), 1);
+        assert_eq!(listed_attempts(&s.log, &s.fwd_id).await.len(), 1);
     }
 
     #[tokio::test]
@@ -925,7 +914,7 @@ mod tests {
         s.report("dlv_1", 60, AttemptOutcome::Failed);
         insert_directly(&s.log, &s.fwd_id, 7200, "att_old");
         assert_eq!(s.log.sweep().unwrap(), 1);
-        assert_eq!(list(&s.log, &s.fwd_id).await.len(), 1);
+        assert_eq!(listed_attempts(&s.log, &s.fwd_id).await.len(), 1);
     }
 
     #[tokio::test]
@@ -1003,7 +992,7 @@ mod tests {
         let s = setup(100, DAY).await;
         s.report("dlv_1", 10, AttemptOutcome::Succeeded);
         assert!(s.log.trees.find_delivery("dlv_1").unwrap().is_none());
-        assert_eq!(list(&s.log, &s.fwd_id).await.len(), 1);
+        assert_eq!(listed_attempts(&s.log, &s.fwd_id).await.len(), 1);
     }
 
     #[tokio::test]
@@ -1013,7 +1002,7 @@ mod tests {
         assert!(s.log.trees.find_delivery("dlv_1").unwrap().is_some());
         s.report("dlv_1", 10, AttemptOutcome::Succeeded);
         assert!(s.log.trees.find_delivery("dlv_1").unwrap().is_none());
-        assert_eq!(list(&s.log, &s.fwd_id).await.len(), 2);
+        assert_eq!(listed_attempts(&s.log, &s.fwd_id).await.len(), 2);
     }
 
     #[tokio::test]
