@@ -97,16 +97,18 @@ fn targets(ours: &[Row], base: &[Row]) {
                 let forwarded = r.forwarded.as_ref().map_or(0.0, |f| f.per_sec);
                 let drained = r.forwarded.as_ref().and_then(|f| f.drain_per_sec);
                 let cpu = r.forwarded.as_ref().and_then(|f| f.drain_cpu_us);
-                (acked, forwarded, (drained, cpu))
+                (acked, forwarded, drained, cpu)
             })
     };
-    if let (Some((ours_acked, ours_fwd, ours_drain)), Some((base_acked, base_fwd, base_drain))) =
-        (saturated(ours), saturated(base))
+    if let (
+        Some((ours_acked, ours_fwd, ours_drain, ours_cpu)),
+        Some((base_acked, base_fwd, base_drain, base_cpu)),
+    ) = (saturated(ours), saturated(base))
         && base_acked > 0.0
     {
         // Once the load stops, each system forwards its backlog with the machine to itself and
         // its receivers: the cost of a delivery without the ingress's priority over it.
-        if let (Some(ours_drain), Some(base_drain)) = (ours_drain.0, base_drain.0) {
+        if let (Some(ours_drain), Some(base_drain)) = (ours_drain, base_drain) {
             println!(
                 "info: saturated step's drain, after the load ended: {ours_drain:.0}/s = {:.2}x the baseline's {base_drain:.0}/s",
                 ours_drain / base_drain
@@ -114,7 +116,7 @@ fn targets(ours: &[Row], base: &[Row]) {
         }
         // What the drain rate comes from: CPU per delivery, which moves less between runs
         // than the rates do (the machine's two cores are shared with the receivers).
-        if let (Some(ours), Some(base)) = (ours_drain.1, base_drain.1) {
+        if let (Some(ours), Some(base)) = (ours_cpu, base_cpu) {
             println!(
                 "info: CPU per delivery over the drain: node {:.1} µs = {:.2}x the baseline's {:.1} µs; the receivers {:.1} µs with the node, {:.1} µs with the baseline",
                 ours.process,
