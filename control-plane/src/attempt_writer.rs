@@ -1,9 +1,11 @@
 //! Stores reported delivery attempts on a thread of its own, at a lower CPU priority. The
 //! attempt log is bookkeeping that can trail by a moment; in standalone the same process
 //! answers LINE's webhooks, which wait with a timeout. Storing a node's batch is synchronous
-//! sled work of many milliseconds, so it also stays off the async workers.
+//! sled work of many milliseconds, so it also stays off the async workers. The log holds
+//! attempts back for a moment ([`DeliveryLog::with_hold`]); between batches the writer writes
+//! what has waited its hold, and what is left when it stops.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use hookplane_proto::v1::DeliveryAttempt;
 use tokio::sync::{mpsc, oneshot};
@@ -15,6 +17,8 @@ const QUEUED_BATCHES: usize = 16;
 /// CPU shares go by weight: niceness 10 gives the writer about a tenth of a normal thread's
 /// share while both want the CPU, and all of it when nothing else does.
 const NICENESS: i32 = 10;
+/// How often an idle writer looks for attempts that have waited their hold.
+const HELD_CHECK: Duration = Duration::from_millis(250);
 
 struct Batch {
     node_id: String,
@@ -48,10 +52,35 @@ impl AttemptWriter {
             .name("hookplane-attempt-log".to_owned())
             .spawn(move || {
                 lower_priority();
-                while let Some(batch) = queued.blocking_recv() {
-                    let stored = log.record(&batch.node_id, batch.attempts);
-                    let _ = batch.done.send(stored);
-                }
+                let timers = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build();
+                let Ok(timers) = timers else {
+                    // No timer: every batch waits in the queue until the next arrives instead.
+                    while let Some(batch) = queued.blocking_recv() {
+                        let stored = log.record(&batch.node_id, batch.attempts);
+                        let _ = batch.done.send(stored);
+                    }
+                    write_held(&log);
+                    return;
+                };
+                timers.block_on(async {
+                    loop {
+                        let batch = tokio::select! {
+                            batch = queued.recv() => batch,
+                            () = tokio::time::sleep(HELD_CHECK) => {
+                                if let Err(e) = log.write_held_if_due() {
+                                    tracing::warn!(error = %e, "could not write held-back delivery attempts");
+                                }
+                                continue;
+                            }
+                        };
+                        let Some(batch) = batch else { break };
+                        let stored = log.record(&batch.node_id, batch.attempts);
+                        let _ = batch.done.send(stored);
+                    }
+                });
+                write_held(&log);
             })
             .map_err(|e| Error::Unavailable(format!("attempt log writer: {e}")))?;
         Ok(AttemptWriter {
@@ -80,9 +109,94 @@ impl AttemptWriter {
     }
 }
 
+/// Everything held back goes to the store: the control plane is stopping.
+fn write_held(log: &DeliveryLog) {
+    if let Err(e) = log.write_held() {
+        tracing::warn!(error = %e, "could not write held-back delivery attempts at stop");
+    }
+}
+
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICENESS) {
         tracing::warn!(error = %e, "could not lower the attempt log writer's priority");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hookplane_proto::v1::AttemptOutcome;
+    use tokio::sync::broadcast;
+
+    use super::*;
+    use crate::clock::Time;
+    use crate::delivery_log::Retention;
+    use crate::test_fixtures::*;
+
+    /// A writer over a log holding attempts back for `hold`, and a forwarding set of it.
+    async fn writer(hold: Duration) -> (tempfile::TempDir, AttemptWriter, DeliveryLog, String) {
+        let (dir, store) = store();
+        let tenant = create_tenant(&store, tenant_input()).await;
+        let channel = create_channel(&store, &tenant.id).await;
+        let fwd_id = create_forwarding_set(&store, &channel.id, raw_set_input())
+            .await
+            .unwrap()
+            .id;
+        let retention = Retention {
+            count: 100,
+            age: Duration::from_secs(86_400),
+        };
+        let log = DeliveryLog::new(store, retention, broadcast::channel(16).0)
+            .unwrap()
+            .with_hold(hold);
+        (dir, AttemptWriter::start(log.clone()).unwrap(), log, fwd_id)
+    }
+
+    fn attempts(fwd_id: &str, n: usize) -> Vec<DeliveryAttempt> {
+        (0..n)
+            .map(|i| DeliveryAttempt {
+                delivery_id: format!("dlv_{i}"),
+                forwarding_set_id: fwd_id.to_owned(),
+                time: Some(Time::now().to_proto()),
+                outcome: AttemptOutcome::Succeeded as i32,
+                ..DeliveryAttempt::default()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn attempts_held_back_are_written_once_their_hold_is_over_without_another_batch() {
+        let (_dir, writer, log, fwd_id) = writer(Duration::from_millis(200)).await;
+        assert_eq!(
+            writer
+                .record("n".into(), attempts(&fwd_id, 10))
+                .await
+                .unwrap(),
+            10
+        );
+        assert_eq!(log.written(&fwd_id), 0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while log.written(&fwd_id) < 10 {
+            assert!(tokio::time::Instant::now() < deadline, "never written");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn attempts_held_back_are_written_when_the_writer_stops() {
+        let (_dir, writer, log, fwd_id) = writer(Duration::from_secs(3600)).await;
+        assert_eq!(
+            writer
+                .record("n".into(), attempts(&fwd_id, 10))
+                .await
+                .unwrap(),
+            10
+        );
+        assert_eq!(log.written(&fwd_id), 0);
+        // The last handle joins the thread, which writes what it held back first.
+        tokio::task::spawn_blocking(move || drop(writer))
+            .await
+            .unwrap();
+        assert_eq!(log.written(&fwd_id), 10);
     }
 }

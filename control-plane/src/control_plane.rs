@@ -64,6 +64,8 @@ pub struct ControlPlane {
     store: Store,
     credentials: Credentials,
     retention: Retention,
+    /// `--attempt-log-hold`.
+    attempt_log_hold: Duration,
     notifier: Notifier,
     /// Where test events may go; public addresses only unless `with_outbound` allows more.
     outbound: OutboundOptions,
@@ -115,6 +117,7 @@ impl ControlPlane {
                 count: opts.attempt_retention_count,
                 age: *opts.attempt_retention_age,
             },
+            attempt_log_hold: *opts.attempt_log_hold,
             outbound: OutboundOptions::default(),
             subscription_failure_stop_after: *opts.subscription_failure_stop_after,
             tls: None,
@@ -171,6 +174,7 @@ impl ControlPlane {
         let (stop, stopping) = Stopping::new();
         let (retries, _) = broadcast::channel(RETRY_BROADCAST_CAPACITY);
         let log = DeliveryLog::new(store.clone(), self.retention, retries)?
+            .with_hold(self.attempt_log_hold)
             .with_notifier(std::sync::Arc::new(self.notifier.clone()));
         let last_used = LastUsed::new(&store);
         let admin = AdminCheck::new(

@@ -52,6 +52,11 @@ pub struct ControlOptions {
     /// Delivery attempts older than this are dropped.
     #[arg(long, env = "HOOKPLANE_ATTEMPT_RETENTION_AGE", default_value = "7d")]
     pub attempt_retention_age: humantime::Duration,
+    /// How long reported attempts may wait in memory to be written to the attempt log together
+    /// (only each target's newest retention count is written): what a crash of the control plane
+    /// may forget of the log. 0s writes every report as it comes.
+    #[arg(long, env = "HOOKPLANE_ATTEMPT_LOG_HOLD", default_value = "1s")]
+    pub attempt_log_hold: humantime::Duration,
     /// SMTP server for notification emails: `smtp://host:port` (plain), `smtp://host:port?tls=required`
     /// (STARTTLS), `smtps://host:port` (implicit TLS), with `user:pass@` to log in. Unset: notices
     /// are only logged and kept.
@@ -101,6 +106,7 @@ impl ControlOptions {
             previous_master_key_file: None,
             attempt_retention_count: 1000,
             attempt_retention_age: std::time::Duration::from_secs(7 * 24 * 3600).into(),
+            attempt_log_hold: std::time::Duration::from_secs(1).into(),
             smtp_url: None,
             smtp_from: "hookplane <noreply@localhost>".to_owned(),
             notify_window: std::time::Duration::from_secs(3600).into(),
@@ -139,6 +145,7 @@ impl std::fmt::Debug for ControlOptions {
             .field("previous_master_key_file", &self.previous_master_key_file)
             .field("attempt_retention_count", &self.attempt_retention_count)
             .field("attempt_retention_age", &self.attempt_retention_age)
+            .field("attempt_log_hold", &self.attempt_log_hold)
             .field(
                 "smtp_url",
                 &self.smtp_url.as_deref().map(crate::notify::redacted_url),

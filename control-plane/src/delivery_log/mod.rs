@@ -12,7 +12,7 @@ mod upgrade;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub(crate) use pages::TREE as ATTEMPT_PAGES;
 pub(crate) use upgrade::move_attempts_into_pages;
@@ -52,6 +52,8 @@ pub(crate) struct DeliveryLog {
     /// Its trees and page index, shared by every clone.
     trees: std::sync::Arc<LogTrees>,
     retention: Retention,
+    /// How long accepted attempts may wait in memory before they are written to pages.
+    hold: Duration,
     /// Delivery ids an admin asked to retry, for the config streams to pass on to nodes.
     retries: broadcast::Sender<RetryBatch>,
     /// Told of every new forward attempt, for failure reminders.
@@ -87,6 +89,11 @@ pub(crate) struct Shelves {
     /// The targets written since the store was opened.
     targets: HashMap<String, Shelf>,
     recent: RecentIds,
+    /// Attempts accepted but not yet written to pages (see [`DeliveryLog::with_hold`]): per
+    /// target, its newest, at most twice the retention count between trims.
+    held_back: HashMap<String, Vec<DeliveryAttempt>>,
+    /// When the oldest attempt held back was accepted.
+    held_since: Option<Instant>,
 }
 
 impl Shelves {
@@ -204,9 +211,31 @@ impl DeliveryLog {
             trees: std::sync::Arc::new(LogTrees::open(&store)?),
             store,
             retention,
+            hold: Duration::ZERO,
             retries,
             notifier: None,
         })
+    }
+
+    /// Holds accepted attempts back for up to `hold` and writes them to pages together, the
+    /// newest retention count of each target only. While a target gets more attempts a second
+    /// than its retention count (a backlog draining at tens of thousands a second), most of its
+    /// attempts would be written only to be trimmed by the next batches, and writing pages was
+    /// most of what an attempt cost the control plane (docs/BENCHMARKS.md). Whatever reads pages
+    /// writes the held-back attempts first, so no reader sees the difference; a crash forgets
+    /// up to `hold` of the log (the deliveries are not affected, nor the records of deliveries
+    /// not delivered, which are written at once).
+    pub fn with_hold(mut self, hold: Duration) -> DeliveryLog {
+        self.hold = hold;
+        self
+    }
+
+    /// How many attempts of `target` are written to pages (not those held back).
+    #[cfg(test)]
+    pub(crate) fn written(&self, target: &str) -> usize {
+        Shelf::load(self.trees.attempt_pages(), target)
+            .map(|shelf| shelf.held())
+            .unwrap_or_default()
     }
 
     /// This log with another retention, sharing its trees and page index.
@@ -321,19 +350,92 @@ impl DeliveryLog {
                     .push(attempt);
             }
         }
+        let count = self.retention.count;
         for (target, attempts) in by_target {
-            if let Some(shelf) = shelves.targets.get_mut(&target)
-                && let Err(e) = shelf.add_and_trim(tree, attempts, self.retention.count, cutoff)
-            {
-                shelves.targets.remove(&target);
-                return Err(e);
+            let held = shelves.held_back.entry(target).or_default();
+            held.extend(attempts);
+            // Trimmed now and then rather than at every batch: the sort is per attempt.
+            if held.len() > count.saturating_mul(2) {
+                keep_newest(held, count);
             }
         }
-        // Only now: a batch that failed half-way is stored in full when the node sends it again.
+        // Remembered once held: written or not, the node is told they are stored, and an
+        // attempt held back whose write fails stays held back for the next one.
         for id in &stored_ids {
             shelves.recent.insert(id);
         }
+        if shelves.held_back.is_empty() {
+            return Ok(accepted);
+        }
+        let held_since = *shelves.held_since.get_or_insert_with(Instant::now);
+        if held_since.elapsed() >= self.hold {
+            self.write_held_back(shelves, cutoff)?;
+        }
         Ok(accepted)
+    }
+
+    /// Writes the attempts held back to pages, each target's newest retention count, and trims
+    /// each target written to its retention. On a failure the attempts not written stay held
+    /// back, and the target's shelf is read from the tree again at the next write.
+    fn write_held_back(&self, shelves: &mut Shelves, cutoff: u64) -> Result<(), Error> {
+        let tree = self.trees.attempt_pages();
+        let count = self.retention.count;
+        let held_back = std::mem::take(&mut shelves.held_back);
+        shelves.held_since = None;
+        let mut failed = None;
+        for (target, mut attempts) in held_back {
+            if failed.is_some() {
+                shelves.held_back.insert(target, attempts);
+                continue;
+            }
+            keep_newest(&mut attempts, count);
+            let shelf = match shelves.targets.entry(target.clone()) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => match Shelf::load(tree, &target) {
+                    Ok(shelf) => e.insert(shelf),
+                    Err(err) => {
+                        failed = Some(err);
+                        shelves.held_back.insert(target, attempts);
+                        continue;
+                    }
+                },
+            };
+            let unwritten = attempts.clone();
+            if let Err(e) = shelf.add_and_trim(tree, attempts, count, cutoff) {
+                shelves.targets.remove(&target);
+                shelves.held_back.insert(target, unwritten);
+                failed = Some(e);
+            }
+        }
+        match failed {
+            Some(e) => {
+                shelves.held_since = Some(Instant::now());
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Writes whatever is held back, for a reader of pages or because the hold is over.
+    pub fn write_held(&self) -> Result<(), Error> {
+        let mut shelves = self.trees.lock();
+        if shelves.held_since.is_none() {
+            return Ok(());
+        }
+        let cutoff = Time::now().minus(self.retention.age).unix_micros();
+        self.write_held_back(&mut shelves, cutoff)
+    }
+
+    /// Writes what is held back once it has waited its hold, for a writer with nothing else to
+    /// do.
+    pub fn write_held_if_due(&self) -> Result<(), Error> {
+        let due = {
+            let shelves = self.trees.lock();
+            shelves
+                .held_since
+                .is_some_and(|since| since.elapsed() >= self.hold)
+        };
+        if due { self.write_held() } else { Ok(()) }
     }
 
     /// Applies retention to every target, and forgets deliveries whose last attempt is older than
@@ -343,6 +445,9 @@ impl DeliveryLog {
         let cutoff = now.minus(self.retention.age);
         let tree = self.trees.attempt_pages();
         let mut shelves = self.trees.lock();
+        if shelves.held_since.is_some() {
+            self.write_held_back(&mut shelves, cutoff.unix_micros())?;
+        }
         // Every shelf read from the tree again, so that one that went wrong somehow is right again.
         shelves.forget_targets();
         let cutoff_micros = cutoff.unix_micros();
@@ -400,6 +505,10 @@ impl DeliveryLog {
         targets: &HashSet<String>,
     ) -> Result<(u64, u64), Error> {
         let mut shelves = self.trees.lock();
+        if shelves.held_since.is_some() {
+            let cutoff = Time::now().minus(self.retention.age).unix_micros();
+            self.write_held_back(&mut shelves, cutoff)?;
+        }
         let removed = pages::remove_targets(self.trees.attempt_pages(), |target, page| {
             targets.contains(target) || page.iter().any(|a| a.tenant_id == tenant_id)
         });
@@ -486,6 +595,7 @@ impl DeliveryLog {
         let target = self.target(caller, &req.forwarding_set_id, &req.subscription_id)?;
         let first_hour = (now.seconds.div_euclid(3600) - (HOURS - 1)) * 3600;
         let cutoff = u64::try_from(first_hour).unwrap_or_default() * 1_000_000;
+        self.write_held()?;
         let attempts = pages::since(self.trees.attempt_pages(), &target_prefix(target), cutoff)?;
         let mut hours: Vec<HealthHour> = (0..HOURS)
             .map(|i| HealthHour {
@@ -531,6 +641,7 @@ impl DeliveryLog {
             .after()
             .map(|key| place(key, prefix.len()))
             .transpose()?;
+        self.write_held()?;
         let (attempts, more) = pages::list(
             self.trees.attempt_pages(),
             &prefix,
@@ -606,6 +717,14 @@ impl DeliveryLog {
             let _ = self.retries.send(RetryBatch::from(batch));
         }
         Ok(count)
+    }
+}
+
+/// Keeps the newest `count` of `attempts`, the only ones retention would leave of them.
+fn keep_newest(attempts: &mut Vec<DeliveryAttempt>, count: usize) {
+    if attempts.len() > count {
+        attempts.sort_by(|a, b| pages::rank(b).cmp(&pages::rank(a)));
+        attempts.truncate(count);
     }
 }
 
@@ -762,9 +881,7 @@ mod tests {
 
     /// How many attempts the tree holds for `target`, whatever the page size.
     fn stored(log: &DeliveryLog, target: &str) -> usize {
-        Shelf::load(log.trees.attempt_pages(), target)
-            .unwrap()
-            .held()
+        log.written(target)
     }
 
     /// Stores an attempt `seconds_ago` under `target` behind the log's back.
@@ -1296,6 +1413,89 @@ mod tests {
         }
         assert_eq!(s.log.sweep().unwrap(), 0);
         assert_eq!(kept_times(&s.log, &s.fwd_id), times);
+    }
+
+    /// `batches` batches of 50 attempts a second apart, the newest last, from a log holding
+    /// attempts back for an hour; returns their times, newest first.
+    fn report_held_back(log: &DeliveryLog, fwd_id: &str, batches: i64) -> Vec<i64> {
+        let mut times = Vec::new();
+        for batch in 0..batches {
+            let attempts: Vec<_> = (0..50)
+                .map(|i| {
+                    let ago = 1_000 - batch * 50 - i;
+                    attempt(
+                        fwd_id,
+                        &format!("dlv_{batch}_{i}"),
+                        ago,
+                        AttemptOutcome::Retrying,
+                    )
+                })
+                .collect();
+            times.extend(attempts.iter().map(|a| a.time.unwrap().seconds));
+            assert_eq!(log.record("n", attempts).unwrap(), 50);
+        }
+        times.sort_by(|a, b| b.cmp(a));
+        times
+    }
+
+    #[tokio::test]
+    async fn attempts_held_back_are_not_written_before_their_hold_and_then_only_the_newest_count() {
+        let s = setup(100, DAY).await;
+        let log = s.log.with_hold(Duration::from_secs(3600));
+        let mut times = report_held_back(&log, &s.fwd_id, 5);
+        assert_eq!(stored(&log, &s.fwd_id), 0, "written before the hold ended");
+        log.write_held().unwrap();
+        times.truncate(100);
+        assert_eq!(kept_times(&log, &s.fwd_id), times);
+    }
+
+    #[tokio::test]
+    async fn a_batch_after_the_hold_writes_what_was_held_back() {
+        let s = setup(100, DAY).await;
+        let log = s.log.with_hold(Duration::from_millis(50));
+        report_held_back(&log, &s.fwd_id, 1);
+        assert_eq!(stored(&log, &s.fwd_id), 0);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        report_held_back(&log, &s.fwd_id, 1);
+        assert_eq!(stored(&log, &s.fwd_id), 100);
+    }
+
+    #[tokio::test]
+    async fn listing_and_health_show_the_attempts_held_back() {
+        let s = setup(100, DAY).await;
+        let log = s.log.with_hold(Duration::from_secs(3600));
+        report_held_back(&log, &s.fwd_id, 1);
+        assert_eq!(listed_attempts(&log, &s.fwd_id).await.len(), 50);
+
+        report_held_back(&log, &s.fwd_id, 1);
+        let health = log
+            .get_target_health(operator(GetTargetHealthRequest {
+                forwarding_set_id: s.fwd_id.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(health.failed, 100);
+    }
+
+    #[tokio::test]
+    async fn a_sweep_and_a_purge_see_the_attempts_held_back() {
+        let s = setup(10, DAY).await;
+        let log = s.log.with_hold(Duration::from_secs(3600));
+        report_held_back(&log, &s.fwd_id, 1);
+        log.sweep().unwrap();
+        assert_eq!(stored(&log, &s.fwd_id), 10);
+
+        report_held_back(&log, &s.fwd_id, 1);
+        let tenant = log.store.forwarding_set(&s.fwd_id).unwrap().tenant_id;
+        let (attempts, _) = log
+            .purge_tenant(&tenant, &HashSet::from([s.fwd_id.clone()]))
+            .unwrap();
+        // Written first, the held-back ten newest took the place of the ten the sweep wrote.
+        assert_eq!(attempts, 10);
+        assert_eq!(stored(&log, &s.fwd_id), 0);
+        assert!(listed_attempts(&log, &s.fwd_id).await.is_empty());
     }
 
     #[tokio::test]
