@@ -4,6 +4,8 @@
 //! count of attempts for each set (the steady state, where every attempt stored is one trimmed).
 //!
 //! `cargo run --release -p hookplane-control --example attempt_log_cost -- 200000`
+//! `cargo run --release -p hookplane-control --example attempt_log_cost -- 200000 in-process`
+//! hands the batches to the control plane's intake directly, as standalone's node does.
 //!
 //! The figure is the whole process's CPU (gRPC client and server included) over the attempts
 //! reported, so compare it between builds of this example rather than against a profile.
@@ -69,7 +71,9 @@ async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let options = ControlOptions::with_data_dir(dir.path());
     let retention = options.attempt_retention_count;
+    let in_process = std::env::args().nth(2).as_deref() == Some("in-process");
     let control = ControlPlane::open(&options)?;
+    let local = control.local_reports();
     let token: MetadataValue<_> = format!("Bearer {}", control.node_token()).parse()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
@@ -89,7 +93,11 @@ async fn main() -> Result<()> {
         .max_encoding_message_size(64 << 20);
     let mut report = async |first: usize| -> Result<()> {
         let sent = batch(first)?;
-        client.report_deliveries(tokio_stream::once(sent)).await?;
+        if in_process {
+            local.report(&sent.node_id, sent.attempts).await?;
+        } else {
+            client.report_deliveries(tokio_stream::once(sent)).await?;
+        }
         Ok(())
     };
 
@@ -107,9 +115,14 @@ async fn main() -> Result<()> {
     let (spent, wall) = (cpu()? - cpu_before, wall_before.elapsed());
     println!(
         "{attempts} attempts in batches of {BATCH} over {SETS} sets (each holding {retention}): \
-         {:.2} us CPU per attempt, {:.0} attempts/s",
+         {:.2} us CPU per attempt, {:.0} attempts/s ({})",
         spent.as_secs_f64() * 1e6 / attempts as f64,
-        attempts as f64 / wall.as_secs_f64()
+        attempts as f64 / wall.as_secs_f64(),
+        if in_process {
+            "in process"
+        } else {
+            "over ReportDeliveries"
+        }
     );
     let _ = stop.send(());
     served.await??;

@@ -19,18 +19,17 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::attempt_writer::AttemptWriter;
 use crate::clock::{Time, duration_to_proto};
 use crate::delivery_log::{DeliveryLog, RetryBatch};
 use crate::error::Error;
 use crate::metrics::{ControlMetrics, SubscriberGuard};
+use crate::report_intake::ReportIntake;
 use crate::sealing::{Place, Sealed, Sealer};
 use crate::shutdown::Stopping;
 use crate::store::{
     ChannelRecord, ForwardingSetRecord, PreviousSecret, Store, SubscriptionRecord, TenantRecord,
     TokenRecord, Touched, sealed_field,
 };
-use crate::system_stop::SystemStop;
 use crate::tenants::zone_entitlements;
 use crate::tokens::{LastUsed, publishes};
 
@@ -40,8 +39,7 @@ const RETRY_IDS_PER_UPDATE: usize = 1000;
 
 pub(crate) struct ConfigApi {
     store: Store,
-    attempts: AttemptWriter,
-    system_stop: SystemStop,
+    reports: ReportIntake,
     publisher_token_sha256: String,
     retries: broadcast::Sender<RetryBatch>,
     stopping: Stopping,
@@ -52,8 +50,8 @@ pub(crate) struct ConfigApi {
 impl ConfigApi {
     pub fn new(
         store: Store,
-        log: DeliveryLog,
-        system_stop: SystemStop,
+        log: &DeliveryLog,
+        reports: ReportIntake,
         publisher_token: &str,
         stopping: Stopping,
         metrics: ControlMetrics,
@@ -64,8 +62,7 @@ impl ConfigApi {
         Ok(ConfigApi {
             metrics,
             store,
-            attempts: AttemptWriter::start(log)?,
-            system_stop,
+            reports,
             publisher_token_sha256: hex::encode(Sha256::digest(publisher_token.as_bytes())),
             retries,
             stopping,
@@ -501,29 +498,7 @@ impl ConfigService for ConfigApi {
                 () = stopping.wait() => break,
             };
             let Some(report) = report else { break };
-            let subscription_attempts: Vec<_> = report
-                .attempts
-                .iter()
-                .filter(|a| !a.subscription_id.is_empty())
-                .cloned()
-                .collect();
-            let written = self
-                .attempts
-                .record(report.node_id, report.attempts)
-                .await?;
-            self.metrics.attempts_written(written);
-            accepted += written;
-            // The log holds the attempts whatever happens here; failing the report would only
-            // make the node send them again. A stop reaches nodes with the flush, which also
-            // follows a failure (it may come after a stop was committed).
-            match self.system_stop.observe(&subscription_attempts) {
-                Ok(stopped) if stopped.is_empty() => {}
-                Ok(_) => self.store.flush().await?,
-                Err(e) => {
-                    tracing::warn!(error = %e, "following subscription failures failed");
-                    self.store.flush().await?;
-                }
-            }
+            accepted += self.reports.take(report.node_id, report.attempts).await?;
         }
         Ok(Response::new(ReportDeliveriesResponse { accepted }))
     }
@@ -555,6 +530,7 @@ mod tests {
     use super::*;
     use crate::channels::ChannelApi;
     use crate::delivery_log::Retention;
+    use crate::system_stop::SystemStop;
     use crate::tenants::TenantApi;
     use crate::test_fixtures::*;
 
@@ -571,10 +547,17 @@ mod tests {
             age: Duration::from_secs(60),
         };
         let log = DeliveryLog::new(store.clone(), retention, retries.clone()).unwrap();
+        let reports = ReportIntake::start(
+            store.clone(),
+            log.clone(),
+            system_stop(dir, store),
+            ControlMetrics::new(store.clone()),
+        )
+        .unwrap();
         ConfigApi::new(
             store.clone(),
-            log,
-            system_stop(dir, store),
+            &log,
+            reports,
             "hp_pub_x",
             stopping,
             ControlMetrics::new(store.clone()),

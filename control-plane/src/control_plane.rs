@@ -30,6 +30,7 @@ use crate::metrics::ControlMetrics;
 use crate::notifications::NotificationApi;
 use crate::notify::Notifier;
 use crate::options::ControlOptions;
+use crate::report_intake::{LocalReports, ReportIntake};
 use crate::resealing;
 use crate::sealing::Sealer;
 use crate::shutdown::Stopping;
@@ -66,6 +67,8 @@ pub struct ControlPlane {
     retention: Retention,
     /// `--attempt-log-hold`.
     attempt_log_hold: Duration,
+    /// Reports from a node in the same process, taken while this serves.
+    local_reports: LocalReports,
     notifier: Notifier,
     /// Where test events may go; public addresses only unless `with_outbound` allows more.
     outbound: OutboundOptions,
@@ -118,11 +121,18 @@ impl ControlPlane {
                 age: *opts.attempt_retention_age,
             },
             attempt_log_hold: *opts.attempt_log_hold,
+            local_reports: LocalReports::default(),
             outbound: OutboundOptions::default(),
             subscription_failure_stop_after: *opts.subscription_failure_stop_after,
             tls: None,
             audit_retention: *opts.audit_retention,
         })
+    }
+
+    /// The intake for a node in the same process (standalone): its attempt reports stored as
+    /// ReportDeliveries stores them, without the trip through gRPC, while this serves.
+    pub fn local_reports(&self) -> LocalReports {
+        self.local_reports.clone()
     }
 
     /// Serves TLS only, with `tls`'s certificate; with its node CA, ConfigService takes calls
@@ -207,10 +217,17 @@ impl ControlPlane {
             .build_v1alpha()
             .map_err(|e| Error::Reflection(e.to_string()))?;
 
-        let config = ConfigServiceServer::new(ConfigApi::new(
+        let reports = ReportIntake::start(
             store.clone(),
             log.clone(),
             system_stop,
+            self.metrics.clone(),
+        )?;
+        self.local_reports.open(reports.clone());
+        let config = ConfigServiceServer::new(ConfigApi::new(
+            store.clone(),
+            &log,
+            reports,
             &self.credentials.publisher_token,
             stopping.clone(),
             self.metrics.clone(),
@@ -289,6 +306,7 @@ impl ControlPlane {
             .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
             .await;
+        self.local_reports.close();
         sweeper.abort();
         resealer.abort();
         audit_trim.abort();

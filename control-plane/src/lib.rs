@@ -24,6 +24,7 @@ mod notifications;
 mod notify;
 mod options;
 mod pagination;
+mod report_intake;
 mod resealing;
 mod sample_events;
 mod sealing;
@@ -42,6 +43,7 @@ pub use error::Error;
 pub use hookplane_proto::topics;
 pub use metrics::{ControlMetrics, serve_metrics};
 pub use options::ControlOptions;
+pub use report_intake::LocalReports;
 pub use tls::ControlTls;
 
 #[cfg(test)]

@@ -283,7 +283,10 @@ pub async fn run_with_metrics(
     tasks.spawn_on(
         Arc::clone(&outcomes).report(
             outcomes::ReportTo {
-                control,
+                sink: cfg
+                    .reports
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(outcomes::GrpcReports(control))),
                 config: Arc::clone(&store),
             },
             Arc::clone(&metrics),

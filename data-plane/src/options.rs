@@ -176,6 +176,9 @@ pub struct NodeConfig {
     pub outbound: hookplane_outbound::OutboundOptions,
     /// TLS of the node's ports and of its dial to the control plane.
     pub tls: NodeTls,
+    /// Where attempt reports go; `None`: the control plane at `control_url`, over
+    /// ReportDeliveries. Standalone hands them to the control plane of its own process.
+    pub reports: Option<std::sync::Arc<dyn crate::outcomes::ReportSink>>,
 }
 
 /// TLS of a node: each part off (plaintext) unless given. Its `Debug` shows only what is on.
@@ -201,6 +204,14 @@ impl std::fmt::Debug for NodeConfig {
             .field("options", &self.options)
             .field("outbound", &self.outbound)
             .field("tls", &self.tls)
+            .field(
+                "reports",
+                &if self.reports.is_some() {
+                    "in process"
+                } else {
+                    "ReportDeliveries"
+                },
+            )
             .finish()
     }
 }
@@ -243,6 +254,7 @@ mod tests {
             options,
             outbound: hookplane_outbound::OutboundOptions::default(),
             tls: NodeTls::default(),
+            reports: None,
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("cache-key-visible"), "{shown}");

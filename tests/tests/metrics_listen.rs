@@ -4,7 +4,12 @@
 use std::time::Duration;
 
 use hookplane_client::v1;
-use hookplane_tests::{ControlProcess, DataNode, Standalone, api::*, eventually};
+use hookplane_tests::{
+    ControlProcess, DataNode, Receiver, Standalone,
+    api::*,
+    eventually, fixture,
+    ingress::{post_signed, wait_for_channel},
+};
 
 async fn get(url: &str) -> (u16, String) {
     let answer = reqwest::get(url).await.unwrap();
@@ -112,4 +117,41 @@ async fn standalone_serves_both_planes_metrics_on_one_listener_and_none_on_the_i
     assert!(text.ends_with("# EOF\n"), "{text}");
     let (status, _) = get(&format!("{}/metrics", standalone.ingress_url())).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn standalones_node_reports_attempts_to_its_own_control_plane_without_report_deliveries() {
+    let receiver = Receiver::start().await.unwrap();
+    let standalone = Standalone::start_with(&["--metrics-listen", "127.0.0.1:0"])
+        .await
+        .unwrap();
+    let url = standalone.metrics_url().unwrap();
+    let admin = standalone.admin().await.unwrap();
+    let (channel_id, sets) = channel_forwarding_to(&admin, &[receiver.url("/hook")])
+        .await
+        .unwrap();
+    wait_for_channel(&standalone.ingress_url(), &channel_id)
+        .await
+        .unwrap();
+    let answer = post_signed(
+        &standalone.ingress_url(),
+        &channel_id,
+        &fixture("text.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 200);
+    receiver.wait_for(1, Duration::from_secs(10)).await.unwrap();
+
+    // The attempt is in the log, stored by the same intake ReportDeliveries feeds.
+    let attempts = eventually(Duration::from_secs(10), "the attempt listed", || async {
+        let attempts = set_attempts(&admin, &sets[0]).await.ok()?;
+        (!attempts.is_empty()).then_some(attempts)
+    })
+    .await
+    .unwrap();
+    assert_eq!(attempts[0].http_status, 200);
+    let text = wait_for_series(&url, "hookplane_control_attempt_log_writes_total 1").await;
+    // ... and it did not come over gRPC.
+    assert!(!text.contains("ReportDeliveries"), "{text}");
 }

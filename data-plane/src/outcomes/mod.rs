@@ -1,7 +1,8 @@
 //! Delivery outcomes on their way to the control plane, behind the same backend choice as the
 //! queue: [`local::OutcomeLog`] keeps unsent attempts on the node (memory, then the spool's sled
 //! database), [`jetstream::SharedOutcomes`] keeps them in a JetStream stream that every node
-//! reports from, so a node lost for good takes no attempt record with it.
+//! reports from, so a node lost for good takes no attempt record with it. Either reports to a
+//! [`ReportSink`]: the control plane over gRPC, or in standalone the one in the same process.
 
 pub mod jetstream;
 pub mod local;
@@ -44,12 +45,43 @@ pub trait Outcomes: Send + Sync + 'static {
 
 /// Where attempts are reported: the control plane, as long as the node follows it.
 pub struct ReportTo {
-    pub control: ControlPlane,
+    pub sink: Arc<dyn ReportSink>,
     pub config: Arc<ConfigStore>,
 }
 
-/// Sends one batch over ReportDeliveries; the reason it was not accepted, if it was not. The
-/// control plane drops an attempt id it already holds, so a batch sent twice is harmless.
+/// What takes a node's attempt reports: the control plane over ReportDeliveries
+/// ([`GrpcReports`]), or in standalone the control plane of the same process, handed the
+/// attempts directly (the composition root of the binary makes that one).
+#[async_trait]
+pub trait ReportSink: Send + Sync + 'static {
+    /// Stores `attempts`; the reason they were not accepted, if they were not. The control plane
+    /// drops an attempt id it already holds, so a report taken twice is harmless.
+    async fn report(&self, node_id: &str, attempts: Vec<DeliveryAttempt>) -> Result<(), String>;
+}
+
+/// Reports over ReportDeliveries: up to [`BATCH`] attempts a message, all in one call.
+pub struct GrpcReports(pub(crate) ControlPlane);
+
+#[async_trait]
+impl ReportSink for GrpcReports {
+    async fn report(&self, node_id: &str, attempts: Vec<DeliveryAttempt>) -> Result<(), String> {
+        let mut attempts = attempts.into_iter().peekable();
+        let mut reports = Vec::new();
+        while attempts.peek().is_some() {
+            reports.push(DeliveryReport {
+                node_id: node_id.to_owned(),
+                attempts: attempts.by_ref().take(BATCH).collect(),
+            });
+        }
+        let mut client = self.0.config();
+        match client.report_deliveries(tokio_stream::iter(reports)).await {
+            Ok(_) => Ok(()),
+            Err(status) => Err(format!("{:?}: {}", status.code(), status.message())),
+        }
+    }
+}
+
+/// Sends one batch to the sink; the reason it was not accepted, if it was not.
 ///
 /// Nothing is sent while the node refuses the control plane's config (another store, or one
 /// restored to an earlier revision): its attempts belong to the store its config came from, and
@@ -64,21 +96,8 @@ async fn send_report(
             "not reported to a control plane whose config this node refuses ({why})"
         ));
     }
-    let control = &to.control;
-    // Up to BATCH attempts a message, all in one call.
-    let mut attempts = attempts.into_iter().peekable();
-    let mut reports = Vec::new();
-    while attempts.peek().is_some() {
-        reports.push(DeliveryReport {
-            node_id: node_id.to_owned(),
-            attempts: attempts.by_ref().take(BATCH).collect(),
-        });
-    }
-    let mut client = control.config();
-    let call = client.report_deliveries(tokio_stream::iter(reports));
-    match tokio::time::timeout(SEND_TIMEOUT, call).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+    match tokio::time::timeout(SEND_TIMEOUT, to.sink.report(node_id, attempts)).await {
+        Ok(reported) => reported,
         Err(_) => Err("the control plane did not answer in time".to_owned()),
     }
 }

@@ -413,6 +413,7 @@ impl Node {
             options,
             outbound,
             tls: hookplane_data::NodeTls::default(),
+            reports: None,
         };
         let task = tokio::spawn(hookplane_data::run(
             config,
