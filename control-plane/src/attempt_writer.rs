@@ -135,13 +135,7 @@ mod tests {
 
     /// A writer over a log holding attempts back for `hold`, and a forwarding set of it.
     async fn writer(hold: Duration) -> (tempfile::TempDir, AttemptWriter, DeliveryLog, String) {
-        let (dir, store) = store();
-        let tenant = create_tenant(&store, tenant_input()).await;
-        let channel = create_channel(&store, &tenant.id).await;
-        let fwd_id = create_forwarding_set(&store, &channel.id, raw_set_input())
-            .await
-            .unwrap()
-            .id;
+        let (dir, store, fwd_id) = store_with_forwarding_set().await;
         let retention = Retention {
             count: 100,
             age: Duration::from_secs(86_400),
@@ -164,17 +158,20 @@ mod tests {
             .collect()
     }
 
+    /// A writer holding back for `hold` that took ten attempts and has not written them yet.
+    async fn ten_held_back(
+        hold: Duration,
+    ) -> (tempfile::TempDir, AttemptWriter, DeliveryLog, String) {
+        let (dir, writer, log, fwd_id) = writer(hold).await;
+        let taken = writer.record("n".into(), attempts(&fwd_id, 10)).await;
+        assert_eq!(taken.unwrap(), 10);
+        assert_eq!(log.written(&fwd_id), 0);
+        (dir, writer, log, fwd_id)
+    }
+
     #[tokio::test]
     async fn attempts_held_back_are_written_once_their_hold_is_over_without_another_batch() {
-        let (_dir, writer, log, fwd_id) = writer(Duration::from_millis(200)).await;
-        assert_eq!(
-            writer
-                .record("n".into(), attempts(&fwd_id, 10))
-                .await
-                .unwrap(),
-            10
-        );
-        assert_eq!(log.written(&fwd_id), 0);
+        let (_dir, _writer, log, fwd_id) = ten_held_back(Duration::from_millis(200)).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while log.written(&fwd_id) < 10 {
             assert!(tokio::time::Instant::now() < deadline, "never written");
@@ -184,15 +181,7 @@ mod tests {
 
     #[tokio::test]
     async fn attempts_held_back_are_written_when_the_writer_stops() {
-        let (_dir, writer, log, fwd_id) = writer(Duration::from_secs(3600)).await;
-        assert_eq!(
-            writer
-                .record("n".into(), attempts(&fwd_id, 10))
-                .await
-                .unwrap(),
-            10
-        );
-        assert_eq!(log.written(&fwd_id), 0);
+        let (_dir, writer, log, fwd_id) = ten_held_back(Duration::from_secs(3600)).await;
         // The last handle joins the thread, which writes what it held back first.
         tokio::task::spawn_blocking(move || drop(writer))
             .await

@@ -124,13 +124,7 @@ mod tests {
 
     #[tokio::test]
     async fn local_reports_are_taken_only_while_the_control_plane_serves() {
-        let (dir, store) = store();
-        let tenant = create_tenant(&store, tenant_input()).await;
-        let channel = create_channel(&store, &tenant.id).await;
-        let fwd_id = create_forwarding_set(&store, &channel.id, raw_set_input())
-            .await
-            .unwrap()
-            .id;
+        let (dir, store, fwd_id) = store_with_forwarding_set().await;
         let retention = Retention {
             count: 10,
             age: Duration::from_secs(60),

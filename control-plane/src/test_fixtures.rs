@@ -178,6 +178,18 @@ pub(crate) async fn create_forwarding_set(
         .map(tonic::Response::into_inner)
 }
 
+/// A store holding a tenant, its channel and a RAW forwarding set of it; returns the set's id.
+pub(crate) async fn store_with_forwarding_set() -> (tempfile::TempDir, Store, String) {
+    let (dir, store) = store();
+    let tenant = create_tenant(&store, tenant_input()).await;
+    let channel = create_channel(&store, &tenant.id).await;
+    let fwd_id = create_forwarding_set(&store, &channel.id, raw_set_input())
+        .await
+        .unwrap()
+        .id;
+    (dir, store, fwd_id)
+}
+
 /// The subscription service, sending test events to loopback receivers too.
 pub(crate) fn subscription_api(store: &Store) -> SubscriptionApi {
     let outbound = hookplane_outbound::OutboundOptions {

@@ -833,13 +833,7 @@ mod tests {
     }
 
     async fn setup(count: usize, age: Duration) -> Setup {
-        let (dir, store) = store();
-        let tenant = create_tenant(&store, tenant_input()).await;
-        let channel = create_channel(&store, &tenant.id).await;
-        let fwd_id = create_forwarding_set(&store, &channel.id, raw_set_input())
-            .await
-            .unwrap()
-            .id;
+        let (dir, store, fwd_id) = store_with_forwarding_set().await;
         let (tx, retries) = broadcast::channel(16);
         Setup {
             _dir: dir,
