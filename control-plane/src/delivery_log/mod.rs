@@ -279,6 +279,14 @@ impl DeliveryLog {
         let tree = self.trees.attempt_pages();
         let now = Time::now();
         let cutoff = now.minus(self.retention.age).unix_micros();
+        // What waited its hold goes first: while the store refuses writes, a batch is refused
+        // before any of it is taken, and waits on its node rather than piling up here.
+        if shelves
+            .held_since
+            .is_some_and(|since| since.elapsed() >= self.hold)
+        {
+            self.write_held_back(shelves, cutoff)?;
+        }
         let batch: Vec<(DeliveryAttempt, Time)> = attempts
             .into_iter()
             .filter_map(|attempt| accept(node_id, attempt, now))
@@ -1444,13 +1452,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_after_the_hold_writes_what_was_held_back() {
+    async fn a_batch_after_the_hold_writes_what_was_held_back_and_begins_a_hold_of_its_own() {
         let s = setup(100, DAY).await;
         let log = s.log.with_hold(Duration::from_millis(50));
         report_held_back(&log, &s.fwd_id, 1);
         assert_eq!(stored(&log, &s.fwd_id), 0);
         tokio::time::sleep(Duration::from_millis(60)).await;
         report_held_back(&log, &s.fwd_id, 1);
+        // Written before the batch is taken, so a store that refuses writes refuses the batch.
+        assert_eq!(stored(&log, &s.fwd_id), 50);
+        log.write_held().unwrap();
         assert_eq!(stored(&log, &s.fwd_id), 100);
     }
 
