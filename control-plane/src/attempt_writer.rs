@@ -48,22 +48,15 @@ impl AttemptWriter {
     /// Starts the writer thread; it ends when the last handle is dropped.
     pub fn start(log: DeliveryLog) -> Result<AttemptWriter, Error> {
         let (batches, mut queued) = mpsc::channel::<Batch>(QUEUED_BATCHES);
+        // The writer's own clock, to write what waited its hold between batches.
+        let timers = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::Unavailable(format!("attempt log writer's timer: {e}")))?;
         let thread = std::thread::Builder::new()
             .name("hookplane-attempt-log".to_owned())
             .spawn(move || {
                 lower_priority();
-                let timers = tokio::runtime::Builder::new_current_thread()
-                    .enable_time()
-                    .build();
-                let Ok(timers) = timers else {
-                    // No timer: every batch waits in the queue until the next arrives instead.
-                    while let Some(batch) = queued.blocking_recv() {
-                        let stored = log.record(&batch.node_id, batch.attempts);
-                        let _ = batch.done.send(stored);
-                    }
-                    write_held(&log);
-                    return;
-                };
                 timers.block_on(async {
                     loop {
                         let batch = tokio::select! {
@@ -80,7 +73,10 @@ impl AttemptWriter {
                         let _ = batch.done.send(stored);
                     }
                 });
-                write_held(&log);
+                // The control plane is stopping: everything held back goes to the store.
+                if let Err(e) = log.write_held() {
+                    tracing::warn!(error = %e, "could not write held-back delivery attempts at stop");
+                }
             })
             .map_err(|e| Error::Unavailable(format!("attempt log writer: {e}")))?;
         Ok(AttemptWriter {
@@ -106,13 +102,6 @@ impl AttemptWriter {
             .await
             .map_err(|_| gone())?;
         stored.await.map_err(|_| gone())?
-    }
-}
-
-/// Everything held back goes to the store: the control plane is stopping.
-fn write_held(log: &DeliveryLog) {
-    if let Err(e) = log.write_held() {
-        tracing::warn!(error = %e, "could not write held-back delivery attempts at stop");
     }
 }
 

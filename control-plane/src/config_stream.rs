@@ -56,10 +56,10 @@ impl ConfigApi {
         stopping: Stopping,
         metrics: ControlMetrics,
         last_used: Arc<LastUsed>,
-    ) -> Result<ConfigApi, Error> {
+    ) -> ConfigApi {
         // The delivery log is where admins' retries are asked for; each stream passes them on.
         let retries = log.retry_requests();
-        Ok(ConfigApi {
+        ConfigApi {
             metrics,
             store,
             reports,
@@ -67,7 +67,7 @@ impl ConfigApi {
             retries,
             stopping,
             last_used,
-        })
+        }
     }
 }
 
@@ -530,7 +530,6 @@ mod tests {
     use super::*;
     use crate::channels::ChannelApi;
     use crate::delivery_log::Retention;
-    use crate::system_stop::SystemStop;
     use crate::tenants::TenantApi;
     use crate::test_fixtures::*;
 
@@ -547,29 +546,15 @@ mod tests {
             age: Duration::from_secs(60),
         };
         let log = DeliveryLog::new(store.clone(), retention, retries.clone()).unwrap();
-        let reports = ReportIntake::start(
-            store.clone(),
-            log.clone(),
-            system_stop(dir, store),
-            ControlMetrics::new(store.clone()),
-        )
-        .unwrap();
         ConfigApi::new(
             store.clone(),
             &log,
-            reports,
+            report_intake(dir, store, &log),
             "hp_pub_x",
             stopping,
             ControlMetrics::new(store.clone()),
             last_used,
         )
-        .unwrap()
-    }
-
-    fn system_stop(dir: &tempfile::TempDir, store: &Store) -> SystemStop {
-        let options = crate::options::ControlOptions::with_data_dir(dir.path());
-        let notifier = crate::notify::Notifier::open(store, &options).unwrap();
-        SystemStop::new(store.clone(), Duration::from_secs(60), notifier).unwrap()
     }
 
     fn builder(store: &Store) -> UpdateBuilder {

@@ -232,7 +232,7 @@ impl ControlPlane {
             stopping.clone(),
             self.metrics.clone(),
             last_used.clone(),
-        )?)
+        ))
         .max_decoding_message_size(CONFIG_MESSAGE_LIMIT)
         .max_encoding_message_size(CONFIG_MESSAGE_LIMIT);
 

@@ -130,12 +130,7 @@ mod tests {
             age: Duration::from_secs(60),
         };
         let log = DeliveryLog::new(store.clone(), retention, broadcast::channel(16).0).unwrap();
-        let options = crate::options::ControlOptions::with_data_dir(dir.path());
-        let notifier = crate::notify::Notifier::open(&store, &options).unwrap();
-        let system_stop =
-            SystemStop::new(store.clone(), Duration::from_secs(60), notifier).unwrap();
-        let metrics = ControlMetrics::new(store.clone());
-        let intake = ReportIntake::start(store.clone(), log.clone(), system_stop, metrics).unwrap();
+        let intake = report_intake(&dir, &store, &log);
         let report = || {
             vec![DeliveryAttempt {
                 delivery_id: "dlv_1".into(),

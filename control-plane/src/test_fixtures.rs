@@ -190,6 +190,25 @@ pub(crate) async fn store_with_forwarding_set() -> (tempfile::TempDir, Store, St
     (dir, store, fwd_id)
 }
 
+/// The report intake of `log`, following subscription failures with a 60 s stop window.
+pub(crate) fn report_intake(
+    dir: &tempfile::TempDir,
+    store: &Store,
+    log: &crate::delivery_log::DeliveryLog,
+) -> crate::report_intake::ReportIntake {
+    let options = crate::options::ControlOptions::with_data_dir(dir.path());
+    let notifier = crate::notify::Notifier::open(store, &options).unwrap();
+    let system_stop = crate::system_stop::SystemStop::new(
+        store.clone(),
+        std::time::Duration::from_secs(60),
+        notifier,
+    )
+    .unwrap();
+    let metrics = crate::metrics::ControlMetrics::new(store.clone());
+    crate::report_intake::ReportIntake::start(store.clone(), log.clone(), system_stop, metrics)
+        .unwrap()
+}
+
 /// The subscription service, sending test events to loopback receivers too.
 pub(crate) fn subscription_api(store: &Store) -> SubscriptionApi {
     let outbound = hookplane_outbound::OutboundOptions {

@@ -281,10 +281,7 @@ impl DeliveryLog {
         let cutoff = now.minus(self.retention.age).unix_micros();
         // What waited its hold goes first: while the store refuses writes, a batch is refused
         // before any of it is taken, and waits on its node rather than piling up here.
-        if shelves
-            .held_since
-            .is_some_and(|since| since.elapsed() >= self.hold)
-        {
+        if self.hold_is_over(shelves) {
             self.write_held_back(shelves, cutoff)?;
         }
         let batch: Vec<(DeliveryAttempt, Time)> = attempts
@@ -375,8 +372,8 @@ impl DeliveryLog {
         if shelves.held_back.is_empty() {
             return Ok(accepted);
         }
-        let held_since = *shelves.held_since.get_or_insert_with(Instant::now);
-        if held_since.elapsed() >= self.hold {
+        shelves.held_since.get_or_insert_with(Instant::now);
+        if self.hold_is_over(shelves) {
             self.write_held_back(shelves, cutoff)?;
         }
         Ok(accepted)
@@ -424,26 +421,36 @@ impl DeliveryLog {
         }
     }
 
-    /// Writes whatever is held back, for a reader of pages or because the hold is over.
-    pub fn write_held(&self) -> Result<(), Error> {
-        let mut shelves = self.trees.lock();
+    /// Whether attempts are held back and the oldest has waited its hold.
+    fn hold_is_over(&self, shelves: &Shelves) -> bool {
+        shelves
+            .held_since
+            .is_some_and(|since| since.elapsed() >= self.hold)
+    }
+
+    /// Writes whatever is held back, for a reader of pages (which holds the lock already).
+    fn write_all_held(&self, shelves: &mut Shelves) -> Result<(), Error> {
         if shelves.held_since.is_none() {
             return Ok(());
         }
         let cutoff = Time::now().minus(self.retention.age).unix_micros();
-        self.write_held_back(&mut shelves, cutoff)
+        self.write_held_back(shelves, cutoff)
+    }
+
+    /// Writes whatever is held back, for a reader of pages or a writer that stops.
+    pub fn write_held(&self) -> Result<(), Error> {
+        self.write_all_held(&mut self.trees.lock())
     }
 
     /// Writes what is held back once it has waited its hold, for a writer with nothing else to
     /// do.
     pub fn write_held_if_due(&self) -> Result<(), Error> {
-        let due = {
-            let shelves = self.trees.lock();
-            shelves
-                .held_since
-                .is_some_and(|since| since.elapsed() >= self.hold)
-        };
-        if due { self.write_held() } else { Ok(()) }
+        let mut shelves = self.trees.lock();
+        if self.hold_is_over(&shelves) {
+            self.write_all_held(&mut shelves)
+        } else {
+            Ok(())
+        }
     }
 
     /// Applies retention to every target, and forgets deliveries whose last attempt is older than
@@ -453,9 +460,7 @@ impl DeliveryLog {
         let cutoff = now.minus(self.retention.age);
         let tree = self.trees.attempt_pages();
         let mut shelves = self.trees.lock();
-        if shelves.held_since.is_some() {
-            self.write_held_back(&mut shelves, cutoff.unix_micros())?;
-        }
+        self.write_all_held(&mut shelves)?;
         // Every shelf read from the tree again, so that one that went wrong somehow is right again.
         shelves.forget_targets();
         let cutoff_micros = cutoff.unix_micros();
@@ -513,10 +518,7 @@ impl DeliveryLog {
         targets: &HashSet<String>,
     ) -> Result<(u64, u64), Error> {
         let mut shelves = self.trees.lock();
-        if shelves.held_since.is_some() {
-            let cutoff = Time::now().minus(self.retention.age).unix_micros();
-            self.write_held_back(&mut shelves, cutoff)?;
-        }
+        self.write_all_held(&mut shelves)?;
         let removed = pages::remove_targets(self.trees.attempt_pages(), |target, page| {
             targets.contains(target) || page.iter().any(|a| a.tenant_id == tenant_id)
         });
