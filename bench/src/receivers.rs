@@ -18,6 +18,9 @@ use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, task::JoinSet};
 
+/// The name of the receivers' threads (the bench counts how often they are preempted).
+pub const THREAD_NAME: &str = "receivers";
+
 /// Connections a hanging target holds before it starts closing new ones.
 const HANGING_HOLD: usize = 4_096;
 
@@ -59,7 +62,7 @@ impl Receivers {
     ) -> anyhow::Result<Receivers> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name("receivers")
+            .thread_name(THREAD_NAME)
             .enable_all()
             .build()?;
         let listeners = {

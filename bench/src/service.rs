@@ -142,6 +142,45 @@ impl Process {
         self.pid()
             .map_or(Duration::ZERO, |pid| cpu_time_of(&pid.to_string()))
     }
+
+    /// Times its threads were preempted so far (involuntary context switches, summed over the
+    /// threads alive now).
+    pub fn preemptions(&self) -> u64 {
+        self.pid()
+            .map_or(0, |pid| preemptions_of(&pid.to_string(), |_| true))
+    }
+}
+
+/// Times the receivers' threads of this process were preempted so far.
+pub fn receivers_preemptions() -> u64 {
+    preemptions_of("self", |name| {
+        name.starts_with(crate::receivers::THREAD_NAME)
+    })
+}
+
+/// `nonvoluntary_ctxt_switches` summed over the threads of `/proc/<pid>` whose name passes
+/// `named`: how often a thread that could have gone on running was made to wait, the price of
+/// sharing cores that a rate alone does not show.
+fn preemptions_of(pid: &str, named: impl Fn(&str) -> bool) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| named(comm.trim_end()))
+        })
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .filter_map(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix("nonvoluntary_ctxt_switches:")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
+        .sum()
 }
 
 /// User + system CPU time so far of the bench process itself: its receivers and load generator.

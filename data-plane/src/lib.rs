@@ -248,7 +248,7 @@ pub async fn run_with_metrics(
         book: idempotency,
         token_uses: Arc::clone(&token_uses),
     };
-    let delivery = DeliveryRuntime::start(options.delivery_threads)?;
+    let delivery = DeliveryRuntime::start(options.delivery_threads, options.delivery_niceness)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_on = move |mut rx: watch::Receiver<bool>| async move {
@@ -404,7 +404,7 @@ struct DeliveryRuntime {
 }
 
 impl DeliveryRuntime {
-    fn start(threads: usize) -> Result<Self, Error> {
+    fn start(threads: usize, niceness: u8) -> Result<Self, Error> {
         let threads = match threads {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
@@ -412,7 +412,7 @@ impl DeliveryRuntime {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("hookplane-delivery")
-            .on_thread_start(lower_priority)
+            .on_thread_start(move || lower_priority(niceness))
             .enable_all()
             .build()?;
         Ok(Self {
@@ -441,11 +441,14 @@ impl DeliveryRuntime {
 
 /// Delivery threads yield to the ingress threads when both want the CPU: an acknowledgement is
 /// what LINE waits for, with a timeout, while a delivery already safe in the spool can wait a
-/// moment. Linux keeps a niceness per thread; elsewhere this is skipped.
-fn lower_priority() {
+/// moment. CPU shares go by weight: at niceness 10 (`--delivery-niceness`'s default) a delivery
+/// thread gets about a tenth of an ingress thread's share while both want the CPU, and all of it
+/// when the ingress is idle. Measured against 0, 5 and 19 in docs/BENCHMARKS.md. Linux keeps a
+/// niceness per thread; elsewhere this is skipped.
+fn lower_priority(niceness: u8) {
     #[cfg(target_os = "linux")]
     if let Err(e) =
-        rustix::process::setpriority_process(Some(rustix::thread::gettid()), DELIVERY_NICENESS)
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), i32::from(niceness))
     {
         warn!(error = %e, "could not lower the delivery threads' priority");
     }
@@ -453,11 +456,6 @@ fn lower_priority() {
 
 /// How long stopping waits for the delivery runtime's blocking work (a DNS lookup).
 const DELIVERY_SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
-
-/// CPU shares go by weight: at niceness 10 a delivery thread gets about a tenth of an ingress
-/// thread's share while both want the CPU, and all of it when the ingress is idle. Measured
-/// against 0, 5 and 19 in docs/BENCHMARKS.md.
-const DELIVERY_NICENESS: i32 = 10;
 
 impl Drop for DeliveryRuntime {
     fn drop(&mut self) {

@@ -101,6 +101,17 @@ pub struct NodeOptions {
     /// queueing them behind a delivery backlog.
     #[arg(long, env = "HOOKPLANE_DELIVERY_THREADS", default_value_t = 0)]
     pub delivery_threads: usize,
+    /// Niceness of the delivery threads (0-19; Linux). Above the ingress's 0, an
+    /// acknowledgement gets a core at once while deliveries want it too; the price is that
+    /// deliveries yield to every other process of the host as well. Receivers on the same host
+    /// then preempt the delivery thread at each request they answer (docs/BENCHMARKS.md).
+    #[arg(
+        long,
+        env = "HOOKPLANE_DELIVERY_NICENESS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u8).range(0..=19)
+    )]
+    pub delivery_niceness: u8,
     /// Where deliveries in flight live: `spool` (node-local, under the spool dir) or
     /// `nats://HOST:PORT[,nats://HOST:PORT...]` (NATS JetStream shared by every node, so nodes
     /// can be added and removed at will).
@@ -149,6 +160,7 @@ impl Default for NodeOptions {
                 .collect(),
             target_concurrency: 16,
             delivery_threads: 0,
+            delivery_niceness: 10,
             queue: QueueChoice::Spool,
             spool_max_bytes: None,
             spool_tenant_share: Share::DEFAULT,
@@ -272,6 +284,7 @@ mod tests {
         assert_eq!(*parsed.payload_retention, *default.payload_retention);
         assert_eq!(parsed.retry_schedule, default.retry_schedule);
         assert_eq!(parsed.target_concurrency, default.target_concurrency);
+        assert_eq!(parsed.delivery_niceness, default.delivery_niceness);
         assert_eq!(parsed.line_api_base_url, default.line_api_base_url);
         assert_eq!(parsed.queue, default.queue);
         assert_eq!(parsed.spool_max_bytes, default.spool_max_bytes);
@@ -285,6 +298,16 @@ mod tests {
             *parsed.nats.nats_dedupe_window,
             *default.nats.nats_dedupe_window
         );
+    }
+
+    #[test]
+    fn a_delivery_niceness_beyond_19_is_refused_naming_the_flag() {
+        assert_eq!(parse(&["--delivery-niceness", "0"]).delivery_niceness, 0);
+        let err = Cli::try_parse_from(["hookplane", "--delivery-niceness", "20"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--delivery-niceness"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http::header::{HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
@@ -151,20 +151,6 @@ impl Sender {
     }
 }
 
-/// Builds a header map from (name, value) pairs, skipping any that are not valid HTTP.
-pub fn header_map<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (name, value) in pairs {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            map.insert(name, value);
-        }
-    }
-    map
-}
-
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -204,7 +190,10 @@ mod tests {
         Outgoing {
             url,
             body: Bytes::from_static(b"{\"a\":1}"),
-            headers: header_map([("x-test", "yes")]),
+            headers: HeaderMap::from_iter([(
+                http::header::HeaderName::from_static("x-test"),
+                HeaderValue::from_static("yes"),
+            )]),
             timeout: Duration::from_secs(5),
         }
     }

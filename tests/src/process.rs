@@ -122,6 +122,30 @@ impl Process {
         self.addrs[what]
     }
 
+    /// The niceness of each of its threads named `name` (`/proc`: a thread name is cut to 15
+    /// bytes).
+    fn niceness_of_threads(&self, name: &str) -> Vec<i32> {
+        let Some(pid) = self.child.id() else {
+            return Vec::new();
+        };
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten();
+        tasks
+            .flatten()
+            .filter(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|comm| comm.trim_end() == name)
+            })
+            .filter_map(|task| {
+                let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+                // After the parenthesised name, niceness is the 17th field (19th in all).
+                let (_, rest) = stat.rsplit_once(')')?;
+                rest.split_whitespace().nth(16)?.parse().ok()
+            })
+            .collect()
+    }
+
     /// The `--metrics-listen` address, when it was given.
     fn metrics_url(&self) -> Option<String> {
         self.addrs
@@ -398,6 +422,11 @@ impl Standalone {
     /// What the process logged (every run in this directory).
     pub fn log(&self) -> String {
         self.process.log()
+    }
+
+    /// The niceness of each of its threads named `name`, as `/proc` cuts it to 15 bytes.
+    pub fn niceness_of_threads(&self, name: &str) -> Vec<i32> {
+        self.process.niceness_of_threads(name)
     }
 
     /// `kill -9`.

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use hookplane_client::{Client, v1};
 use hookplane_tests::{
-    ControlProcess, DataNode, Receiver, Respond, api, eventually, fixture, hookctl_json, ingress,
+    ControlProcess, DataNode, Receiver, Respond, Standalone, api, eventually, fixture,
+    hookctl_json, ingress,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -348,4 +349,31 @@ async fn recover_resends_once_each_delivery_that_failed_for_good_since_the_time_
     let after = &receiver.requests()[arrived_before..];
     assert_eq!(after.len(), 3, "each recovered delivery arrives once");
     assert_eq!(event_ids(after), during);
+}
+
+/// The delivery runtime's threads, as `/proc` cuts their name (`hookplane-delivery`).
+const DELIVERY_THREADS: &str = "hookplane-deliv";
+
+#[tokio::test]
+async fn delivery_threads_run_at_the_niceness_asked_and_the_ingress_at_the_processs() {
+    let default = Standalone::start().await.unwrap();
+    let threads = default.niceness_of_threads(DELIVERY_THREADS);
+    assert!(!threads.is_empty(), "no delivery threads found");
+    assert!(threads.iter().all(|n| *n == 10), "{threads:?}");
+    // The ingress's threads keep what the process was started with.
+    let main = default.niceness_of_threads("hookplane");
+    let ingress = default.niceness_of_threads("tokio-rt-worker");
+    assert!(
+        !ingress.is_empty() && ingress.iter().all(|n| main.contains(n)),
+        "{ingress:?} {main:?}"
+    );
+
+    let asked = Standalone::start_with(&["--delivery-niceness", "3"])
+        .await
+        .unwrap();
+    let threads = asked.niceness_of_threads(DELIVERY_THREADS);
+    assert!(
+        !threads.is_empty() && threads.iter().all(|n| *n == 3),
+        "{threads:?}"
+    );
 }

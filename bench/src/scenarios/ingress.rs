@@ -125,6 +125,16 @@ fn targets(ours: &[Row], base: &[Row]) {
                 ours.receivers,
                 base.receivers
             );
+            // Why the receivers' share differs: on the same two cores, a receiver woken by a
+            // request preempts a sender of lower priority (the node's delivery threads run at
+            // niceness 10), which then sends the next request alone and wakes it again.
+            println!(
+                "info: preemptions per delivery over the drain: node {:.2}, baseline {:.2}; the receivers {:.2} with the node, {:.2} with the baseline",
+                ours.process_preempted,
+                base.process_preempted,
+                ours.receivers_preempted,
+                base.receivers_preempted
+            );
         }
         // The baseline answers without storing anything and drops forwards it cannot keep up
         // with, so its saturated acknowledgements are not a forwarding rate; the target is

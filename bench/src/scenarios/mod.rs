@@ -52,11 +52,14 @@ pub struct Forwarded {
     pub drain_cpu_us: Option<DrainCpu>,
 }
 
-/// CPU per delivery over a drain, in µs.
+/// CPU per delivery over a drain, in µs, and preemptions per delivery (involuntary context
+/// switches): the process under test's, and the receivers'.
 #[derive(Clone, Copy)]
 pub struct DrainCpu {
     pub process: f64,
     pub receivers: f64,
+    pub process_preempted: f64,
+    pub receivers_preempted: f64,
 }
 
 /// One step against one system.
@@ -112,6 +115,8 @@ pub async fn run_steps(
                 let load_end = Instant::now();
                 let during_load = sink.receivers.total() - before;
                 let cpu_at_load_end = (process.cpu_time(), service::own_cpu_time());
+                let preempted_at_load_end =
+                    (process.preemptions(), service::receivers_preemptions());
                 let expected = outcome.acked * sink.fanout;
                 let waited = sink
                     .receivers
@@ -122,10 +127,19 @@ pub async fn run_steps(
                 let drain = waited.last_arrival.saturating_duration_since(load_end);
                 let drained = delivered - during_load;
                 let per_delivery = |cpu: Duration| cpu.as_secs_f64() * 1e6 / drained as f64;
+                let each = |count: u64| count as f64 / drained as f64;
                 let drain_cpu_us = (drain >= MIN_DRAIN && drained > 0).then(|| DrainCpu {
                     process: per_delivery(process.cpu_time().saturating_sub(cpu_at_load_end.0)),
                     receivers: per_delivery(
                         service::own_cpu_time().saturating_sub(cpu_at_load_end.1),
+                    ),
+                    process_preempted: each(
+                        process
+                            .preemptions()
+                            .saturating_sub(preempted_at_load_end.0),
+                    ),
+                    receivers_preempted: each(
+                        service::receivers_preemptions().saturating_sub(preempted_at_load_end.1),
                     ),
                 });
                 Some(Forwarded {

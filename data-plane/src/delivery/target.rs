@@ -10,13 +10,13 @@ use std::{
 use bytes::Bytes;
 use hookplane_outbound::{
     failure::Failure,
-    sender::{Outgoing, Sender, header_map},
+    sender::{Outgoing, Sender},
     signing::{self, Attempt},
 };
 use hookplane_proto::v1::{
     NodeChannel, NodeForwardingSet, NodeSubscription, SignatureScheme, SubscriptionState,
 };
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::{
     attempt::AttemptResult,
@@ -26,6 +26,12 @@ use crate::{
 };
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The header names a forward sets, and the one custom header every forward replays.
+const LINE_SIGNATURE: HeaderName = HeaderName::from_static("x-line-signature");
+const EVENT_ID: HeaderName = HeaderName::from_static("x-hookplane-event-id");
+const ATTEMPT: HeaderName = HeaderName::from_static("x-hookplane-attempt");
+const FORWARDING_SET: HeaderName = HeaderName::from_static("x-hookplane-forwarding-set");
 
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -187,17 +193,28 @@ impl Target {
                 Err(Failure::NotSent("not a single request"))
             }
             Target::Forward(set) => {
-                let number = number.to_string();
-                let mut headers = header_map(
-                    job.headers
-                        .iter()
-                        .map(|h| (h.name.as_str(), h.value.as_str())),
-                );
-                headers.extend(header_map([
-                    ("x-hookplane-event-id", job.event_id.as_str()),
-                    ("x-hookplane-attempt", number.as_str()),
-                    ("x-hookplane-forwarding-set", set.id.as_str()),
-                ]));
+                // One map, sized once, with our own names static: a name that is not a standard
+                // header is parsed into an allocation of its own, per attempt (header building
+                // was about 5 % of a delivery thread's samples in the drain's profile).
+                let mut headers = HeaderMap::with_capacity(job.headers.len() + 4);
+                for header in &job.headers {
+                    let name = match header.name.as_str() {
+                        "x-line-signature" => Ok(LINE_SIGNATURE),
+                        other => HeaderName::from_bytes(other.as_bytes()),
+                    };
+                    if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(&header.value)) {
+                        headers.insert(name, value);
+                    }
+                }
+                for (name, value) in [
+                    (EVENT_ID, HeaderValue::from_str(&job.event_id)),
+                    (ATTEMPT, Ok(HeaderValue::from(number))),
+                    (FORWARDING_SET, HeaderValue::from_str(&set.id)),
+                ] {
+                    if let Ok(value) = value {
+                        headers.insert(name, value);
+                    }
+                }
                 Ok(Request {
                     headers,
                     body: job.body.clone(),
