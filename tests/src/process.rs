@@ -128,9 +128,9 @@ impl Process {
         let Some(pid) = self.child.id() else {
             return Vec::new();
         };
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .into_iter()
-            .flatten();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Vec::new();
+        };
         tasks
             .flatten()
             .filter(|task| {
