@@ -36,7 +36,7 @@ use crate::{
     config::ConfigStore,
     connectors::genesys::outbound::OutboundEndpoint,
     control::ControlPlane,
-    delivery::{Engine, EngineSettings, retry::RetryPolicy},
+    delivery::{DeliveryPriority, Engine, EngineSettings, retry::RetryPolicy},
     ingress::Ingress,
     metrics::Metrics,
     nats::Nats,
@@ -242,13 +242,15 @@ pub async fn run_with_metrics(
     ));
 
     let token_uses = Arc::new(TokenUses::default());
+    let priority = DeliveryPriority::new(options.delivery_niceness);
     let publisher = Publisher {
         config: Arc::clone(&store),
         queue: Arc::clone(&queue),
         book: idempotency,
         token_uses: Arc::clone(&token_uses),
+        priority: Arc::clone(&priority),
     };
-    let delivery = DeliveryRuntime::start(options.delivery_threads, options.delivery_niceness)?;
+    let delivery = DeliveryRuntime::start(options.delivery_threads, Arc::clone(&priority))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_on = move |mut rx: watch::Receiver<bool>| async move {
@@ -296,6 +298,8 @@ pub async fn run_with_metrics(
         delivery.handle(),
     );
     tasks.spawn_on(Arc::clone(&engine).run(stop_rx.clone()), delivery.handle());
+    // On the ingress's runtime: it has to run while the delivery threads are busy.
+    tasks.spawn(Arc::clone(&priority).relax_while_quiet(stop_rx.clone()));
     if let Some(spool) = &spool {
         tasks.spawn(prune_parked(Arc::clone(spool), stop_rx.clone()));
     }
@@ -311,6 +315,7 @@ pub async fn run_with_metrics(
         metrics: Arc::clone(&metrics),
         body,
         draining: Arc::clone(&draining),
+        priority,
     });
     let (router, metrics_server) = match metrics_listener {
         None => (ingress::router(ingress_state), None),
@@ -404,7 +409,8 @@ struct DeliveryRuntime {
 }
 
 impl DeliveryRuntime {
-    fn start(threads: usize, niceness: u8) -> Result<Self, Error> {
+    /// `threads` worker threads (0: one a core), each joining `priority`.
+    fn start(threads: usize, priority: Arc<DeliveryPriority>) -> Result<Self, Error> {
         let threads = match threads {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
@@ -412,7 +418,7 @@ impl DeliveryRuntime {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("hookplane-delivery")
-            .on_thread_start(move || lower_priority(niceness))
+            .on_thread_start(move || priority.join_current_thread())
             .enable_all()
             .build()?;
         Ok(Self {
@@ -436,21 +442,6 @@ impl DeliveryRuntime {
                 warn!(error = %e, "stopping the delivery runtime failed");
             }
         }
-    }
-}
-
-/// Delivery threads yield to the ingress threads when both want the CPU: an acknowledgement is
-/// what LINE waits for, with a timeout, while a delivery already safe in the spool can wait a
-/// moment. CPU shares go by weight: at niceness 10 (`--delivery-niceness`'s default) a delivery
-/// thread gets about a tenth of an ingress thread's share while both want the CPU, and all of it
-/// when the ingress is idle. Measured against 0, 5 and 19 in docs/BENCHMARKS.md. Linux keeps a
-/// niceness per thread; elsewhere this is skipped.
-fn lower_priority(niceness: u8) {
-    #[cfg(target_os = "linux")]
-    if let Err(e) =
-        rustix::process::setpriority_process(Some(rustix::thread::gettid()), i32::from(niceness))
-    {
-        warn!(error = %e, "could not lower the delivery threads' priority");
     }
 }
 

@@ -101,10 +101,12 @@ pub struct NodeOptions {
     /// queueing them behind a delivery backlog.
     #[arg(long, env = "HOOKPLANE_DELIVERY_THREADS", default_value_t = 0)]
     pub delivery_threads: usize,
-    /// Niceness of the delivery threads (0-19; Linux). Above the ingress's 0, an
-    /// acknowledgement gets a core at once while deliveries want it too; the price is that
-    /// deliveries yield to every other process of the host as well. Receivers on the same host
-    /// then preempt the delivery thread at each request they answer (docs/BENCHMARKS.md).
+    /// Niceness of the delivery threads while requests arrive (0-19; Linux). Above the
+    /// ingress's 0, an acknowledgement gets a core at once while deliveries want it too. After a
+    /// second without a request they run at 0 until the next one: nothing of ours is left to
+    /// yield to, and at 10 receivers on the same host preempted them at each request they
+    /// answered (docs/BENCHMARKS.md). Raising them back needs CAP_SYS_NICE or RLIMIT_NICE;
+    /// without either they stay at this niceness.
     #[arg(
         long,
         env = "HOOKPLANE_DELIVERY_NICENESS",

@@ -162,6 +162,7 @@ static HARNESS: LazyLock<Harness> = LazyLock::new(|| {
             deadline: std::time::Duration::from_secs(5),
         },
         draining: Arc::default(),
+        priority: hookplane_data::delivery::DeliveryPriority::new(10),
     }));
     Harness {
         runtime: tokio::runtime::Builder::new_current_thread()

@@ -758,6 +758,11 @@ impl DataNode {
         self.process.log()
     }
 
+    /// The niceness of each of its threads named `name`, as `/proc` cuts it to 15 bytes.
+    pub fn niceness_of_threads(&self, name: &str) -> Vec<i32> {
+        self.process.niceness_of_threads(name)
+    }
+
     /// The URL of `/metrics` on `--metrics-listen`, when it was given.
     pub fn metrics_url(&self) -> Option<String> {
         self.process.metrics_url()

@@ -354,26 +354,71 @@ async fn recover_resends_once_each_delivery_that_failed_for_good_since_the_time_
 /// The delivery runtime's threads, as `/proc` cuts their name (`hookplane-delivery`).
 const DELIVERY_THREADS: &str = "hookplane-deliv";
 
+/// Waits until every delivery thread of `node` runs at `niceness`.
+async fn wait_delivery_niceness(node: &DataNode, niceness: i32, why: &str) {
+    eventually(WAIT, why, || async {
+        let threads = node.niceness_of_threads(DELIVERY_THREADS);
+        (!threads.is_empty() && threads.iter().all(|n| *n == niceness)).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
-async fn delivery_threads_run_at_the_niceness_asked_and_the_ingress_at_the_processs() {
-    let default = Standalone::start().await.unwrap();
-    let threads = default.niceness_of_threads(DELIVERY_THREADS);
-    assert!(!threads.is_empty(), "no delivery threads found");
-    assert!(threads.iter().all(|n| *n == 10), "{threads:?}");
-    // The ingress's threads keep what the process was started with.
-    let main = default.niceness_of_threads("hookplane");
-    let ingress = default.niceness_of_threads("tokio-rt-worker");
+async fn delivery_threads_yield_at_the_niceness_asked_while_webhooks_arrive_and_not_once_the_ingress_is_quiet()
+ {
+    let receiver = Receiver::start().await.unwrap();
+    let s = setup(&[receiver.url("/crm")], &["--delivery-niceness", "3"]).await;
+    // Nothing has arrived for a second: the delivery threads have nothing to yield to.
+    wait_delivery_niceness(
+        &s.node,
+        0,
+        "delivery threads at niceness 0 while quiet (raising a thread's priority back needs \
+         root or CAP_SYS_NICE; CI runs as root)",
+    )
+    .await;
+
+    // A webhook puts them back before it is answered.
+    assert_eq!(s.post(&fixture("text.json")).await.status(), 200);
+    let threads = s.node.niceness_of_threads(DELIVERY_THREADS);
+    assert!(
+        !threads.is_empty() && threads.iter().all(|n| *n == 3),
+        "{threads:?}"
+    );
+    receiver.wait_for(1, WAIT).await.unwrap();
+    wait_delivery_niceness(
+        &s.node,
+        0,
+        "delivery threads at niceness 0 once quiet again",
+    )
+    .await;
+
+    // The ingress's threads keep what the process was started with throughout.
+    let main = s.node.niceness_of_threads("hookplane");
+    let ingress = s.node.niceness_of_threads("tokio-rt-worker");
     assert!(
         !ingress.is_empty() && ingress.iter().all(|n| main.contains(n)),
         "{ingress:?} {main:?}"
     );
+}
 
-    let asked = Standalone::start_with(&["--delivery-niceness", "3"])
+#[tokio::test]
+async fn by_default_delivery_threads_yield_at_niceness_10_while_requests_arrive() {
+    let node = Standalone::start().await.unwrap();
+    // Any request to the webhook route is the ingress's work, even one it turns away.
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/api/webhook/line/no-such-channel/events",
+            node.ingress_url()
+        ))
+        .body("{}")
+        .send()
         .await
         .unwrap();
-    let threads = asked.niceness_of_threads(DELIVERY_THREADS);
+    assert_eq!(response.status(), 404);
+    let threads = node.niceness_of_threads(DELIVERY_THREADS);
     assert!(
-        !threads.is_empty() && threads.iter().all(|n| *n == 3),
+        !threads.is_empty() && threads.iter().all(|n| *n == 10),
         "{threads:?}"
     );
 }

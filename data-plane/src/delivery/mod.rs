@@ -2,8 +2,10 @@
 
 pub mod breaker;
 mod engine;
+pub mod priority;
 pub mod retry;
 mod slots;
 mod target;
 
 pub use engine::{Engine, EngineSettings};
+pub use priority::DeliveryPriority;

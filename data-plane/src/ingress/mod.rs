@@ -27,6 +27,7 @@ use crate::{
     Error,
     config::{ChannelEntry, ConfigStore},
     connectors::genesys::inbound_jobs::inbound_jobs,
+    delivery::DeliveryPriority,
     enqueue_span::enqueue_span,
     line_event::WebhookHead,
     metrics::Metrics,
@@ -43,6 +44,8 @@ pub struct Ingress {
     /// Turned on at SIGTERM: /readyz answers 503 while the node still serves, so a load
     /// balancer moves away before it stops accepting.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Told of every webhook, so deliveries yield to the ingress while it is busy.
+    pub priority: Arc<DeliveryPriority>,
 }
 
 /// The ingress's routes with `/metrics`, as a node without `--metrics-listen` serves them.
@@ -155,6 +158,7 @@ async fn line_webhook(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    ingress.priority.ingress_arrived();
     // Made only while traces are exported (see hookplane_trace_context).
     let span = tracing::debug_span!(
         target: hookplane_trace_context::TARGET,

@@ -26,6 +26,7 @@ pub(crate) use token_uses::report_token_uses;
 use crate::{
     Error,
     config::ConfigStore,
+    delivery::DeliveryPriority,
     enqueue_span::enqueue_span,
     queue::{Job, Queue, unix_ms},
 };
@@ -37,6 +38,8 @@ pub struct Publisher {
     pub queue: Arc<dyn Queue>,
     pub book: Arc<dyn IdempotencyKeys>,
     pub token_uses: Arc<TokenUses>,
+    /// Told of every PublishEvent, so deliveries yield to the ingress while it is busy.
+    pub priority: Arc<DeliveryPriority>,
 }
 
 impl Publisher {
@@ -147,6 +150,7 @@ impl EventService for Publisher {
         &self,
         request: Request<PublishEventRequest>,
     ) -> Result<Response<PublishEventResponse>, Status> {
+        self.priority.ingress_arrived();
         let (metadata, _, req) = request.into_parts();
         Ok(Response::new(self.publish(&metadata, req).await?))
     }
