@@ -418,7 +418,11 @@ impl DeliveryRuntime {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("hookplane-delivery")
-            .on_thread_start(move || priority.join_current_thread())
+            .on_thread_start({
+                let priority = Arc::clone(&priority);
+                move || priority.join_current_thread()
+            })
+            .on_thread_stop(move || priority.leave_current_thread())
             .enable_all()
             .build()?;
         Ok(Self {

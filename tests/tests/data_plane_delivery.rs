@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hookplane_client::{Client, v1};
 use hookplane_tests::{
-    ControlProcess, DataNode, Receiver, Respond, Standalone, api, eventually, fixture,
+    ControlProcess, DataNode, NodeSetup, Receiver, Respond, Standalone, api, eventually, fixture,
     hookctl_json, ingress,
 };
 
@@ -400,6 +400,62 @@ async fn delivery_threads_yield_at_the_niceness_asked_while_webhooks_arrive_and_
         !ingress.is_empty() && ingress.iter().all(|n| main.contains(n)),
         "{ingress:?} {main:?}"
     );
+}
+
+#[tokio::test]
+async fn without_cap_sys_nice_delivery_threads_keep_the_niceness_asked_and_the_node_says_so() {
+    let receiver = Receiver::start().await.unwrap();
+    let control = ControlProcess::start().await.unwrap();
+    let client = control.admin().await.unwrap();
+    let (channel, _) = api::channel_forwarding_to(&client, &[receiver.url("/crm")])
+        .await
+        .unwrap();
+    // As in a container without CAP_SYS_NICE: lowering a priority is allowed, raising it not.
+    let setup = NodeSetup {
+        wrapper: Box::new(|_| {
+            ["setpriv", "--bounding-set", "-sys_nice", "--"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        }),
+        ..NodeSetup::default()
+    };
+    let node = DataNode::start_with(&control, &["--delivery-niceness", "3"], setup)
+        .await
+        .unwrap();
+    ingress::wait_for_channel(&node.ingress_url(), &channel)
+        .await
+        .unwrap();
+    eventually(
+        WAIT,
+        "the node to say it keeps --delivery-niceness",
+        || async {
+            node.log()
+                .contains(
+                    "the delivery threads keep --delivery-niceness while the ingress is quiet",
+                )
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let threads = node.niceness_of_threads(DELIVERY_THREADS);
+    assert!(
+        !threads.is_empty() && threads.iter().all(|n| *n == 3),
+        "{threads:?}"
+    );
+    // Said once, and deliveries go on.
+    let response = ingress::post_signed(&node.ingress_url(), &channel, &fixture("text.json"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    receiver.wait_for(1, WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let said = node
+        .log()
+        .matches("the delivery threads keep --delivery-niceness")
+        .count();
+    assert_eq!(said, 1, "{}", node.log());
 }
 
 #[tokio::test]

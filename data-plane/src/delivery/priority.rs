@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use rustix::process::Pid;
+use rustix::{io::Errno, process::Pid};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -75,6 +75,16 @@ impl DeliveryPriority {
         {
             warn!(error = %e, "could not lower the delivery threads' priority");
         }
+    }
+
+    /// Called on each delivery thread as it stops (a blocking-pool thread idle for a while): a
+    /// thread id is not kept past its thread, whose id the system may give to another.
+    pub fn leave_current_thread(&self) {
+        let Some(tid) = current_thread() else {
+            return;
+        };
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        threads.retain(|t| *t != tid);
     }
 
     /// Called as each request that waits for an acknowledgement arrives: the delivery threads
@@ -133,6 +143,10 @@ impl DeliveryPriority {
         let niceness = self.niceness_now();
         for &tid in threads.iter() {
             if let Err(e) = set_niceness(tid, niceness) {
+                // A thread that ended between its stop hook and here: nothing to change.
+                if e == Errno::SRCH {
+                    continue;
+                }
                 if yielding {
                     warn!(error = %e, "could not lower the delivery threads' priority");
                     continue;
@@ -228,6 +242,24 @@ mod tests {
         priority.ingress_arrived();
         assert_eq!(priority.niceness_now(), 10);
         assert!(priority.arrived.load(Ordering::Relaxed));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_thread_joins_at_the_niceness_in_force_and_is_forgotten_when_it_leaves() {
+        let priority = DeliveryPriority::new(7);
+        let on_thread = Arc::clone(&priority);
+        let niceness = std::thread::spawn(move || {
+            on_thread.join_current_thread();
+            let tid = rustix::thread::gettid();
+            let niceness = rustix::process::getpriority_process(Some(tid)).unwrap();
+            on_thread.leave_current_thread();
+            niceness
+        })
+        .join()
+        .unwrap();
+        assert_eq!(niceness, 7);
+        assert!(priority.threads.lock().unwrap().is_empty());
     }
 
     #[test]
