@@ -8,6 +8,7 @@ mod binary;
 mod http_client;
 mod line_requests;
 mod load;
+mod machine_lock;
 mod plan;
 mod queue_mode;
 mod receivers;
@@ -79,6 +80,12 @@ async fn main() -> anyhow::Result<()> {
     if !cli.sets.is_empty() {
         plan.sets = cli.sets.clone();
     }
+    // The baseline forwarder is this binary again, started by the run that holds the lock.
+    let _machine = if matches!(cli.scenario, Scenario::BaselineForwarder { .. }) {
+        None
+    } else {
+        Some(machine_lock::take()?)
+    };
     if !matches!(cli.scenario, Scenario::BaselineForwarder { .. }) {
         eprintln!(
             "hookplane-bench {:?}{}: {} s per step, on {} cores",
