@@ -4,7 +4,8 @@
 //! and yield to the ingress. Once the ingress has been quiet for a while they run at niceness 0
 //! again: there is no acknowledgement left to yield to, and a lowered priority then only made
 //! them yield to every other process of the host, which (on the bench's host, where the
-//! receivers are) cost a backlog's drain a sixth of its rate (docs/BENCHMARKS.md).
+//! receivers are) cost a backlog's drain about a quarter of its rate (docs/BENCHMARKS.md,
+//! change 34).
 //!
 //! CPU shares go by weight: at niceness 10 (`--delivery-niceness`'s default) a delivery thread
 //! gets about a tenth of an ingress thread's share while both want the CPU; measured against 0,
@@ -88,7 +89,8 @@ impl DeliveryPriority {
     }
 
     /// Called as each request that waits for an acknowledgement arrives: the delivery threads
-    /// yield from now on. Two relaxed atomics unless they were not yielding.
+    /// yield from now on. Two atomic loads unless they were not yielding (or a quarter second
+    /// has passed since the quiet watch last looked).
     pub fn ingress_arrived(&self) {
         // SeqCst, with the quiet watch's side: one of the two sees the other's write.
         if !self.arrived.load(Ordering::Relaxed) {
