@@ -81,12 +81,13 @@ async fn main() -> anyhow::Result<()> {
         plan.sets = cli.sets.clone();
     }
     // The baseline forwarder is this binary again, started by the run that holds the lock.
-    let _machine = if matches!(cli.scenario, Scenario::BaselineForwarder { .. }) {
-        None
-    } else {
+    let a_run = !matches!(cli.scenario, Scenario::BaselineForwarder { .. });
+    let _machine = if a_run {
         Some(machine_lock::take()?)
+    } else {
+        None
     };
-    if !matches!(cli.scenario, Scenario::BaselineForwarder { .. }) {
+    if a_run {
         eprintln!(
             "hookplane-bench {:?}{}: {} s per step, on {} cores",
             cli.scenario,

@@ -126,8 +126,9 @@ fn targets(ours: &[Row], base: &[Row]) {
                 base.receivers
             );
             // Why the receivers' share differs: on the same two cores, a receiver woken by a
-            // request preempts a sender of lower priority (the node's delivery threads run at
-            // niceness 10), which then sends the next request alone and wakes it again.
+            // request preempts a sender of lower priority (the node's delivery threads, at
+            // `--delivery-niceness` while requests arrive), which then sends the next request
+            // alone and wakes it again.
             println!(
                 "info: preemptions per delivery over the drain: node {:.2}, baseline {:.2}; the receivers {:.2} with the node, {:.2} with the baseline",
                 ours.process_preempted,
