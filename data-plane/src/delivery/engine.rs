@@ -149,10 +149,14 @@ impl Engine {
             return;
         };
         let engine = Arc::clone(self);
-        in_flight.spawn(async move {
+        // Boxed: the task then holds a pointer, not the attempt's whole state machine, which
+        // tokio otherwise copies when it stores the task, when the task finishes and when its
+        // output is taken. Those copies were 2.7 % of a drain's samples (docs/BENCHMARKS.md,
+        // change 35); boxed, it is one allocation and one copy.
+        in_flight.spawn(Box::pin(async move {
             engine.attempt(leased, target, slot).await;
             drop(worker);
-        });
+        }));
     }
 
     /// Resolves a job's target and settles the jobs that may not be attempted now: target
@@ -252,7 +256,7 @@ impl Engine {
 
     fn attempt_record(&self, job: &Job, target: &Target, at: SystemTime) -> DeliveryAttempt {
         DeliveryAttempt {
-            id: format!("att_{}", ulid::Ulid::new().to_string().to_lowercase()),
+            id: attempt_id(),
             delivery_id: job.delivery_id.clone(),
             event_id: job.event_id.clone(),
             forwarding_set_id: job.forwarding_set_id.clone(),
@@ -337,6 +341,18 @@ impl Engine {
     }
 }
 
+/// A new attempt id: `att_` and a lowercase ULID, made in one allocation (one per attempt;
+/// `format!` over `to_string().to_lowercase()` made three).
+fn attempt_id() -> String {
+    let mut buf = [0; ulid::ULID_LEN];
+    let ulid = ulid::Ulid::new().array_to_str(&mut buf);
+    ulid.make_ascii_lowercase();
+    let mut id = String::with_capacity("att_".len() + ulid::ULID_LEN);
+    id.push_str("att_");
+    id.push_str(ulid);
+    id
+}
+
 /// The span of one attempt of `job`, a child of the enqueue that queued it (the `traceparent` the
 /// job keeps), not of the engine's task: the request was answered long ago, maybe on another
 /// node. Made only while traces are exported.
@@ -387,5 +403,24 @@ fn outcome_label(outcome: AttemptOutcome) -> &'static str {
         AttemptOutcome::Succeeded => "succeeded",
         AttemptOutcome::Retrying => "retrying",
         AttemptOutcome::Failed | AttemptOutcome::Unspecified => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_id_is_att_and_a_lowercase_ulid_and_no_two_are_alike() {
+        let id = attempt_id();
+        let ulid = id.strip_prefix("att_").expect("the att_ prefix");
+        assert_eq!(ulid.len(), ulid::ULID_LEN);
+        assert!(
+            ulid.bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()),
+            "{id}"
+        );
+        assert!(ulid::Ulid::from_string(ulid).is_ok(), "{id}");
+        assert_ne!(attempt_id(), attempt_id());
     }
 }

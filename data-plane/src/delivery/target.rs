@@ -161,10 +161,14 @@ impl Target {
     ) -> AttemptResult {
         let timeout = self.timeout();
         match self {
+            // Boxed, so their larger state machines (a login, a retry with a fresh token) do
+            // not size every forward's attempt, which the engine copies into its task.
             Target::GenesysInbound { set, .. } => {
-                connectors.genesys_inbound(set, job, timeout).await
+                Box::pin(connectors.genesys_inbound(set, job, timeout)).await
             }
-            Target::LinePush { channel, .. } => connectors.line_push(channel, job, timeout).await,
+            Target::LinePush { channel, .. } => {
+                Box::pin(connectors.line_push(channel, job, timeout)).await
+            }
             Target::Forward(_) | Target::Event(_) => {
                 let mut request = match self.request(job, number, now) {
                     Ok(request) => request,
