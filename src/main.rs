@@ -457,7 +457,11 @@ struct InProcessReports(LocalReports);
 
 #[async_trait::async_trait]
 impl ReportSink for InProcessReports {
-    async fn report(&self, node_id: &str, attempts: Vec<DeliveryAttempt>) -> Result<(), String> {
+    async fn report(
+        &self,
+        node_id: &str,
+        attempts: Arc<Vec<DeliveryAttempt>>,
+    ) -> Result<(), String> {
         self.0.report(node_id, attempts).await.map(|_| ())
     }
 }

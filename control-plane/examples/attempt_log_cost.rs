@@ -11,6 +11,7 @@
 //! reported, so compare it between builds of this example rather than against a profile.
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use hookplane_control::{ControlOptions, ControlPlane};
@@ -81,6 +82,10 @@ async fn main() -> Result<()> {
     let served = tokio::spawn(control.serve(listener, async move {
         let _ = stopped.await;
     }));
+    // The intake opens once the control plane serves, a moment after the spawn.
+    while in_process && local.report("node-1", Arc::default()).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let channel = tonic::transport::Endpoint::from_shared(url)?
         .connect()
@@ -94,7 +99,11 @@ async fn main() -> Result<()> {
     let mut report = async |first: usize| -> Result<()> {
         let sent = batch(first)?;
         if in_process {
-            local.report(&sent.node_id, sent.attempts).await?;
+            // As standalone's node reports: it keeps a share of the batch until the report is
+            // taken, to spill it should the report fail, and frees it then.
+            let attempts = Arc::new(sent.attempts);
+            local.report(&sent.node_id, Arc::clone(&attempts)).await?;
+            drop(attempts);
         } else {
             client.report_deliveries(tokio_stream::once(sent)).await?;
         }

@@ -22,7 +22,8 @@ const HELD_CHECK: Duration = Duration::from_millis(250);
 
 struct Batch {
     node_id: String,
-    attempts: Vec<DeliveryAttempt>,
+    /// Shared with the reporter, which keeps it should the report fail.
+    attempts: Arc<Vec<DeliveryAttempt>>,
     done: oneshot::Sender<Result<u64, Error>>,
 }
 
@@ -68,9 +69,12 @@ impl AttemptWriter {
                                 continue;
                             }
                         };
-                        let Some(batch) = batch else { break };
-                        let stored = log.record(&batch.node_id, batch.attempts);
-                        let _ = batch.done.send(stored);
+                        let Some(Batch { node_id, attempts, done }) = batch else { break };
+                        let stored = log.record(&node_id, &attempts);
+                        // Let go before answering, so the reporter drops the last share and the
+                        // attempts are freed by the thread that made them, not this one.
+                        drop(attempts);
+                        let _ = done.send(stored);
                     }
                 });
                 // The control plane is stopping: everything held back goes to the store.
@@ -89,7 +93,7 @@ impl AttemptWriter {
     pub async fn record(
         &self,
         node_id: String,
-        attempts: Vec<DeliveryAttempt>,
+        attempts: Arc<Vec<DeliveryAttempt>>,
     ) -> Result<u64, Error> {
         let (done, stored) = oneshot::channel();
         let gone = || Error::Unavailable("the attempt log writer has stopped".to_owned());
@@ -152,10 +156,22 @@ mod tests {
         hold: Duration,
     ) -> (tempfile::TempDir, AttemptWriter, DeliveryLog, String) {
         let (dir, writer, log, fwd_id) = writer(hold).await;
-        let taken = writer.record("n".into(), attempts(&fwd_id, 10)).await;
+        let taken = writer
+            .record("n".into(), Arc::new(attempts(&fwd_id, 10)))
+            .await;
         assert_eq!(taken.unwrap(), 10);
         assert_eq!(log.written(&fwd_id), 0);
         (dir, writer, log, fwd_id)
+    }
+
+    #[tokio::test]
+    async fn the_writer_lets_go_of_a_batch_before_it_answers() {
+        let (_dir, writer, _log, fwd_id) = writer(Duration::ZERO).await;
+        let batch = Arc::new(attempts(&fwd_id, 10));
+        let taken = writer.record("n".into(), Arc::clone(&batch)).await;
+        assert_eq!(taken.unwrap(), 10);
+        // The reporter holds the last share, so the attempts are freed on its threads.
+        assert_eq!(Arc::strong_count(&batch), 1);
     }
 
     #[tokio::test]

@@ -498,7 +498,10 @@ impl ConfigService for ConfigApi {
                 () = stopping.wait() => break,
             };
             let Some(report) = report else { break };
-            accepted += self.reports.take(report.node_id, report.attempts).await?;
+            accepted += self
+                .reports
+                .take(report.node_id, Arc::new(report.attempts))
+                .await?;
         }
         Ok(Response::new(ReportDeliveriesResponse { accepted }))
     }

@@ -44,19 +44,14 @@ impl ReportIntake {
     pub async fn take(
         &self,
         node_id: String,
-        attempts: Vec<DeliveryAttempt>,
+        attempts: Arc<Vec<DeliveryAttempt>>,
     ) -> Result<u64, Error> {
-        let subscription_attempts: Vec<_> = attempts
-            .iter()
-            .filter(|a| !a.subscription_id.is_empty())
-            .cloned()
-            .collect();
-        let written = self.attempts.record(node_id, attempts).await?;
+        let written = self.attempts.record(node_id, Arc::clone(&attempts)).await?;
         self.metrics.attempts_written(written);
         // The log holds the attempts whatever happens here; failing the report would only make
         // the node send them again. A stop reaches nodes with the flush, which also follows a
         // failure (it may come after a stop was committed).
-        match self.system_stop.observe(&subscription_attempts) {
+        match self.system_stop.observe(&attempts) {
             Ok(stopped) if stopped.is_empty() => {}
             Ok(_) => self.store.flush().await?,
             Err(e) => {
@@ -81,7 +76,7 @@ impl LocalReports {
     pub async fn report(
         &self,
         node_id: &str,
-        attempts: Vec<DeliveryAttempt>,
+        attempts: Arc<Vec<DeliveryAttempt>>,
     ) -> Result<u64, String> {
         let intake = self
             .0
@@ -132,13 +127,13 @@ mod tests {
         let log = DeliveryLog::new(store.clone(), retention, broadcast::channel(16).0).unwrap();
         let intake = report_intake(&dir, &store, &log);
         let report = || {
-            vec![DeliveryAttempt {
+            Arc::new(vec![DeliveryAttempt {
                 delivery_id: "dlv_1".into(),
                 forwarding_set_id: fwd_id.clone(),
                 time: Some(Time::now().to_proto()),
                 outcome: AttemptOutcome::Succeeded as i32,
                 ..DeliveryAttempt::default()
-            }]
+            }])
         };
 
         let local = LocalReports::default();

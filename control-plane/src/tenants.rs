@@ -957,7 +957,7 @@ mod tests {
             let log = DeliveryLog::new(store.clone(), retention, tx).unwrap();
             log.record(
                 "n",
-                vec![
+                &[
                     failed(&a.id, &a.fwd_id, "dlv_a1"),
                     failed(&a.id, &a.fwd_id, "dlv_a2"),
                     // A forwarding set deleted since: its attempts still name the tenant.

@@ -121,29 +121,33 @@ fn state_after(outcome: i32) -> Option<DeliveryState> {
     }
 }
 
-/// Fills in what the node left out; `None` for an attempt without a target.
-fn accept(
-    node_id: &str,
-    mut attempt: DeliveryAttempt,
-    now: Time,
-) -> Option<(DeliveryAttempt, Time)> {
+/// When `attempt` was made, by its own clock or else `now`; `None` for an attempt without a
+/// target, which the log does not take.
+fn accepted_time(node_id: &str, attempt: &DeliveryAttempt, now: Time) -> Option<Time> {
     if attempt.forwarding_set_id.is_empty() && attempt.subscription_id.is_empty() {
         tracing::debug!(node_id, "dropped a delivery attempt without a target");
         return None;
     }
-    if attempt.id.is_empty() {
-        attempt.id = ids::new_id(ids::ATTEMPT);
+    Some(
+        attempt
+            .time
+            .as_ref()
+            .and_then(Time::from_proto)
+            .unwrap_or(now),
+    )
+}
+
+/// The copy of an accepted attempt the log keeps, with what the node left out filled in.
+fn kept_copy(node_id: &str, attempt: &DeliveryAttempt, time: Time) -> DeliveryAttempt {
+    let mut kept = attempt.clone();
+    if kept.id.is_empty() {
+        kept.id = ids::new_id(ids::ATTEMPT);
     }
-    if attempt.node_id.is_empty() {
-        node_id.clone_into(&mut attempt.node_id);
+    if kept.node_id.is_empty() {
+        node_id.clone_into(&mut kept.node_id);
     }
-    let time = attempt
-        .time
-        .as_ref()
-        .and_then(Time::from_proto)
-        .unwrap_or(now);
-    attempt.time = Some(time.to_proto());
-    Some((attempt, time))
+    kept.time = Some(time.to_proto());
+    kept
 }
 
 /// The record of a delivery first heard of through `attempt`.
@@ -261,7 +265,7 @@ impl DeliveryLog {
     /// lately (the node sends a report again when it missed the answer) is not stored again. Once
     /// it returns, each target of the batch holds at most its newest `retention.count` attempts,
     /// none older than the retention age.
-    pub fn record(&self, node_id: &str, attempts: Vec<DeliveryAttempt>) -> Result<u64, Error> {
+    pub fn record(&self, node_id: &str, attempts: &[DeliveryAttempt]) -> Result<u64, Error> {
         let mut shelves = self.trees.lock();
         let recorded = self.record_shelved(&mut shelves, node_id, attempts);
         if recorded.is_err() {
@@ -270,11 +274,15 @@ impl DeliveryLog {
         recorded
     }
 
+    /// Reads the batch where it lies and copies only the attempts it holds back: while a
+    /// target gets more than its retention count in a batch (a backlog draining), the others
+    /// would only be trimmed, and copying each (a dozen strings) and freeing it on this thread
+    /// was most of what the writer spent on an attempt (docs/BENCHMARKS.md, change 36).
     fn record_shelved(
         &self,
         shelves: &mut Shelves,
         node_id: &str,
-        attempts: Vec<DeliveryAttempt>,
+        attempts: &[DeliveryAttempt],
     ) -> Result<u64, Error> {
         let tree = self.trees.attempt_pages();
         let now = Time::now();
@@ -284,9 +292,9 @@ impl DeliveryLog {
         if self.hold_is_over(shelves) {
             self.write_held_back(shelves, cutoff)?;
         }
-        let batch: Vec<(DeliveryAttempt, Time)> = attempts
-            .into_iter()
-            .filter_map(|attempt| accept(node_id, attempt, now))
+        let batch: Vec<(&DeliveryAttempt, Time)> = attempts
+            .iter()
+            .filter_map(|attempt| Some((attempt, accepted_time(node_id, attempt, now)?)))
             .collect();
         let accepted = batch.len() as u64;
 
@@ -303,15 +311,18 @@ impl DeliveryLog {
             }
         }
 
+        // An attempt without an id is given one when it is kept: it cannot have been stored.
         let mut in_batch = HashSet::new();
         let is_new: Vec<bool> = batch
             .iter()
-            .map(|(a, _)| !shelves.recent.contains(&a.id) && in_batch.insert(a.id.as_str()))
+            .map(|(a, _)| {
+                a.id.is_empty()
+                    || (!shelves.recent.contains(&a.id) && in_batch.insert(a.id.as_str()))
+            })
             .collect();
         let mut folds: HashMap<&str, Fold<'_>> = HashMap::new();
         let mut fresh = Vec::new();
-        for ((attempt, time), _) in batch.iter().zip(&is_new).filter(|(_, new)| **new) {
-            let time = *time;
+        for (&(attempt, time), _) in batch.iter().zip(&is_new).filter(|(_, new)| **new) {
             if !attempt.delivery_id.is_empty() {
                 let fold = match folds.entry(&attempt.delivery_id) {
                     Entry::Occupied(e) => e.into_mut(),
@@ -341,24 +352,32 @@ impl DeliveryLog {
 
         // Retention would remove at once an attempt already past the age; it still counted for
         // its delivery above.
-        let mut by_target: HashMap<String, Vec<DeliveryAttempt>> = HashMap::new();
-        let mut stored_ids = Vec::new();
-        for ((attempt, time), new) in batch.into_iter().zip(is_new) {
-            if !new {
-                continue;
-            }
-            stored_ids.push(attempt.id.clone());
-            if time.unix_micros() >= cutoff {
+        let mut by_target: HashMap<&str, Vec<(&DeliveryAttempt, Time)>> = HashMap::new();
+        for (&(attempt, time), new) in batch.iter().zip(&is_new) {
+            if *new && time.unix_micros() >= cutoff {
                 by_target
-                    .entry(target_of(&attempt).to_owned())
+                    .entry(target_of(attempt))
                     .or_default()
-                    .push(attempt);
+                    .push((attempt, time));
             }
         }
         let count = self.retention.count;
-        for (target, attempts) in by_target {
-            let held = shelves.held_back.entry(target).or_default();
-            held.extend(attempts);
+        for (target, mut newest) in by_target {
+            // Of this batch only a target's newest `count` can outlast retention.
+            if newest.len() > count {
+                if count > 0 {
+                    newest.select_nth_unstable_by(count - 1, |(a, at), (b, bt)| {
+                        (bt.unix_micros(), b.id.as_str()).cmp(&(at.unix_micros(), a.id.as_str()))
+                    });
+                }
+                newest.truncate(count);
+            }
+            let held = shelves.held_back.entry(target.to_owned()).or_default();
+            held.extend(
+                newest
+                    .into_iter()
+                    .map(|(attempt, time)| kept_copy(node_id, attempt, time)),
+            );
             // Trimmed now and then rather than at every batch: the sort is per attempt.
             if held.len() > count.saturating_mul(2) {
                 keep_newest(held, count);
@@ -366,8 +385,10 @@ impl DeliveryLog {
         }
         // Remembered once held: written or not, the node is told they are stored, and an
         // attempt held back whose write fails stays held back for the next one.
-        for id in &stored_ids {
-            shelves.recent.insert(id);
+        for ((attempt, _), new) in batch.iter().zip(&is_new) {
+            if *new && !attempt.id.is_empty() {
+                shelves.recent.insert(&attempt.id);
+            }
         }
         if shelves.held_back.is_empty() {
             return Ok(accepted);
@@ -838,7 +859,7 @@ mod tests {
         /// Reports one attempt of `delivery_id` to the set, from node "n".
         fn report(&self, delivery_id: &str, seconds_ago: i64, outcome: AttemptOutcome) {
             let one = attempt(&self.fwd_id, delivery_id, seconds_ago, outcome);
-            self.log.record("n", vec![one]).unwrap();
+            self.log.record("n", &[one]).unwrap();
         }
     }
 
@@ -978,7 +999,7 @@ mod tests {
         s.log
             .record(
                 "node-1",
-                vec![
+                &[
                     attempt(&s.fwd_id, "dlv_1", 30, AttemptOutcome::Retrying),
                     attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Succeeded),
                     attempt(&s.fwd_id, "dlv_1", 20, AttemptOutcome::Retrying),
@@ -1000,10 +1021,10 @@ mod tests {
     #[tokio::test]
     async fn only_the_newest_attempts_up_to_the_retention_count_are_kept() {
         let s = setup(2, DAY).await;
-        let batch = (1..=5)
+        let batch: Vec<_> = (1..=5)
             .map(|i| attempt(&s.fwd_id, "dlv_1", i * 10, AttemptOutcome::Retrying))
             .collect();
-        assert_eq!(s.log.record("n", batch).unwrap(), 5);
+        assert_eq!(s.log.record("n", &batch).unwrap(), 5);
         let listed = listed_attempts(&s.log, &s.fwd_id).await;
         let now = Time::now().seconds;
         let ages: Vec<_> = listed
@@ -1020,7 +1041,7 @@ mod tests {
         s.log
             .record(
                 "n",
-                vec![
+                &[
                     attempt(&s.fwd_id, "dlv_1", 7200, AttemptOutcome::Retrying),
                     attempt(&s.fwd_id, "dlv_1", 60, AttemptOutcome::Succeeded),
                 ],
@@ -1041,7 +1062,7 @@ mod tests {
     #[tokio::test]
     async fn an_attempt_without_a_target_is_not_accepted() {
         let s = setup(100, DAY).await;
-        let accepted = s.log.record("n", vec![DeliveryAttempt::default()]).unwrap();
+        let accepted = s.log.record("n", &[DeliveryAttempt::default()]).unwrap();
         assert_eq!(accepted, 0);
     }
 
@@ -1086,7 +1107,7 @@ mod tests {
         s.log
             .record(
                 "n",
-                vec![
+                &[
                     attempt(&s.fwd_id, "dlv_1", 20, AttemptOutcome::Retrying),
                     attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Failed),
                 ],
@@ -1275,7 +1296,7 @@ mod tests {
     async fn a_recover_of_many_goes_to_the_nodes_in_batches() {
         let mut s = setup(100, DAY).await;
         let count = RECOVER_BATCH + 5;
-        let attempts = (0..count)
+        let attempts: Vec<_> = (0..count)
             .map(|i| {
                 attempt(
                     &s.fwd_id,
@@ -1285,7 +1306,7 @@ mod tests {
                 )
             })
             .collect();
-        s.log.record("n", attempts).unwrap();
+        s.log.record("n", &attempts).unwrap();
         let recovered = recover(&s.log, &s.fwd_id, seconds_ago(60)).await.unwrap();
         assert_eq!(recovered as usize, count);
         assert_eq!(s.retries.try_recv().unwrap().len(), RECOVER_BATCH);
@@ -1319,7 +1340,7 @@ mod tests {
         s.log
             .record(
                 "n",
-                vec![
+                &[
                     attempt(&s.fwd_id, "dlv_1", 30, AttemptOutcome::Retrying),
                     attempt(&s.fwd_id, "dlv_2", 25, AttemptOutcome::Failed),
                     attempt(&s.fwd_id, "dlv_1", 10, AttemptOutcome::Failed),
@@ -1370,9 +1391,9 @@ mod tests {
                 })
                 .collect()
         };
-        s.log.record("n", attempts("dlv_batch")).unwrap();
+        s.log.record("n", &attempts("dlv_batch")).unwrap();
         for one in attempts("dlv_single") {
-            s.log.record("n", vec![one]).unwrap();
+            s.log.record("n", &[one]).unwrap();
         }
         let batch = s.log.trees.find_delivery("dlv_batch").unwrap().unwrap();
         let single = s.log.trees.find_delivery("dlv_single").unwrap().unwrap();
@@ -1389,6 +1410,50 @@ mod tests {
         let tree = log.trees.attempt_pages();
         let (all, _) = pages::list(tree, &target_prefix(target), 1_000_000, None).unwrap();
         all.iter().map(|a| a.time.unwrap().seconds).collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_more_than_the_retention_count_keeps_its_newest_whatever_their_order() {
+        for hold in [Duration::ZERO, Duration::from_secs(3600)] {
+            let s = setup(10, DAY).await;
+            let log = s.log.with_hold(hold);
+            let fwd_id = &s.fwd_id;
+            // 50 attempts a second apart, in an order that is neither oldest nor newest first.
+            let attempts: Vec<_> = (0..50)
+                .map(|i| {
+                    let ago = 100 + (i * 37) % 50;
+                    attempt(fwd_id, &format!("dlv_{i}"), ago, AttemptOutcome::Retrying)
+                })
+                .collect();
+            assert_eq!(log.record("n", &attempts).unwrap(), 50);
+            log.write_held().unwrap();
+            let mut newest: Vec<i64> = attempts.iter().map(|a| a.time.unwrap().seconds).collect();
+            newest.sort_by(|a, b| b.cmp(a));
+            newest.truncate(10);
+            assert_eq!(kept_times(&log, fwd_id), newest, "held back for {hold:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn attempts_reported_without_ids_are_each_kept_under_an_id_of_their_own() {
+        let s = setup(100, DAY).await;
+        let nameless = attempt(&s.fwd_id, "dlv_1", 5, AttemptOutcome::Retrying);
+        assert!(nameless.id.is_empty());
+        let report = vec![nameless.clone(), nameless.clone(), nameless];
+        assert_eq!(s.log.record("n", &report).unwrap(), 3);
+        let listed = listed_attempts(&s.log, &s.fwd_id).await;
+        let ids: HashSet<&str> = listed.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(listed.len(), 3);
+        assert_eq!(ids.len(), 3, "ids {ids:?}");
+        assert!(
+            listed
+                .iter()
+                .all(|a| a.id.starts_with("att_") && a.node_id == "n")
+        );
+        assert!(
+            report.iter().all(|a| a.id.is_empty()),
+            "the report is left as sent"
+        );
     }
 
     #[tokio::test]
@@ -1410,7 +1475,7 @@ mod tests {
                 })
                 .collect();
             times.extend(attempts.iter().map(|a| a.time.unwrap().seconds));
-            s.log.record("n", attempts).unwrap();
+            s.log.record("n", &attempts).unwrap();
             times.sort_by(|a, b| b.cmp(a));
             times.truncate(100);
             assert_eq!(kept_times(&s.log, &s.fwd_id), times, "after batch {batch}");
@@ -1436,7 +1501,7 @@ mod tests {
                 })
                 .collect();
             times.extend(attempts.iter().map(|a| a.time.unwrap().seconds));
-            assert_eq!(log.record("n", attempts).unwrap(), 50);
+            assert_eq!(log.record("n", &attempts).unwrap(), 50);
         }
         times.sort_by(|a, b| b.cmp(a));
         times
@@ -1511,7 +1576,7 @@ mod tests {
         s.log
             .record(
                 "n",
-                vec![
+                &[
                     attempt(&s.fwd_id, "dlv_1", 7200, AttemptOutcome::Retrying),
                     attempt(&s.fwd_id, "dlv_1", 5000, AttemptOutcome::Retrying),
                     attempt(&s.fwd_id, "dlv_1", 60, AttemptOutcome::Retrying),
@@ -1525,7 +1590,7 @@ mod tests {
         hourly
             .record(
                 "n",
-                vec![attempt(&s.fwd_id, "dlv_1", 5, AttemptOutcome::Succeeded)],
+                &[attempt(&s.fwd_id, "dlv_1", 5, AttemptOutcome::Succeeded)],
             )
             .unwrap();
         assert_eq!(stored(&hourly, &s.fwd_id), 2);
@@ -1540,7 +1605,7 @@ mod tests {
             let log = if i % 2 == 0 { &s.log } else { &other };
             log.record(
                 "n",
-                vec![attempt(
+                &[attempt(
                     &s.fwd_id,
                     "dlv_1",
                     60 - i,
@@ -1568,9 +1633,9 @@ mod tests {
             outcome: AttemptOutcome::Retrying as i32,
             ..Default::default()
         };
-        s.log.record("n", vec![at(40), at(30), at(20)]).unwrap();
+        s.log.record("n", &[at(40), at(30), at(20)]).unwrap();
         // Again in a later batch, and twice in the same one.
-        s.log.record("n", vec![at(20), at(10), at(10)]).unwrap();
+        s.log.record("n", &[at(20), at(10), at(10)]).unwrap();
         assert_eq!(
             kept_times(&s.log, &s.fwd_id),
             [now - 10, now - 20, now - 30]
@@ -1587,12 +1652,12 @@ mod tests {
                 .map(|i| attempt(&s.fwd_id, "dlv_1", ago - i, AttemptOutcome::Retrying))
                 .collect()
         };
-        s.log.record("n", batch(3, 1000)).unwrap();
+        s.log.record("n", &batch(3, 1000)).unwrap();
         for i in 0..4 {
             insert_directly(&s.log, &s.fwd_id, 900 - i, &format!("att_behind{i}"));
         }
         assert_eq!(s.log.sweep().unwrap(), 0);
-        s.log.record("n", batch(5, 100)).unwrap();
+        s.log.record("n", &batch(5, 100)).unwrap();
         assert_eq!(stored(&s.log, &s.fwd_id), 10);
     }
 
@@ -1601,7 +1666,7 @@ mod tests {
         let s = setup(100, Duration::from_secs(3600)).await;
         s.report("dlv_1", 60, AttemptOutcome::Retrying);
         let late = attempt(&s.fwd_id, "dlv_1", 7200, AttemptOutcome::Failed);
-        assert_eq!(s.log.record("n", vec![late.clone(), late]).unwrap(), 2);
+        assert_eq!(s.log.record("n", &[late.clone(), late]).unwrap(), 2);
         assert_eq!(stored(&s.log, &s.fwd_id), 1);
         let delivery = s.log.trees.find_delivery("dlv_1").unwrap().unwrap();
         assert_eq!(delivery.attempts, 3);
@@ -1616,7 +1681,7 @@ mod tests {
             ..attempt(&s.fwd_id, "dlv_1", seconds_ago, outcome)
         };
         s.log
-            .record("node-a", vec![first(30, AttemptOutcome::Failed)])
+            .record("node-a", &[first(30, AttemptOutcome::Failed)])
             .unwrap();
         let recorded = s.log.trees.find_delivery("dlv_1").unwrap().unwrap();
         assert_eq!(recorded.attempts, 1);
@@ -1626,7 +1691,7 @@ mod tests {
         s.log
             .record(
                 "node-b",
-                vec![
+                &[
                     first(20, AttemptOutcome::Retrying),
                     first(40, AttemptOutcome::Failed),
                 ],
@@ -1660,12 +1725,12 @@ mod tests {
             vec![one]
         };
         let log = open();
-        log.record("n", report()).unwrap();
+        log.record("n", &report()).unwrap();
         drop(log);
 
         // The node missed the answer, and sends the report again to the restarted control plane.
         let restarted = open();
-        restarted.record("n", report()).unwrap();
+        restarted.record("n", &report()).unwrap();
         assert_eq!(stored(&restarted, "fwd_x"), 1);
         let delivery = restarted.trees.find_delivery("dlv_1").unwrap().unwrap();
         assert_eq!(delivery.attempts, 1);
@@ -1687,14 +1752,14 @@ mod tests {
         let batch = |ago: i64| vec![attempt("fwd_x", "dlv_1", ago, AttemptOutcome::Retrying)];
         let log = open(100);
         for ago in 10..15 {
-            log.record("n", batch(ago)).unwrap();
+            log.record("n", &batch(ago)).unwrap();
         }
         drop(log);
 
         let restarted = open(2);
-        restarted.record("n", batch(5)).unwrap();
+        restarted.record("n", &batch(5)).unwrap();
         assert_eq!(stored(&restarted, "fwd_x"), 2);
-        restarted.record("n", batch(1)).unwrap();
+        restarted.record("n", &batch(1)).unwrap();
         assert_eq!(stored(&restarted, "fwd_x"), 2);
     }
 

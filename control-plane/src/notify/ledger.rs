@@ -2,6 +2,7 @@
 //! (is the latest attempt a failure, since when does it fail), and every failure is counted per
 //! tenant, forwarding set and reason, once for the next reminder and once for the periodic sweep.
 
+use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
@@ -16,21 +17,23 @@ use crate::store::Store;
 /// Reasons are keys; a node's long error text must not make keys unbounded.
 const MAX_REASON_CHARS: usize = 200;
 
-/// One forward attempt as the notifier sees it.
+/// One forward attempt as the notifier sees it, borrowed from the attempt: most are successes
+/// that only move their set's health, and copying four strings of each showed in the attempt
+/// log's profile (docs/BENCHMARKS.md, change 36).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ForwardOutcome {
-    pub forwarding_set_id: String,
-    pub tenant_id: String,
-    pub channel_id: String,
-    pub url: String,
+pub(crate) struct ForwardOutcome<'a> {
+    pub forwarding_set_id: &'a str,
+    pub tenant_id: &'a str,
+    pub channel_id: &'a str,
+    pub url: &'a str,
     pub failed: bool,
-    pub reason: String,
+    pub reason: Cow<'a, str>,
     pub time: Time,
 }
 
-impl ForwardOutcome {
+impl<'a> ForwardOutcome<'a> {
     /// `None` for attempts of subscriptions and attempts without a final or retrying outcome.
-    pub fn from_attempt(attempt: &DeliveryAttempt, time: Time) -> Option<ForwardOutcome> {
+    pub fn from_attempt(attempt: &'a DeliveryAttempt, time: Time) -> Option<ForwardOutcome<'a>> {
         if attempt.forwarding_set_id.is_empty() {
             return None;
         }
@@ -41,15 +44,18 @@ impl ForwardOutcome {
         };
         let reason = match attempt.reason.trim() {
             // A success has no reason, and most outcomes are successes.
-            _ if !failed => String::new(),
-            "" => "unknown error".to_owned(),
-            reason => reason.chars().take(MAX_REASON_CHARS).collect(),
+            _ if !failed => Cow::Borrowed(""),
+            "" => Cow::Borrowed("unknown error"),
+            reason => match reason.char_indices().nth(MAX_REASON_CHARS) {
+                Some((end, _)) => Cow::Borrowed(&reason[..end]),
+                None => Cow::Borrowed(reason),
+            },
         };
         Some(ForwardOutcome {
-            forwarding_set_id: attempt.forwarding_set_id.clone(),
-            tenant_id: attempt.tenant_id.clone(),
-            channel_id: attempt.channel_id.clone(),
-            url: attempt.url.clone(),
+            forwarding_set_id: &attempt.forwarding_set_id,
+            tenant_id: &attempt.tenant_id,
+            channel_id: &attempt.channel_id,
+            url: &attempt.url,
             failed,
             reason,
             time,
@@ -91,7 +97,7 @@ fn next_health(health: Option<Health>, tenant_id: &str, failed: bool, at: Time) 
 pub(crate) fn record(
     books: &Books,
     store: &Store,
-    outcomes: &[ForwardOutcome],
+    outcomes: &[ForwardOutcome<'_>],
 ) -> Result<bool, Error> {
     if outcomes.is_empty() {
         return Ok(false);
@@ -103,37 +109,34 @@ pub(crate) fn record(
     // A batch holds hundreds of attempts of a few sets: each set is read once.
     let mut sets: HashMap<&str, Option<(String, String, String)>> = HashMap::new();
     for o in outcomes {
-        let set = match sets.entry(&o.forwarding_set_id) {
+        let set = match sets.entry(o.forwarding_set_id) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => e.insert(
                 store
-                    .find_forwarding_set(&o.forwarding_set_id)?
+                    .find_forwarding_set(o.forwarding_set_id)?
                     .map(|set| (set.tenant_id, set.channel_id, set.url)),
             ),
         };
         // The set as configured names the tenant and URL; the attempt's copy serves once it is gone.
         let (tenant_id, channel_id, url): (&str, &str, &str) = match set {
             Some((tenant_id, channel_id, url)) => {
-                let url = if url.is_empty() { &o.url } else { &*url };
+                let url = if url.is_empty() { o.url } else { &*url };
                 (tenant_id, channel_id, url)
             }
-            None => (&o.tenant_id, &o.channel_id, &o.url),
+            None => (o.tenant_id, o.channel_id, o.url),
         };
         if tenant_id.is_empty() {
             continue;
         }
-        let current = match health.remove(o.forwarding_set_id.as_str()) {
-            Some(h) => h,
-            None => books.get(Book::Health, o.forwarding_set_id.as_bytes())?,
+        let set_health = match health.entry(o.forwarding_set_id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(books.get(Book::Health, o.forwarding_set_id.as_bytes())?),
         };
-        health.insert(
-            &o.forwarding_set_id,
-            Some(next_health(current, tenant_id, o.failed, o.time)),
-        );
+        *set_health = Some(next_health(set_health.take(), tenant_id, o.failed, o.time));
         if !o.failed {
             continue;
         }
-        let key = failure_key(tenant_id, &o.forwarding_set_id, &o.reason);
+        let key = failure_key(tenant_id, o.forwarding_set_id, &o.reason);
         let record = match failures.remove(&key) {
             Some(r) => r,
             None => books.get(Book::Failures, &key)?,
@@ -141,9 +144,9 @@ pub(crate) fn record(
         let mut record = record.unwrap_or_else(|| FailureRecord {
             tenant_id: tenant_id.to_owned(),
             channel_id: channel_id.to_owned(),
-            forwarding_set_id: o.forwarding_set_id.clone(),
+            forwarding_set_id: o.forwarding_set_id.to_owned(),
             url: url.to_owned(),
-            reason: o.reason.clone(),
+            reason: o.reason.clone().into_owned(),
             since_reminder: None,
             this_period: None,
         });
@@ -198,8 +201,8 @@ mod tests {
     #[test]
     fn retrying_and_failed_attempts_count_as_failures() {
         for outcome in [AttemptOutcome::Retrying, AttemptOutcome::Failed] {
-            let o =
-                ForwardOutcome::from_attempt(&attempt(outcome, "404 Not Found"), at(1)).unwrap();
+            let a = attempt(outcome, "404 Not Found");
+            let o = ForwardOutcome::from_attempt(&a, at(1)).unwrap();
             assert!(o.failed);
             assert_eq!(o.reason, "404 Not Found");
         }
@@ -207,8 +210,8 @@ mod tests {
 
     #[test]
     fn a_success_is_an_outcome_that_did_not_fail() {
-        let o =
-            ForwardOutcome::from_attempt(&attempt(AttemptOutcome::Succeeded, ""), at(1)).unwrap();
+        let a = attempt(AttemptOutcome::Succeeded, "");
+        let o = ForwardOutcome::from_attempt(&a, at(1)).unwrap();
         assert!(!o.failed);
     }
 
@@ -222,8 +225,26 @@ mod tests {
 
     #[test]
     fn a_failure_without_a_reason_reads_as_unknown() {
-        let o = ForwardOutcome::from_attempt(&attempt(AttemptOutcome::Failed, " "), at(1)).unwrap();
+        let a = attempt(AttemptOutcome::Failed, " ");
+        let o = ForwardOutcome::from_attempt(&a, at(1)).unwrap();
         assert_eq!(o.reason, "unknown error");
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_to_its_first_200_characters() {
+        // Multi-byte characters: the cut is at a character, not a byte.
+        let long = "é".repeat(MAX_REASON_CHARS + 50);
+        let a = attempt(AttemptOutcome::Failed, &long);
+        let o = ForwardOutcome::from_attempt(&a, at(1)).unwrap();
+        assert_eq!(o.reason.chars().count(), MAX_REASON_CHARS);
+        assert!(long.starts_with(&*o.reason));
+        let a = attempt(AttemptOutcome::Failed, &long[..2 * MAX_REASON_CHARS]);
+        let o = ForwardOutcome::from_attempt(&a, at(1)).unwrap();
+        assert_eq!(
+            o.reason.chars().count(),
+            MAX_REASON_CHARS,
+            "exactly 200 kept whole"
+        );
     }
 
     #[test]

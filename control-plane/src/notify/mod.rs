@@ -90,7 +90,7 @@ impl Notifier {
         &self,
         attempts: impl IntoIterator<Item = (&'a DeliveryAttempt, Time)>,
     ) {
-        let outcomes: Vec<ForwardOutcome> = attempts
+        let outcomes: Vec<ForwardOutcome<'_>> = attempts
             .into_iter()
             .filter_map(|(attempt, time)| ForwardOutcome::from_attempt(attempt, time))
             .collect();

@@ -320,12 +320,12 @@ mod tests {
     impl Setup {
         fn report(&self, set: usize, reason: Option<&str>, time: Time) {
             let outcome = ForwardOutcome {
-                forwarding_set_id: self.sets[set].0.clone(),
-                tenant_id: String::new(),
-                channel_id: String::new(),
-                url: String::new(),
+                forwarding_set_id: &self.sets[set].0,
+                tenant_id: "",
+                channel_id: "",
+                url: "",
                 failed: reason.is_some(),
-                reason: reason.unwrap_or_default().to_owned(),
+                reason: reason.unwrap_or_default().into(),
                 time,
             };
             ledger::record(&self.reminders.books, &self.reminders.store, &[outcome]).unwrap();
@@ -431,10 +431,10 @@ mod tests {
             tenant_id = tenant.id;
             let r = reminders(store.clone(), false);
             let failure = |t| ForwardOutcome {
-                forwarding_set_id: set_id.clone(),
-                tenant_id: String::new(),
-                channel_id: String::new(),
-                url: String::new(),
+                forwarding_set_id: &set_id,
+                tenant_id: "",
+                channel_id: "",
+                url: "",
                 failed: true,
                 reason: "404 Not Found".into(),
                 time: t,

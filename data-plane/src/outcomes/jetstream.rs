@@ -209,7 +209,7 @@ impl Outcomes for SharedOutcomes {
             let attempts: Vec<DeliveryAttempt> = groups.into_iter().flatten().collect();
             let sent = attempts.len();
             metrics.set_outcomes_unsent(sent as u64);
-            match send_report(&to, &node_id, attempts).await {
+            match send_report(&to, &node_id, Arc::new(attempts)).await {
                 Ok(()) => {
                     backoff.reset();
                     for acker in ackers {

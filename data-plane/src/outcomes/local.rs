@@ -100,21 +100,25 @@ impl OutcomeLog {
     /// Up to `max` unsent outcomes, spilled ones first: their keys, the ones taken from memory,
     /// and the whole batch.
     fn next_batch(&self, max: usize) -> Result<Batch, Error> {
-        let mut batch = Batch::default();
+        let mut keys = Vec::new();
+        let mut attempts = Vec::with_capacity(max);
         for entry in self.tree.iter().take(max) {
             let (key, value) = entry?;
             match DeliveryAttempt::decode(value.as_ref()) {
-                Ok(attempt) => batch.attempts.push(attempt),
+                Ok(attempt) => attempts.push(attempt),
                 Err(e) => warn!(error = %e, "dropping an unreadable delivery outcome"),
             }
-            batch.keys.push(key);
+            keys.push(key);
         }
-        let room = max.saturating_sub(batch.keys.len());
+        let room = max.saturating_sub(keys.len());
         let mut fresh = self.fresh();
         let take = room.min(fresh.len());
-        batch.from_memory = take;
-        batch.attempts.extend(fresh.drain(..take));
-        Ok(batch)
+        attempts.extend(fresh.drain(..take));
+        Ok(Batch {
+            keys,
+            from_memory: take,
+            attempts: Arc::new(attempts),
+        })
     }
 
     fn forget(&self, keys: &[sled::IVec]) -> Result<(), Error> {
@@ -135,7 +139,8 @@ impl OutcomeLog {
 struct Batch {
     keys: Vec<sled::IVec>,
     from_memory: usize,
-    attempts: Vec<DeliveryAttempt>,
+    /// Shared with the report: kept here to be spilled should it fail.
+    attempts: Arc<Vec<DeliveryAttempt>>,
 }
 
 impl Batch {
@@ -208,7 +213,7 @@ async fn send_batch(log: &OutcomeLog, to: &ReportTo, node_id: &str) -> Result<()
         return Ok(());
     }
     let sent = batch.attempts.len();
-    let failed = match send_report(to, node_id, batch.attempts.clone()).await {
+    let failed = match send_report(to, node_id, Arc::clone(&batch.attempts)).await {
         Ok(()) => {
             log.forget(&batch.keys).map_err(|e| e.to_string())?;
             debug!(sent, "delivery outcomes reported");

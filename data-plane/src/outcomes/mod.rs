@@ -56,7 +56,16 @@ pub struct ReportTo {
 pub trait ReportSink: Send + Sync + 'static {
     /// Stores `attempts`; the reason they were not accepted, if they were not. The control plane
     /// drops an attempt id it already holds, so a report taken twice is harmless.
-    async fn report(&self, node_id: &str, attempts: Vec<DeliveryAttempt>) -> Result<(), String>;
+    ///
+    /// Shared, not owned: the reporter keeps the batch to spill it should the report fail, and
+    /// the control plane copies only the attempts it keeps (a target's newest few), where a
+    /// copy of every attempt, a dozen strings each, was most of what reporting cost the node
+    /// (docs/BENCHMARKS.md, change 36).
+    async fn report(
+        &self,
+        node_id: &str,
+        attempts: Arc<Vec<DeliveryAttempt>>,
+    ) -> Result<(), String>;
 }
 
 /// Reports over ReportDeliveries: up to [`BATCH`] attempts a message, all in one call.
@@ -64,7 +73,13 @@ pub struct GrpcReports(pub(crate) ControlPlane);
 
 #[async_trait]
 impl ReportSink for GrpcReports {
-    async fn report(&self, node_id: &str, attempts: Vec<DeliveryAttempt>) -> Result<(), String> {
+    async fn report(
+        &self,
+        node_id: &str,
+        attempts: Arc<Vec<DeliveryAttempt>>,
+    ) -> Result<(), String> {
+        // Taken whole when the reporter kept no share of it (JetStream's), copied otherwise.
+        let attempts = Arc::try_unwrap(attempts).unwrap_or_else(|shared| shared.as_ref().clone());
         let mut attempts = attempts.into_iter().peekable();
         let mut reports = Vec::new();
         while attempts.peek().is_some() {
@@ -89,7 +104,7 @@ impl ReportSink for GrpcReports {
 async fn send_report(
     to: &ReportTo,
     node_id: &str,
-    attempts: Vec<DeliveryAttempt>,
+    attempts: Arc<Vec<DeliveryAttempt>>,
 ) -> Result<(), String> {
     if let Some(why) = to.config.refusal() {
         return Err(format!(
