@@ -274,10 +274,11 @@ impl DeliveryLog {
         recorded
     }
 
-    /// Reads the batch where it lies and copies only the attempts it holds back: while a
-    /// target gets more than its retention count in a batch (a backlog draining), the others
-    /// would only be trimmed, and copying each (a dozen strings) and freeing it on this thread
-    /// was most of what the writer spent on an attempt (docs/BENCHMARKS.md, change 36).
+    /// Reads the batch where it lies (its reporter keeps a share) and copies only what it holds
+    /// back: each target's newest retention count of the batch, which is all of it unless a
+    /// batch brings a target more. The copies are made and freed on this thread. Before, the
+    /// node copied every attempt for its report and this thread freed the copy: a free across
+    /// threads for each of a dozen strings (docs/BENCHMARKS.md, change 36).
     fn record_shelved(
         &self,
         shelves: &mut Shelves,

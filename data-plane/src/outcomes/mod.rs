@@ -57,10 +57,9 @@ pub trait ReportSink: Send + Sync + 'static {
     /// Stores `attempts`; the reason they were not accepted, if they were not. The control plane
     /// drops an attempt id it already holds, so a report taken twice is harmless.
     ///
-    /// Shared, not owned: the reporter keeps the batch to spill it should the report fail, and
-    /// the control plane copies only the attempts it keeps (a target's newest few), where a
-    /// copy of every attempt, a dozen strings each, was most of what reporting cost the node
-    /// (docs/BENCHMARKS.md, change 36).
+    /// Shared, not owned: the reporter keeps its share to spill the batch should the report
+    /// fail, and the control plane copies only what it keeps. A copy of every attempt, a dozen
+    /// strings each, was most of what reporting cost the node (docs/BENCHMARKS.md, change 36).
     async fn report(
         &self,
         node_id: &str,
