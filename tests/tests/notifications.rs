@@ -370,14 +370,17 @@ async fn the_last_email_time_survives_a_restart() {
     .await;
     r.report(0, Some("404 Not Found")).await;
     smtp.wait_for(1, WAIT).await.unwrap();
-    // A kill between the send and its SENT mark would send it again (at least once), which is
-    // not what this test is about.
-    eventually(WAIT, "the notice to be SENT", || async {
-        notifications(&r.client, &r.tenant)
-            .await
+    // A kill between the send and its SENT mark being flushed would send it again (at least
+    // once), which is not what this test is about. The mark is listed as soon as it is written,
+    // before the flush; "notice sent" is logged after it. Waiting for the listing alone let the
+    // kill fall in between now and then.
+    eventually(WAIT, "the notice to be SENT and flushed", || async {
+        let listed = notifications(&r.client, &r.tenant).await;
+        (listed
             .iter()
             .any(|n| n.state == v1::NotificationState::Sent as i32)
-            .then_some(())
+            && r.control.log().contains("notice sent"))
+        .then_some(())
     })
     .await
     .unwrap();

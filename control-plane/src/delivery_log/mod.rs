@@ -35,7 +35,7 @@ use crate::pagination::{self, Page};
 use crate::store::Store;
 use crate::validate;
 use pages::{Shelf, place, place_key, target_prefix};
-use recent::RecentIds;
+use recent::{IdHash, IdHashSet, RecentIds};
 pub(crate) use trees::DeliveryRecord;
 use trees::LogTrees;
 
@@ -164,42 +164,69 @@ fn new_record(attempt: &DeliveryAttempt, time: Time) -> DeliveryRecord {
     }
 }
 
-/// A delivery's record with a batch's new attempts folded in, written once per batch.
+/// A delivery's record with a batch's new attempts folded in, written once per batch. A record
+/// not stored yet is made only when it is written: most deliveries are delivered at their first
+/// attempt and keep none, and making one for each, four strings copied and freed, was about a
+/// twentieth of the attempt-log writer's samples in a drain (docs/BENCHMARKS.md, change 37).
 struct Fold<'a> {
-    record: DeliveryRecord,
-    /// Whether the store held the record before this batch.
-    stored: bool,
+    /// The record the store held before this batch.
+    stored: Option<DeliveryRecord>,
+    /// The delivery's first attempt of the batch and its time: what a new record is made of.
+    first: (&'a DeliveryAttempt, Time),
+    attempts: u32,
+    state: i32,
+    last_attempt_time: Time,
     /// The reason of the attempt that decided, copied into the record only when it is written.
     reason: Option<&'a str>,
 }
 
 impl<'a> Fold<'a> {
+    /// The fold of a delivery first met in this batch through `first`.
+    fn new(stored: Option<DeliveryRecord>, first: &'a DeliveryAttempt, time: Time) -> Self {
+        let (attempts, state, last_attempt_time) = match &stored {
+            Some(record) => (record.attempts, record.state, record.last_attempt_time),
+            None => (0, DeliveryState::Pending as i32, time),
+        };
+        Fold {
+            stored,
+            first: (first, time),
+            attempts,
+            state,
+            last_attempt_time,
+            reason: None,
+        }
+    }
+
     fn add(&mut self, attempt: &'a DeliveryAttempt, time: Time) {
-        let record = &mut self.record;
-        record.attempts = record.attempts.saturating_add(1);
+        self.attempts = self.attempts.saturating_add(1);
         // Batches from several nodes may arrive out of order: the latest attempt decides.
-        if time >= record.last_attempt_time {
+        if time >= self.last_attempt_time {
             if let Some(state) = state_after(attempt.outcome) {
-                record.state = state as i32;
+                self.state = state as i32;
             }
             self.reason = Some(&attempt.reason);
-            record.last_attempt_time = time;
+            self.last_attempt_time = time;
         }
     }
 
     /// Writes the record, or removes it once the delivery is delivered: only deliveries that may
     /// still need a retry are kept, so the tree holds the failures, not every delivery made.
-    fn write(mut self, trees: &LogTrees) -> Result<(), Error> {
-        if self.record.state == DeliveryState::Delivered as i32 {
-            if self.stored {
-                trees.remove_delivery(&self.record.id)?;
+    fn write(self, trees: &LogTrees) -> Result<(), Error> {
+        if self.state == DeliveryState::Delivered as i32 {
+            if let Some(stored) = &self.stored {
+                trees.remove_delivery(&stored.id)?;
             }
             return Ok(());
         }
+        let (first, time) = self.first;
+        let mut record = self.stored.unwrap_or_else(|| new_record(first, time));
+        record.attempts = self.attempts;
+        record.state = self.state;
+        record.last_attempt_time = self.last_attempt_time;
         if let Some(reason) = self.reason {
-            reason.clone_into(&mut self.record.last_reason);
+            reason.clone_into(&mut record.last_reason);
         }
-        trees.put_delivery(&self.record)
+        trees.put_delivery(&record)
     }
 }
 
@@ -306,20 +333,22 @@ impl DeliveryLog {
                 // too, so that a report sent again across a restart is still known.
                 let shelf = Shelf::load(tree, target)?;
                 for stored in shelf.read_since(tree, now.minus(RESENT_WITHIN).unix_micros())? {
-                    shelves.recent.insert(&stored.id);
+                    let id = shelves.recent.hash(&stored.id);
+                    shelves.recent.insert(id);
                 }
                 shelves.targets.insert(target.to_owned(), shelf);
             }
         }
 
         // An attempt without an id is given one when it is kept: it cannot have been stored.
-        let mut in_batch = HashSet::new();
-        let is_new: Vec<bool> = batch
+        let ids: Vec<Option<IdHash>> = batch
             .iter()
-            .map(|(a, _)| {
-                a.id.is_empty()
-                    || (!shelves.recent.contains(&a.id) && in_batch.insert(a.id.as_str()))
-            })
+            .map(|(a, _)| (!a.id.is_empty()).then(|| shelves.recent.hash(&a.id)))
+            .collect();
+        let mut in_batch = IdHashSet::default();
+        let is_new: Vec<bool> = ids
+            .iter()
+            .map(|id| id.is_none_or(|id| !shelves.recent.contains(id) && in_batch.insert(id)))
             .collect();
         let mut folds: HashMap<&str, Fold<'_>> = HashMap::new();
         let mut fresh = Vec::new();
@@ -331,11 +360,7 @@ impl DeliveryLog {
                         // The tree holds only deliveries not yet delivered, so this lookup is
                         // in a small tree, and finds nothing for most first attempts.
                         let stored = self.trees.find_delivery(&attempt.delivery_id)?;
-                        e.insert(Fold {
-                            stored: stored.is_some(),
-                            record: stored.unwrap_or_else(|| new_record(attempt, time)),
-                            reason: None,
-                        })
+                        e.insert(Fold::new(stored, attempt, time))
                     }
                 };
                 fold.add(attempt, time);
@@ -386,9 +411,11 @@ impl DeliveryLog {
         }
         // Remembered once held: written or not, the node is told they are stored, and an
         // attempt held back whose write fails stays held back for the next one.
-        for ((attempt, _), new) in batch.iter().zip(&is_new) {
-            if *new && !attempt.id.is_empty() {
-                shelves.recent.insert(&attempt.id);
+        for (id, new) in ids.into_iter().zip(&is_new) {
+            if let Some(id) = id
+                && *new
+            {
+                shelves.recent.insert(id);
             }
         }
         if shelves.held_back.is_empty() {

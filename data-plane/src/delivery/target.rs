@@ -33,6 +33,28 @@ const EVENT_ID: HeaderName = HeaderName::from_static("x-hookplane-event-id");
 const ATTEMPT: HeaderName = HeaderName::from_static("x-hookplane-attempt");
 const FORWARDING_SET: HeaderName = HeaderName::from_static("x-hookplane-forwarding-set");
 
+/// The first attempt numbers as header values, made once: `HeaderValue::from(u32)` allocates,
+/// and nearly every attempt of a drain is a first (docs/BENCHMARKS.md, change 37).
+static ATTEMPT_NUMBERS: [HeaderValue; 8] = [
+    HeaderValue::from_static("1"),
+    HeaderValue::from_static("2"),
+    HeaderValue::from_static("3"),
+    HeaderValue::from_static("4"),
+    HeaderValue::from_static("5"),
+    HeaderValue::from_static("6"),
+    HeaderValue::from_static("7"),
+    HeaderValue::from_static("8"),
+];
+
+/// Attempt `number` as a header value.
+fn attempt_number(number: u32) -> HeaderValue {
+    usize::try_from(number)
+        .ok()
+        .and_then(|n| ATTEMPT_NUMBERS.get(n.checked_sub(1)?))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(number))
+}
+
 #[derive(Debug, Clone)]
 pub enum Target {
     /// A LINE forward: the received bytes with their original signature.
@@ -212,7 +234,7 @@ impl Target {
                 }
                 for (name, value) in [
                     (EVENT_ID, HeaderValue::from_str(&job.event_id)),
-                    (ATTEMPT, Ok(HeaderValue::from(number))),
+                    (ATTEMPT, Ok(attempt_number(number))),
                     (FORWARDING_SET, HeaderValue::from_str(&set.id)),
                 ] {
                     if let Ok(value) = value {
@@ -507,5 +529,16 @@ mod tests {
         assert_eq!(header("x-line-signature"), "sig");
         assert_eq!(header("x-hookplane-attempt"), "3");
         assert_eq!(header("x-hookplane-forwarding-set"), "fwd_1");
+    }
+
+    #[test]
+    fn an_attempt_number_reads_as_its_decimal_whether_made_once_or_not() {
+        for number in (0..=20).chain([u32::MAX]) {
+            assert_eq!(
+                attempt_number(number),
+                HeaderValue::from(number),
+                "{number}"
+            );
+        }
     }
 }

@@ -44,9 +44,9 @@ pub fn unlimited(_lane: &str) -> usize {
     usize::MAX
 }
 
-/// What a backend needs to settle a job it handed out: the spool's delivery id, JetStream's
-/// message (its acknowledgement subject). Opaque to everyone else, and handed back by value so
-/// no backend has to remember its leases by id.
+/// What a backend needs to settle a job it handed out besides the job's delivery id: nothing
+/// for the spool (its mark), JetStream's message (its acknowledgement subject). Opaque to
+/// everyone else, and handed back by value so no backend has to remember its leases by id.
 pub struct Receipt(Box<dyn Any + Send + Sync>);
 
 impl Receipt {
@@ -100,7 +100,8 @@ pub trait Queue: Send + Sync + 'static {
         wait: Duration,
         room: &Room<'_>,
     ) -> Result<Vec<Leased>, Error>;
-    /// The job is done; forget it.
+    /// The job is done; forget it. Goes by the receipt and the job's delivery id alone: the
+    /// engine's attempt record has taken the job's other strings by then.
     async fn ack(&self, leased: Leased) -> Result<(), Error>;
     /// An attempt failed; record `attempts` and hand the job out again at `not_before`.
     async fn retry(

@@ -704,22 +704,30 @@ impl Spool {
         }
     }
 
-    /// The job's record with its body and headers.
-    fn read_whole(&self, id: &str) -> Result<Option<Record>, Error> {
-        let Some(mut record) = self.read(id)? else {
-            return Ok(None);
-        };
-        if let Some(job) = record.job.as_mut()
-            && !record.body_key.is_empty()
-            && !self.bodies.fill(&self.journal, &record.body_key, job)?
-        {
-            warn!(
-                delivery_id = id,
-                "a spooled job's body is missing; the job is dropped"
-            );
-            return Ok(None);
+    /// The records of jobs `ids`, in their order, each with its body and headers; their records
+    /// are read together (`Journal::get_many`).
+    fn read_whole_many(&self, ids: &[String]) -> Result<Vec<Option<Record>>, Error> {
+        let mut records = Vec::with_capacity(ids.len());
+        for (id, bytes) in ids.iter().zip(self.journal.get_many(Space::Jobs, ids)?) {
+            let Some(bytes) = bytes else {
+                records.push(None);
+                continue;
+            };
+            let mut record = Record::decode(bytes.as_slice())?;
+            if let Some(job) = record.job.as_mut()
+                && !record.body_key.is_empty()
+                && !self.bodies.fill(&self.journal, &record.body_key, job)?
+            {
+                warn!(
+                    delivery_id = id,
+                    "a spooled job's body is missing; the job is dropped"
+                );
+                records.push(None);
+                continue;
+            }
+            records.push(Some(record));
         }
-        Ok(Some(record))
+        Ok(records)
     }
 
     /// Removes a job's record, and its body once no other job names it.
@@ -846,8 +854,9 @@ impl Spool {
         let (mut leased, uncached) = self.schedule().lease(max, now, deadline, room);
         let mut named = Vec::with_capacity(uncached.len());
         let mut gone = Vec::new();
-        for id in uncached {
-            match self.read_whole(&id)? {
+        let records = self.read_whole_many(&uncached)?;
+        for (id, record) in uncached.into_iter().zip(records) {
+            match record {
                 Some(Record {
                     job: Some(job),
                     failed: false,
@@ -930,8 +939,11 @@ fn parked_since(record: &Record, job: &Job) -> u64 {
     }
 }
 
-/// The spool's lease receipt: the delivery id its records and schedule are keyed by.
-struct SpoolReceipt(String);
+/// The spool's lease receipt. It holds nothing: the spool settles a lease by its job's delivery
+/// id, which its records and schedule are keyed by ([`Queue::ack`]). A copy of the id in each
+/// receipt, and the box around it, were two of the drain's allocations a delivery
+/// (docs/BENCHMARKS.md, change 37); a box of nothing allocates nothing.
+struct SpoolReceipt;
 
 #[async_trait]
 impl Queue for Spool {
@@ -978,7 +990,7 @@ impl Queue for Spool {
                 return Ok(leased
                     .into_iter()
                     .map(|job| Leased {
-                        receipt: Receipt::new(SpoolReceipt(job.delivery_id.clone())),
+                        receipt: Receipt::new(SpoolReceipt),
                         job,
                     })
                     .collect());
@@ -1001,8 +1013,8 @@ impl Queue for Spool {
     }
 
     async fn ack(&self, leased: Leased) -> Result<(), Error> {
-        let SpoolReceipt(delivery_id) = leased.receipt.open()?;
-        let delivery_id = delivery_id.as_str();
+        let SpoolReceipt = leased.receipt.open()?;
+        let delivery_id = leased.job.delivery_id.as_str();
         // Out of the schedule first: an enqueue of the same id racing this ack then either sees
         // the record (a duplicate of what was just delivered, skipped) or finds both gone.
         let held = self.schedule().release(delivery_id);
@@ -1025,8 +1037,8 @@ impl Queue for Spool {
         attempts: u32,
         not_before: SystemTime,
     ) -> Result<(), Error> {
-        let SpoolReceipt(delivery_id) = leased.receipt.open()?;
-        let delivery_id = delivery_id.as_str();
+        let SpoolReceipt = leased.receipt.open()?;
+        let delivery_id = leased.job.delivery_id.as_str();
         let Some(mut record) = self.read(delivery_id)? else {
             return Ok(());
         };
@@ -1054,8 +1066,8 @@ impl Queue for Spool {
     }
 
     async fn fail(&self, leased: Leased, attempts: u32, reason: &str) -> Result<(), Error> {
-        let SpoolReceipt(delivery_id) = leased.receipt.open()?;
-        let delivery_id = delivery_id.as_str();
+        let SpoolReceipt = leased.receipt.open()?;
+        let delivery_id = leased.job.delivery_id.as_str();
         let Some(mut record) = self.read(delivery_id)? else {
             return Ok(());
         };
@@ -1240,7 +1252,7 @@ mod tests {
 
     fn by_job(job: Job) -> Leased {
         Leased {
-            receipt: Receipt::new(SpoolReceipt(job.delivery_id.clone())),
+            receipt: Receipt::new(SpoolReceipt),
             job,
         }
     }
