@@ -348,9 +348,9 @@ fn attempt_record(node_id: &str, job: &Job, target: &Target, at: SystemTime) -> 
 }
 
 /// [`attempt_record`] for a job that is only acked after it: the record takes the job's
-/// strings, leaving its delivery id, which the ack goes by ([`Queue::ack`]). Copies of them,
-/// and their frees, were five of the drain's allocations a delivery (docs/BENCHMARKS.md,
-/// change 37).
+/// strings, leaving its delivery id, which the ack goes by ([`Queue::ack`]). Copies of the four
+/// a forward holds, and their frees, were four of the drain's allocations a delivery
+/// (docs/BENCHMARKS.md, change 37).
 fn attempt_record_taking(
     node_id: &str,
     job: &mut Job,
