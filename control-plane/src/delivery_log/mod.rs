@@ -35,7 +35,7 @@ use crate::pagination::{self, Page};
 use crate::store::Store;
 use crate::validate;
 use pages::{Shelf, place, place_key, target_prefix};
-use recent::{IdHash, IdHashSet, RecentIds};
+use recent::{IdHash, IdSet, RecentIds};
 pub(crate) use trees::DeliveryRecord;
 use trees::LogTrees;
 
@@ -345,7 +345,7 @@ impl DeliveryLog {
             .iter()
             .map(|(a, _)| (!a.id.is_empty()).then(|| shelves.recent.hash(&a.id)))
             .collect();
-        let mut in_batch = IdHashSet::default();
+        let mut in_batch = IdSet::default();
         let is_new: Vec<bool> = ids
             .iter()
             .map(|id| id.is_none_or(|id| !shelves.recent.contains(id) && in_batch.insert(id)))

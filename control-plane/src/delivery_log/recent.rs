@@ -3,9 +3,12 @@
 //! they must be stored and counted once. Pages hold attempts by batch, not by id, so the ids are
 //! remembered here instead, for the last `REMEMBERED` attempts.
 
+use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
-use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasher as _, BuildHasherDefault, Hasher};
+use std::hash::BuildHasher as _;
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 /// At 20,000 attempts a second, the last 50 seconds: beyond a node's report timeout (15 s) and
 /// its first waits before sending again. About 26 MiB when full.
@@ -14,38 +17,41 @@ const REMEMBERED: usize = 1 << 20;
 /// An attempt id as the log remembers it: its keyed hash. A collision (one in 2^44 at this
 /// size) costs one attempt's record, and ids cannot be chosen to collide without the
 /// per-process key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct IdHash(u64);
 
-/// A set of [`IdHash`]es, each its own hash: they are keyed hashes already. Before, each
-/// attempt's id was hashed twice and its hash three times more, all with SipHash; with the lazy
-/// delivery record, dropping that took `attempt_log_cost` from 3.20-3.75 to 2.70-3.10 µs an
-/// attempt (docs/BENCHMARKS.md, change 37).
-pub(crate) type IdHashSet = HashSet<IdHash, BuildHasherDefault<AsIs>>;
-
-/// The hasher of [`IdHashSet`]: a `u64` written is the hash.
+/// A set of [`IdHash`]es that takes each as its own hash (a `HashTable`): they are keyed hashes
+/// already. Before, each attempt's id was hashed twice and its hash three times more, all with
+/// SipHash; with the lazy delivery record, dropping that took `attempt_log_cost` from 3.29 to
+/// 2.95 µs an attempt, the means of nine alternated runs (docs/BENCHMARKS.md, change 37).
 #[derive(Default)]
-pub(crate) struct AsIs(u64);
+pub(crate) struct IdSet(HashTable<IdHash>);
 
-impl Hasher for AsIs {
-    fn finish(&self) -> u64 {
-        self.0
+impl IdSet {
+    pub fn contains(&self, id: IdHash) -> bool {
+        self.0.find(id.0, |x| *x == id).is_some()
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `IdHash` is hashed with it, which writes one u64; anything else still hashes.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+    /// Adds `id`; false when it was there already.
+    pub fn insert(&mut self, id: IdHash) -> bool {
+        match self.0.entry(id.0, |x| *x == id, |x| x.0) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(place) => {
+                place.insert(id);
+                true
+            }
         }
     }
 
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+    fn remove(&mut self, id: IdHash) {
+        if let Ok(found) = self.0.find_entry(id.0, |x| *x == id) {
+            found.remove();
+        }
     }
 }
 
 pub(crate) struct RecentIds {
-    seen: IdHashSet,
+    seen: IdSet,
     order: VecDeque<IdHash>,
     keys: RandomState,
     limit: usize,
@@ -60,7 +66,7 @@ impl Default for RecentIds {
 impl RecentIds {
     fn with_limit(limit: usize) -> RecentIds {
         RecentIds {
-            seen: IdHashSet::default(),
+            seen: IdSet::default(),
             order: VecDeque::new(),
             keys: RandomState::new(),
             limit,
@@ -73,7 +79,7 @@ impl RecentIds {
     }
 
     pub fn contains(&self, id: IdHash) -> bool {
-        self.seen.contains(&id)
+        self.seen.contains(id)
     }
 
     /// Remembers `id`; false when it was remembered already.
@@ -85,7 +91,7 @@ impl RecentIds {
         if self.order.len() > self.limit
             && let Some(oldest) = self.order.pop_front()
         {
-            self.seen.remove(&oldest);
+            self.seen.remove(oldest);
         }
         true
     }
