@@ -70,7 +70,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::{Job, Leased, Purged, Queue, Receipt, Room, unix_ms};
+use super::{Job, Leased, Purged, Queue, Receipt, Room, unix_ms, unix_ms_not_before};
 use crate::{
     Error,
     nats::{Nats, PUBLISH_TIMEOUT},
@@ -495,7 +495,7 @@ impl JetStreamQueue {
         self.publish(vec![Outgoing {
             jobs: vec![job],
             msg_id,
-            not_before_ms: unix_ms(not_before).max(1),
+            not_before_ms: unix_ms_not_before(not_before).max(1),
         }])
         .await?;
         carrier.settle().await

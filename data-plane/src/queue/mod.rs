@@ -158,3 +158,27 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+
+/// A due time `t` in Unix milliseconds, rounded up, so that a job kept in milliseconds is never
+/// handed out before `t`. Rounded down, as [`unix_ms`] does, a job deferred or retried to `t`
+/// could come back up to a millisecond early (the spool's contract test caught it once).
+pub(crate) fn unix_ms_not_before(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_due_time_in_milliseconds_is_never_before_the_time_asked_for() {
+        let at = |nanos: u64| UNIX_EPOCH + Duration::from_nanos(nanos);
+        assert_eq!(unix_ms_not_before(at(1_000_000_001)), 1_001);
+        assert_eq!(unix_ms_not_before(at(1_999_999_999)), 2_000);
+        assert_eq!(unix_ms_not_before(at(2_000_000_000)), 2_000);
+        assert_eq!(unix_ms(at(1_999_999_999)), 1_999);
+        assert_eq!(unix_ms_not_before(UNIX_EPOCH), 0);
+    }
+}

@@ -35,7 +35,7 @@ use super::{
     hashed_key::{HashedKey, HashedMap, Probe},
     journal::{Journal, Space},
     spill::{self, Spill},
-    unix_ms,
+    unix_ms, unix_ms_not_before,
 };
 use crate::{Error, metrics::Metrics};
 
@@ -1042,7 +1042,7 @@ impl Queue for Spool {
         let Some(mut record) = self.read(delivery_id)? else {
             return Ok(());
         };
-        let due_ms = unix_ms(not_before);
+        let due_ms = unix_ms_not_before(not_before);
         if let Some(job) = record.job.as_mut() {
             job.attempts = attempts;
         }
@@ -1060,7 +1060,7 @@ impl Queue for Spool {
         // stays decoded so its next lease reads nothing back.
         let id = job.delivery_id.clone();
         self.schedule()
-            .reschedule(&id, unix_ms(not_before), Some(job));
+            .reschedule(&id, unix_ms_not_before(not_before), Some(job));
         self.arrivals.notify_waiters();
         Ok(())
     }
@@ -1236,6 +1236,17 @@ mod tests {
 
     async fn lease_now(spool: &Spool, max: usize) -> Vec<Job> {
         leased_jobs(spool.lease(max, NO_WAIT, &unlimited).await.unwrap())
+    }
+
+    /// What comes due within a second: a job retried or deferred to "now" is due at the next
+    /// millisecond, as due times are rounded up.
+    async fn lease_soon(spool: &Spool, max: usize) -> Vec<Job> {
+        leased_jobs(
+            spool
+                .lease(max, Duration::from_secs(1), &unlimited)
+                .await
+                .unwrap(),
+        )
     }
 
     fn leased_jobs(leased: Vec<Leased>) -> Vec<Job> {
@@ -1838,13 +1849,12 @@ mod tests {
             .retry(by_id("dlv_a"), 3, SystemTime::now())
             .await
             .unwrap();
-        let leased = lease_now(&spool, 1).await;
-        let deferred = leased.into_iter().next().unwrap();
+        let deferred = lease_soon(&spool, 1).await.into_iter().next().unwrap();
         spool
             .defer(by_job(deferred), SystemTime::now())
             .await
             .unwrap();
-        let leased = lease_now(&spool, 1).await;
+        let leased = lease_soon(&spool, 1).await;
         assert_eq!(leased[0].attempts, 3);
     }
 
