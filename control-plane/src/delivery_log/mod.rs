@@ -169,10 +169,7 @@ fn new_record(attempt: &DeliveryAttempt, time: Time) -> DeliveryRecord {
 /// attempt and keep none, and making one for each, four strings copied and freed, was about a
 /// twentieth of the attempt-log writer's samples in a drain (docs/BENCHMARKS.md, change 37).
 struct Fold<'a> {
-    /// The record the store held before this batch.
-    stored: Option<DeliveryRecord>,
-    /// The delivery's first attempt of the batch and its time: what a new record is made of.
-    first: (&'a DeliveryAttempt, Time),
+    base: Base<'a>,
     attempts: u32,
     state: i32,
     last_attempt_time: Time,
@@ -180,16 +177,33 @@ struct Fold<'a> {
     reason: Option<&'a str>,
 }
 
+/// What a fold's record is made from.
+enum Base<'a> {
+    /// The record the store held before this batch.
+    Stored(DeliveryRecord),
+    /// None yet: a new one is made of the delivery's first attempt of the batch, at its time.
+    New(&'a DeliveryAttempt, Time),
+}
+
 impl<'a> Fold<'a> {
     /// The fold of a delivery first met in this batch through `first`.
     fn new(stored: Option<DeliveryRecord>, first: &'a DeliveryAttempt, time: Time) -> Self {
-        let (attempts, state, last_attempt_time) = match &stored {
-            Some(record) => (record.attempts, record.state, record.last_attempt_time),
-            None => (0, DeliveryState::Pending as i32, time),
+        let (attempts, state, last_attempt_time, base) = match stored {
+            Some(record) => (
+                record.attempts,
+                record.state,
+                record.last_attempt_time,
+                Base::Stored(record),
+            ),
+            None => (
+                0,
+                DeliveryState::Pending as i32,
+                time,
+                Base::New(first, time),
+            ),
         };
         Fold {
-            stored,
-            first: (first, time),
+            base,
             attempts,
             state,
             last_attempt_time,
@@ -213,13 +227,15 @@ impl<'a> Fold<'a> {
     /// still need a retry are kept, so the tree holds the failures, not every delivery made.
     fn write(self, trees: &LogTrees) -> Result<(), Error> {
         if self.state == DeliveryState::Delivered as i32 {
-            if let Some(stored) = &self.stored {
+            if let Base::Stored(stored) = &self.base {
                 trees.remove_delivery(&stored.id)?;
             }
             return Ok(());
         }
-        let (first, time) = self.first;
-        let mut record = self.stored.unwrap_or_else(|| new_record(first, time));
+        let mut record = match self.base {
+            Base::Stored(record) => record,
+            Base::New(first, time) => new_record(first, time),
+        };
         record.attempts = self.attempts;
         record.state = self.state;
         record.last_attempt_time = self.last_attempt_time;
@@ -390,14 +406,9 @@ impl DeliveryLog {
         let count = self.retention.count;
         for (target, mut newest) in by_target {
             // Of this batch only a target's newest `count` can outlast retention.
-            if newest.len() > count {
-                if count > 0 {
-                    newest.select_nth_unstable_by(count - 1, |(a, at), (b, bt)| {
-                        (bt.unix_micros(), b.id.as_str()).cmp(&(at.unix_micros(), a.id.as_str()))
-                    });
-                }
-                newest.truncate(count);
-            }
+            keep_first_by(&mut newest, count, |(a, at), (b, bt)| {
+                (bt.unix_micros(), b.id.as_str()).cmp(&(at.unix_micros(), a.id.as_str()))
+            });
             let held = shelves.held_back.entry(target.to_owned()).or_default();
             held.extend(
                 newest
@@ -781,9 +792,21 @@ impl DeliveryLog {
 
 /// Keeps the newest `count` of `attempts`, the only ones retention would leave of them.
 fn keep_newest(attempts: &mut Vec<DeliveryAttempt>, count: usize) {
-    if attempts.len() > count {
-        attempts.sort_by(|a, b| pages::rank(b).cmp(&pages::rank(a)));
-        attempts.truncate(count);
+    keep_first_by(attempts, count, |a, b| pages::rank(b).cmp(&pages::rank(a)));
+}
+
+/// Keeps the first `count` of `items` in the order `first` gives, themselves in no order: a
+/// selection, not a sort (pages sort what they hold when they are written).
+fn keep_first_by<T>(
+    items: &mut Vec<T>,
+    count: usize,
+    mut first: impl FnMut(&T, &T) -> std::cmp::Ordering,
+) {
+    if items.len() > count {
+        if count > 0 {
+            items.select_nth_unstable_by(count - 1, &mut first);
+        }
+        items.truncate(count);
     }
 }
 

@@ -2,7 +2,6 @@
 //! (is the latest attempt a failure, since when does it fail), and every failure is counted per
 //! tenant, forwarding set and reason, once for the next reminder and once for the periodic sweep.
 
-use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
@@ -27,7 +26,7 @@ pub(crate) struct ForwardOutcome<'a> {
     pub channel_id: &'a str,
     pub url: &'a str,
     pub failed: bool,
-    pub reason: Cow<'a, str>,
+    pub reason: &'a str,
     pub time: Time,
 }
 
@@ -44,11 +43,11 @@ impl<'a> ForwardOutcome<'a> {
         };
         let reason = match attempt.reason.trim() {
             // A success has no reason, and most outcomes are successes.
-            _ if !failed => Cow::Borrowed(""),
-            "" => Cow::Borrowed("unknown error"),
+            _ if !failed => "",
+            "" => "unknown error",
             reason => match reason.char_indices().nth(MAX_REASON_CHARS) {
-                Some((end, _)) => Cow::Borrowed(&reason[..end]),
-                None => Cow::Borrowed(reason),
+                Some((end, _)) => &reason[..end],
+                None => reason,
             },
         };
         Some(ForwardOutcome {
@@ -136,7 +135,7 @@ pub(crate) fn record(
         if !o.failed {
             continue;
         }
-        let key = failure_key(tenant_id, o.forwarding_set_id, &o.reason);
+        let key = failure_key(tenant_id, o.forwarding_set_id, o.reason);
         let record = match failures.remove(&key) {
             Some(r) => r,
             None => books.get(Book::Failures, &key)?,
@@ -146,7 +145,7 @@ pub(crate) fn record(
             channel_id: channel_id.to_owned(),
             forwarding_set_id: o.forwarding_set_id.to_owned(),
             url: url.to_owned(),
-            reason: o.reason.clone().into_owned(),
+            reason: o.reason.to_owned(),
             since_reminder: None,
             this_period: None,
         });
@@ -237,7 +236,7 @@ mod tests {
         let a = attempt(AttemptOutcome::Failed, &long);
         let o = ForwardOutcome::from_attempt(&a, at(1)).unwrap();
         assert_eq!(o.reason.chars().count(), MAX_REASON_CHARS);
-        assert!(long.starts_with(&*o.reason));
+        assert!(long.starts_with(o.reason));
         let a = attempt(AttemptOutcome::Failed, &long[..2 * MAX_REASON_CHARS]);
         let o = ForwardOutcome::from_attempt(&a, at(1)).unwrap();
         assert_eq!(

@@ -325,7 +325,7 @@ mod tests {
                 channel_id: "",
                 url: "",
                 failed: reason.is_some(),
-                reason: reason.unwrap_or_default().into(),
+                reason: reason.unwrap_or_default(),
                 time,
             };
             ledger::record(&self.reminders.books, &self.reminders.store, &[outcome]).unwrap();
@@ -436,7 +436,7 @@ mod tests {
                 channel_id: "",
                 url: "",
                 failed: true,
-                reason: "404 Not Found".into(),
+                reason: "404 Not Found",
                 time: t,
             };
             ledger::record(&r.books, &r.store, &[failure(at(1_000))]).unwrap();
