@@ -437,6 +437,47 @@ async fn a_delivery_in_flight_when_the_node_stopped_is_made_after_a_restart() {
 }
 
 #[tokio::test]
+async fn a_delivery_answered_while_the_node_stops_is_not_made_again_after_a_restart() {
+    // Still in flight when the engine is told to stop (no drain grace), and answered within
+    // the engine's own grace: its ack is applied before the node is gone.
+    let receiver = Receiver::start(Answer::Late(200, Duration::from_millis(300))).await;
+    let control = FakeControl::start(vec![
+        tenant(),
+        channel(),
+        forwarding_set_with("fwd_a", &receiver.url(), Duration::from_secs(60)),
+    ])
+    .await;
+    let options = hookplane_data::NodeOptions {
+        drain_grace: Duration::ZERO.into(),
+        ..test_options()
+    };
+    let node = Node::start_with(
+        &control,
+        options.clone(),
+        Arc::new(tempfile::tempdir().unwrap()),
+    )
+    .await;
+    node.post(&webhook("01HZZZZZZZZZZZZZZZZZZZZZ2A")).await;
+    receiver.wait_for(1, WAIT).await;
+    let spool = node.stop().await;
+
+    receiver.answer(Answer::Status(200));
+    let node = Node::start_with(&control, options, spool).await;
+    control
+        .wait_attempt(WAIT, |a| a.outcome == AttemptOutcome::Succeeded as i32)
+        .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", node.ingress))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("hookplane_queue_depth 0"), "{metrics}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.got().len(), 1);
+}
+
+#[tokio::test]
 async fn a_retry_scheduled_before_a_restart_is_still_held_after_it() {
     let (receiver, control) = one_forward(Answer::Status(503)).await;
     let options = hookplane_data::NodeOptions {

@@ -1,5 +1,5 @@
 use std::{
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -7,7 +7,7 @@ use hookplane_outbound::sender::Sender;
 use hookplane_proto::v1::{AttemptOutcome, DeliveryAttempt};
 use rand::Rng;
 use tokio::{
-    sync::{Semaphore, watch},
+    sync::{Notify, Semaphore, watch},
     task::JoinSet,
 };
 use tracing::{Instrument, Span, debug, field::Empty, info, warn};
@@ -56,6 +56,11 @@ pub struct Engine {
     breakers: Breakers,
     slots: Arc<TargetSlots>,
     workers: Arc<Semaphore>,
+    /// Acks for the leasing task to apply, where the queue wants them so
+    /// ([`Queue::acks_between_leases`]); `None` where each attempt settles its own.
+    acks: Option<Mutex<Vec<Leased>>>,
+    /// Wakes the leasing task when an ack is handed to it while it waits.
+    ack_handed: Notify,
 }
 
 impl Engine {
@@ -69,6 +74,7 @@ impl Engine {
     ) -> Self {
         // Connectors call Genesys and LINE through the same guarded sender as any brand URL.
         let connectors = Connectors::new(Arc::new(sender.clone()), settings.line_api_base_url);
+        let acks = queue.acks_between_leases().then(Mutex::default);
         Self {
             queue,
             config,
@@ -81,6 +87,8 @@ impl Engine {
             breakers: Breakers::default(),
             slots: TargetSlots::new(settings.target_concurrency),
             workers: Arc::new(Semaphore::new(WORKERS)),
+            acks,
+            ack_handed: Notify::new(),
         }
     }
 
@@ -94,6 +102,7 @@ impl Engine {
         let mut in_flight = JoinSet::new();
         loop {
             while in_flight.try_join_next().is_some() {}
+            self.apply_acks().await;
             let free = self.workers.available_permits();
             if free == 0 {
                 tokio::select! {
@@ -117,6 +126,7 @@ impl Engine {
             let leased = tokio::select! {
                 r = self.queue.lease(free.min(LEASE_BATCH), LEASE_WAIT, &room) => r,
                 () = &mut freed => continue,
+                () = self.ack_handed.notified() => continue,
                 _ = stop.wait_for(|s| *s) => break,
             };
             match leased {
@@ -133,6 +143,18 @@ impl Engine {
         }
         let drained = async { while in_flight.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, drained).await;
+        // The attempts that finished in the grace handed their acks over: applied, their jobs
+        // are not made again after a restart.
+        self.apply_acks().await;
+    }
+
+    /// Applies the acks handed over since the last time, on the leasing task.
+    async fn apply_acks(&self) {
+        let Some(acks) = &self.acks else { return };
+        let acks = std::mem::take(&mut *acks.lock().unwrap_or_else(PoisonError::into_inner));
+        for leased in acks {
+            self.settle(leased, Settle::Ack).await;
+        }
     }
 
     async fn dispatch(self: &Arc<Self>, leased: Leased, in_flight: &mut JoinSet<()>) {
@@ -311,7 +333,15 @@ impl Engine {
         record.latency = prost_types::Duration::try_from(latency).ok();
         record_on_attempt_span(&record, outcome);
         self.outcomes.record(record).await;
-        self.settle(leased, settle).await;
+        match (settle, &self.acks) {
+            (Settle::Ack, Some(acks)) => {
+                acks.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(leased);
+                self.ack_handed.notify_one();
+            }
+            (settle, _) => self.settle(leased, settle).await,
+        }
         self.metrics.attempt(outcome_label(outcome), latency);
     }
 

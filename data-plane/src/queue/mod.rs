@@ -132,6 +132,13 @@ pub trait Queue: Send + Sync + 'static {
     fn usage(&self) -> Option<SpoolUsage> {
         None
     }
+    /// Whether the engine should hand its acks to the task that leases, which applies them
+    /// between leases. True where an ack is bookkeeping in this process (the spool): its maps
+    /// then stay with one thread, and the two delivery threads stop fighting over its lock.
+    /// False where an ack is a round trip (JetStream), which would hold the next lease up.
+    fn acks_between_leases(&self) -> bool {
+        false
+    }
 }
 
 /// What a purge dropped on this node (JetStream: what it could count, see

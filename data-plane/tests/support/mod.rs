@@ -491,6 +491,8 @@ pub enum Answer {
     RetryAfter(u16, u64),
     /// The statuses in turn, then the last one forever.
     Sequence(Vec<u16>),
+    /// The status, after a wait.
+    Late(u16, Duration),
 }
 
 struct ReceiverState {
@@ -581,6 +583,10 @@ async fn receive(
         }
         Answer::Sequence(codes) => {
             let code = codes[(count - 1).min(codes.len() - 1)];
+            status(code).into_response()
+        }
+        Answer::Late(code, wait) => {
+            tokio::time::sleep(wait).await;
             status(code).into_response()
         }
     }
