@@ -352,12 +352,12 @@ pub fn test_options() -> NodeOptions {
 
 impl Node {
     pub async fn start(control: &FakeControl) -> Node {
-        Node::start_with(
-            control,
-            test_options(),
-            Arc::new(tempfile::tempdir().unwrap()),
-        )
-        .await
+        Node::start_fresh(control, test_options()).await
+    }
+
+    /// A node with `options` and an empty spool of its own.
+    pub async fn start_fresh(control: &FakeControl, options: NodeOptions) -> Node {
+        Node::start_with(control, options, Arc::new(tempfile::tempdir().unwrap())).await
     }
 
     pub async fn start_with(
