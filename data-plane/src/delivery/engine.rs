@@ -318,9 +318,10 @@ impl Engine {
         self.finish(leased, record, outcome, settle, latency).await;
     }
 
-    /// Keeps the attempt's record for the control plane, then settles the job: with a shared
-    /// queue, the record is stored before the job is, so a node lost in between leaves the job to
-    /// be attempted again rather than an attempt nobody hears of.
+    /// Keeps the attempt's record for the control plane, then settles the job (or hands its ack
+    /// to the leasing task): with a shared queue, the record is stored before the job is, so a
+    /// node lost in between leaves the job to be attempted again rather than an attempt nobody
+    /// hears of.
     async fn finish(
         &self,
         leased: Leased,
