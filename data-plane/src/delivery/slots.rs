@@ -13,15 +13,15 @@ use tokio::sync::Notify;
 #[derive(Debug)]
 pub struct TargetSlots {
     per_target: usize,
-    /// Each busy target's count of slots taken, with its name shared by its slots: a slot of a
-    /// busy target copies no name (a copy per attempt, and its free, were two of the drain's
-    /// allocations a delivery; docs/BENCHMARKS.md, change 37).
+    /// Each busy target's count of slots taken, keyed by its name, which its slots share: a slot
+    /// of a busy target copies no name (a copy per attempt, and its free, were two of the
+    /// drain's allocations a delivery; docs/BENCHMARKS.md, change 37).
     busy: Mutex<Busy>,
     freed: Notify,
 }
 
-/// Busy targets by name: the name their slots share, and how many slots are taken.
-type Busy = HashMap<Arc<str>, (Arc<str>, usize)>;
+/// Busy targets by name, with how many slots are taken.
+type Busy = HashMap<Arc<str>, usize>;
 
 /// One slot of a target, given back when dropped.
 #[derive(Debug)]
@@ -41,27 +41,19 @@ impl TargetSlots {
 
     /// Free slots of `target`.
     pub fn room(&self, target: &str) -> usize {
-        let busy = self.lock().get(target).map_or(0, |(_, count)| *count);
+        let busy = self.lock().get(target).copied().unwrap_or(0);
         self.per_target.saturating_sub(busy)
     }
 
     /// A slot of `target`, or None when all are taken: the caller never waits.
     pub fn try_take(self: &Arc<Self>, target: &str) -> Option<Slot> {
         let mut busy = self.lock();
-        let name = match busy.get_mut(target) {
-            Some((name, count)) => {
-                if *count >= self.per_target {
-                    return None;
-                }
-                *count += 1;
-                Arc::clone(name)
-            }
-            None => {
-                let name: Arc<str> = Arc::from(target);
-                busy.insert(Arc::clone(&name), (Arc::clone(&name), 1));
-                name
-            }
+        let name = match busy.get_key_value(target) {
+            Some((_, &count)) if count >= self.per_target => return None,
+            Some((name, _)) => Arc::clone(name),
+            None => Arc::from(target),
         };
+        *busy.entry(Arc::clone(&name)).or_default() += 1;
         Some(Slot {
             slots: Arc::clone(self),
             target: name,
@@ -82,7 +74,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         {
             let mut busy = self.slots.lock();
-            if let Some((_, count)) = busy.get_mut(&*self.target) {
+            if let Some(count) = busy.get_mut(&*self.target) {
                 *count -= 1;
                 // Idle targets leave the map, so it stays as small as the set of busy ones.
                 if *count == 0 {
