@@ -7,12 +7,32 @@ use std::{
     sync::{Arc, PoisonError, RwLock},
 };
 
+use http::HeaderValue;
 use url::Url;
 
 /// One target URL, as the guard reads it and as the request carries it.
 pub(crate) struct ParsedUrl {
     pub url: Url,
     pub uri: http::Uri,
+    /// Its `Host` header, as hyper's client would make it for each request: formatting it per
+    /// request (`format!` of host and port, then a header value) was about 1.5 % of a drain's
+    /// samples (docs/BENCHMARKS.md, change 39).
+    pub host: HeaderValue,
+}
+
+/// The `Host` header of `uri`: its host, and its port unless the scheme's default, as hyper's
+/// client writes it when a request has none.
+fn host_header(uri: &http::Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    match uri.port_u16() {
+        Some(port) if port != default_port => HeaderValue::try_from(format!("{host}:{port}")),
+        _ => HeaderValue::from_str(host),
+    }
+    .ok()
 }
 
 /// More distinct URLs than any node's configuration holds; past it the cache starts over, so
@@ -41,7 +61,8 @@ impl ParsedUrls {
             return None;
         }
         let uri = url.as_str().parse().ok()?;
-        let parsed = Arc::new(ParsedUrl { url, uri });
+        let host = host_header(&uri)?;
+        let parsed = Arc::new(ParsedUrl { url, uri, host });
         let mut urls = self.urls.write().unwrap_or_else(PoisonError::into_inner);
         if urls.len() >= MAX_URLS {
             urls.clear();
@@ -62,6 +83,24 @@ mod tests {
         let url = |urls: &ParsedUrls| urls.get(raw).map(|p| p.url.clone());
         assert_eq!(url(&urls), Some(Url::parse(raw).unwrap()));
         assert_eq!(url(&urls), Some(Url::parse(raw).unwrap()));
+    }
+
+    #[test]
+    fn the_host_header_names_the_port_only_when_it_is_not_the_schemes_default() {
+        let urls = ParsedUrls::default();
+        let host = |raw: &str| urls.get(raw).map(|p| p.host.to_str().unwrap().to_owned());
+        for (raw, expected) in [
+            ("http://127.0.0.1:8080/hook", "127.0.0.1:8080"),
+            ("http://example.com/hook", "example.com"),
+            ("http://example.com:80/hook", "example.com"),
+            ("http://example.com:443/hook", "example.com:443"),
+            ("https://Example.COM:8443/hook", "example.com:8443"),
+            ("https://example.com:443/hook", "example.com"),
+            ("https://example.com:80/hook", "example.com:80"),
+            ("http://[::1]:9000/hook", "[::1]:9000"),
+        ] {
+            assert_eq!(host(raw).as_deref(), Some(expected), "{raw}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http::header::{HOST, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
@@ -112,8 +112,9 @@ impl Sender {
             .body(Full::new(out.body))
             .map_err(|_| Failure::InvalidUrl)?;
         *request.headers_mut() = out.headers;
-        request
-            .headers_mut()
+        let headers = request.headers_mut();
+        headers.entry(HOST).or_insert_with(|| target.host.clone());
+        headers
             .entry(USER_AGENT)
             .or_insert(HeaderValue::from_static(AGENT));
         let deadline = tokio::time::Instant::now() + out.timeout;
@@ -207,6 +208,16 @@ mod tests {
         assert_eq!(answer.body_start, "ok");
         let request = String::from_utf8(served.await.unwrap()).unwrap();
         assert!(request.starts_with("POST /hook HTTP/1.1"), "{request}");
+        let authority = url.trim_start_matches("http://").trim_end_matches("/hook");
+        assert_eq!(
+            request.matches("host: ").count(),
+            1,
+            "one Host header: {request}"
+        );
+        assert!(
+            request.contains(&format!("host: {authority}\r\n")),
+            "{request}"
+        );
         assert!(request.contains("x-test: yes"), "{request}");
         assert!(request.ends_with("{\"a\":1}"), "{request}");
     }
