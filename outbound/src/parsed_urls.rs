@@ -15,7 +15,7 @@ pub(crate) struct ParsedUrl {
     pub url: Url,
     pub uri: http::Uri,
     /// Its `Host` header, as hyper's client would make it for each request: formatting it per
-    /// request (`format!` of host and port, then a header value) was about 1.5 % of a drain's
+    /// request (`format!` of host and port, then a header value) was about 1.8 % of a drain's
     /// samples (docs/BENCHMARKS.md, change 39).
     pub host: HeaderValue,
 }
