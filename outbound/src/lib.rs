@@ -3,6 +3,7 @@
 //! failure reasons as a person reads them, `Retry-After`, brand URLs as emails and logs show them, and the event webhook wire format
 //! (the envelope and its MAAC / Standard Webhooks signatures).
 
+mod bare_connector;
 mod error;
 mod masked_url;
 mod options;

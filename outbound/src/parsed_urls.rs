@@ -2,10 +2,9 @@
 //! (its host through IDNA included) cost more than the rest of building the request: the
 //! profile of a saturated node put it at about 6% of the delivery threads.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, PoisonError, RwLock},
-};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use foldhash::HashMap;
 
 use http::HeaderValue;
 use url::Url;

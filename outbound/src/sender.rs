@@ -20,6 +20,7 @@ use hyper_util::{
 
 use crate::{
     Error, OutboundOptions,
+    bare_connector::BareConnector,
     failure::{Failure, NetworkCause},
     parsed_urls::ParsedUrls,
     retry_after::parse_retry_after,
@@ -51,7 +52,7 @@ pub struct Outgoing<'a> {
     pub timeout: Duration,
 }
 
-type Connector = HttpsConnector<HttpConnector<GuardedResolver>>;
+type Connector = HttpsConnector<BareConnector>;
 
 #[derive(Clone)]
 pub struct Sender {
@@ -82,7 +83,7 @@ impl Sender {
             .with_tls_config(tls)
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(http);
+            .wrap_connector(BareConnector(http));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_max_idle_per_host(IDLE_PER_HOST)
@@ -309,6 +310,57 @@ mod tests {
             request.contains(&format!("user-agent: {AGENT}")),
             "{request}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_https_target_is_spoken_to_in_tls_never_in_clear() {
+        // A plain listener on the target's port: what arrives must be a TLS handshake record
+        // (type 22), not a request.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}/hook", listener.local_addr().unwrap());
+        let first_bytes = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 5];
+            socket.read_exact(&mut buf).await.unwrap();
+            buf
+        });
+        let failure = loopback_allowed().send(outgoing(&url)).await.unwrap_err();
+        let record = first_bytes.await.unwrap();
+        assert_eq!(record[0], 0x16, "{record:?}");
+        assert_ne!(&record[..4], b"POST");
+        assert!(matches!(failure, Failure::Network(_)), "{failure:?}");
+    }
+
+    #[tokio::test]
+    async fn a_second_request_to_a_target_reuses_the_first_ones_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let served = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            for _ in 0..2 {
+                while got.iter().filter(|&&b| b == b'}').count() < 1 {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    assert_ne!(n, 0, "the connection closed after {got:?}");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                got.clear();
+                socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await
+                    .unwrap();
+            }
+            // A third connection would be accepted here; none comes.
+            tokio::time::timeout(Duration::from_millis(200), listener.accept())
+                .await
+                .is_err()
+        });
+        let sender = loopback_allowed();
+        for _ in 0..2 {
+            assert_eq!(sender.send(outgoing(&url)).await.unwrap().status, 200);
+        }
+        assert!(served.await.unwrap(), "a second connection was opened");
     }
 
     #[tokio::test]

@@ -9,10 +9,12 @@ mod recent;
 mod trees;
 mod upgrade;
 
+use std::collections::HashSet;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
+
+use foldhash::{HashMap, HashMapExt as _};
 
 pub(crate) use pages::TREE as ATTEMPT_PAGES;
 pub(crate) use upgrade::move_attempts_into_pages;

@@ -2,8 +2,10 @@
 //! (is the latest attempt a failure, since when does it fail), and every failure is counted per
 //! tenant, forwarding set and reason, once for the next reminder and once for the periodic sweep.
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use hookplane_proto::v1::{AttemptOutcome, DeliveryAttempt};
 

@@ -1,6 +1,8 @@
 //! One revision of the configuration and how an update turns it into the next.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use hookplane_proto::v1::{
     ConfigUpdate, ForwardingKind, NodeChannel, NodeForwardingSet, NodePublisherToken,

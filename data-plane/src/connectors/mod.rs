@@ -79,7 +79,11 @@ impl Connectors {
         let Some(retry_key) = job
             .headers
             .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(line_push::RETRY_KEY_HEADER))
+            .find(|h| {
+                h.name
+                    .eq_ignore_ascii_case(line_push::RETRY_KEY_HEADER.as_bytes())
+            })
+            .and_then(|h| std::str::from_utf8(&h.value).ok())
         else {
             return AttemptResult::unusable("the queued push has no retry key");
         };
@@ -88,7 +92,7 @@ impl Connectors {
             line_push::Push {
                 base_url: &self.line_api_base_url,
                 access_token: &channel.access_token,
-                retry_key: &retry_key.value,
+                retry_key,
                 body: job.body.clone(),
                 timeout,
             },

@@ -3,10 +3,11 @@
 //! time without an attempt, so a dead target costs a reschedule and nothing else.
 
 use std::{
-    collections::HashMap,
     sync::Mutex,
     time::{Duration, Instant},
 };
+
+use foldhash::HashMap;
 
 const OPEN_AFTER_FAILURES: u32 = 5;
 const FIRST_COOLDOWN: Duration = Duration::from_secs(5);

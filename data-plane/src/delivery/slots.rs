@@ -3,10 +3,9 @@
 //! backlog waits in the queue, in order, instead of being leased and pushed back again and
 //! again (that churn once cost a tenth of the node's CPU).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
-};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use tokio::sync::Notify;
 

@@ -224,11 +224,12 @@ impl Target {
                 // was about 5 % of a delivery thread's samples in the drain's profile).
                 let mut headers = HeaderMap::with_capacity(job.headers.len() + 4);
                 for header in &job.headers {
-                    let name = match header.name.as_str() {
-                        "x-line-signature" => Ok(LINE_SIGNATURE),
-                        other => HeaderName::from_bytes(other.as_bytes()),
+                    let name = match &header.name[..] {
+                        b"x-line-signature" => Ok(LINE_SIGNATURE),
+                        other => HeaderName::from_bytes(other),
                     };
-                    if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(&header.value)) {
+                    let value = HeaderValue::from_maybe_shared(header.value.clone());
+                    if let (Ok(name), Ok(value)) = (name, value) {
                         headers.insert(name, value);
                     }
                 }

@@ -274,8 +274,8 @@ fn jobs_for(
         .filter_map(|name| {
             let value = headers.get(name)?.to_str().ok()?;
             Some(Header {
-                name: name.to_owned(),
-                value: value.to_owned(),
+                name: bytes::Bytes::from_static(name.as_bytes()),
+                value: bytes::Bytes::copy_from_slice(value.as_bytes()),
             })
         })
         .collect();

@@ -8,9 +8,11 @@
 //! and their sizes, which the spool's budget charges once per body (budget.rs).
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, VecDeque},
     sync::{Mutex, MutexGuard, PoisonError},
 };
+
+use foldhash::HashMap;
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -96,9 +98,9 @@ impl Bodies {
         let mut hash = Sha256::new();
         for header in &job.headers {
             hash.update((header.name.len() as u64).to_be_bytes());
-            hash.update(header.name.as_bytes());
+            hash.update(&header.name);
             hash.update((header.value.len() as u64).to_be_bytes());
-            hash.update(header.value.as_bytes());
+            hash.update(&header.value);
         }
         hash.update(&job.body);
         hash.finalize().into()

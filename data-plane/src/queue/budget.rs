@@ -22,12 +22,13 @@
 //! passes in the bytes on disk and the time.
 
 use std::{
-    collections::HashMap,
     fmt,
     str::FromStr,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use tracing::warn;
 
@@ -862,8 +863,8 @@ mod tests {
                     tenant_id: &tenant_id,
                 };
                 let headers = vec![Header {
-                    name: "x-line-signature".to_owned(),
-                    value: "K2f8hUe0vRr4sC1nYxzQbLMi1dW9aPq3sF6gH5jT7kE=".to_owned(),
+                    name: "x-line-signature".into(),
+                    value: "K2f8hUe0vRr4sC1nYxzQbLMi1dW9aPq3sF6gH5jT7kE=".into(),
                 }];
                 let event_id = crate::queue::delivery_id(&format!("{n}"), "event");
                 Job::forward(&event_id, set, body.clone(), headers, 1_735_689_600_123)

@@ -17,11 +17,13 @@
 //! journal when opened.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant, SystemTime},
 };
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use async_trait::async_trait;
 use prost::Message as _;
@@ -854,6 +856,9 @@ impl Spool {
         let now = unix_ms(SystemTime::now());
         let deadline = now + u64::try_from(self.lease_time.as_millis()).unwrap_or(u64::MAX);
         let (mut leased, uncached) = self.schedule().lease(max, now, deadline, room);
+        // Room for the jobs read back too: a job is about 300 bytes, and growing the vector
+        // one push at a time moved them all again (0.5 % of a drain's samples).
+        leased.reserve(uncached.len());
         let mut named = Vec::with_capacity(uncached.len());
         let mut gone = Vec::new();
         let records = self.read_whole_many(&uncached)?;
@@ -1709,8 +1714,8 @@ mod tests {
             .map(|id| Job {
                 body: body.clone(),
                 headers: vec![crate::queue::Header {
-                    name: "x-line-signature".to_owned(),
-                    value: "c2ln".to_owned(),
+                    name: "x-line-signature".into(),
+                    value: "c2ln".into(),
                 }],
                 ..job_for(id, id)
             })

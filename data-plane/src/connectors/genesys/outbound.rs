@@ -13,6 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
+use bytes::Bytes;
 use hookplane_proto::v1::{ForwardingKind, NodeForwardingSet};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -220,12 +221,12 @@ pub fn push_job(
     };
     let headers = vec![
         Header {
-            name: "content-type".to_owned(),
-            value: "application/json".to_owned(),
+            name: Bytes::from_static(b"content-type"),
+            value: Bytes::from_static(b"application/json"),
         },
         Header {
-            name: line_push::RETRY_KEY_HEADER.to_owned(),
-            value: line_push::retry_key(&set.id, message_id),
+            name: Bytes::from_static(line_push::RETRY_KEY_HEADER.as_bytes()),
+            value: Bytes::from(line_push::retry_key(&set.id, message_id)),
         },
     ];
     Job::line_push(
