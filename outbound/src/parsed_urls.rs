@@ -5,7 +5,6 @@
 use std::sync::{Arc, PoisonError, RwLock};
 
 use foldhash::HashMap;
-
 use http::HeaderValue;
 use url::Url;
 

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
 
 use foldhash::{HashMap, HashMapExt as _};
-
 use hookplane_proto::v1::{AttemptOutcome, DeliveryAttempt};
 
 use super::books::{Batch, Book, Books};

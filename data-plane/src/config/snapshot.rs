@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt as _};
-
 use hookplane_proto::v1::{
     ConfigUpdate, ForwardingKind, NodeChannel, NodeForwardingSet, NodePublisherToken,
     NodeSubscription, NodeTenant, ResourceKind, config_resource::Resource,

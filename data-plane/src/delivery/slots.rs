@@ -6,7 +6,6 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use foldhash::{HashMap, HashMapExt as _};
-
 use tokio::sync::Notify;
 
 #[derive(Debug)]

@@ -12,9 +12,8 @@ use std::{
     sync::{Mutex, MutexGuard, PoisonError},
 };
 
-use foldhash::HashMap;
-
 use bytes::Bytes;
+use foldhash::HashMap;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 

@@ -29,7 +29,6 @@ use std::{
 };
 
 use foldhash::{HashMap, HashMapExt as _};
-
 use tracing::warn;
 
 use super::Job;

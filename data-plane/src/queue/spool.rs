@@ -23,9 +23,8 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use foldhash::{HashMap, HashMapExt as _};
-
 use async_trait::async_trait;
+use foldhash::{HashMap, HashMapExt as _};
 use prost::Message as _;
 use tokio::sync::Notify;
 use tracing::warn;
