@@ -159,22 +159,34 @@ mod tests {
 
     use super::*;
 
+    /// A listener on a free loopback port, and the target URL of it under `scheme`.
+    async fn listen(scheme: &str) -> (tokio::net::TcpListener, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("{scheme}://{}/hook", listener.local_addr().unwrap());
+        (listener, url)
+    }
+
+    /// One request of [`outgoing`] as it arrives on `socket` (empty if it closes first).
+    async fn read_request(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Headers and the small body arrive together; stop at the body's end.
+        while !got.ends_with(b"}") {
+            let n = socket.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
     /// Answers one request with `response` and hands back what it received.
     async fn answer_once(response: String) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (listener, url) = listen("http").await;
         let served = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
-            let mut got = Vec::new();
-            let mut buf = [0u8; 4096];
-            // Headers and the small body arrive together; stop at the body's end.
-            while !got.ends_with(b"}") {
-                let n = socket.read(&mut buf).await.unwrap();
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-            }
+            let got = read_request(&mut socket).await;
             socket.write_all(response.as_bytes()).await.unwrap();
             got
         });
@@ -259,8 +271,7 @@ mod tests {
 
     /// What sending to a loopback port nobody listens on comes to.
     async fn failure_at_a_closed_port(scheme: &str) -> Failure {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("{scheme}://{}/hook", listener.local_addr().unwrap());
+        let (listener, url) = listen(scheme).await;
         drop(listener);
         loopback_allowed().send(outgoing(&url)).await.unwrap_err()
     }
@@ -316,8 +327,7 @@ mod tests {
     async fn an_https_target_is_spoken_to_in_tls_never_in_clear() {
         // A plain listener on the target's port: what arrives must be a TLS handshake record
         // (type 22), not a request.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://{}/hook", listener.local_addr().unwrap());
+        let (listener, url) = listen("https").await;
         let first_bytes = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 5];
@@ -333,25 +343,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_request_to_a_target_reuses_the_first_ones_connection() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (listener, url) = listen("http").await;
         let served = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.unwrap();
-            let mut got = Vec::new();
-            let mut buf = [0u8; 4096];
             for _ in 0..2 {
-                while got.iter().filter(|&&b| b == b'}').count() < 1 {
-                    let n = socket.read(&mut buf).await.unwrap();
-                    assert_ne!(n, 0, "the connection closed after {got:?}");
-                    got.extend_from_slice(&buf[..n]);
-                }
-                got.clear();
+                let request = read_request(&mut socket).await;
+                assert!(
+                    request.ends_with(b"}"),
+                    "the connection closed: {request:?}"
+                );
                 socket
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
                     .await
                     .unwrap();
             }
-            // A third connection would be accepted here; none comes.
+            // A second connection would be accepted here; none comes.
             tokio::time::timeout(Duration::from_millis(200), listener.accept())
                 .await
                 .is_err()
