@@ -18,17 +18,13 @@ pub(crate) struct ParsedUrl {
     pub host: HeaderValue,
 }
 
-/// The `Host` header of `uri`: its host, and its port unless the scheme's default, as hyper's
-/// client writes it when a request has none.
-fn host_header(uri: &http::Uri) -> Option<HeaderValue> {
-    let host = uri.host()?;
-    let default_port = match uri.scheme_str() {
-        Some("https") => 443,
-        _ => 80,
-    };
-    match uri.port_u16() {
-        Some(port) if port != default_port => HeaderValue::try_from(format!("{host}:{port}")),
-        _ => HeaderValue::from_str(host),
+/// The `Host` header of `url`: its host, and its port unless the scheme's default, as hyper's
+/// client writes it when a request has none. `Url` already leaves a default port out.
+fn host_header(url: &Url) -> Option<HeaderValue> {
+    let host = url.host_str()?;
+    match url.port() {
+        Some(port) => HeaderValue::try_from(format!("{host}:{port}")),
+        None => HeaderValue::from_str(host),
     }
     .ok()
 }
@@ -59,7 +55,7 @@ impl ParsedUrls {
             return None;
         }
         let uri = url.as_str().parse().ok()?;
-        let host = host_header(&uri)?;
+        let host = host_header(&url)?;
         let parsed = Arc::new(ParsedUrl { url, uri, host });
         let mut urls = self.urls.write().unwrap_or_else(PoisonError::into_inner);
         if urls.len() >= MAX_URLS {
