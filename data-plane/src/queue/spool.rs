@@ -33,7 +33,7 @@ use super::{
     Job, Leased, Purged, Queue, Receipt, Room, Storage,
     bodies::{Bodies, BodyKey},
     budget::{Charges, JOB_CHARGE, Limits, Refusal, SpoolBudget, SpoolUsage},
-    hashed_key::{HashedKey, HashedMap, Probe},
+    hashed_key::{HashedKey, HashedMap, Lookup, Probe},
     journal::{Journal, Space},
     spill::{self, Spill},
     unix_ms, unix_ms_not_before,
@@ -282,11 +282,40 @@ impl Schedule {
 
     /// Puts a job (new, or held already) in its lane, due at `due_ms`.
     fn hold(&mut self, id: &str, lane: &str, due_ms: u64, job: Option<Job>) {
-        let (lane, body) = match self.release(id) {
+        self.hold_naming_body(id, lane, due_ms, job, &[]);
+    }
+
+    /// [`Schedule::hold`] for a job whose record names stored body `body` (empty: the record
+    /// keeps its body, or names the one it named before).
+    fn hold_naming_body(
+        &mut self,
+        id: &str,
+        lane: &str,
+        due_ms: u64,
+        job: Option<Job>,
+        body: &[u8],
+    ) {
+        let lane = self.lane_name(lane);
+        self.hold_key(HashedKey::new(Arc::from(id)), lane, due_ms, job, body);
+    }
+
+    /// [`Schedule::hold_naming_body`] of an id hashed already (once, for the release and the
+    /// insert both), in `lane` unless it was held in another.
+    fn hold_key(&mut self, id: Id, lane: Arc<str>, due_ms: u64, job: Option<Job>, body: &[u8]) {
+        let (lane, before) = match self.release_key(&id) {
             Some(before) => (before.lane, before.body),
-            None => (Arc::from(lane), None),
+            None => (lane, None),
         };
-        self.put_back(HashedKey::new(Arc::from(id)), lane, due_ms, job, body);
+        let body = BodyKey::try_from(body).ok().or(before);
+        self.put_back(id, lane, due_ms, job, body);
+    }
+
+    /// `lane`'s name as its jobs share it: a held job's lane was a copy of its own, an
+    /// allocation a job and its bytes in memory for as long as it was held.
+    fn lane_name(&self, lane: &str) -> Arc<str> {
+        self.lanes
+            .get_key_value(lane)
+            .map_or_else(|| Arc::from(lane), |(name, _)| Arc::clone(name))
     }
 
     /// Places a job that `held` does not know (any more) and, in memory, makes `held` know it.
@@ -317,8 +346,8 @@ impl Schedule {
     }
 
     /// Records which stored body a held job's record names.
-    fn name_body(&mut self, id: &str, body: &[u8]) {
-        let held = self.held.get_mut(probe(id).lookup());
+    fn name_body(&mut self, id: &Id, body: &[u8]) {
+        let held = self.held.get_mut(id);
         if let (Some(held), Ok(key)) = (held, BodyKey::try_from(body)) {
             held.body = Some(key);
         }
@@ -340,7 +369,12 @@ impl Schedule {
 
     /// Forgets a held job; returns what was held, `None` when it was not.
     fn release(&mut self, id: &str) -> Option<Held> {
-        let held = self.held.remove(probe(id).lookup())?;
+        self.release_key(probe(id).lookup())
+    }
+
+    /// [`Schedule::release`] of a key hashed already.
+    fn release_key(&mut self, id: &(dyn Lookup + '_)) -> Option<Held> {
+        let held = self.held.remove(id)?;
         self.take_out(&held.lane, held.slot, held.leased);
         self.cached -= usize::from(held.job.is_some());
         Some(held)
@@ -380,14 +414,14 @@ impl Schedule {
 
     /// Takes up to `max` jobs due at `now_ms`, as many per lane as `room` allows, oldest lanes
     /// first, and leases each until `deadline_ms`. Cached jobs come back whole, the others by
-    /// id.
+    /// id (hashed already, so naming their bodies afterwards hashes nothing again).
     fn lease(
         &mut self,
         max: usize,
         now_ms: u64,
         deadline_ms: u64,
         room: &Room<'_>,
-    ) -> (Vec<Job>, Vec<String>) {
+    ) -> (Vec<Job>, Vec<Id>) {
         self.expire_leases(now_ms);
         let due_lanes: Vec<Arc<str>> = self
             .heads
@@ -417,10 +451,28 @@ impl Schedule {
                         self.refresh_head(&lane);
                         id
                     }
-                    Some(Next::Spill(_)) => match self.unspill(&lane) {
-                        Some(id) => id,
-                        None => continue,
-                    },
+                    Some(Next::Spill(_)) => {
+                        // Known to `held` only from here on, and leased at once: one insert,
+                        // where placing it first and then finding it again took two probes of a
+                        // map as large as the backlog in memory.
+                        let Some(id) = self.unspill(&lane) else {
+                            continue;
+                        };
+                        let lease_slot = self.slot_at(deadline_ms);
+                        self.leased.insert(lease_slot, id.clone());
+                        self.held.insert(
+                            id.clone(),
+                            Held {
+                                lane: Arc::clone(&lane),
+                                slot: lease_slot,
+                                leased: true,
+                                job: None,
+                                body: None,
+                            },
+                        );
+                        ids.push(id);
+                        continue;
+                    }
                 };
                 let lease_slot = self.slot_at(deadline_ms);
                 self.leased.insert(lease_slot, id.clone());
@@ -435,15 +487,16 @@ impl Schedule {
                         self.cached -= 1;
                         jobs.push(*job);
                     }
-                    None => ids.push(id.key().to_string()),
+                    None => ids.push(id),
                 }
             }
         }
         (jobs, ids)
     }
 
-    /// Takes the lane's earliest spilled job back into memory (its record is read when it is
-    /// handed out); `None` when it could not be read (a restart finds it again).
+    /// Takes the lane's earliest spilled job out of its spill (its record is read when it is
+    /// handed out; the caller makes `held` know it); `None` when it could not be read (a restart
+    /// finds it again).
     fn unspill(&mut self, lane: &Arc<str>) -> Option<Id> {
         let popped = self
             .lanes
@@ -461,19 +514,8 @@ impl Schedule {
         };
         self.spilled -= 1;
         self.refresh_head(lane);
-        let (slot, id) = popped;
-        let id: Id = HashedKey::new(Arc::from(id));
-        self.held.insert(
-            id.clone(),
-            Held {
-                lane: Arc::clone(lane),
-                slot,
-                leased: false,
-                job: None,
-                body: None,
-            },
-        );
-        Some(id)
+        let (_, id) = popped;
+        Some(HashedKey::new(Arc::from(id)))
     }
 
     fn drop_spill(&mut self, lane: &Arc<str>) {
@@ -613,8 +655,13 @@ impl Spool {
             match record.job {
                 Some(_) if record.failed => schedule.park(&id, since),
                 Some(job) => {
-                    schedule.hold(&id, &job.lane(), record.not_before_ms, None);
-                    schedule.name_body(&id, &record.body_key);
+                    schedule.hold_naming_body(
+                        &id,
+                        &job.lane(),
+                        record.not_before_ms,
+                        None,
+                        &record.body_key,
+                    );
                 }
                 None => {}
             }
@@ -690,10 +737,10 @@ impl Spool {
             std::mem::take(&mut *self.inbox.lock().unwrap_or_else(PoisonError::into_inner));
         for (now, added) in arrived {
             for (job, body) in added {
-                let id = job.delivery_id.clone();
-                let lane = job.lane().into_owned();
-                schedule.hold(&id, &lane, now, Some(job));
-                schedule.name_body(&id, &body);
+                // Named before the job moves into the schedule, with no copy of either name.
+                let id = HashedKey::new(Arc::from(job.delivery_id.as_str()));
+                let lane = schedule.lane_name(&job.lane());
+                schedule.hold_key(id, lane, now, Some(job), &body);
             }
         }
         schedule
@@ -709,9 +756,10 @@ impl Spool {
 
     /// The records of jobs `ids`, in their order, each with its body and headers; their records
     /// are read together (`Journal::get_many`).
-    fn read_whole_many(&self, ids: &[String]) -> Result<Vec<Option<Record>>, Error> {
+    fn read_whole_many(&self, ids: &[Id]) -> Result<Vec<Option<Record>>, Error> {
         let mut records = Vec::with_capacity(ids.len());
-        for (id, bytes) in ids.iter().zip(self.journal.get_many(Space::Jobs, ids)?) {
+        let keys: Vec<&[u8]> = ids.iter().map(|id| id.key().as_bytes()).collect();
+        for (id, bytes) in ids.iter().zip(self.journal.get_many(Space::Jobs, &keys)?) {
             let Some(bytes) = bytes else {
                 records.push(None);
                 continue;
@@ -722,7 +770,7 @@ impl Spool {
                 && !self.bodies.fill(&self.journal, &record.body_key, job)?
             {
                 warn!(
-                    delivery_id = id,
+                    delivery_id = &**id.key(),
                     "a spooled job's body is missing; the job is dropped"
                 );
                 records.push(None);
@@ -885,7 +933,7 @@ impl Spool {
                 schedule.name_body(id, body_key);
             }
             for id in &gone {
-                schedule.release(id);
+                schedule.release(id.key());
             }
         }
         Ok(leased)
@@ -1125,8 +1173,7 @@ impl Queue for Spool {
         self.journal.sync().await?;
         {
             let mut schedule = self.schedule();
-            schedule.hold(delivery_id, &lane, now, None);
-            schedule.name_body(delivery_id, &body_key);
+            schedule.hold_naming_body(delivery_id, &lane, now, None, &body_key);
         }
         self.arrivals.notify_waiters();
         Ok(true)
@@ -1569,12 +1616,17 @@ mod tests {
     fn a_lease_never_settled_comes_due_again_after_the_lease_time() {
         let mut schedule = Schedule::default();
         schedule.hold("dlv_a", "fwd_1", 0, None);
+        let names = |ids: Vec<Id>| {
+            ids.iter()
+                .map(|id| id.key().to_string())
+                .collect::<Vec<_>>()
+        };
         let (_, ids) = schedule.lease(10, 1, 1_000, &unlimited);
-        assert_eq!(ids, vec!["dlv_a".to_owned()]);
+        assert_eq!(names(ids), ["dlv_a"]);
         assert_eq!(schedule.lease(10, 999, 2_000, &unlimited).1.len(), 0);
         assert_eq!(
-            schedule.lease(10, 1_000, 2_000, &unlimited).1,
-            vec!["dlv_a".to_owned()]
+            names(schedule.lease(10, 1_000, 2_000, &unlimited).1),
+            ["dlv_a"]
         );
     }
 
