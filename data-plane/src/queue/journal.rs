@@ -41,7 +41,7 @@
 use std::{
     collections::BTreeMap,
     fs::{File, OpenOptions},
-    io::{self, Read as _},
+    io,
     os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard, PoisonError, Weak, mpsc},
@@ -64,8 +64,6 @@ const WRITE_BEHIND: usize = 256 << 10;
 /// How often gathered appends are written out (without a sync) and segments are reclaimed: a
 /// `kill -9` forgets at most this much of the settling that was never synced.
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(100);
-/// Live records copied forward under one hold of the lock, so enqueues wait little.
-const COPY_CHUNK: usize = 512;
 const HEADER: usize = 12;
 /// Bytes between two wanted records that a batched read reads through rather than reading each
 /// record apart ([`Journal::get_many`]).
@@ -218,69 +216,100 @@ fn decode(bytes: &[u8]) -> Option<Decoded<'_>> {
     })
 }
 
-/// The records of segment `segment`'s bytes, each with its place. Past a record that is torn or
-/// fails its CRC, reading goes on at the next offset where a whole record holds its CRC;
-/// `skipped` counts the bytes passed over in the middle, `torn_tail` those at the end where no
-/// record holds any more.
-struct Records<'a> {
-    segment: u64,
-    content: &'a [u8],
-    offset: usize,
+/// How much of a segment a walk reads at a time ([`walk_segment`]). A whole segment read at once
+/// (64 MiB) was, when a drain of two million queued deliveries copied its oldest segments
+/// forward, a spike of as much again over the node's memory.
+const WALK_WINDOW: usize = if cfg!(test) { 4 << 10 } else { 4 << 20 };
+
+/// What a walk of a segment passed over. Past a record that is torn or fails its CRC, reading
+/// goes on at the next offset where a whole record holds its CRC.
+#[derive(Default)]
+struct Walked {
     /// Bytes skipped between records that hold (corruption in the middle).
-    skipped: usize,
+    skipped: u64,
     /// Places where reading had to skip.
-    gaps: usize,
+    gaps: u64,
     /// Bytes at the end after the last record that holds (a write a crash cut short).
-    torn_tail: usize,
+    torn_tail: u64,
 }
 
-impl<'a> Records<'a> {
-    fn new(segment: u64, content: &'a [u8]) -> Records<'a> {
-        Records {
-            segment,
-            content,
-            offset: 0,
-            skipped: 0,
-            gaps: 0,
-            torn_tail: 0,
+/// The whole length of the record at the start of `rest`, when `rest` does not hold all of it
+/// and the `left` bytes of the segment from there do: a claimed length past the segment's end is
+/// no record, and is passed over as a read of the whole segment would pass it.
+fn needs_more(rest: &[u8], left: u64) -> Option<usize> {
+    let Some(header) = rest.get(0..4) else {
+        return (left >= 8).then_some(8);
+    };
+    let need = u64::from(u32::from_le_bytes(header.try_into().ok()?)) + 8;
+    (need > rest.len() as u64 && need <= left).then(|| usize::try_from(need).ok())?
+}
+
+/// Calls `f` with each record of segment `n` (its first `bytes` in `file`) that holds, with its
+/// place, in order, reading [`WALK_WINDOW`] at a time (more when one record is larger).
+fn walk_segment(
+    file: &File,
+    n: u64,
+    bytes: u64,
+    mut f: impl FnMut(Loc, Decoded<'_>) -> Result<(), Error>,
+) -> Result<Walked, Error> {
+    let mut walked = Walked::default();
+    let mut window = Vec::new();
+    // The end of the last record that held: where skipped bytes are counted from.
+    let mut held_to = 0u64;
+    let mut at = 0u64;
+    while at < bytes {
+        let want =
+            usize::try_from((bytes - at).min(WALK_WINDOW as u64)).map_err(io::Error::other)?;
+        let need = window_need(file, at, bytes)?;
+        window.resize(want.max(need), 0);
+        file.read_exact_at(&mut window, at)?;
+        let complete = at + window.len() as u64 == bytes;
+        let mut i = 0;
+        while i < window.len() {
+            let rest = &window[i..];
+            if !complete && needs_more(rest, bytes - (at + i as u64)).is_some() {
+                // Read on from this record, with all of it in the next window.
+                break;
+            }
+            match decode(rest) {
+                Some(record) if record.op == OP_PUT || record.op == OP_REMOVE => {
+                    let offset = at + i as u64;
+                    if offset > held_to {
+                        walked.skipped += offset - held_to;
+                        walked.gaps += 1;
+                    }
+                    let len = record.len;
+                    f(
+                        Loc {
+                            segment: n,
+                            offset,
+                            len,
+                        },
+                        record,
+                    )?;
+                    i += len as usize;
+                    held_to = at + i as u64;
+                }
+                _ => i += 1,
+            }
+        }
+        at += i as u64;
+        if complete {
+            break;
         }
     }
+    walked.torn_tail = bytes - held_to;
+    Ok(walked)
 }
 
-impl<'a> Iterator for Records<'a> {
-    type Item = (Loc, Decoded<'a>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.offset >= self.content.len() {
-            return None;
-        }
-        let found = (self.offset..self.content.len()).find_map(|at| {
-            let record = decode(&self.content[at..])?;
-            (record.op == OP_PUT || record.op == OP_REMOVE).then_some((at, record))
-        });
-        let Some((at, record)) = found else {
-            self.torn_tail = self.content.len() - self.offset;
-            self.offset = self.content.len();
-            return None;
-        };
-        if at > self.offset {
-            self.skipped += at - self.offset;
-            self.gaps += 1;
-        }
-        let loc = Loc {
-            segment: self.segment,
-            offset: at as u64,
-            len: record.len,
-        };
-        self.offset = at + record.len as usize;
-        Some((loc, record))
+/// The bytes a window at `at` needs to hold the whole record there (at least its header).
+fn window_need(file: &File, at: u64, bytes: u64) -> Result<usize, Error> {
+    let mut header = [0; 4];
+    if bytes - at < 4 {
+        return Ok(0);
     }
-}
-
-fn read_segment(file: &File, bytes: u64) -> Result<Vec<u8>, Error> {
-    let mut content = vec![0; usize::try_from(bytes).map_err(io::Error::other)?];
-    file.read_exact_at(&mut content, 0)?;
-    Ok(content)
+    file.read_exact_at(&mut header, at)?;
+    Ok(needs_more(&header, bytes - at).unwrap_or(0))
 }
 
 impl Inner {
@@ -777,12 +806,12 @@ impl Journal {
                 .collect()
         };
         for (n, file, bytes) in segments {
-            let content = read_segment(&file, bytes)?;
-            for (loc, record) in Records::new(n, &content) {
+            walk_segment(&file, n, bytes, |loc, record| {
                 if record.op == OP_PUT && self.lock().is_current(record.space, record.key, loc) {
                     f(record.space, record.key, record.value)?;
                 }
-            }
+                Ok(())
+            })?;
         }
         Ok(())
     }
@@ -995,23 +1024,16 @@ impl Shared {
         Ok(())
     }
 
-    /// Copies the live records of the oldest segment forward, a chunk per hold of the lock.
+    /// Copies the live records of the oldest segment forward, taking the lock a record at a
+    /// time (never across a read of the segment), so enqueues wait little.
     fn compact(&self, n: u64, file: &File, bytes: u64) -> Result<(), Error> {
-        let content = read_segment(file, bytes)?;
-        let mut records = Records::new(n, &content).peekable();
-        while records.peek().is_some() {
+        walk_segment(file, n, bytes, |loc, record| {
             let mut inner = self.lock();
-            let mut copied = 0;
-            while copied < COPY_CHUNK {
-                let Some((loc, record)) = records.next() else {
-                    break;
-                };
-                if record.op == OP_PUT && inner.is_current(record.space, record.key, loc) {
-                    inner.put(record.space, record.key, record.value)?;
-                    copied += 1;
-                }
+            if record.op == OP_PUT && inner.is_current(record.space, record.key, loc) {
+                inner.put(record.space, record.key, record.value)?;
             }
-        }
+            Ok(())
+        })?;
         Ok(())
     }
 
@@ -1132,22 +1154,17 @@ pub(crate) fn private_dir(dir: &Path) -> Result<(), Error> {
 /// Reads segment `n` into the index; the bytes skipped in its middle.
 fn replay(inner: &mut Inner, n: u64) -> Result<u64, Error> {
     let path = segment_path(&inner.dir, n);
-    let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
-    let mut content = Vec::new();
-    file.read_to_end(&mut content)?;
+    let file = Arc::new(OpenOptions::new().read(true).write(true).open(&path)?);
+    let bytes = file.metadata()?.len();
     inner.segments.insert(
         n,
         Segment {
-            file: Arc::new(file),
+            file: Arc::clone(&file),
             bytes: 0,
             live: 0,
         },
     );
-    let mut records = Records::new(n, &content);
-    for (loc, record) in records.by_ref() {
-        if let Some(segment) = inner.segments.get_mut(&n) {
-            segment.bytes += u64::from(record.len);
-        }
+    let records = walk_segment(&file, n, bytes, |loc, record| {
         let old = match record.op {
             OP_PUT => {
                 if let Some(segment) = inner.segments.get_mut(&n) {
@@ -1161,11 +1178,12 @@ fn replay(inner: &mut Inner, n: u64) -> Result<u64, Error> {
         if let Some(old) = old {
             inner.superseded(old);
         }
-    }
+        Ok(())
+    })?;
     // Compaction reads the segment back up to `bytes`: all of it, since records that hold may
     // follow a corrupt one.
     if let Some(segment) = inner.segments.get_mut(&n) {
-        segment.bytes = content.len() as u64;
+        segment.bytes = bytes;
     }
     if records.skipped > 0 {
         tracing::error!(
@@ -1184,7 +1202,7 @@ fn replay(inner: &mut Inner, n: u64) -> Result<u64, Error> {
              it is ignored"
         );
     }
-    Ok(records.skipped as u64)
+    Ok(records.skipped)
 }
 
 #[cfg(test)]
@@ -1254,6 +1272,63 @@ mod tests {
             journal.get_many(Space::Jobs, &[key(7), key(1299)]).unwrap(),
             vec![Some(value(5007)), None]
         );
+    }
+
+    /// Records of many sizes, some larger than a walk's window (4 KiB in tests), so the
+    /// windows' edges fall inside records; one of them, across an edge, is damaged.
+    #[test]
+    fn a_segment_is_read_a_window_at_a_time_with_records_across_the_edges_kept_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes: Vec<usize> = (0..40)
+            .map(|i| [100, 3_000, 9_000, 700][i % 4] + i)
+            .collect();
+        {
+            let journal = Journal::open_unattended(dir.path()).unwrap();
+            for (i, size) in sizes.iter().enumerate() {
+                journal
+                    .insert(
+                        Space::Jobs,
+                        format!("k{i}").as_bytes(),
+                        &vec![i as u8; *size],
+                    )
+                    .unwrap();
+            }
+            journal.sync_blocking().unwrap();
+        }
+        let segment = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| std::fs::metadata(p).unwrap().len() > 0)
+            .unwrap();
+        let mut bytes = std::fs::read(&segment).unwrap();
+        assert!(bytes.len() > 20 * WALK_WINDOW);
+        // The record that crosses the 8th window's edge: a flipped byte past the edge.
+        let edge = 8 * WALK_WINDOW;
+        let (mut start, mut damaged) = (0, None);
+        for (i, size) in sizes.iter().enumerate() {
+            let len = HEADER + format!("k{i}").len() + size;
+            if start < edge && start + len > edge {
+                damaged = Some((i, len));
+                bytes[edge + 1] ^= 0xff;
+                break;
+            }
+            start += len;
+        }
+        let (damaged, damaged_len) = damaged.expect("a record across the edge");
+        std::fs::write(&segment, &bytes).unwrap();
+
+        let journal = Journal::open_unattended(dir.path()).unwrap();
+        for (i, size) in sizes.iter().enumerate() {
+            let read = journal
+                .get(Space::Jobs, format!("k{i}").as_bytes())
+                .unwrap();
+            if i == damaged {
+                assert_eq!(read, None, "the damaged record");
+            } else {
+                assert_eq!(read, Some(vec![i as u8; *size]), "record {i}");
+            }
+        }
+        assert_eq!(journal.skipped_bytes(), damaged_len as u64);
     }
 
     #[test]
