@@ -22,7 +22,7 @@ use prost::Message as _;
 use tokio::sync::{Notify, oneshot, watch};
 use tracing::{debug, warn};
 
-use super::{BATCH, GATHER, Outcomes, ReportTo, send_report};
+use super::{BATCH, GATHER, Outcomes, ReportTo, send_report, shrunk_capacity};
 use crate::{backoff::Backoff, metrics::Metrics, nats::Nats};
 
 /// Groups of records one pull of the reporter asks for.
@@ -128,7 +128,11 @@ async fn write_groups(nats: Nats, waiting: Arc<Waiting>) {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
                 let take = records.len().min(BATCH);
-                records.drain(..take).collect()
+                let group = records.drain(..take).collect();
+                if let Some(keep) = shrunk_capacity(records.len(), records.capacity()) {
+                    records.shrink_to(keep);
+                }
+                group
             };
             if group.is_empty() {
                 break;

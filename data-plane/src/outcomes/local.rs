@@ -20,7 +20,7 @@ use prost::Message as _;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, warn};
 
-use super::{BATCH, GATHER, Outcomes, ReportTo, send_report};
+use super::{BATCH, GATHER, Outcomes, ReportTo, send_report, shrunk_capacity};
 use crate::{Error, backoff::Backoff, metrics::Metrics};
 
 /// Unsent outcomes kept while the control plane is away, in memory and on disk each; the oldest
@@ -114,6 +114,10 @@ impl OutcomeLog {
         let mut fresh = self.fresh();
         let take = room.min(fresh.len());
         attempts.extend(fresh.drain(..take));
+        if let Some(keep) = shrunk_capacity(fresh.len(), fresh.capacity()) {
+            fresh.shrink_to(keep);
+        }
+        drop(fresh);
         Ok(Batch {
             keys,
             from_memory: take,
@@ -290,6 +294,25 @@ mod tests {
         assert_eq!(
             ids(&log.next_batch(10).unwrap()),
             vec!["att_1", "att_2", "att_3"]
+        );
+    }
+
+    #[test]
+    fn the_queue_gives_back_its_room_once_a_spike_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let log = OutcomeLog::open(&db).unwrap();
+        for n in 0..100_000 {
+            log.record(attempt(&format!("att_{n}")));
+        }
+        assert!(log.fresh().capacity() >= 100_000);
+        while log.unsent() > 0 {
+            log.next_batch(BATCH).unwrap();
+        }
+        assert!(
+            log.fresh().capacity() <= crate::outcomes::KEEP_SLOTS,
+            "{} slots kept",
+            log.fresh().capacity()
         );
     }
 

@@ -21,6 +21,18 @@ pub use local::OutcomeLog;
 const BATCH: usize = 500;
 /// How long a first outcome waits for company before it is sent.
 const GATHER: Duration = Duration::from_millis(200);
+/// Slots an outcome queue keeps once it is small again after a spike (a control plane or a
+/// stream slow for a while): a few batches. A queue's buffer grows to its longest and kept that
+/// size; as a ring turns, every slot of it comes to be written, so all of it stayed resident.
+/// Through a drain of two million deliveries after a restart the node's memory grew by more
+/// than 100 MiB so (docs/BENCHMARKS.md, change 43).
+const KEEP_SLOTS: usize = 8 * BATCH;
+
+/// Gives back what `capacity` holds beyond [`KEEP_SLOTS`] once `len` is under a quarter of it:
+/// the capacity to shrink to, if any.
+fn shrunk_capacity(len: usize, capacity: usize) -> Option<usize> {
+    (capacity > KEEP_SLOTS && len < capacity / 4).then(|| (len * 2).max(KEEP_SLOTS))
+}
 const SEND_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where attempt records wait until the control plane has them.
