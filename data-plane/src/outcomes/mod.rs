@@ -24,8 +24,8 @@ const GATHER: Duration = Duration::from_millis(200);
 /// Slots an outcome queue keeps once it is small again after a spike (a control plane or a
 /// stream slow for a while): a few batches. A queue's buffer grows to its longest and kept that
 /// size; as a ring turns, every slot of it comes to be written, so all of it stayed resident.
-/// Through a drain of two million deliveries after a restart the node's memory grew by more
-/// than 100 MiB so (docs/BENCHMARKS.md, change 43).
+/// At the 200,000 unsent the spool's log keeps in memory, the slots alone are 90 MiB (a heap
+/// profile of a drain, docs/BENCHMARKS.md, change 43).
 const KEEP_SLOTS: usize = 8 * BATCH;
 
 /// Gives back what `capacity` holds beyond [`KEEP_SLOTS`] once `len` is under a quarter of it:

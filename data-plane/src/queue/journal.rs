@@ -1274,6 +1274,15 @@ mod tests {
         );
     }
 
+    /// The journal's one segment with records in it.
+    fn written_segment(dir: &Path) -> PathBuf {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| std::fs::metadata(p).unwrap().len() > 0)
+            .unwrap()
+    }
+
     /// Records of many sizes, some larger than a walk's window (4 KiB in tests), so the
     /// windows' edges fall inside records; one of them, across an edge, is damaged.
     #[test]
@@ -1295,11 +1304,7 @@ mod tests {
             }
             journal.sync_blocking().unwrap();
         }
-        let segment = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| std::fs::metadata(p).unwrap().len() > 0)
-            .unwrap();
+        let segment = written_segment(dir.path());
         let mut bytes = std::fs::read(&segment).unwrap();
         assert!(bytes.len() > 20 * WALK_WINDOW);
         // The record that crosses the 8th window's edge: a flipped byte past the edge.
@@ -1341,11 +1346,7 @@ mod tests {
             }
             journal.sync_blocking().unwrap();
         }
-        let segment = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| std::fs::metadata(p).unwrap().len() > 0)
-            .unwrap();
+        let segment = written_segment(dir.path());
         let mut bytes = std::fs::read(&segment).unwrap();
         // The middle record's value: a flipped byte fails its CRC.
         let record = bytes.len() / 3;
