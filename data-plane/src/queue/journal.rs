@@ -257,18 +257,21 @@ fn walk_segment(
     // The end of the last record that held: where skipped bytes are counted from.
     let mut held_to = 0u64;
     let mut at = 0u64;
+    // What the record at `at` needs when the last window ended inside it.
+    let mut need = 0;
     while at < bytes {
         let want =
             usize::try_from((bytes - at).min(WALK_WINDOW as u64)).map_err(io::Error::other)?;
-        let need = window_need(file, at, bytes)?;
         window.resize(want.max(need), 0);
+        need = 0;
         file.read_exact_at(&mut window, at)?;
         let complete = at + window.len() as u64 == bytes;
         let mut i = 0;
         while i < window.len() {
             let rest = &window[i..];
-            if !complete && needs_more(rest, bytes - (at + i as u64)).is_some() {
+            if !complete && let Some(whole) = needs_more(rest, bytes - (at + i as u64)) {
                 // Read on from this record, with all of it in the next window.
+                need = whole;
                 break;
             }
             match decode(rest) {
@@ -300,16 +303,6 @@ fn walk_segment(
     }
     walked.torn_tail = bytes - held_to;
     Ok(walked)
-}
-
-/// The bytes a window at `at` needs to hold the whole record there (at least its header).
-fn window_need(file: &File, at: u64, bytes: u64) -> Result<usize, Error> {
-    let mut header = [0; 4];
-    if bytes - at < 4 {
-        return Ok(0);
-    }
-    file.read_exact_at(&mut header, at)?;
-    Ok(needs_more(&header, bytes - at).unwrap_or(0))
 }
 
 impl Inner {
