@@ -35,6 +35,8 @@ use super::standalone_forwarding;
 const SETS: usize = 10;
 /// Requests in flight while the backlog is built.
 const CONCURRENCY: usize = 64;
+/// How long the backlog is built between looks at its size.
+const STEP: Duration = Duration::from_secs(5);
 /// Longest the backlog may take to build.
 const BUILD_LIMIT: Duration = Duration::from_secs(15 * 60);
 /// How long the node holds the backlog before its memory is read: past the first retries.
@@ -60,14 +62,15 @@ pub async fn run(deliveries: u64) -> anyhow::Result<()> {
         let (mut standalone, fire) = standalone_forwarding(&binary, &backend, &dead, &line).await?;
         let started = Instant::now();
         let mut acked = 0u64;
+        let mut step = STEP;
         while acked * (SETS as u64) < deliveries && started.elapsed() < BUILD_LIMIT {
-            let outcome = load::run(
-                Step::Saturate(CONCURRENCY),
-                Duration::from_secs(5),
-                fire.clone(),
-            )
-            .await;
+            let outcome = load::run(Step::Saturate(CONCURRENCY), step, fire.clone()).await;
             acked += outcome.acked;
+            // The last steps are cut to what is left at the rate just seen, so every run holds
+            // about the backlog asked for: memory and restart time grow with it.
+            let rate = outcome.acked as f64 * SETS as f64 / step.as_secs_f64();
+            let left = deliveries.saturating_sub(acked * SETS as u64) as f64;
+            step = Duration::from_secs_f64((left / rate.max(1.0)).clamp(0.25, STEP.as_secs_f64()));
             eprintln!("  {} deliveries queued", acked * SETS as u64);
         }
         let built = started.elapsed();
@@ -141,21 +144,22 @@ pub async fn run(deliveries: u64) -> anyhow::Result<()> {
         );
     }
     for row in &rows {
+        // Issue 18 asks for under 300 MB with 2,000,000 queued: 286.1 MiB.
         let (target, limit) = match row.mode {
             QueueMode::Nats => ("--queue nats", 150.0),
-            _ => ("spool", 300.0),
+            _ => ("spool", 300e6 / f64::from(1 << 20)),
         };
         report::target(
             row.rss < limit && row.queued >= deliveries,
             &format!(
-                "{target} node RSS with {} deliveries queued: {:.1} MiB (< {limit} MiB)",
+                "{target} node RSS with {} deliveries queued: {:.1} MiB (< {limit:.1} MiB)",
                 row.queued, row.rss
             ),
         );
         report::target(
             row.peak_restarted < limit,
             &format!(
-                "{target} node's peak RSS from its restart to the backlog drained: {:.1} MiB (< {limit} MiB)",
+                "{target} node's peak RSS from its restart to the backlog drained: {:.1} MiB (< {limit:.1} MiB)",
                 row.peak_restarted
             ),
         );

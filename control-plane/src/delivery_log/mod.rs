@@ -96,7 +96,17 @@ pub(crate) struct Shelves {
     held_back: HashMap<String, Vec<DeliveryAttempt>>,
     /// When the oldest attempt held back was accepted.
     held_since: Option<Instant>,
+    /// Vectors of attempts held back and since written, emptied, for the next targets held
+    /// back. Made anew at each hold, a busy target's vector grew by doubling to thousands of
+    /// attempts every second: large blocks, freed at once, that the allocator keeps a moment
+    /// before it gives them back, most of a standalone node's growth at the start of a drain
+    /// (docs/BENCHMARKS.md, change 44).
+    spare: Vec<Vec<DeliveryAttempt>>,
 }
+
+/// Spare vectors kept at most: a busy target's is its retention count twice over, and a few
+/// hundred KiB.
+const SPARE_HELD: usize = 16;
 
 impl Shelves {
     /// After a writer failed half-way: each target is read from the tree again at its next batch.
@@ -411,7 +421,10 @@ impl DeliveryLog {
             keep_first_by(&mut newest, count, |(a, at), (b, bt)| {
                 (bt.unix_micros(), b.id.as_str()).cmp(&(at.unix_micros(), a.id.as_str()))
             });
-            let held = shelves.held_back.entry(target.to_owned()).or_default();
+            let held = shelves
+                .held_back
+                .entry(target.to_owned())
+                .or_insert_with(|| shelves.spare.pop().unwrap_or_default());
             held.extend(
                 newest
                     .into_iter()
@@ -467,11 +480,18 @@ impl DeliveryLog {
                     }
                 },
             };
-            let unwritten = attempts.clone();
-            if let Err(e) = shelf.add_and_trim(tree, attempts, count, cutoff) {
-                shelves.targets.remove(&target);
-                shelves.held_back.insert(target, unwritten);
-                failed = Some(e);
+            match shelf.add_and_trim(tree, &attempts, count, cutoff) {
+                Ok(_) => {
+                    if shelves.spare.len() < SPARE_HELD {
+                        attempts.clear();
+                        shelves.spare.push(attempts);
+                    }
+                }
+                Err(e) => {
+                    shelves.targets.remove(&target);
+                    shelves.held_back.insert(target, attempts);
+                    failed = Some(e);
+                }
             }
         }
         match failed {
@@ -974,12 +994,7 @@ mod tests {
             ..DeliveryAttempt::default()
         };
         let mut batch = sled::Batch::default();
-        pages::write_pages(
-            &mut batch,
-            &target_prefix(target),
-            vec![attempt],
-            rand::random,
-        );
+        pages::write_pages(&mut batch, &target_prefix(target), &[attempt], rand::random);
         log.trees.attempt_pages().apply_batch(batch).unwrap();
     }
 
@@ -1569,6 +1584,29 @@ mod tests {
         log.write_held().unwrap();
         times.truncate(100);
         assert_eq!(kept_times(&log, &s.fwd_id), times);
+    }
+
+    #[tokio::test]
+    async fn the_next_hold_fills_the_vector_of_attempts_the_last_one_wrote() {
+        let s = setup(100, DAY).await;
+        let log = s.log.with_hold(Duration::from_secs(3600));
+        report_held_back(&log, &s.fwd_id, 5);
+        let held = |log: &DeliveryLog| {
+            let shelves = log.trees.lock();
+            shelves.held_back.get(&s.fwd_id).map_or(0, Vec::capacity)
+        };
+        let grown = held(&log);
+        assert!(grown >= 200, "{grown}");
+        log.write_held().unwrap();
+        assert_eq!(held(&log), 0, "written, nothing is held back");
+        report_held_back(&log, &s.fwd_id, 1);
+        assert_eq!(
+            held(&log),
+            grown,
+            "the written vector is filled again, not a new one grown"
+        );
+        log.write_held().unwrap();
+        assert_eq!(stored(&log, &s.fwd_id), 100);
     }
 
     #[tokio::test]

@@ -165,26 +165,30 @@ impl PageKey {
     }
 }
 
-/// `attempts` (any order) cut into pages, each named by a call of `id`.
+/// Copies of `attempts` (any order) cut into pages, each named by a call of `id`. Each page is
+/// made at its own size: cutting pages off the front of one vector made a copy of the rest for
+/// each page, large blocks a standalone node's memory kept through a drain (docs/BENCHMARKS.md,
+/// change 44).
 fn paginate(
-    mut attempts: Vec<DeliveryAttempt>,
+    attempts: &[DeliveryAttempt],
     mut id: impl FnMut() -> [u8; ID_LEN],
 ) -> Vec<(PageKey, Vec<DeliveryAttempt>)> {
-    attempts.sort_by(newest_first);
-    let mut pages = Vec::with_capacity(attempts.len().div_ceil(PAGE_MAX));
-    while !attempts.is_empty() {
-        let rest = attempts.split_off(attempts.len().min(PAGE_MAX));
-        pages.push((PageKey::of(&attempts, id()), attempts));
-        attempts = rest;
-    }
-    pages
+    let mut order: Vec<&DeliveryAttempt> = attempts.iter().collect();
+    order.sort_by(|a, b| newest_first(a, b));
+    order
+        .chunks(PAGE_MAX)
+        .map(|chunk| {
+            let page: Vec<DeliveryAttempt> = chunk.iter().map(|a| (*a).clone()).collect();
+            (PageKey::of(&page, id()), page)
+        })
+        .collect()
 }
 
 /// Writes `attempts` (any order) as new pages into `batch`, each named by a call of `id`.
 pub(super) fn write_pages(
     batch: &mut sled::Batch,
     prefix: &[u8],
-    attempts: Vec<DeliveryAttempt>,
+    attempts: &[DeliveryAttempt],
     id: impl FnMut() -> [u8; ID_LEN],
 ) {
     for (key, page) in paginate(attempts, id) {
@@ -319,7 +323,7 @@ impl Shelf {
     pub fn add_and_trim(
         &mut self,
         tree: &Tree,
-        attempts: Vec<DeliveryAttempt>,
+        attempts: &[DeliveryAttempt],
         count: usize,
         cutoff: u64,
     ) -> Result<usize, Error> {
@@ -332,7 +336,8 @@ impl Shelf {
             && let Some(value) = tree.get(last.full(&self.prefix))?
         {
             let mut joined = decode(&value)?;
-            joined.append(&mut attempts);
+            joined.extend_from_slice(attempts);
+            attempts = &[];
             joined.sort_by(newest_first);
             self.pages.remove(&last);
             let key = PageKey::of(&joined, last.id());
@@ -383,7 +388,7 @@ impl Shelf {
 
     /// Trims as `add_and_trim` does, alone (the sweep).
     pub fn trim_now(&mut self, tree: &Tree, count: usize, cutoff: u64) -> Result<usize, Error> {
-        self.add_and_trim(tree, Vec::new(), count, cutoff)
+        self.add_and_trim(tree, &[], count, cutoff)
     }
 
     /// Removes the oldest attempts from the pages, reading into `loose` (by id) the pages it
@@ -582,7 +587,7 @@ mod tests {
         cutoff: u64,
     ) -> Result<usize, Error> {
         shelf.last_written = None;
-        shelf.add_and_trim(tree, attempts, count, cutoff)
+        shelf.add_and_trim(tree, &attempts, count, cutoff)
     }
 
     fn ids(attempts: &[DeliveryAttempt]) -> Vec<&str> {
@@ -659,7 +664,9 @@ mod tests {
         let tree = tree();
         let mut shelf = Shelf::load(&tree, "fwd_1").unwrap();
         let seconds: Vec<u64> = (1..=PAGE_MAX as u64 * 2 + 1).collect();
-        shelf.add_and_trim(&tree, batch(&seconds), 1000, 0).unwrap();
+        shelf
+            .add_and_trim(&tree, &batch(&seconds), 1000, 0)
+            .unwrap();
         assert_eq!(tree.len(), 3);
         assert_eq!(shelf.held(), seconds.len());
         assert_eq!(listed(&tree, 100).len(), seconds.len());
@@ -716,7 +723,7 @@ mod tests {
         let batches = SMALL as u64 + 8;
         for second in 1..=batches {
             shelf
-                .add_and_trim(&tree, batch(&[second]), 1000, 0)
+                .add_and_trim(&tree, &batch(&[second]), 1000, 0)
                 .unwrap();
         }
         assert_eq!(tree.len(), 2);

@@ -1,20 +1,23 @@
 //! The ids of the attempts stored lately. A node whose report timed out after the control plane
 //! stored it sends the same attempts again (seconds later, or after a restart of either side);
 //! they must be stored and counted once. Pages hold attempts by batch, not by id, so the ids are
-//! remembered here instead, for the last `REMEMBERED` attempts.
+//! remembered here instead: the last `GENERATION` attempts at least, up to twice as many.
 
-use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher as _;
 
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
-/// At 20,000 attempts a second, the last 50 seconds: beyond a node's report timeout (15 s) and
-/// its first waits before sending again. About 26 MiB when full.
-const REMEMBERED: usize = 1 << 20;
+/// Ids a generation holds: what a table of 2^20 buckets takes before it would grow. At 20,000
+/// attempts a second, 46 seconds at least: beyond a node's report timeout (15 s) and its first
+/// waits before sending again. Two generations, the current and the one before, take 18 MiB at
+/// most. Before, one table of the last 2^20 ids with a ring of them in order took 34 MiB once
+/// full (a table of 2^21 buckets, a ring grown to 2^21 slots), the largest part of what a
+/// standalone node's memory grew by through a drain (docs/BENCHMARKS.md, change 44).
+const GENERATION: usize = (1 << 20) / 8 * 7;
 
-/// An attempt id as the log remembers it: its keyed hash. A collision (one in 2^44 at this
+/// An attempt id as the log remembers it: its keyed hash. A collision (one in 2^43 at this
 /// size) costs one attempt's record, and ids cannot be chosen to collide without the
 /// per-process key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,33 +46,33 @@ impl IdSet {
         }
     }
 
-    fn remove(&mut self, id: IdHash) {
-        if let Ok(found) = self.0.find_entry(id.0, |x| *x == id) {
-            found.remove();
-        }
+    fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
+/// The ids remembered, in two generations: the oldest are forgotten a generation at a time,
+/// which needs no record of their order, and never drops one of the newest `generation`.
 pub(crate) struct RecentIds {
-    seen: IdSet,
-    order: VecDeque<IdHash>,
+    current: IdSet,
+    previous: IdSet,
     keys: RandomState,
-    limit: usize,
+    generation: usize,
 }
 
 impl Default for RecentIds {
     fn default() -> RecentIds {
-        RecentIds::with_limit(REMEMBERED)
+        RecentIds::with_generation(GENERATION)
     }
 }
 
 impl RecentIds {
-    fn with_limit(limit: usize) -> RecentIds {
+    fn with_generation(generation: usize) -> RecentIds {
         RecentIds {
-            seen: IdSet::default(),
-            order: VecDeque::new(),
+            current: IdSet::default(),
+            previous: IdSet::default(),
             keys: RandomState::new(),
-            limit,
+            generation: generation.max(1),
         }
     }
 
@@ -79,21 +82,20 @@ impl RecentIds {
     }
 
     pub fn contains(&self, id: IdHash) -> bool {
-        self.seen.contains(id)
+        self.current.contains(id) || self.previous.contains(id)
     }
 
     /// Remembers `id`; false when it was remembered already.
     pub fn insert(&mut self, id: IdHash) -> bool {
-        if !self.seen.insert(id) {
+        if self.contains(id) {
             return false;
         }
-        self.order.push_back(id);
-        if self.order.len() > self.limit
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.seen.remove(oldest);
+        if self.current.len() >= self.generation {
+            // The current generation is full: it becomes the one before, and the one before is
+            // forgotten.
+            self.previous = std::mem::take(&mut self.current);
         }
-        true
+        self.current.insert(id)
     }
 }
 
@@ -113,13 +115,35 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_ids_are_forgotten_beyond_the_limit() {
-        let mut recent = RecentIds::with_limit(2);
-        let [one, two, three] = ["att_1", "att_2", "att_3"].map(|id| recent.hash(id));
-        for id in [one, two, three] {
+    fn the_newest_generation_of_ids_is_always_remembered_and_older_ones_a_generation_at_a_time() {
+        let mut recent = RecentIds::with_generation(2);
+        let ids: Vec<IdHash> = (1..=5).map(|n| recent.hash(&format!("att_{n}"))).collect();
+        for &id in &ids {
             assert!(recent.insert(id));
+            assert!(!recent.insert(id), "an id just remembered is known");
         }
-        assert!(!recent.insert(three));
-        assert!(recent.insert(one));
+        // Generations {1, 2}, {3, 4}, {5}: the first is forgotten, the second still held.
+        assert!(!recent.contains(ids[0]) && !recent.contains(ids[1]));
+        for &id in &ids[2..] {
+            assert!(recent.contains(id));
+            assert!(
+                !recent.insert(id),
+                "an id of the generation before is known"
+            );
+        }
+        assert!(recent.insert(ids[0]), "a forgotten id is new again");
+    }
+
+    #[test]
+    fn a_full_generation_holds_as_many_ids_as_its_table_takes_without_growing() {
+        let mut set = IdSet::default();
+        set.0.reserve(GENERATION, |x| x.0);
+        let buckets = set.0.capacity();
+        let recent = RecentIds::default();
+        for n in 0..GENERATION {
+            set.insert(recent.hash(&n.to_string()));
+        }
+        assert_eq!(set.0.capacity(), buckets);
+        assert_eq!(set.len(), GENERATION);
     }
 }

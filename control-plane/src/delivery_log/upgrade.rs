@@ -64,7 +64,7 @@ fn move_chunk(
     let attempts: Vec<DeliveryAttempt> = chunk.into_iter().map(|(_, a)| a).collect();
     let moved = attempts.len();
     let mut page = sled::Batch::default();
-    write_pages(&mut page, prefix, attempts, || id);
+    write_pages(&mut page, prefix, &attempts, || id);
     store.named_tree(ATTEMPT_PAGES)?.apply_batch(page)?;
     old.apply_batch(removals)?;
     Ok(moved)
@@ -173,7 +173,7 @@ mod tests {
         write_pages(
             &mut page,
             b"fwd_x/",
-            first.into_iter().map(|(_, a)| a).collect(),
+            &first.into_iter().map(|(_, a)| a).collect::<Vec<_>>(),
             || id,
         );
         store

@@ -9,7 +9,7 @@
 //! the record, read back when it is needed (copying a record forward, replay).
 //!
 //! Like the held jobs' map (`hashed_key.rs`) it is 64 maps, each growing on its own, so a
-//! doubling never stalls the spool's lock for long.
+//! doubling never stalls the spool's lock for long; each also shrinks on its own as it empties.
 
 use std::{
     collections::HashMap,
@@ -20,6 +20,9 @@ use std::{
 use super::hashed_key::StoredHash;
 
 const SHARDS: usize = 64;
+/// Keys a shard may have room for before it is made smaller as it empties: below this, its
+/// buckets are a few dozen KiB, not worth a rebuild.
+const SHRINK_FROM: usize = 1024;
 
 /// Where a record sits: its segment, its offset there and its whole length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +122,14 @@ impl KeyIndex {
         }
         let old = shard.remove(&place)?;
         self.len -= 1;
+        // A map keeps the buckets of its fullest moment. Through the drain of a backlog of
+        // millions the index held its peak's buckets to the end: 100 MiB at 2.6 million, half of
+        // a restarted node's memory (docs/BENCHMARKS.md, change 44). A shard under three eighths
+        // full is rebuilt at half its buckets, three quarters full, so it grows again only
+        // after a third more keys.
+        if shard.capacity() > SHRINK_FROM && shard.len() * 8 < shard.capacity() * 3 {
+            shard.shrink_to(shard.len() * 4 / 3);
+        }
         Some(old.loc())
     }
 
@@ -160,6 +171,30 @@ mod tests {
     #[test]
     fn an_entry_is_24_bytes_with_its_key() {
         assert_eq!(std::mem::size_of::<(u64, Entry)>(), 24);
+    }
+
+    #[test]
+    fn the_index_gives_back_its_room_as_it_empties_and_still_finds_what_is_left() {
+        let mut index = KeyIndex::default();
+        let room = |index: &KeyIndex| index.shards.iter().map(Shard::capacity).sum::<usize>();
+        for i in 0..400_000_u64 {
+            index.insert(format!("dlv_{i}").as_bytes(), at(1, i));
+        }
+        let full = room(&index);
+        for i in 10_000..400_000_u64 {
+            assert_eq!(index.remove(format!("dlv_{i}").as_bytes()), Some(at(1, i)));
+        }
+        assert!(room(&index) * 4 < full, "{} of {full}", room(&index));
+        assert_eq!(index.len(), 10_000);
+        for i in 0..10_000_u64 {
+            assert_eq!(index.get(format!("dlv_{i}").as_bytes()), Some(at(1, i)));
+        }
+        // Filled again, it grows as before.
+        for i in 10_000..400_000_u64 {
+            index.insert(format!("dlv_{i}").as_bytes(), at(2, i));
+        }
+        assert_eq!(index.len(), 400_000);
+        assert_eq!(index.get(b"dlv_399999"), Some(at(2, 399_999)));
     }
 
     #[test]
