@@ -104,8 +104,8 @@ pub(crate) struct Shelves {
     spare: Vec<Vec<DeliveryAttempt>>,
 }
 
-/// Spare vectors kept at most: a busy target's is its retention count twice over, and a few
-/// hundred KiB.
+/// Spare vectors kept at most. Each has room for up to twice the retention count and a batch:
+/// at the default count of 1,000, about a MiB.
 const SPARE_HELD: usize = 16;
 
 impl Shelves {
