@@ -87,10 +87,11 @@ impl RecentIds {
 
     /// Remembers `id`; false when it was remembered already.
     pub fn insert(&mut self, id: IdHash) -> bool {
-        if self.contains(id) {
+        if self.previous.contains(id) {
             return false;
         }
-        if self.current.len() >= self.generation {
+        // The current generation is probed once, by the insert below, unless it is full.
+        if self.current.len() >= self.generation && !self.current.contains(id) {
             // The current generation is full: it becomes the one before, and the one before is
             // forgotten.
             self.previous = std::mem::take(&mut self.current);
